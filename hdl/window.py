@@ -1,0 +1,141 @@
+"""Sliding k×k window over a raster pixel stream, with line buffers in block RAM."""
+
+from amaranth import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .requantize import check_int
+
+__all__ = ["SlidingWindow", "pixel_layout", "window_layout"]
+
+
+def pixel_layout(channels, width):
+    """One pixel: ``channels`` signed ``width``-bit values."""
+    return data.ArrayLayout(signed(width), channels)
+
+
+def window_layout(channels, width, k):
+    """A k×k window, taps in row-major order (tap ``t = row * k + col``), each tap one pixel."""
+    return data.ArrayLayout(pixel_layout(channels, width), k * k)
+
+
+class SlidingWindow(wiring.Component):
+    """Turn a raster stream of pixels into a stream of k×k windows (stride 1, zero padding).
+
+    Pixels arrive in raster order, one per transfer, ``height × width`` per frame, frames back to back.
+    One window is emitted per output pixel, in raster order: ``(height + 2p − k + 1) × (width + 2p − k + 1)``
+    windows per frame, where ``p`` is ``padding``. Window tap ``(r, c)`` of output pixel ``(y, x)`` is input
+    pixel ``(y − p + r, x − p + c)``, or zero outside the image; this is :func:`insitu.golden.conv.windows`.
+
+    The generator walks an extended raster of ``(height + p) × (width + p)`` positions, one per clock
+    when neither side stalls. Positions inside the image consume a pixel; the ``p`` extra columns and
+    rows insert zeros. Because the extra positions are always zero, the window's top and left borders
+    read zeros from the line buffers and the previous row's tail, so no masking logic is needed.
+    After reset the line buffers are cleared (``width + p`` clocks) before the first pixel is accepted.
+
+    The ``k − 1`` line buffers are one block RAM of depth ``width + p`` and width
+    ``(k − 1) · channels · act_width`` bits.
+
+    Parameters
+    ----------
+    channels : int
+        Channels per pixel.
+    act_width : int
+        Signed activation width in bits.
+    k : int
+        Kernel size, odd, ``>= 1``.
+    width, height : int
+        Image size in pixels.
+    padding : int
+        Zero padding on each border, ``0 <= padding <= k // 2``.
+
+    Members
+    -------
+    i : In(stream.Signature(pixel_layout(channels, act_width)))
+    o : Out(stream.Signature(window_layout(channels, act_width, k)))
+    """
+
+    def __init__(self, *, channels, act_width, k, width, height, padding):
+        check_int(channels, "Channel count", 1)
+        check_int(act_width, "Activation width", 2, 32)
+        check_kernel(k)
+        check_int(padding, "Padding", 0, k // 2)
+        check_int(width, "Image width", max(1, k - 2 * padding))
+        check_int(height, "Image height", max(1, k - 2 * padding))
+        self._channels, self._act_width, self._k = channels, act_width, k
+        self._width, self._height, self._padding = width, height, padding
+        super().__init__({
+            "i": In(stream.Signature(pixel_layout(channels, act_width))),
+            "o": Out(stream.Signature(window_layout(channels, act_width, k))),
+        })
+
+    channels = property(lambda self: self._channels)
+    act_width = property(lambda self: self._act_width)
+    k = property(lambda self: self._k)
+    width = property(lambda self: self._width)
+    height = property(lambda self: self._height)
+    padding = property(lambda self: self._padding)
+    out_width = property(lambda self: self._width + 2 * self._padding - self._k + 1)
+    out_height = property(lambda self: self._height + 2 * self._padding - self._k + 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        k, p = self.k, self.padding
+        ext_w, ext_h = self.width + p, self.height + p
+        pixel = pixel_layout(self.channels, self.act_width)
+
+        x = Signal(range(ext_w))
+        y = Signal(range(ext_h))
+        last_x = x == ext_w - 1
+        x_next = Mux(last_x, 0, x + 1)
+        consume = (x < self.width) & (y < self.height)
+        emit = (x >= k - 1 - p) & (y >= k - 1 - p)
+
+        window = Signal(window_layout(self.channels, self.act_width, k))
+        clearing = Signal(init=k > 1)
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~clearing & (~self.o.valid | self.o.ready) & (self.i.valid | ~consume)),
+            self.i.ready.eq(~clearing & (~self.o.valid | self.o.ready) & consume),
+            self.o.payload.eq(window),
+        ]
+
+        incoming = Signal(pixel)
+        m.d.comb += incoming.eq(Mux(consume, self.i.payload, 0))
+        column = [incoming]
+        if k > 1:
+            # One memory word holds the k-1 rows above the current row at this column, oldest first.
+            m.submodules.lines = lines = memory.Memory(
+                shape=data.ArrayLayout(pixel, k - 1), depth=ext_w, init=[])
+            wr = lines.write_port()
+            rd = lines.read_port(transparent_for=(wr,))
+            # Prefetch: the read port always presents the word for the position being processed.
+            m.d.comb += rd.addr.eq(Mux(clearing, 0, Mux(advance, x_next, x)))
+            column = [rd.data[r] for r in range(k - 1)] + column
+            with m.If(clearing):
+                m.d.comb += [wr.addr.eq(x), wr.en.eq(1), wr.data.eq(0)]
+                m.d.sync += x.eq(x_next)
+                with m.If(last_x):
+                    m.d.sync += clearing.eq(0)
+            with m.Else():
+                m.d.comb += [wr.addr.eq(x), wr.en.eq(advance)]
+                m.d.comb += [wr.data[r].eq(column[r + 1]) for r in range(k - 1)]
+
+        with m.If(advance):
+            for r in range(k):
+                for c in range(k - 1):
+                    m.d.sync += window[r * k + c].eq(window[r * k + c + 1])
+                m.d.sync += window[r * k + k - 1].eq(column[r])
+            m.d.sync += [self.o.valid.eq(emit), x.eq(x_next)]
+            with m.If(last_x):
+                m.d.sync += y.eq(Mux(y == ext_h - 1, 0, y + 1))
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+def check_kernel(k):
+    """Validate a kernel size: an odd integer >= 1."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise ValueError(f"Kernel size must be an odd integer >= 1, not {k!r}")
+    return k
