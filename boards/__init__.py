@@ -1,0 +1,46 @@
+"""Board definitions: amaranth-boards platforms plus what insitu needs to build and flash them."""
+
+from dataclasses import dataclass, field
+
+__all__ = ["Board", "BOARDS", "get_board", "UnknownBoard"]
+
+
+class UnknownBoard(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board.
+
+    ``target_mhz`` is the default clock of the ``sync`` domain (a PLL from the board oscillator);
+    ``programmer`` is the flashing tool and the environment variable that overrides it.
+    """
+    name: str
+    platform_path: str          # "module:Class" in amaranth_boards
+    family: str                 # "ice40" or "ecp5"
+    target_mhz: float
+    programmer: tuple           # (env var, default program)
+    build_tools: dict = field(default_factory=dict)   # extra env var -> program needed at build time
+
+    def platform(self):
+        import importlib
+        module, cls = self.platform_path.split(":")
+        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+
+
+BOARDS = {b.name: b for b in [
+    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 48, ("ICEPROG", "iceprog")),
+    Board("upduino", "upduino_v3:UpduinoV3Platform", "ice40", 48, ("ICEPROG", "iceprog")),
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
+    Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
+    Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 100, ("DFU_UTIL", "dfu-util"),
+          build_tools={"DFU_SUFFIX": "dfu-suffix"}),
+]}
+
+
+def get_board(name):
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise UnknownBoard(f"Unknown board {name!r}; choose one of: {', '.join(BOARDS)}") from None

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["check_kernel_size", "check_activations", "pad", "windows", "conv2d"]
+__all__ = ["check_kernel_size", "check_activations", "pad", "windows", "conv2d", "pack"]
 
 
 def check_kernel_size(k):
@@ -62,3 +62,21 @@ def conv2d(x, weights, padding):
     win = windows(x, k, padding)                                     # (h', w', k², c_in)
     w = weights.astype(np.int64).reshape(c_out, c_in, k * k)         # (c_out, c_in, k²)
     return np.einsum("yxtc,oct->oyx", win, w)
+
+
+def pack(weights, weight_width=8):
+    """The weight-memory codes ``(c_out, c_in)`` of :class:`insitu.hdl.DenseConv`.
+
+    Each code holds the kernel's k² two's-complement weights, tap ``t`` in bits
+    ``[t·weight_width, (t+1)·weight_width)``.
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
+        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
+    lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
+    if weights.size and (weights.min() < lo or weights.max() > hi):
+        raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+    c_out, c_in, k, _ = weights.shape
+    flat = weights.reshape(c_out, c_in, k * k).astype(np.int64) & ((1 << weight_width) - 1)
+    return [[sum(int(v) << (t * weight_width) for t, v in enumerate(flat[o, ci])) for ci in range(c_in)]
+            for o in range(c_out)]

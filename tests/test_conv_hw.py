@@ -40,20 +40,13 @@ def test_denseconv_matches_golden(seed):
     rng, params, padding, h, w, stall = random_case(seed, max_ch=6)
     weights = rng.integers(-128, 128, size=(params["c_out"], params["c_in"], params["k"], params["k"]))
     weights.flat[0] = -128
-    codes = dense_codes(weights)
+    codes = conv.pack(weights)
     frames = rng.integers(-128, 128, size=(2, params["c_in"], h, w))
     frames[0, 0, 0, 0] = -128
     dut = Conv2d(DenseConv(**params, init=codes), width=w, height=h, padding=padding)
     got, _ = simulate_conv2d(dut, frames, seed=seed, stall=stall)
     for f in range(2):
         np.testing.assert_array_equal(got[f], conv.conv2d(frames[f], weights, padding))
-
-
-def dense_codes(weights, width=8):
-    c_out, c_in, k, _ = weights.shape
-    flat = (weights.reshape(c_out, c_in, k * k).astype(np.int64) & ((1 << width) - 1))
-    return [[sum(int(v) << (t * width) for t, v in enumerate(flat[o, ci])) for ci in range(c_in)]
-            for o in range(c_out)]
 
 
 def test_muxconv_requantised_output():

