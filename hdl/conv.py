@@ -3,6 +3,7 @@
 from amaranth import Module
 from amaranth.lib import wiring
 
+from ._params import validated
 from .pe import ConvPE
 from .window import SlidingWindow
 
@@ -31,6 +32,7 @@ class Conv2d(wiring.Component):
     o : Out(stream), the PE's output.
     """
 
+    @validated
     def __init__(self, pe, *, width, height, padding):
         if not isinstance(pe, ConvPE):
             raise TypeError(f"Processing element must be a MuxConv or DenseConv, not {pe!r}")

@@ -1,7 +1,7 @@
 """Dense integer convolution: the multiply-accumulate baseline every compression ratio is measured against."""
 
 from .pe import ConvPE
-from .requantize import check_int
+from ._params import check_int, validated
 
 __all__ = ["DenseConv"]
 
@@ -17,6 +17,7 @@ class DenseConv(ConvPE):
     tap ``t`` in bits ``[t·weight_width, (t+1)·weight_width)``.
     """
 
+    @validated
     def __init__(self, *, weight_width=8, **kwargs):
         check_int(weight_width, "Weight width", 2, 18)
         self._weight_width = weight_width
@@ -37,8 +38,11 @@ class DenseConv(ConvPE):
         a, b = 1 << (self.act_width - 1), 1 << (self._weight_width - 1)
         return -max(a * (b - 1), (a - 1) * b), a * b
 
-    def _terms(self, m, window, codes):
+    def _operands(self, window, codes):
         ww = self._weight_width
         for ci in range(self.c_in):
             for t in range(self.k * self.k):
-                yield window[t][ci] * codes[ci][t * ww:(t + 1) * ww].as_signed()
+                yield window[t][ci], codes[ci][t * ww:(t + 1) * ww].as_signed()
+
+    def _term(self, activation, weight):
+        return activation * weight

@@ -61,9 +61,13 @@ class MuxConv(ConvPE):
             raise ValueError(f"Weight code {code!r} selects tap {code & ((1 << self.index_width) - 1)}, "
                              f"but a {self.k}x{self.k} kernel has {self.k * self.k} taps")
 
-    def _terms(self, m, window, codes):
+    def _operands(self, window, codes):
         for ci in range(self.c_in):
             code = codes[ci]
             taps = Array(window[t][ci] for t in range(self.k * self.k))
             selected = taps[code[:self.index_width]] if self.index_width else taps[0]
-            yield Mux(code[self.index_width], -selected, selected)
+            yield selected, code[self.index_width]
+
+    def _term(self, selected, negate):
+        # Conditional negate on one carry chain: -x = ~x + 1.
+        return (selected ^ negate.replicate(len(selected)).as_signed()) + negate

@@ -11,8 +11,9 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .requantize import Requantize, check_int, signed_width
-from .window import check_kernel, window_layout
+from ._params import check_int, check_kernel, signed_width, validated
+from .requantize import Requantize
+from .window import window_layout
 
 __all__ = ["ConvPE"]
 
@@ -21,7 +22,9 @@ class ConvPE(wiring.Component):
     """Base class of window-in, channels-out processing elements. Subclasses define the terms.
 
     Subclasses set ``code_width`` (bits of weight per (output, input) channel pair), ``term_range``
-    (inclusive bounds of one term), ``terms_per_lane`` and implement ``_terms(m, window, codes)``.
+    (inclusive bounds of one term), ``terms_per_lane``, and implement ``_operands(window, codes)``, which
+    yields for every term of a lane a tuple of values (registered in pipeline stage 1), and
+    ``_term(*operands)``, which computes the term from them (registered in stage 2).
 
     Members
     -------
@@ -34,6 +37,7 @@ class ConvPE(wiring.Component):
         ``w_en`` has one bit per lane. Write while the PE is idle.
     """
 
+    @validated
     def __init__(self, *, c_in, c_out, k, act_width=8, parallel=1, requant=None, init=None):
         check_int(c_in, "Input channel count", 1)
         check_int(c_out, "Output channel count", 1)
@@ -84,7 +88,7 @@ class ConvPE(wiring.Component):
     @property
     def latency(self):
         """Clocks from a window transfer to the output transfer of its first group (no stalls)."""
-        return 1 + self.tree_levels + (self._requant is not None)
+        return 2 + self.tree_levels + (self._requant is not None)
 
     @property
     def cycles_per_window(self):
@@ -151,19 +155,27 @@ class ConvPE(wiring.Component):
         with m.If(issue):
             m.d.sync += group.eq(group_next)
 
-        # Stage 1: per-lane terms, registered.
+        # Stage 1: per-term operands picked from the window and the weight word, registered.
+        # Stage 2: each term computed from its operands, registered.
         valid = Signal()
+        valid_operands = Signal()
         with m.If(en):
-            m.d.sync += valid.eq(issue)
+            m.d.sync += [valid_operands.eq(issue), valid.eq(valid_operands)]
         lo, hi = self.term_range
         lanes = []  # per lane: a list of (register, number of terms it sums)
         for lane in range(self.parallel):
             terms = []
-            for n, term in enumerate(self._terms(m, self.i.payload, rd.data[lane])):
-                reg = Signal(signed(signed_width(lo, hi)), name=f"t{lane}_{n}")
+            for n, operands in enumerate(self._operands(self.i.payload, rd.data[lane])):
+                regs = []
+                for index, operand in enumerate(operands):
+                    reg = Signal(operand.shape(), name=f"op{lane}_{n}_{index}")
+                    with m.If(en):
+                        m.d.sync += reg.eq(operand)
+                    regs.append(reg)
+                term = Signal(signed(signed_width(lo, hi)), name=f"t{lane}_{n}")
                 with m.If(en):
-                    m.d.sync += reg.eq(term)
-                terms.append((reg, 1))
+                    m.d.sync += term.eq(self._term(*regs))
+                terms.append((term, 1))
             lanes.append(terms)
 
         # Registered adder tree, one level per clock; each register is exactly as wide as its sum needs.

@@ -4,22 +4,9 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Requantize", "signed_width", "check_int"]
+from ._params import check_int, validated
 
-
-def check_int(value, name, minimum, maximum=None, *, what="an integer"):
-    """Validate an integer parameter; raise ``TypeError``/``ValueError`` with the project's message shape."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be {what}, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in range [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {what} {bound}, not {value!r}")
-    return value
-
-
-def signed_width(lo, hi):
-    """Smallest signed width holding every integer in ``[lo, hi]`` (same rule as ``golden.fixed``)."""
-    return max(1, (hi.bit_length() + 1) if hi > 0 else 1, ((-lo - 1).bit_length() + 1) if lo < 0 else 1)
+__all__ = ["Requantize"]
 
 
 class Requantize(wiring.Component):
@@ -46,6 +33,7 @@ class Requantize(wiring.Component):
     o : Out(stream.Signature(ArrayLayout(signed(out_width), lanes)))
     """
 
+    @validated
     def __init__(self, in_width, out_width, shift, lanes=1):
         check_int(in_width, "Input width", 1)
         check_int(out_width, "Output width", 1)

@@ -4,7 +4,7 @@ from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .requantize import check_int
+from ._params import check_int, check_kernel, validated
 
 __all__ = ["SlidingWindow", "pixel_layout", "window_layout"]
 
@@ -55,6 +55,7 @@ class SlidingWindow(wiring.Component):
     o : Out(stream.Signature(window_layout(channels, act_width, k)))
     """
 
+    @validated
     def __init__(self, *, channels, act_width, k, width, height, padding):
         check_int(channels, "Channel count", 1)
         check_int(act_width, "Activation width", 2, 32)
@@ -132,10 +133,3 @@ class SlidingWindow(wiring.Component):
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m
-
-
-def check_kernel(k):
-    """Validate a kernel size: an odd integer >= 1."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
-        raise ValueError(f"Kernel size must be an odd integer >= 1, not {k!r}")
-    return k

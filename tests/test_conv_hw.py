@@ -3,6 +3,7 @@
 import random
 
 import numpy as np
+from amaranth.back import rtlil
 import pytest
 
 from insitu.golden import conv, fixed, qgp
@@ -59,9 +60,16 @@ def test_muxconv_requantised_output():
     np.testing.assert_array_equal(got[0], fixed.requantize(qgp.muxconv2d(frames[0], layer, 1), 3, 8))
 
 
-def test_accumulator_width_is_exact_bit_growth():
-    assert MuxConv(c_in=16, c_out=1, k=3).acc_width == fixed.accumulator_width(-128, 128, 16) == 13
-    assert DenseConv(c_in=16, c_out=1, k=3).acc_width == fixed.accumulator_width(-128 * 127, 128 * 128, 144)
+@pytest.mark.parametrize("pe, expected", [
+    (lambda: MuxConv(c_in=16, c_out=1, k=3), fixed.accumulator_width(-128, 128, 16)),       # 13 bits
+    (lambda: DenseConv(c_in=16, c_out=1, k=3), fixed.accumulator_width(-128 * 127, 128 * 128, 144)),
+    (lambda: MuxConv(c_in=3, c_out=2, k=5, act_width=4), fixed.accumulator_width(-8, 8, 3)),
+])
+def test_accumulator_width_is_exact_bit_growth(pe, expected):
+    pe = pe()
+    rtlil.convert(pe)
+    assert pe.acc_width == expected
+    assert pe.o.payload.shape().elem_shape.width == expected
 
 
 def test_weight_write_port():
@@ -176,7 +184,7 @@ def test_sliding_window_matches_golden_windows():
     (lambda: Conv2d("pe", width=4, height=4, padding=1), TypeError,
      r"^Processing element must be a MuxConv or DenseConv, not 'pe'$"),
 ])
-@pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()

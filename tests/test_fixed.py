@@ -3,7 +3,7 @@ import pytest
 
 from insitu.golden import fixed
 from insitu.hdl import Requantize
-from insitu.hdl.requantize import signed_width as hdl_signed_width
+from insitu.hdl._params import signed_width as hdl_signed_width
 from insitu.hdl.testing import run, stream_get, stream_put
 
 
@@ -58,7 +58,7 @@ def test_accumulator_width():
     (lambda: Requantize(16, 0, 2), ValueError, r"^Output width must be an integer >= 1, not 0$"),
     (lambda: Requantize(16, 8, 2, lanes="2"), TypeError, r"^Lane count must be an integer, not '2'$"),
 ])
-@pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()

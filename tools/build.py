@@ -25,7 +25,12 @@ __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"
 
 
 class BuildError(RuntimeError):
-    pass
+    """A build that did not produce a bitstream. ``synth_cells`` holds the synthesised cell counts, when
+    synthesis got that far (e.g. a design too large to place)."""
+
+    def __init__(self, message, synth_cells=None):
+        super().__init__(message)
+        self.synth_cells = synth_cells or {}
 
 
 class ToolMissing(BuildError):
@@ -100,17 +105,16 @@ def write_json_atomic(path, obj):
             tmp.unlink()
 
 
-def _count_ffs(yosys_log):
-    """Flip-flops from the final ``stat`` of the yosys log (iCE40: SB_DFF* cells)."""
-    text = Path(yosys_log).read_text(errors="replace")
-    stats = text.rsplit("Printing statistics.", 1)[-1]
-    total = 0
-    for cell, count in re.findall(r"^\s+(\d+)\s+\S*\s+(SB_DFF\w*)\s*$", stats, re.M):
-        total += int(cell)
-    if total == 0:
-        for cell, count in re.findall(r"^\s+(SB_DFF\w*)\s+(\d+)\s*$", stats, re.M):
-            total += int(count)
-    return total
+def synth_cells(yosys_log):
+    """Cell counts of the top module from the final ``stat`` in the yosys log."""
+    path = Path(yosys_log)
+    if not path.exists():
+        return {}
+    stats = path.read_text(errors="replace").rsplit("Printing statistics.", 1)[-1]
+    counts = {}  # the block repeats per module and for the top: keep the last (top) count of each cell
+    for count, cell in re.findall(r"^\s+(\d+)\s+([A-Z]\w+)\s*$", stats, re.M):
+        counts[cell] = int(count)
+    return counts
 
 
 def parse_reports(family, build_dir, name="top"):
@@ -121,7 +125,8 @@ def parse_reports(family, build_dir, name="top"):
         util = report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
         resources[key] = {"used": util["used"], "available": util["available"]}
     if family == "ice40":
-        resources["FF"] = {"used": _count_ffs(Path(build_dir) / f"{name}.rpt"),
+        cells = synth_cells(Path(build_dir) / f"{name}.rpt")
+        resources["FF"] = {"used": sum(n for cell, n in cells.items() if cell.startswith("SB_DFF")),
                            "available": resources["LC"]["available"]}
     clocks = []
     for clock, fmax in report.get("fmax", {}).items():
@@ -149,7 +154,7 @@ def _run_script(build_dir, env, progress, name="top"):
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         raise BuildError(f"Build failed (exit {proc.returncode}); last lines of {log_path}:\n  "
-                         + "\n  ".join(tail))
+                         + "\n  ".join(tail), synth_cells(Path(build_dir) / f"{name}.rpt"))
 
 
 def build(board_name, design_name, component, parameters, *, frequency_mhz=None, build_dir=None,

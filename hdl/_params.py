@@ -1,0 +1,48 @@
+"""Parameter validation shared by the components: one message shape, ``TypeError`` vs ``ValueError``."""
+
+import functools
+from contextlib import contextmanager
+
+__all__ = ["check_int", "check_kernel", "signed_width", "validating", "validated"]
+
+
+def check_int(value, name, minimum, maximum=None, *, what="an integer"):
+    """Validate an integer parameter; raise ``TypeError``/``ValueError`` with the project's message shape."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, not {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in range [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {what} {bound}, not {value!r}")
+    return value
+
+
+def signed_width(lo, hi):
+    """Smallest signed width holding every integer in ``[lo, hi]`` (same rule as ``golden.fixed``)."""
+    return max(1, (hi.bit_length() + 1) if hi > 0 else 1, ((-lo - 1).bit_length() + 1) if lo < 0 else 1)
+
+
+def check_kernel(k):
+    """Validate a kernel size: an odd integer >= 1."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise ValueError(f"Kernel size must be an odd integer >= 1, not {k!r}")
+    return k
+
+
+@contextmanager
+def validating(component):
+    """Wrap a component's parameter checks: if one fails, the half-built component does not also warn
+    that it was never elaborated (Amaranth's ``UnusedElaboratable``)."""
+    try:
+        yield
+    except Exception:
+        component._MustUse__used = True
+        raise
+
+
+def validated(init):
+    """Decorate a component's ``__init__`` so that a parameter error raises cleanly (see :func:`validating`)."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        with validating(self):
+            init(self, *args, **kwargs)
+    return wrapper
