@@ -55,7 +55,7 @@ def ecp5_pll_params(f_in, f_out):
 
 
 class ClockGenerator(Elaboratable):
-    """Create the ``sync`` domain at about ``frequency`` Hz from the platform's default clock.
+    """Drive the ``sync`` domain (defined by the parent) at about ``frequency`` Hz from the board clock.
 
     :attr:`frequency` is the frequency the PLL settings achieve, which the clock is constrained to.
     """
@@ -124,7 +124,6 @@ class ClockGenerator(Elaboratable):
 
         # Power-on reset: hold ``sync`` in reset until the PLL has been locked for ~20 µs.
         m.domains.por = ClockDomain(reset_less=True, local=True)
-        m.domains.sync = ClockDomain()
         delay = int(20e-6 * self.frequency)
         timer = Signal(range(delay + 1))
         ready = Signal()

@@ -6,7 +6,7 @@ into one register that drives an LED. Nothing can be optimised away, and the har
 flip-flop per input payload bit plus a small XOR tree on the output.
 """
 
-from amaranth import Cat, Elaboratable, Module, Signal, Value
+from amaranth import Cat, ClockDomain, Elaboratable, Module, Signal, Value
 from amaranth.lib import io
 
 from .clocks import ClockGenerator
@@ -36,6 +36,7 @@ class Harness(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = ClockDomain()
         m.submodules.clocks = clocks = ClockGenerator(platform, self.family, self.frequency)
         self.achieved_frequency = clocks.frequency
         m.submodules.dut = dut = self.dut

