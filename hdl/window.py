@@ -32,6 +32,8 @@ class SlidingWindow(wiring.Component):
     rows insert zeros. Because the extra positions are always zero, the window's top and left borders
     read zeros from the line buffers and the previous row's tail, so no masking logic is needed.
     After reset the line buffers are cleared (``width + p`` clocks) before the first pixel is accepted.
+    Throughput: one raster position per clock; latency from the transfer of the pixel that completes a
+    window to that window's ``valid`` is one clock.
 
     The ``k − 1`` line buffers are one block RAM of depth ``width + p`` and width
     ``(k − 1) · channels · act_width`` bits.
@@ -113,14 +115,17 @@ class SlidingWindow(wiring.Component):
             # Prefetch: the read port always presents the word for the position being processed.
             m.d.comb += rd.addr.eq(Mux(clearing, 0, Mux(advance, x_next, x)))
             column = [rd.data[r] for r in range(k - 1)] + column
+            # Writes land one clock late, through registers, so that no logic sits between the block
+            # RAM's (slow, unregistered) output and its input. The position read next is never the one
+            # being written late (the raster is at least 2 wide when k > 1), and the read port is
+            # transparent, so a read of the address written in the same clock returns the new word.
             with m.If(clearing):
-                m.d.comb += [wr.addr.eq(x), wr.en.eq(1), wr.data.eq(0)]
-                m.d.sync += x.eq(x_next)
+                m.d.sync += [wr.addr.eq(x), wr.en.eq(1), wr.data.eq(0), x.eq(x_next)]
                 with m.If(last_x):
                     m.d.sync += clearing.eq(0)
             with m.Else():
-                m.d.comb += [wr.addr.eq(x), wr.en.eq(advance)]
-                m.d.comb += [wr.data[r].eq(column[r + 1]) for r in range(k - 1)]
+                m.d.sync += [wr.addr.eq(x), wr.en.eq(advance)]
+                m.d.sync += [wr.data[r].eq(column[r + 1]) for r in range(k - 1)]
 
         with m.If(advance):
             for r in range(k):

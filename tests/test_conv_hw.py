@@ -188,3 +188,15 @@ def test_sliding_window_matches_golden_windows():
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+@pytest.mark.parametrize("k, padding, h, w", [(3, 1, 1, 1), (5, 2, 1, 2), (3, 0, 3, 3), (5, 1, 3, 4), (1, 0, 1, 3)])
+def test_muxconv_tiny_images(k, padding, h, w):
+    """The smallest rasters: line buffers of depth 2 exercise the late write and the transparent read."""
+    rng = np.random.default_rng(k * 100 + h * 10 + w)
+    layer = qgp.compress(rng.normal(size=(3, 2, k, k)))
+    frames = rng.integers(-128, 128, size=(3, 2, h, w))
+    dut = Conv2d(MuxConv(c_in=2, c_out=3, k=k, init=qgp.pack(layer)), width=w, height=h, padding=padding)
+    got, _ = simulate_conv2d(dut, frames, seed=k, stall=0.3)
+    for f in range(3):
+        np.testing.assert_array_equal(got[f], qgp.muxconv2d(frames[f], layer, padding))
