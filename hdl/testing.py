@@ -12,10 +12,11 @@ Every insitu block test uses these, so a stall pattern or a VCD is one argument 
 
 import random
 
+import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "run", "to_python"]
+__all__ = ["stream_put", "stream_get", "run", "to_python", "simulate_conv2d"]
 
 
 def to_python(value):
@@ -103,8 +104,6 @@ def simulate_conv2d(conv, frames, *, seed=0, stall=0.0, vcd=None):
     whatever the PE emits) and the number of clocks from reset to the last output transfer.
     Input ``valid`` and output ``ready`` stall with probability ``stall``, seeded by ``seed``.
     """
-    import numpy as np
-
     pe = conv.pe
     frames = np.asarray(frames)
     expected_shape = (pe.c_in, conv.window.height, conv.window.width)

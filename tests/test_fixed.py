@@ -1,5 +1,9 @@
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from insitu.golden import fixed
 from insitu.hdl import Requantize
@@ -81,3 +85,12 @@ def test_requantize_hardware_matches_golden(in_width, out_width, shift, lanes):
 
     run(dut, [feed, collect])
     np.testing.assert_array_equal(np.array(got), fixed.requantize(values, shift, out_width))
+
+
+
+@given(st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=50), st.integers(0, 20), st.integers(2, 32))
+def test_requantize_property(values, shift, width):
+    """requantize == clamp(floor(x / 2**shift + 1/2)) computed with exact rationals."""
+    lo, hi = fixed.signed_range(width)
+    expected = [min(hi, max(lo, math.floor(Fraction(v, 2 ** shift) + Fraction(1, 2)))) for v in values]
+    np.testing.assert_array_equal(fixed.requantize(values, shift, width), expected)
