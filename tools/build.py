@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..boards import get_board
 from ..boards.harness import Harness
+from .designs import describe, get_design
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
 
@@ -31,6 +32,7 @@ class BuildError(RuntimeError):
     def __init__(self, message, synth_cells=None):
         super().__init__(message)
         self.synth_cells = synth_cells or {}
+        self.design_info = {}
 
 
 class ToolMissing(BuildError):
@@ -152,14 +154,19 @@ def _run_script(build_dir, env, progress, name="top"):
             while stages and (Path(build_dir) / stages[0][1]).exists():
                 progress(f"  {stages.pop(0)[0]} after {time.monotonic() - start:.0f} s ...")
     if proc.returncode != 0:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
-        raise BuildError(f"Build failed (exit {proc.returncode}); last lines of {log_path}:\n  "
-                         + "\n  ".join(tail), synth_cells(Path(build_dir) / f"{name}.rpt"))
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+        first_error = next((line.strip() for line in lines if line.startswith("ERROR")), "")
+        raise BuildError(f"Build failed (exit {proc.returncode}): {first_error or 'see the log'}\n"
+                         f"last lines of {log_path}:\n  " + "\n  ".join(lines[-15:]),
+                         synth_cells(Path(build_dir) / f"{name}.rpt"))
 
 
-def build(board_name, design_name, component, parameters, *, frequency_mhz=None, build_dir=None,
-          json_path=None, synth_opts="", seed=1, design_info=None, progress=print):
-    """Build ``component`` (stream ports ``i``/``o``) for a board; return the report dictionary.
+def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
+          json_path=None, synth_opts="", progress=print):
+    """Build design ``design_name`` with ``params`` (:class:`~insitu.tools.designs.ConvParams`) for a board;
+    return the report dictionary.
+
+    Tools and paths are checked before the design is generated, so a bad setup fails fast.
 
     The report is also written to ``json_path`` (default ``<build_dir>/report.insitu.json``) only when
     the build succeeded.
@@ -178,9 +185,12 @@ def build(board_name, design_name, component, parameters, *, frequency_mhz=None,
                              f"cannot open other absolute paths), not {build_dir}") from None
 
     platform = board.platform()
-    top = Harness(component, board.family, frequency, seed=seed)
+    make = get_design(design_name)
+    params = params.resolved()
+    component = make(params)
+    top = Harness(component, board.family, frequency, seed=params.seed)
     name = "top"
-    nextpnr_opts = f"--timing-allow-fail --report report.json --seed {seed}"
+    nextpnr_opts = f"--timing-allow-fail --report report.json --seed {params.seed}"
     progress(f"Building {design_name} for {board.name} ({platform.device}) at {frequency / 1e6:g} MHz "
              f"in {build_dir}/")
     start = time.monotonic()
@@ -188,7 +198,11 @@ def build(board_name, design_name, component, parameters, *, frequency_mhz=None,
     if build_dir.exists():
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))
-    _run_script(build_dir, env, progress, name)
+    try:
+        _run_script(build_dir, env, progress, name)
+    except BuildError as error:
+        error.design_info = describe(component)
+        raise
     seconds = time.monotonic() - start
 
     resources, clocks = parse_reports(board.family, build_dir, name)
@@ -202,8 +216,8 @@ def build(board_name, design_name, component, parameters, *, frequency_mhz=None,
         "device": platform.device,
         "package": platform.package,
         "design": design_name,
-        "parameters": parameters,
-        "design_info": design_info or {},
+        "parameters": dict(params.__dict__),
+        "design_info": describe(component),
         "synth_opts": synth_opts,
         "resources": resources,
         "clocks": clocks,

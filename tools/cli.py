@@ -81,11 +81,8 @@ def _synth_opts(args):
 def cmd_build(args):
     from .build import build
     from .report import format_report
-    params = _params(args)
-    component = designs.get_design(args.design)(params)
-    report = build(args.board, args.design, component, params.__dict__, frequency_mhz=args.freq,
-                   build_dir=args.build_dir, json_path=args.json, synth_opts=_synth_opts(args),
-                   seed=args.seed, design_info=designs.describe(component))
+    report = build(args.board, args.design, _params(args), frequency_mhz=args.freq,
+                   build_dir=args.build_dir, json_path=args.json, synth_opts=_synth_opts(args))
     print()
     print(format_report(report))
 

@@ -53,7 +53,7 @@ def denseconv(p):
 
 
 def describe(component):
-    """Figures of merit of a built design, for reports."""
+    """Figures of merit of a design, for reports."""
     pe = component.pe
     return {
         "kernel_ops_per_clock": pe.parallel * pe.c_in,
