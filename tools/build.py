@@ -220,6 +220,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "design_info": describe(component),
         "synth_opts": synth_opts,
         "resources": resources,
+        "synth_cells": synth_cells(build_dir / f"{name}.rpt"),
         "clocks": clocks,
         "target_mhz": round(top.achieved_frequency / 1e6, 3),
         "timing_met": all(c["met"] for c in clocks),
