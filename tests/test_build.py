@@ -146,3 +146,16 @@ def test_bench_small(tmp_path, monkeypatch):
     assert rows["muxconv"]["dsp"] == 0
     assert json.loads((tmp_path / "b.json").read_text())["rows"] == result["rows"]
     assert "icebreaker" in format_bench(result)
+
+
+def test_packed_utilisation_of_a_design_too_large(tmp_path):
+    """A design that does not fit still has nextpnr's post-packing LC count, like-for-like with a fitting one."""
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:   1000/   5280    18%\n"
+                   "Info: Packing IOs..\nInfo: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:   33807/   5280   640%\n"
+                   "Info: \t        ICESTORM_RAM:      16/     30    53%\n"
+                   "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'\n")
+    assert build_mod.packed_utilisation(log) == {"ICESTORM_LC": {"used": 33807, "available": 5280},
+                                                 "ICESTORM_RAM": {"used": 16, "available": 30}}
+    assert build_mod.packed_utilisation(tmp_path / "missing.tim") == {}

@@ -26,12 +26,14 @@ __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"
 
 
 class BuildError(RuntimeError):
-    """A build that did not produce a bitstream. ``synth_cells`` holds the synthesised cell counts, when
-    synthesis got that far (e.g. a design too large to place)."""
+    """A build that did not produce a bitstream. ``synth_cells`` holds the synthesised cell counts and
+    ``packed`` nextpnr's post-packing utilisation, when the build got that far (e.g. a design too large
+    to place)."""
 
-    def __init__(self, message, synth_cells=None):
+    def __init__(self, message, synth_cells=None, packed=None):
         super().__init__(message)
         self.synth_cells = synth_cells or {}
+        self.packed = packed or {}
         self.design_info = {}
 
 
@@ -119,6 +121,23 @@ def synth_cells(yosys_log):
     return counts
 
 
+def packed_utilisation(nextpnr_log):
+    """``{cell: {"used", "available"}}`` from the last "Device utilisation" block of a nextpnr log.
+
+    nextpnr prints it after packing, before placement, so it exists even for a design too large to place.
+    """
+    path = Path(nextpnr_log)
+    if not path.exists():
+        return {}
+    block = path.read_text(errors="replace").rsplit("Device utilisation:", 1)
+    if len(block) < 2:
+        return {}
+    found = {}
+    for cell, used, available in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", block[1], re.M):
+        found[cell] = {"used": int(used), "available": int(available)}
+    return found
+
+
 def parse_reports(family, build_dir, name="top"):
     """Resources and clocks from nextpnr's ``--report`` JSON (and the yosys log for iCE40 flip-flops)."""
     report = json.loads((Path(build_dir) / "report.json").read_text())
@@ -158,7 +177,8 @@ def _run_script(build_dir, env, progress, name="top"):
         first_error = next((line.strip() for line in lines if line.startswith("ERROR")), "")
         raise BuildError(f"Build failed (exit {proc.returncode}): {first_error or 'see the log'}\n"
                          f"last lines of {log_path}:\n  " + "\n  ".join(lines[-15:]),
-                         synth_cells(Path(build_dir) / f"{name}.rpt"))
+                         synth_cells(Path(build_dir) / f"{name}.rpt"),
+                         packed_utilisation(Path(build_dir) / f"{name}.tim"))
 
 
 def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
