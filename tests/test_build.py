@@ -49,7 +49,7 @@ def test_missing_tool_cli_is_one_line(monkeypatch, capsys, tmp_path):
     (["build", "--board", "nope", "--design", "muxconv"],
      r"^insitu build: error: argument --board: invalid choice: 'nope' \(choose from 'icebreaker', "),
     (["build", "--board", "icebreaker", "--design", "fft3"],
-     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv'\)"),
+     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv', 'fft'\)"),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "4"],
      r"^insitu build: error: argument --k: kernel size must be an odd integer >= 1, not 4 "),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "0"],
@@ -159,3 +159,16 @@ def test_packed_utilisation_of_a_design_too_large(tmp_path):
     assert build_mod.packed_utilisation(log) == {"ICESTORM_LC": {"used": 33807, "available": 5280},
                                                  "ICESTORM_RAM": {"used": 16, "available": 30}}
     assert build_mod.packed_utilisation(tmp_path / "missing.tim") == {}
+
+
+def test_parameter_of_another_design_is_refused(capsys):
+    assert main(["build", "--board", "icebreaker", "--design", "fft", "--c-in", "3"]) == 1
+    assert capsys.readouterr().err == (
+        "insitu build: error: --c-in is not a parameter of design fft (its parameters: --data-width, "
+        "--inverse, --n, --seed, --twiddle-width)\n")
+
+
+def test_build_refuses_parameters_of_the_wrong_design(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=r"^Design fft takes FFTParams, not ConvParams$"):
+        build_mod.build("icebreaker", "fft", designs.ConvParams())

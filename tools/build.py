@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..boards import get_board
 from ..boards.harness import Harness
-from .designs import describe, get_design
+from .designs import get_design
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
 
@@ -183,8 +183,8 @@ def _run_script(build_dir, env, progress, name="top"):
 
 def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
           json_path=None, synth_opts="", progress=print):
-    """Build design ``design_name`` with ``params`` (:class:`~insitu.tools.designs.ConvParams`) for a board;
-    return the report dictionary.
+    """Build design ``design_name`` with ``params`` (its parameter dataclass, see
+    :mod:`insitu.tools.designs`) for a board; return the report dictionary.
 
     Tools and paths are checked before the design is generated, so a bad setup fails fast.
 
@@ -205,9 +205,11 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
                              f"cannot open other absolute paths), not {build_dir}") from None
 
     platform = board.platform()
-    make = get_design(design_name)
+    design = get_design(design_name)
+    if not isinstance(params, design.params):
+        raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
-    component = make(params)
+    component = design.make(params)
     top = Harness(component, board.family, frequency, seed=params.seed)
     name = "top"
     nextpnr_opts = f"--timing-allow-fail --report report.json --seed {params.seed}"
@@ -221,7 +223,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     try:
         _run_script(build_dir, env, progress, name)
     except BuildError as error:
-        error.design_info = describe(component)
+        error.design_info = design.describe(component)
         raise
     seconds = time.monotonic() - start
 
@@ -237,7 +239,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "package": platform.package,
         "design": design_name,
         "parameters": dict(params.__dict__),
-        "design_info": describe(component),
+        "design_info": design.describe(component),
         "synth_opts": synth_opts,
         "resources": resources,
         "synth_cells": synth_cells(build_dir / f"{name}.rpt"),

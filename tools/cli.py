@@ -1,7 +1,7 @@
 """The ``insitu`` command line."""
 
 import argparse
-import json
+import dataclasses
 import sys
 
 from ..boards import BOARDS
@@ -51,27 +51,59 @@ def _non_negative(text):
     return n
 
 
-def _add_conv_args(p):
-    g = p.add_argument_group("layer parameters")
-    g.add_argument("--c-in", type=_positive, default=16, help="input channels (default 16)")
-    g.add_argument("--c-out", type=_positive, default=16, help="output channels (default 16)")
-    g.add_argument("--k", type=_odd_kernel, default=3, help="kernel size, odd (default 3)")
-    g.add_argument("--parallel", type=_positive, default=1, help="output channels per clock (default 1)")
-    g.add_argument("--act-width", type=_positive, default=8, help="activation width in bits (default 8)")
-    g.add_argument("--width", type=_positive, default=32, help="image width (default 32)")
-    g.add_argument("--height", type=_positive, default=32, help="image height (default 32)")
-    g.add_argument("--padding", type=_non_negative, default=None, help="zero padding (default k // 2)")
-    g.add_argument("--seed", type=_non_negative, default=1, help="seed of the generated weights (default 1)")
+_KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel}
+
+
+def _option(name):
+    return "--" + name.replace("_", "-")
+
+
+def _add_design_args(p, design_names):
+    """One option per design parameter field (``c_in`` → ``--c-in``), grouped by parameter class."""
+    seen = {}
+    for name in design_names:
+        params = designs.DESIGNS[name].params
+        if params in seen:
+            seen[params].append(name)
+            continue
+        seen[params] = [name]
+    added = set()
+    for params, names in seen.items():
+        g = p.add_argument_group(f"{'/'.join(names)} parameters")
+        for f in dataclasses.fields(params):
+            if f.name in added:     # shared by several designs (e.g. --seed): listed once
+                continue
+            added.add(f.name)
+            meta = f.metadata
+            default = "" if f.default is None else f" (default {f.default})"
+            if meta["kind"] == "flag":
+                g.add_argument(_option(f.name), action="store_true", default=argparse.SUPPRESS,
+                               help=meta["help"])
+            else:
+                g.add_argument(_option(f.name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
+                               metavar="N", help=meta["help"] + default)
+
+
+def _add_build_opts(p):
     b = p.add_argument_group("build options")
     b.add_argument("--freq", type=float, default=None, metavar="MHZ",
                    help="clock target (default: 48 MHz on iCE40, 100 MHz on ECP5)")
     b.add_argument("--dsp", action="store_true", help="let yosys map multipliers to DSP blocks (iCE40: -dsp)")
 
 
-def _params(args):
-    return designs.ConvParams(c_in=args.c_in, c_out=args.c_out, k=args.k, parallel=args.parallel,
-                              act_width=args.act_width, width=args.width, height=args.height,
-                              padding=args.padding, seed=args.seed).resolved()
+def _params(args, design_name):
+    """The design's parameter dataclass from the options given; an option of another design is an error."""
+    params = designs.get_design(design_name).params
+    own = {f.name for f in dataclasses.fields(params)}
+    given = {name: value for name, value in vars(args).items() if name in _ALL_PARAMS}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of design {design_name} "
+                       f"(its parameters: {', '.join(_option(n) for n in sorted(own))})")
+    return params(**given).resolved()
+
+
+_ALL_PARAMS = {f.name for d in designs.DESIGNS.values() for f in dataclasses.fields(d.params)}
 
 
 def _synth_opts(args):
@@ -81,7 +113,7 @@ def _synth_opts(args):
 def cmd_build(args):
     from .build import build
     from .report import format_report
-    report = build(args.board, args.design, _params(args), frequency_mhz=args.freq,
+    report = build(args.board, args.design, _params(args, args.design), frequency_mhz=args.freq,
                    build_dir=args.build_dir, json_path=args.json, synth_opts=_synth_opts(args))
     print()
     print(format_report(report))
@@ -89,7 +121,8 @@ def cmd_build(args):
 
 def cmd_bench(args):
     from .bench import bench_muxconv, format_bench
-    result = bench_muxconv(_params(args), args.boards, json_path=args.json, synth_opts=_synth_opts(args))
+    result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=args.json,
+                           synth_opts=_synth_opts(args))
     print()
     print(format_bench(result))
     print(f"\nwritten: {args.json}")
@@ -123,7 +156,8 @@ def make_parser():
     p.add_argument("--json", metavar="PATH", help="report path (default <build dir>/report.insitu.json)")
     p.add_argument("--build-dir", metavar="DIR", help="build directory, inside the current one "
                    "(default build/<board>-<design>)")
-    _add_conv_args(p)
+    _add_build_opts(p)
+    _add_design_args(p, list(designs.DESIGNS))
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
@@ -131,7 +165,8 @@ def make_parser():
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", default="bench-muxconv.json",
                    help="results path (default bench-muxconv.json)")
-    _add_conv_args(p)
+    _add_build_opts(p)
+    _add_design_args(p, ["muxconv"])
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,37 +1,59 @@
-"""Buildable designs: each turns CLI parameters into an Amaranth component with stream ports ``i``/``o``.
+"""Buildable designs: each turns parameters into an Amaranth component with stream ports ``i``/``o``.
 
-Weights are generated from a seed so that every build is reproducible; hardware never sees a file.
+A design is a parameter dataclass (its fields become ``insitu build`` options, ``c_in`` → ``--c-in``), a
+factory and a ``describe`` function giving the figures of merit for reports. Weights are generated from
+the ``seed`` parameter, so every build is reproducible. Adding a block to ``insitu build`` means adding
+one :class:`Design` to :data:`DESIGNS`.
 """
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from ..golden import conv, qgp
 from ..hdl import Conv2d, DenseConv, MuxConv
+from ..hdl.fft import FFT
 
-__all__ = ["DESIGNS", "get_design", "UnknownDesign", "ConvParams"]
+__all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "describe"]
 
 
 class UnknownDesign(ValueError):
     pass
 
 
+def _param(default, help, kind="positive"):
+    return field(default=default, metadata={"help": help, "kind": kind})
+
+
 @dataclass(frozen=True)
 class ConvParams:
-    c_in: int = 16
-    c_out: int = 16
-    k: int = 3
-    parallel: int = 1
-    act_width: int = 8
-    width: int = 32
-    height: int = 32
-    padding: int = None     # default: k // 2 ("same")
-    seed: int = 1
+    c_in: int = _param(16, "input channels")
+    c_out: int = _param(16, "output channels")
+    k: int = _param(3, "kernel size, odd", "odd")
+    parallel: int = _param(1, "output channels per clock")
+    act_width: int = _param(8, "activation width in bits")
+    width: int = _param(32, "image width in pixels")
+    height: int = _param(32, "image height in pixels")
+    padding: int = _param(None, "zero padding (default k // 2)", "non-negative")
+    seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
     def resolved(self):
         pad = self.k // 2 if self.padding is None else self.padding
-        return ConvParams(**{**self.__dict__, "padding": pad})
+        return dataclasses.replace(self, padding=pad)
+
+
+@dataclass(frozen=True)
+class FFTParams:
+    n: int = _param(64, "FFT size, a power of two")
+    data_width: int = _param(16, "width of the real and imaginary parts")
+    twiddle_width: int = _param(16, "twiddle width")
+    inverse: bool = _param(False, "inverse transform", "flag")
+    seed: int = _param(1, "seed of the stimulus", "non-negative")
+
+    def resolved(self):
+        return self
 
 
 def _pe_args(p):
@@ -52,8 +74,7 @@ def denseconv(p):
     return Conv2d(pe, width=p.width, height=p.height, padding=p.padding)
 
 
-def describe(component):
-    """Figures of merit of a design, for reports."""
+def describe_conv(component):
     pe = component.pe
     return {
         "kernel_ops_per_clock": pe.parallel * pe.c_in,
@@ -65,7 +86,29 @@ def describe(component):
     }
 
 
-DESIGNS = {"muxconv": muxconv, "denseconv": denseconv}
+def fft(p):
+    return FFT(n=p.n, width=p.data_width, twiddle_width=p.twiddle_width, inverse=p.inverse)
+
+
+def describe_fft(component):
+    return {"samples_per_clock": 1, "latency": component.latency, "stages": component.stages,
+            "real_multipliers": component.multipliers}
+
+
+@dataclass(frozen=True)
+class Design:
+    name: str
+    params: type
+    make: Callable
+    describe: Callable
+    help: str
+
+
+DESIGNS = {d.name: d for d in [
+    Design("muxconv", ConvParams, muxconv, describe_conv, "QGP multiplexer convolution layer"),
+    Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)"),
+    Design("fft", FFTParams, fft, describe_fft, "streaming R2SDF FFT"),
+]}
 
 
 def get_design(name):
@@ -73,3 +116,7 @@ def get_design(name):
         return DESIGNS[name]
     except KeyError:
         raise UnknownDesign(f"Unknown design {name!r}; choose one of: {', '.join(DESIGNS)}") from None
+
+
+def describe(design_name, component):
+    return get_design(design_name).describe(component)
