@@ -84,17 +84,26 @@ class FFT(wiring.Component):
 
     #: Pipeline registers per stage (after the multiply, after the rounding).
     STAGE_REGISTERS = 2
+    #: Delay lines at least this long live in block RAM; shorter ones are registers.
+    MEMORY_DELAY = 8
 
     @property
     def latency(self):
         """Clocks from the transfer of a frame's first sample to its first output, streaming without stalls."""
         return self._n - 1 + self.stages * self.STAGE_REGISTERS
 
+    def _trivial(self, s):
+        """Whether stage ``s`` only multiplies by 0 and ±(2**(twiddle_width−1) − 1) (the last two stages)."""
+        one = (1 << (self._twiddle_width - 1)) - 1
+        table = fft_twiddles(self._n, self._twiddle_width, self._inverse)
+        d = self._n >> (s + 1)
+        return all(abs(v) in (0, one) for p in range(d) for v in table[p << s])
+
     @property
     def multipliers(self):
-        """Real multipliers instantiated: 4 per stage (the minimum for R2SDF is 4 per stage with
-        non-trivial twiddles, i.e. ``4·(log2 n − 2)``; radix-2² needs ``4·(log2 n / 2 − 1)``)."""
-        return 4 * self.stages
+        """Real multipliers instantiated: 4 per stage with non-trivial twiddles, ``4·(log2 n − 2)``, the
+        minimum of R2SDF. (Radix-2² would need ``4·(log2 n / 2 − 1)``; see the module docstring.)"""
+        return 4 * sum(not self._trivial(s) for s in range(self.stages))
 
     def elaborate(self, platform):
         m = Module()
@@ -159,11 +168,23 @@ class FFT(wiring.Component):
         line = data.StructLayout({"re": signed(w + 1), "im": signed(w + 1), "valid": unsigned(1)})
         delayed = Signal(line, name=f"s{s}_delayed")
         pushed = Signal(line, name=f"s{s}_pushed")
-        regs = [Signal(line, name=f"s{s}_dl{k}") for k in range(d)]
-        m.d.comb += delayed.eq(regs[-1])
-        with m.If(en):
-            m.d.sync += regs[0].eq(pushed)
-            m.d.sync += [regs[k + 1].eq(regs[k]) for k in range(d - 1)]
+        if d >= self.MEMORY_DELAY:
+            # A circular buffer in block RAM. The read port prefetches the word for the next step; it
+            # never reads the address being written (d >= 2), so it need not be transparent.
+            m.submodules[f"s{s}_delay"] = mem = memory.Memory(shape=line, depth=d, init=[])
+            wr, rd = mem.write_port(), mem.read_port()
+            ptr = Signal(range(d), name=f"s{s}_ptr")
+            ptr_next = Mux(ptr == d - 1, 0, ptr + 1)
+            m.d.comb += [rd.addr.eq(Mux(en, ptr_next, ptr)), delayed.eq(rd.data),
+                         wr.addr.eq(ptr), wr.data.eq(pushed), wr.en.eq(en)]
+            with m.If(en):
+                m.d.sync += ptr.eq(ptr_next)
+        else:
+            regs = [Signal(line, name=f"s{s}_dl{k}") for k in range(d)]
+            m.d.comb += delayed.eq(regs[-1])
+            with m.If(en):
+                m.d.sync += regs[0].eq(pushed)
+                m.d.sync += [regs[k + 1].eq(regs[k]) for k in range(d - 1)]
 
         with m.If(second):
             m.d.comb += [pushed.re.eq(delayed.re - in_re), pushed.im.eq(delayed.im - in_im),
@@ -186,10 +207,17 @@ class FFT(wiring.Component):
         sum_im = Signal(signed(w + 1), name=f"s{s}_sum_im")
         is_upper = Signal(name=f"s{s}_upper")
         valid1 = Signal(name=f"s{s}_valid1")
+        if self._trivial(s):
+            # Twiddles are only 0 and ±(2**(tw-1) - 1): x·w is a shift, a subtract and a sign.
+            c_re = (delayed.re << (tw - 1)) - delayed.re
+            c_im = (delayed.im << (tw - 1)) - delayed.im
+            scale = lambda x, v: Mux(v == 0, 0, Mux(v[-1], -x, x))
+            products = [scale(c_re, wr), scale(c_im, wi), scale(c_re, wi), scale(c_im, wr)]
+        else:
+            products = [delayed.re * wr, delayed.im * wi, delayed.re * wi, delayed.im * wr]
         with m.If(en):
             m.d.sync += [
-                prod[0].eq(delayed.re * wr), prod[1].eq(delayed.im * wi),
-                prod[2].eq(delayed.re * wi), prod[3].eq(delayed.im * wr),
+                *(p.eq(v) for p, v in zip(prod, products)),
                 sum_re.eq(delayed.re + in_re), sum_im.eq(delayed.im + in_im),
                 is_upper.eq(second),
                 valid1.eq(Mux(second, in_valid, delayed.valid)),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 
 from insitu.golden import fft as F
 from insitu.hdl.fft import FFT, fft_twiddles
@@ -92,3 +93,11 @@ def test_twiddles_match_golden():
 def test_errors(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         FFT(**kwargs)
+
+
+@pytest.mark.parametrize("n, multipliers", [(8, 4), (16, 8), (64, 16), (256, 24)])
+def test_last_two_stages_need_no_multiplier(n, multipliers):
+    """Only stages with twiddles other than 0 and ±1 instantiate multipliers: 4·(log2 n − 2)."""
+    dut = FFT(n=n)
+    assert dut.multipliers == multipliers
+    rtlil.convert(dut)
