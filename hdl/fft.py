@@ -9,7 +9,7 @@ step when DSP blocks are the constraint (see ``multipliers``).
 
 import math
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -145,7 +145,7 @@ class FFT(wiring.Component):
         ]
         offset = 0
         for s in range(bits):
-            re, im, valid = self._stage(m, s, en, slot - offset, re, im, valid)
+            re, im, valid = self._stage(m, s, en, (-offset) % n, re, im, valid)
             offset += (n >> (s + 1)) + self.STAGE_REGISTERS
         # The last stage's output register is the output stream register. It only moves with `en`, so
         # its valid must also fall when it is delivered without a replacement.
@@ -154,31 +154,36 @@ class FFT(wiring.Component):
         m.d.comb += [self.o.payload.re.eq(re), self.o.payload.im.eq(im), self.o.valid.eq(valid)]
         return m
 
-    def _stage(self, m, s, en, phase, in_re, in_im, in_valid):
-        """One DIF stage: delay line of ``d = n/2**(s+1)`` words, butterfly, twiddle multiply, 2 registers."""
+    def _stage(self, m, s, en, phase0, in_re, in_im, in_valid):
+        """One DIF stage: delay line of ``d = n/2**(s+1)`` words, butterfly, twiddle multiply, 2 registers.
+
+        ``phase0`` is the frame position of this stage's input at reset; all stages step together.
+        """
         n, w, tw = self._n, self._width, self._twiddle_width
         d = n >> (s + 1)
-        t = Signal(self.stages, name=f"s{s}_phase")
-        m.d.comb += t.eq(phase)
+        t = Signal(self.stages, name=f"s{s}_phase", init=phase0)
+        with m.If(en):
+            m.d.sync += t.eq(t + 1)
         j = t[:self.stages - s]              # position within the 2d-sample block
-        second = j[-1] if d > 0 else Const(1)
-        pair = j[:-1] if d > 1 else Const(0)  # index of the butterfly pair within the block
+        second = j[-1]
+        pair_of = lambda phase: (phase % (2 * d)) % d   # index of the butterfly pair within the block
 
         # Delay line: d words of (re, im, valid), w + 1 bits per part (it holds a − b in the second half).
         line = data.StructLayout({"re": signed(w + 1), "im": signed(w + 1), "valid": unsigned(1)})
         delayed = Signal(line, name=f"s{s}_delayed")
         pushed = Signal(line, name=f"s{s}_pushed")
         if d >= self.MEMORY_DELAY:
-            # A circular buffer in block RAM. The read port prefetches the word for the next step; it
-            # never reads the address being written (d >= 2), so it need not be transparent.
-            m.submodules[f"s{s}_delay"] = mem = memory.Memory(shape=line, depth=d, init=[])
+            # A circular buffer of d − 1 words in block RAM, then a register, so the multipliers see a
+            # register and not the RAM's slow output. The read port prefetches the word for the next
+            # step; it never reads the address being written (d − 1 >= 2), so it need not be transparent.
+            m.submodules[f"s{s}_delay"] = mem = memory.Memory(shape=line, depth=d - 1, init=[])
             wr, rd = mem.write_port(), mem.read_port()
-            ptr = Signal(range(d), name=f"s{s}_ptr")
-            ptr_next = Mux(ptr == d - 1, 0, ptr + 1)
-            m.d.comb += [rd.addr.eq(Mux(en, ptr_next, ptr)), delayed.eq(rd.data),
+            ptr = Signal(range(d - 1), name=f"s{s}_ptr")
+            ptr_next = Mux(ptr == d - 2, 0, ptr + 1)
+            m.d.comb += [rd.addr.eq(Mux(en, ptr_next, ptr)),
                          wr.addr.eq(ptr), wr.data.eq(pushed), wr.en.eq(en)]
             with m.If(en):
-                m.d.sync += ptr.eq(ptr_next)
+                m.d.sync += [ptr.eq(ptr_next), delayed.eq(rd.data)]
         else:
             regs = [Signal(line, name=f"s{s}_dl{k}") for k in range(d)]
             m.d.comb += delayed.eq(regs[-1])
@@ -192,14 +197,19 @@ class FFT(wiring.Component):
         with m.Else():
             m.d.comb += [pushed.re.eq(in_re), pushed.im.eq(in_im), pushed.valid.eq(in_valid)]
 
-        # Twiddle for the lower output emitted now (first half): W^(pair · 2**s).
+        # Twiddle for the lower output emitted now (first half): W^(pair · 2**s). Registered: it is
+        # looked up one step ahead, from the next phase.
         table = fft_twiddles(n, tw, self._inverse)
-        wr = Signal(signed(tw), name=f"s{s}_wr")
-        wi = Signal(signed(tw), name=f"s{s}_wi")
-        with m.Switch(pair):
-            for p in range(max(d, 1)):
-                with m.Case(p):
-                    m.d.comb += [wr.eq(table[p << s][0]), wi.eq(table[p << s][1])]
+        first_re, first_im = table[pair_of(phase0) << s]
+        wr = Signal(signed(tw), name=f"s{s}_wr", init=first_re)
+        wi = Signal(signed(tw), name=f"s{s}_wi", init=first_im)
+        if d > 1:
+            next_pair = (t + 1)[:self.stages - s - 1]
+            with m.If(en):
+                with m.Switch(next_pair):
+                    for p in range(d):
+                        with m.Case(p):
+                            m.d.sync += [wr.eq(table[p << s][0]), wi.eq(table[p << s][1])]
 
         # Register 1: the four products (lower) and the sum (upper).
         prod = [Signal(signed(w + 1 + tw), name=f"s{s}_p{k}") for k in range(4)]
