@@ -153,7 +153,9 @@ def matvec(layer, x, *, requant=None):
     zr = saturate(round_shift(re, layer.mid_shift), layer.fft_width)
     zi = saturate(round_shift(im, layer.mid_shift), layer.fft_width)
     half = zr + 1j * zi                                                         # (..., p, k/2+1)
-    full = np.concatenate([half, np.conj(half[..., 1:k // 2][..., ::-1])], axis=-1)
+    mirrored = half[..., 1:k // 2][..., ::-1]
+    mirrored = mirrored.real - 1j * np.clip(mirrored.imag, -(2 ** (layer.fft_width - 1)) + 1, None)
+    full = np.concatenate([half, mirrored], axis=-1)     # conj, saturated: -(-2**(w-1)) -> 2**(w-1) - 1
     y = F.ifft(full, width=layer.fft_width, twiddle_width=layer.twiddle_width)
     y = np.real(y).astype(np.int64).reshape(y.shape[:-2] + (layer.m,))
     return y if requant is None else requantize(y, *requant)

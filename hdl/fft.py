@@ -47,7 +47,7 @@ class FFT(wiring.Component):
     Parameters
     ----------
     n : int
-        Frame length, a power of two in ``[8, 256]``.
+        Frame length, a power of two in ``[4, 256]``.
     width : int
         Width of the real and imaginary parts, in ``[4, 25]``.
     twiddle_width : int
@@ -63,9 +63,9 @@ class FFT(wiring.Component):
 
     @validated
     def __init__(self, *, n, width=16, twiddle_width=16, inverse=False):
-        check_int(n, "FFT size", 8, 256)
+        check_int(n, "FFT size", 4, 256)
         if n & (n - 1):
-            raise ValueError(f"FFT size must be a power of two in range [8, 256], not {n!r}")
+            raise ValueError(f"FFT size must be a power of two in range [4, 256], not {n!r}")
         check_int(width, "Data width", 4, 25)
         check_int(twiddle_width, "Twiddle width", 4, 18)
         if not isinstance(inverse, bool):

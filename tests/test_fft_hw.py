@@ -33,7 +33,7 @@ def edge_frames(n, width, rng):
     return [impulse, dc, square, noise]
 
 
-@pytest.mark.parametrize("n", [8, 16, 64, 256])
+@pytest.mark.parametrize("n", [4, 8, 16, 64, 256])
 @pytest.mark.parametrize("inverse", [False, True])
 def test_fft_matches_golden(n, inverse):
     rng = np.random.default_rng(n + inverse)
@@ -83,9 +83,9 @@ def test_twiddles_match_golden():
 
 
 @pytest.mark.parametrize("kwargs, exc, msg", [
-    (dict(n=12), ValueError, r"^FFT size must be a power of two in range \[8, 256\], not 12$"),
-    (dict(n=512), ValueError, r"^FFT size must be an integer in range \[8, 256\], not 512$"),
-    (dict(n=4), ValueError, r"^FFT size must be an integer in range \[8, 256\], not 4$"),
+    (dict(n=12), ValueError, r"^FFT size must be a power of two in range \[4, 256\], not 12$"),
+    (dict(n=512), ValueError, r"^FFT size must be an integer in range \[4, 256\], not 512$"),
+    (dict(n=2), ValueError, r"^FFT size must be an integer in range \[4, 256\], not 2$"),
     (dict(n=16, width=30), ValueError, r"^Data width must be an integer in range \[4, 25\], not 30$"),
     (dict(n=16, twiddle_width=3), ValueError, r"^Twiddle width must be an integer in range \[4, 18\], not 3$"),
     (dict(n=16, inverse=1), TypeError, r"^Inverse must be a bool, not 1$"),
@@ -95,7 +95,7 @@ def test_errors(kwargs, exc, msg):
         FFT(**kwargs)
 
 
-@pytest.mark.parametrize("n, multipliers", [(8, 4), (16, 8), (64, 16), (256, 24)])
+@pytest.mark.parametrize("n, multipliers", [(4, 0), (8, 4), (16, 8), (64, 16), (256, 24)])
 def test_last_two_stages_need_no_multiplier(n, multipliers):
     """Only stages with twiddles other than 0 and ±1 instantiate multipliers: 4·(log2 n − 2)."""
     dut = FFT(n=n)
