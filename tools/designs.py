@@ -16,7 +16,8 @@ from ..golden import conv, qgp
 from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 
-__all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "describe"]
+__all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "CirculantParams",
+           "describe"]
 
 
 class UnknownDesign(ValueError):
@@ -56,6 +57,17 @@ class FFTParams:
         return self
 
 
+@dataclass(frozen=True)
+class CirculantParams:
+    rows: int = _param(64, "rows (m) of the block-circulant matrix")
+    cols: int = _param(64, "columns (n) of the block-circulant matrix")
+    block: int = _param(16, "circulant block size k, a power of two")
+    seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
+
+    def resolved(self):
+        return self
+
+
 def _pe_args(p):
     return dict(c_in=p.c_in, c_out=p.c_out, k=p.k, parallel=p.parallel, act_width=p.act_width)
 
@@ -90,6 +102,19 @@ def fft(p):
     return FFT(n=p.n, width=p.data_width, twiddle_width=p.twiddle_width, inverse=p.inverse)
 
 
+def circulant(p):
+    from ..golden import circulant as golden_circulant
+    from ..hdl.circulant import CirculantMatVec
+    rng = np.random.default_rng(p.seed)
+    layer = golden_circulant.compress(rng.normal(size=(p.rows, p.cols)), p.block)
+    return CirculantMatVec(m=p.rows, n=p.cols, k=p.block, spectra=layer.spectra, mid_shift=layer.mid_shift)
+
+
+def describe_circulant(component):
+    return {"weight_bits": component.weight_bits, "dense_int8_weight_bits": component.m * component.n * 8,
+            "complex_macs_per_clock": 1}
+
+
 def describe_fft(component):
     return {"samples_per_clock": 1, "latency": component.latency, "stages": component.stages,
             "real_multipliers": component.multipliers}
@@ -108,6 +133,7 @@ DESIGNS = {d.name: d for d in [
     Design("muxconv", ConvParams, muxconv, describe_conv, "QGP multiplexer convolution layer"),
     Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)"),
     Design("fft", FFTParams, fft, describe_fft, "streaming R2SDF FFT"),
+    Design("circulant", CirculantParams, circulant, describe_circulant, "block-circulant matrix-vector product"),
 ]}
 
 
