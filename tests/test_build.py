@@ -172,3 +172,15 @@ def test_build_refuses_parameters_of_the_wrong_design(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TypeError, match=r"^Design fft takes FFTParams, not ConvParams$"):
         build_mod.build("icebreaker", "fft", designs.ConvParams())
+
+
+@pytest.mark.synth
+def test_real_build_small_fft(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "ulx3s-85f", "--design", "fft", "--n", "8", "--data-width", "8",
+                 "--twiddle-width", "8", "--json", "r.json"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    report["json_path"] = "r.json"
+    _check_report(report, "ulx3s-85f", "fft")
+    assert report["design_info"]["real_multipliers"] == 4
+    assert report["resources"]["DSP"]["used"] <= 4
