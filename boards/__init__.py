@@ -21,7 +21,7 @@ class Board:
     family: str                 # "ice40" or "ecp5"
     target_mhz: float
     programmer: tuple           # (env var, default program)
-    build_tools: dict = field(default_factory=dict)   # extra env var -> program needed at build time
+    build_tools: dict = field(default_factory=dict)   # env var -> (program, where to get it), at build time
 
     def platform(self):
         import importlib
@@ -35,7 +35,7 @@ BOARDS = {b.name: b for b in [
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
     Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 100, ("DFU_UTIL", "dfu-util"),
-          build_tools={"DFU_SUFFIX": "dfu-suffix"}),
+          build_tools={"DFU_SUFFIX": ("dfu-suffix", "Debian's dfu-util package")}),
 ]}
 
 

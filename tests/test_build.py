@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from insitu.boards import get_board
 from insitu.boards.clocks import ecp5_pll_params, ice40_pll_params
 from insitu.tools import build as build_mod
 from insitu.tools import designs
@@ -184,3 +185,12 @@ def test_real_build_small_fft(tmp_path, monkeypatch):
     _check_report(report, "ulx3s-85f", "fft")
     assert report["design_info"]["real_multipliers"] == 4
     assert report["resources"]["DSP"]["used"] <= 4
+
+
+def test_board_build_tool_missing(monkeypatch):
+    monkeypatch.delenv("DFU_SUFFIX", raising=False)
+    real = build_mod._which
+    monkeypatch.setattr(build_mod, "_which", lambda p: None if p == "dfu-suffix" else real(p))
+    with pytest.raises(build_mod.ToolMissing, match=r"^dfu-suffix not found \(needed by this board's build\); "
+                                                     r"install Debian's dfu-util package or set DFU_SUFFIX"):
+        build_mod.tool_env("ecp5", get_board("orangecrab").build_tools.items())

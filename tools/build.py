@@ -76,13 +76,12 @@ def tool_env(family, extra=()):
         if path is None:
             raise ToolMissing(f"{program} not found; install it with: pip install {package}")
         env[var] = path
-    for var, program in extra:
+    for var, (program, source) in extra:
         path = env.get(var) or _which(program)
         if path is None or _which(path) is None:
-            raise ToolMissing(f"{program} not found (needed by this board's build); install it "
-                              f"(Debian: apt install dfu-util) or set {var} to its path")
+            raise ToolMissing(f"{program} not found (needed by this board's build); install {source} "
+                              f"or set {var} to its path")
         env[var] = path
-    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
     return env
 
 
