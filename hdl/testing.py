@@ -16,7 +16,7 @@ import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "run", "to_python", "simulate_conv2d"]
+__all__ = ["stream_put", "stream_get", "run", "to_python", "simulate_stream", "simulate_conv2d"]
 
 
 def to_python(value):
@@ -97,6 +97,28 @@ def run(dut, testbenches, *, vcd=None, period=1e-6, deadline=100_000):
         sim.run()
 
 
+def simulate_stream(dut, payloads, count, *, seed=0, stall=0.0, deadline=None, vcd=None):
+    """Send ``payloads`` into ``dut.i`` and collect ``count`` payloads from ``dut.o``, with seeded stalls.
+
+    Returns ``(outputs, cycles)``: the Python values received and the clocks from reset to the last output
+    transfer.
+    """
+    rng = random.Random(seed)
+    in_rng, out_rng = random.Random(rng.random()), random.Random(rng.random())
+    received, cycles = [], []
+
+    async def feed(ctx):
+        await stream_put(ctx, dut.i, payloads, rng=in_rng, stall=stall)
+
+    async def collect(ctx):
+        received.extend(await stream_get(ctx, dut.o, count, rng=out_rng, stall=stall, cycles=cycles))
+
+    if deadline is None:
+        deadline = 100 + int((len(payloads) + count) * 4 / (1 - min(stall, 0.9)))
+    run(dut, [feed, collect], vcd=vcd, deadline=deadline)
+    return received, (cycles[-1] + 1 if cycles else 0)
+
+
 def simulate_conv2d(conv, frames, *, seed=0, stall=0.0, vcd=None):
     """Run a :class:`~insitu.hdl.Conv2d` on integer frames ``(n, c_in, h, w)`` in simulation.
 
@@ -113,18 +135,6 @@ def simulate_conv2d(conv, frames, *, seed=0, stall=0.0, vcd=None):
     pixels = [[int(v) for v in frames[f, :, y, x]]
               for f in range(n) for y in range(frames.shape[2]) for x in range(frames.shape[3])]
     per_frame = conv.out_height * conv.out_width * pe.groups
-    rng = random.Random(seed)
-    in_rng, out_rng = random.Random(rng.random()), random.Random(rng.random())
-    received, cycles = [], []
-
-    async def feed(ctx):
-        await stream_put(ctx, conv.i, pixels, rng=in_rng, stall=stall)
-
-    async def collect(ctx):
-        received.extend(await stream_get(ctx, conv.o, n * per_frame, rng=out_rng, stall=stall,
-                                         cycles=cycles))
-
-    budget = 100 + int((len(pixels) + n * per_frame) * (4 / (1 - min(stall, 0.9))))
-    run(conv, [feed, collect], vcd=vcd, deadline=budget)
+    received, cycles = simulate_stream(conv, pixels, n * per_frame, seed=seed, stall=stall, vcd=vcd)
     out = np.array(received, dtype=np.int64).reshape(n, conv.out_height, conv.out_width, pe.c_out)
-    return out.transpose(0, 3, 1, 2), cycles[-1] + 1
+    return out.transpose(0, 3, 1, 2), cycles

@@ -5,7 +5,7 @@ import pytest
 
 from insitu.golden import circulant as C
 from insitu.hdl.circulant import CirculantMatVec
-from insitu.hdl.testing import run, stream_get, stream_put
+from insitu.hdl.testing import simulate_stream
 
 
 def simulate(layer, xs, *, seed, stall, requant=None):
@@ -13,16 +13,9 @@ def simulate(layer, xs, *, seed, stall, requant=None):
                           act_width=layer.act_width, fft_width=layer.fft_width,
                           twiddle_width=layer.twiddle_width, spectrum_width=layer.spectrum_width,
                           requant=requant)
-    got, cycles = [], []
-
-    async def feed(ctx):
-        await stream_put(ctx, dut.i, [int(v) for v in np.ravel(xs)], rng=seed, stall=stall)
-
-    async def collect(ctx):
-        got.extend(await stream_get(ctx, dut.o, len(xs) * layer.m, rng=seed + 1, stall=stall, cycles=cycles))
-
-    run(dut, [feed, collect], deadline=20 * (layer.m * layer.n + len(xs) * (layer.m + layer.n) * 8) + 2000)
-    return np.array(got).reshape(len(xs), layer.m), cycles[-1] + 1, dut
+    got, cycles = simulate_stream(dut, [int(v) for v in np.ravel(xs)], len(xs) * layer.m, seed=seed,
+                                  stall=stall, deadline=20 * (layer.m * layer.n + len(xs) * (layer.m + layer.n) * 8))
+    return np.array(got).reshape(len(xs), layer.m), cycles, dut
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -6,20 +6,13 @@ from amaranth.back import rtlil
 
 from insitu.golden import fft as F
 from insitu.hdl.fft import FFT, fft_twiddles
-from insitu.hdl.testing import run, stream_get, stream_put
+from insitu.hdl.testing import run, simulate_stream, stream_get, stream_put
 
 
 def simulate(dut, frames, *, seed, stall):
     samples = [{"re": int(v.real), "im": int(v.imag)} for v in np.asarray(frames).ravel()]
-    got = []
-
-    async def feed(ctx):
-        await stream_put(ctx, dut.i, samples, rng=seed, stall=stall)
-
-    async def collect(ctx):
-        got.extend(await stream_get(ctx, dut.o, len(samples), rng=seed + 1, stall=stall))
-
-    run(dut, [feed, collect], deadline=20 * len(samples) + 50 * dut.n)
+    got, _ = simulate_stream(dut, samples, len(samples), seed=seed, stall=stall,
+                             deadline=20 * len(samples) + 50 * dut.n)
     return np.array([g["re"] + 1j * g["im"] for g in got]).reshape(np.shape(frames))
 
 

@@ -1,0 +1,134 @@
+"""Dense integer matrix-vector product: the baseline of the block-circulant layer."""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._params import check_int, signed_width, validated
+
+__all__ = ["DenseMatVec"]
+
+
+class DenseMatVec(wiring.Component):
+    """``y = W @ x`` with ``W`` stored dense (``weight_width``-bit integers) in block RAM.
+
+    The ``n`` elements of ``x`` stream in and are kept; then ``lanes`` rows are computed at a time, one
+    column per clock (``lanes`` multiply-accumulates per clock), and their exact accumulators stream out,
+    ``m`` per vector, in row order. Golden twin: ``weights @ x`` in integers.
+
+    Parameters
+    ----------
+    m, n : int
+        Matrix size; ``lanes`` divides ``m``.
+    weights : (m, n) array of int
+    act_width, weight_width : int
+    lanes : int
+        Rows computed in parallel.
+
+    Members
+    -------
+    i : In(stream.Signature(signed(act_width)))
+    o : Out(stream.Signature(signed(acc_width)))
+    """
+
+    @validated
+    def __init__(self, *, m, n, weights, act_width=8, weight_width=8, lanes=4):
+        check_int(m, "Row count", 1)
+        check_int(n, "Column count", 1)
+        check_int(act_width, "Activation width", 2, 18)
+        check_int(weight_width, "Weight width", 2, 18)
+        check_int(lanes, "Lane count", 1, m)
+        if m % lanes:
+            raise ValueError(f"Lane count must divide the row count ({m}), not {lanes!r}")
+        lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
+        try:
+            rows = [[int(v) for v in row] for row in weights]
+        except TypeError:
+            raise TypeError(f"Weights must be a 2-D sequence of integers shaped ({m}, {n})") from None
+        if len(rows) != m or any(len(row) != n for row in rows):
+            raise ValueError(f"Weights must be shaped ({m}, {n})")
+        if any(not lo <= v <= hi for row in rows for v in row):
+            raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+        self._m, self._n, self._lanes = m, n, lanes
+        self._act_width, self._weight_width = act_width, weight_width
+        self._word = data.ArrayLayout(signed(weight_width), lanes)
+        self._init = [[rows[g * lanes + lane][c] for lane in range(lanes)]
+                      for g in range(m // lanes) for c in range(n)]
+        a, w = 1 << (act_width - 1), 1 << (weight_width - 1)
+        self._acc_width = signed_width(-max(a * (w - 1), (a - 1) * w) * n, a * w * n)
+        super().__init__({
+            "i": In(stream.Signature(signed(act_width))),
+            "o": Out(stream.Signature(signed(self._acc_width))),
+        })
+
+    m = property(lambda self: self._m)
+    n = property(lambda self: self._n)
+    lanes = property(lambda self: self._lanes)
+    acc_width = property(lambda self: self._acc_width)
+
+    @property
+    def weight_bits(self):
+        return self._m * self._n * self._weight_width
+
+    def elaborate(self, platform):
+        m = Module()
+        n, lanes, groups = self._n, self._lanes, self._m // self._lanes
+        m.submodules.xmem = xmem = memory.Memory(shape=signed(self._act_width), depth=n, init=[])
+        m.submodules.wmem = wmem = memory.Memory(shape=self._word, depth=groups * n, init=self._init)
+        x_wr, x_rd, w_rd = xmem.write_port(), xmem.read_port(), wmem.read_port()
+
+        taken = Signal(range(n))
+        group = Signal(range(groups))
+        col = Signal(range(n))
+        issuing = Signal()
+        m.d.comb += [x_wr.addr.eq(taken), x_wr.data.eq(self.i.payload), x_wr.en.eq(self.i.valid & self.i.ready),
+                     x_rd.addr.eq(col), w_rd.addr.eq(group * n + col)]
+
+        # Pipeline: 1 = memory data, 2 = products, 3 = accumulators.
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(issuing), first1.eq(col == 0), last1.eq(col == n - 1),
+                     v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+        products = [Signal(signed(self._act_width + self._weight_width), name=f"p{lane}")
+                    for lane in range(lanes)]
+        m.d.sync += [p.eq(x_rd.data * w_rd.data[lane]) for lane, p in enumerate(products)]
+        accs = [Signal(signed(self._acc_width), name=f"acc{lane}") for lane in range(lanes)]
+        ready_out = Signal()                      # accumulators hold a finished group
+        with m.If(v2):
+            m.d.sync += [acc.eq(Mux(first2, 0, acc) + p) for acc, p in zip(accs, products)]
+            with m.If(last2):
+                m.d.sync += ready_out.eq(1)
+
+        emit = Signal(range(lanes))
+        m.d.comb += [self.o.valid.eq(ready_out), self.o.payload.eq(accs[0])]
+        with m.Switch(emit):
+            for lane in range(lanes):
+                with m.Case(lane):
+                    m.d.comb += self.o.payload.eq(accs[lane])
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += emit.eq(Mux(emit == lanes - 1, 0, emit + 1))
+            with m.If(emit == lanes - 1):
+                m.d.sync += ready_out.eq(0)
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += taken.eq(Mux(taken == n - 1, 0, taken + 1))
+                    with m.If(taken == n - 1):
+                        m.d.sync += [group.eq(0), col.eq(0)]
+                        m.next = "MAC"
+            with m.State("MAC"):
+                m.d.comb += issuing.eq(1)
+                m.d.sync += col.eq(Mux(col == n - 1, 0, col + 1))
+                with m.If(col == n - 1):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                # The group's accumulators must be emitted before the next group overwrites them.
+                with m.If(~v1 & ~v2 & ~ready_out):
+                    with m.If(group == groups - 1):
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.d.sync += group.eq(group + 1)
+                        m.next = "MAC"
+        return m

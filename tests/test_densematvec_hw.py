@@ -1,0 +1,51 @@
+"""DenseMatVec (the circulant layer's baseline) equals the integer product W @ x, with random stalls."""
+
+import numpy as np
+import pytest
+
+from insitu.hdl.densematvec import DenseMatVec
+from insitu.hdl.testing import simulate_stream
+
+
+def simulate(weights, xs, *, lanes, seed, stall):
+    m, n = weights.shape
+    dut = DenseMatVec(m=m, n=n, weights=weights, lanes=lanes)
+    got, cycles = simulate_stream(dut, [int(v) for v in np.ravel(xs)], len(xs) * m, seed=seed, stall=stall,
+                                  deadline=50 * len(xs) * (m * n // lanes + m + n) + 1000)
+    return np.array(got).reshape(len(xs), m), cycles
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_integer_product(seed):
+    rng = np.random.default_rng(seed)
+    lanes = int(rng.choice([1, 2, 4]))
+    m = lanes * int(rng.integers(1, 9))
+    n = int(rng.integers(1, 40))
+    weights = rng.integers(-128, 128, size=(m, n))
+    weights[0, 0] = -128
+    xs = rng.integers(-128, 128, size=(3, n))
+    xs[0, 0] = -128
+    got, _ = simulate(weights, xs, lanes=lanes, seed=seed, stall=float(rng.choice([0.0, 0.4])))
+    np.testing.assert_array_equal(got, xs @ weights.T)
+
+
+def test_cycles_are_mn_over_lanes():
+    rng = np.random.default_rng(7)
+    weights = rng.integers(-128, 128, size=(16, 16))
+    xs = rng.integers(-128, 128, size=(1, 16))
+    got, cycles = simulate(weights, xs, lanes=4, seed=0, stall=0.0)
+    np.testing.assert_array_equal(got, xs @ weights.T)
+    assert 16 * 16 // 4 <= cycles <= 16 + 16 * 16 // 4 + 4 * (4 + 4)
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(m=6, n=4, lanes=4), ValueError, r"^Lane count must divide the row count \(6\), not 4$"),
+    (dict(m=4, n=4, lanes=8), ValueError, r"^Lane count must be an integer in range \[1, 4\], not 8$"),
+    (dict(m=4, n=4, lanes=2, weights=np.full((4, 4), 300)), ValueError,
+     r"^Weights must fit in signed 8-bit integers \[-128, 127\]$"),
+    (dict(m=4, n=5, lanes=2), ValueError, r"^Weights must be shaped \(4, 5\)$"),
+])
+def test_errors(kwargs, exc, msg):
+    kwargs.setdefault("weights", np.zeros((4, 4), int))
+    with pytest.raises(exc, match=msg):
+        DenseMatVec(**kwargs)
