@@ -194,3 +194,15 @@ def test_board_build_tool_missing(monkeypatch):
     with pytest.raises(build_mod.ToolMissing, match=r"^dfu-suffix not found \(needed by this board's build\); "
                                                      r"install Debian's dfu-util package or set DFU_SUFFIX"):
         build_mod.tool_env("ecp5", get_board("orangecrab").build_tools.items())
+
+
+@pytest.mark.slow
+def test_bench_circulant_small(tmp_path, monkeypatch):
+    from insitu.tools.bench_circulant import bench_circulant, format_bench_circulant
+    monkeypatch.chdir(tmp_path)
+    p = designs.CirculantParams(rows=16, cols=16, block=8)
+    result = bench_circulant(p, ["ulx3s-85f"], json_path="b.json", progress=lambda s: None)
+    rows = {r["design"]: r for r in result["rows"]}
+    assert rows["circulant"]["weight_bits"] * 8 == rows["densematvec"]["weight_bits"] * 2  # k=8, 16-bit
+    assert rows["circulant"]["cycles_per_matvec"] > 0 and rows["densematvec"]["cycles_per_matvec"] > 64
+    assert "circulant" in format_bench_circulant(result)

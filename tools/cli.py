@@ -120,12 +120,20 @@ def cmd_build(args):
 
 
 def cmd_bench(args):
-    from .bench import bench_muxconv, format_bench
-    result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=args.json,
-                           synth_opts=_synth_opts(args))
+    json_path = args.json or f"bench-{args.bench}.json"
+    if args.bench == "muxconv":
+        from .bench import bench_muxconv, format_bench
+        result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=json_path,
+                               synth_opts=_synth_opts(args))
+        table = format_bench(result)
+    else:
+        from .bench_circulant import bench_circulant, format_bench_circulant
+        result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
+                                 synth_opts=_synth_opts(args))
+        table = format_bench_circulant(result)
     print()
-    print(format_bench(result))
-    print(f"\nwritten: {args.json}")
+    print(table)
+    print(f"\nwritten: {json_path}")
 
 
 def cmd_demo(args):
@@ -161,12 +169,11 @@ def make_parser():
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
-    p.add_argument("bench", choices=["muxconv"])
+    p.add_argument("bench", choices=["muxconv", "circulant"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
-    p.add_argument("--json", metavar="PATH", default="bench-muxconv.json",
-                   help="results path (default bench-muxconv.json)")
+    p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
     _add_build_opts(p)
-    _add_design_args(p, ["muxconv"])
+    _add_design_args(p, ["muxconv", "circulant"])
     p.set_defaults(func=cmd_bench)
     return parser
 

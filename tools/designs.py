@@ -17,7 +17,7 @@ from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 
 __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "CirculantParams",
-           "describe"]
+           "DenseMatVecParams", "describe"]
 
 
 class UnknownDesign(ValueError):
@@ -62,6 +62,17 @@ class CirculantParams:
     rows: int = _param(64, "rows (m) of the block-circulant matrix")
     cols: int = _param(64, "columns (n) of the block-circulant matrix")
     block: int = _param(16, "circulant block size k, a power of two")
+    seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
+
+    def resolved(self):
+        return self
+
+
+@dataclass(frozen=True)
+class DenseMatVecParams:
+    rows: int = _param(64, "rows (m) of the matrix")
+    cols: int = _param(64, "columns (n) of the matrix")
+    lanes: int = _param(4, "multiply-accumulates per clock")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
     def resolved(self):
@@ -115,6 +126,18 @@ def describe_circulant(component):
             "complex_macs_per_clock": 1}
 
 
+def densematvec(p):
+    from ..hdl.densematvec import DenseMatVec
+    rng = np.random.default_rng(p.seed)
+    weights = rng.integers(-128, 128, size=(p.rows, p.cols))
+    return DenseMatVec(m=p.rows, n=p.cols, weights=weights, lanes=p.lanes)
+
+
+def describe_densematvec(component):
+    return {"weight_bits": component.weight_bits, "dense_int8_weight_bits": component.m * component.n * 8,
+            "macs_per_clock": component.lanes}
+
+
 def describe_fft(component):
     return {"samples_per_clock": 1, "latency": component.latency, "stages": component.stages,
             "real_multipliers": component.multipliers}
@@ -134,6 +157,8 @@ DESIGNS = {d.name: d for d in [
     Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)"),
     Design("fft", FFTParams, fft, describe_fft, "streaming R2SDF FFT"),
     Design("circulant", CirculantParams, circulant, describe_circulant, "block-circulant matrix-vector product"),
+    Design("densematvec", DenseMatVecParams, densematvec, describe_densematvec,
+           "dense int8 matrix-vector product (baseline)"),
 ]}
 
 
