@@ -180,14 +180,21 @@ class CirculantMatVec(wiring.Component):
             m.d.sync += [z[bin3].re.eq(squeeze(acc_re)), z[bin3].im.eq(squeeze(acc_im))]
 
         # Feed the inverse FFT with the full Hermitian spectrum: bin t, or conj(Z[k - t]) above k/2.
+        # The sample is looked up one transfer ahead into a register, keeping the bin selection out of
+        # the inverse FFT's input path.
         t = Signal(range(k))
-        mirror = t > k // 2
-        zsel = z[Mux(mirror, k - t, t)]
         lo, hi = -(1 << (fw - 1)), (1 << (fw - 1)) - 1
-        conj_im = Mux(zsel.im == lo, hi, -zsel.im)     # saturating, as in the golden model
-        m.d.comb += [inv.i.payload.re.eq(zsel.re), inv.i.payload.im.eq(Mux(mirror, conj_im, zsel.im))]
+
+        def spectrum_bin(tt):
+            mirror = tt > k // 2
+            zsel = z[Mux(mirror, k - tt, tt)]
+            conj_im = Mux(zsel.im == lo, hi, -zsel.im)     # saturating, as in the golden model
+            return [inv.i.payload.re.eq(zsel.re), inv.i.payload.im.eq(Mux(mirror, conj_im, zsel.im))]
+
+        t_next = Signal(range(k))
+        m.d.comb += t_next.eq(t + 1)
         with m.If(inv.i.valid & inv.i.ready):
-            m.d.sync += t.eq(t + 1)
+            m.d.sync += [t.eq(t_next), *spectrum_bin(t_next)]
 
         all_sent = self._emitted_all(m, inv, bitrev)   # (its logic must sit outside the FSM's states)
         with m.FSM():
@@ -204,6 +211,7 @@ class CirculantMatVec(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~v1 & ~v2 & ~v3):
+                    m.d.sync += spectrum_bin(0)
                     m.next = "FEED"
             with m.State("FEED"):
                 m.d.comb += inv.i.valid.eq(1)
