@@ -1,10 +1,10 @@
-"""Streaming radix-2 single-path delay feedback (R2SDF) FFT: one complex sample per clock.
+"""Streaming radix-2² single-path delay feedback (R2²SDF) FFT: one complex sample per clock.
 
-Why R2SDF: it is the smallest streaming FFT that still takes one sample per clock — one butterfly and
-one complex multiplier per stage and exactly ``n − 1`` words of delay memory — and its decimation-in-
-frequency dataflow is, stage for stage, the network of :mod:`insitu.golden.fft`, so bit-exactness is
-structural rather than coincidental. Radix-2² halves the non-trivial multipliers and is the natural next
-step when DSP blocks are the constraint (see ``multipliers``).
+Why R2²SDF: it keeps R2SDF's one-butterfly-per-stage structure and its ``n − 1`` words of delay memory,
+but folds every other stage's twiddle into a trivial ±j rotation, so a complex multiplier is needed only
+after each pair of stages: ``4·(⌈log2 n / 2⌉ − 1)`` real multipliers (8 at n = 64, the number of
+SB_MAC16 blocks on an iCE40UP5K; R2SDF would need 16). The network is, stage for stage, the one of
+:mod:`insitu.golden.fft`, so bit-exactness is structural rather than coincidental.
 """
 
 import math
@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, validated
 
-__all__ = ["FFT", "complex_layout", "fft_twiddles"]
+__all__ = ["FFT", "complex_layout", "stage_plan", "pair_twiddles"]
 
 
 def complex_layout(width):
@@ -23,13 +23,32 @@ def complex_layout(width):
     return data.StructLayout({"re": signed(width), "im": signed(width)})
 
 
-def fft_twiddles(n, twiddle_width, inverse):
-    """Twiddles ``exp(∓2πi·t/n)``, ``t`` in ``[0, n/2)``, rounded as :func:`insitu.golden.fft.twiddles`."""
+def stage_plan(n):
+    """The network, as :func:`insitu.golden.fft.stage_plan`: butterflies ``bf2i``/``bf2ii`` in pairs, a
+    ``twiddle`` multiplication after each pair that is not last, a plain ``bf2`` last for odd ``log2 n``."""
+    stages = n.bit_length() - 1
+    plan = []
+    for s in range(0, stages - 1, 2):
+        plan += [("bf2i", s), ("bf2ii", s + 1)]
+        if s + 2 < stages:
+            plan.append(("twiddle", s))
+    if stages % 2:
+        plan.append(("bf2", stages - 1))
+    return plan
+
+
+def pair_twiddles(n, s, twiddle_width, inverse):
+    """Twiddle of each position ``p = q1·N/2 + q2·N/4 + j`` of an ``N = n >> s`` block after the pair at
+    ``s``: ``W_n^(j·(q1 + 2·q2)·2**s)``, rounded as :func:`insitu.golden.fft.pair_twiddles`."""
+    size = n >> s
     one = 1 << (twiddle_width - 1)
-    sign = 1 if inverse else -1
     quant = lambda v: max(-(one - 1), min(one - 1, math.floor(v * one + 0.5)))
-    return [(quant(math.cos(2 * math.pi * t / n)), quant(sign * math.sin(2 * math.pi * t / n)))
-            for t in range(n // 2)]
+    table = []
+    for p in range(size):
+        q1, q2, j = p // (size // 2), (p // (size // 4)) % 2, p % (size // 4)
+        angle = 2 * math.pi * ((j * (q1 + 2 * q2)) << s) / n
+        table.append((quant(math.cos(angle)), quant((1 if inverse else -1) * math.sin(angle))))
+    return table
 
 
 class FFT(wiring.Component):
@@ -37,8 +56,8 @@ class FFT(wiring.Component):
 
     Frames stream in natural order, one sample per transfer, back to back; each output frame streams out
     in **bit-reversed** order (output ``i`` is bin ``bitrev(i)``, see :func:`insitu.golden.fft.bit_reverse`).
-    The arithmetic is that of :func:`insitu.golden.fft.fft_bitrev`: every stage scales by 1/2, so the
-    forward output is ``DFT/n``; rounding is half up, results saturate to ``width`` bits.
+    The arithmetic is that of :func:`insitu.golden.fft.fft_bitrev`: every butterfly stage scales by 1/2,
+    so the forward output is ``DFT/n``; rounding is half up, results saturate to ``width`` bits.
 
     Throughput is one sample per clock in steady state. An SDF pipeline emits a frame while the next one
     enters; when no next frame comes, the FFT pushes a frame of invisible zero samples to flush the last
@@ -82,28 +101,25 @@ class FFT(wiring.Component):
     inverse = property(lambda self: self._inverse)
     stages = property(lambda self: self._n.bit_length() - 1)
 
-    #: Pipeline registers per stage (after the multiply, after the rounding).
-    STAGE_REGISTERS = 2
     #: Delay lines at least this long live in block RAM; shorter ones are registers.
     MEMORY_DELAY = 8
+    #: Pipeline registers of a butterfly stage and of a twiddle multiplier.
+    BUTTERFLY_REGISTERS, TWIDDLE_REGISTERS = 1, 2
+
+    def _unit_latency(self, kind, s):
+        if kind == "twiddle":
+            return self.TWIDDLE_REGISTERS
+        return (self._n >> (s + 1)) + self.BUTTERFLY_REGISTERS
 
     @property
     def latency(self):
         """Clocks from the transfer of a frame's first sample to its first output, streaming without stalls."""
-        return self._n - 1 + self.stages * self.STAGE_REGISTERS
-
-    def _trivial(self, s):
-        """Whether stage ``s`` only multiplies by 0 and ±(2**(twiddle_width−1) − 1) (the last two stages)."""
-        one = (1 << (self._twiddle_width - 1)) - 1
-        table = fft_twiddles(self._n, self._twiddle_width, self._inverse)
-        d = self._n >> (s + 1)
-        return all(abs(v) in (0, one) for p in range(d) for v in table[p << s])
+        return sum(self._unit_latency(kind, s) for kind, s in stage_plan(self._n))
 
     @property
     def multipliers(self):
-        """Real multipliers instantiated: 4 per stage with non-trivial twiddles, ``4·(log2 n − 2)``, the
-        minimum of R2SDF. (Radix-2² would need ``4·(log2 n / 2 − 1)``; see the module docstring.)"""
-        return 4 * sum(not self._trivial(s) for s in range(self.stages))
+        """Real multipliers instantiated: 4 per twiddle multiplication, ``4·(⌈log2 n / 2⌉ − 1)``."""
+        return 4 * sum(kind == "twiddle" for kind, _ in stage_plan(self._n))
 
     def elaborate(self, platform):
         m = Module()
@@ -114,7 +130,7 @@ class FFT(wiring.Component):
         # real if input is waiting, a flush ("bubble") frame of zeros if valid samples are still inside.
         slot = Signal(bits)
         bubbling = Signal()
-        in_flight = Signal(range(2 * n + self.stages * self.STAGE_REGISTERS + 2))
+        in_flight = Signal(range(2 * n + self.latency + 2))
         out_ok = ~self.o.valid | self.o.ready
         start_bubble = (slot == 0) & ~self.i.valid & (in_flight != 0)
         bubble_step = bubbling | start_bubble
@@ -144,9 +160,10 @@ class FFT(wiring.Component):
             valid.eq(real_step),
         ]
         offset = 0
-        for s in range(bits):
-            re, im, valid = self._stage(m, s, en, (-offset) % n, re, im, valid)
-            offset += (n >> (s + 1)) + self.STAGE_REGISTERS
+        for kind, s in stage_plan(n):
+            unit = self._twiddle if kind == "twiddle" else self._butterfly
+            re, im, valid = unit(m, kind, s, en, (-offset) % n, re, im, valid)
+            offset += self._unit_latency(kind, s)
         # The last stage's output register is the output stream register. It only moves with `en`, so
         # its valid must also fall when it is delivered without a replacement.
         with m.If(~en & delivered):
@@ -154,28 +171,33 @@ class FFT(wiring.Component):
         m.d.comb += [self.o.payload.re.eq(re), self.o.payload.im.eq(im), self.o.valid.eq(valid)]
         return m
 
-    def _stage(self, m, s, en, phase0, in_re, in_im, in_valid):
-        """One DIF stage: delay line of ``d = n/2**(s+1)`` words, butterfly, twiddle multiply, 2 registers.
-
-        ``phase0`` is the frame position of this stage's input at reset; all stages step together.
-        """
-        n, w, tw = self._n, self._width, self._twiddle_width
-        d = n >> (s + 1)
-        t = Signal(self.stages, name=f"s{s}_phase", init=phase0)
+    def _phase(self, m, name, en, phase0):
+        """A frame-position counter for one unit: all units step together under ``en``."""
+        t = Signal(self.stages, name=f"{name}_phase", init=phase0)
         with m.If(en):
             m.d.sync += t.eq(t + 1)
+        return t
+
+    def _butterfly(self, m, kind, s, en, phase0, in_re, in_im, in_valid):
+        """One DIF butterfly stage with a delay line of ``d = n/2**(s+1)`` words, scaling by 1/2.
+
+        ``bf2i`` rotates the lower outputs of the second half of each block by ∓j (the trivial part of
+        the radix-4 twiddle); ``bf2ii`` and ``bf2`` do not rotate.
+        """
+        n, w = self._n, self._width
+        d = n >> (s + 1)
+        t = self._phase(m, f"s{s}", en, phase0)
         j = t[:self.stages - s]              # position within the 2d-sample block
         second = j[-1]
-        pair_of = lambda phase: (phase % (2 * d)) % d   # index of the butterfly pair within the block
 
         # Delay line: d words of (re, im, valid), w + 1 bits per part (it holds a − b in the second half).
         line = data.StructLayout({"re": signed(w + 1), "im": signed(w + 1), "valid": unsigned(1)})
         delayed = Signal(line, name=f"s{s}_delayed")
         pushed = Signal(line, name=f"s{s}_pushed")
         if d >= self.MEMORY_DELAY:
-            # A circular buffer of d − 1 words in block RAM, then a register, so the multipliers see a
-            # register and not the RAM's slow output. The read port prefetches the word for the next
-            # step; it never reads the address being written (d − 1 >= 2), so it need not be transparent.
+            # A circular buffer of d − 1 words in block RAM, then a register (the RAM output is slow).
+            # The read port prefetches the word for the next step; it never reads the address being
+            # written (d − 1 >= 2), so it need not be transparent.
             m.submodules[f"s{s}_delay"] = mem = memory.Memory(shape=line, depth=d - 1, init=[])
             wr, rd = mem.write_port(), mem.read_port()
             ptr = Signal(range(d - 1), name=f"s{s}_ptr")
@@ -197,56 +219,59 @@ class FFT(wiring.Component):
         with m.Else():
             m.d.comb += [pushed.re.eq(in_re), pushed.im.eq(in_im), pushed.valid.eq(in_valid)]
 
-        # Twiddle for the lower output emitted now (first half): W^(pair · 2**s). Registered: it is
-        # looked up one step ahead, from the next phase.
-        table = fft_twiddles(n, tw, self._inverse)
-        first_re, first_im = table[pair_of(phase0) << s]
-        wr = Signal(signed(tw), name=f"s{s}_wr", init=first_re)
-        wi = Signal(signed(tw), name=f"s{s}_wi", init=first_im)
-        if d > 1:
-            next_pair = (t + 1)[:self.stages - s - 1]
-            with m.If(en):
-                with m.Switch(next_pair):
-                    for p in range(d):
-                        with m.Case(p):
-                            m.d.sync += [wr.eq(table[p << s][0]), wi.eq(table[p << s][1])]
-
-        # Register 1: the four products (lower) and the sum (upper).
-        prod = [Signal(signed(w + 1 + tw), name=f"s{s}_p{k}") for k in range(4)]
-        sum_re = Signal(signed(w + 1), name=f"s{s}_sum_re")
-        sum_im = Signal(signed(w + 1), name=f"s{s}_sum_im")
-        is_upper = Signal(name=f"s{s}_upper")
-        valid1 = Signal(name=f"s{s}_valid1")
-        if self._trivial(s):
-            # Twiddles are only 0 and ±(2**(tw-1) - 1): x·w is a shift, a subtract and a sign.
-            c_re = (delayed.re << (tw - 1)) - delayed.re
-            c_im = (delayed.im << (tw - 1)) - delayed.im
-            scale = lambda x, v: Mux(v == 0, 0, Mux(v[-1], -x, x))
-            products = [scale(c_re, wr), scale(c_im, wi), scale(c_re, wi), scale(c_im, wr)]
-        else:
-            products = [delayed.re * wr, delayed.im * wi, delayed.re * wi, delayed.im * wr]
-        with m.If(en):
-            m.d.sync += [
-                *(p.eq(v) for p, v in zip(prod, products)),
-                sum_re.eq(delayed.re + in_re), sum_im.eq(delayed.im + in_im),
-                is_upper.eq(second),
-                valid1.eq(Mux(second, in_valid, delayed.valid)),
-            ]
-
-        # Register 2: round half up, saturate, select.
-        def rounded(value, shift):
-            r = Signal(signed(len(value) + 1))
-            m.d.comb += r.eq((value + (1 << (shift - 1))) >> shift)
-            lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
-            return Mux(r > hi, hi, Mux(r < lo, lo, r))
+        # Lower output (first half): the delayed a − b, rotated in bf2i when its pair index >= d/2.
+        low_re, low_im = delayed.re, delayed.im
+        if kind == "bf2i" and d >= 2:
+            rotate = j[-2]
+            if self._inverse:    # × +j: (re, im) -> (−im, re)
+                low_re, low_im = Mux(rotate, -delayed.im, delayed.re), Mux(rotate, delayed.re, delayed.im)
+            else:                # × −j: (re, im) -> (im, −re)
+                low_re, low_im = Mux(rotate, delayed.im, delayed.re), Mux(rotate, -delayed.re, delayed.im)
 
         out_re = Signal(signed(w), name=f"s{s}_re")
         out_im = Signal(signed(w), name=f"s{s}_im")
         out_valid = Signal(name=f"s{s}_valid")
         with m.If(en):
             m.d.sync += [
-                out_re.eq(Mux(is_upper, rounded(sum_re, 1), rounded(prod[0] - prod[1], tw))),
-                out_im.eq(Mux(is_upper, rounded(sum_im, 1), rounded(prod[2] + prod[3], tw))),
-                out_valid.eq(valid1),
+                out_re.eq(self._round(m, Mux(second, delayed.re + in_re, low_re), 1)),
+                out_im.eq(self._round(m, Mux(second, delayed.im + in_im, low_im), 1)),
+                out_valid.eq(Mux(second, in_valid, delayed.valid)),
             ]
         return out_re, out_im, out_valid
+
+    def _twiddle(self, m, kind, s, en, phase0, in_re, in_im, in_valid):
+        """Multiply each sample by its pair twiddle (looked up one step ahead), round, saturate: 2 registers."""
+        n, w, tw = self._n, self._width, self._twiddle_width
+        size = n >> s
+        table = pair_twiddles(n, s, tw, self._inverse)
+        t = self._phase(m, f"tw{s}", en, phase0)
+        first_re, first_im = table[phase0 % size]
+        wr = Signal(signed(tw), name=f"tw{s}_wr", init=first_re)
+        wi = Signal(signed(tw), name=f"tw{s}_wi", init=first_im)
+        position = (t + 1)[:size.bit_length() - 1]
+        with m.If(en):
+            with m.Switch(position):
+                for p in range(size):
+                    with m.Case(p):
+                        m.d.sync += [wr.eq(table[p][0]), wi.eq(table[p][1])]
+
+        prod = [Signal(signed(w + tw), name=f"tw{s}_p{k}") for k in range(4)]
+        valid1 = Signal(name=f"tw{s}_valid1")
+        with m.If(en):
+            m.d.sync += [prod[0].eq(in_re * wr), prod[1].eq(in_im * wi),
+                         prod[2].eq(in_re * wi), prod[3].eq(in_im * wr), valid1.eq(in_valid)]
+        out_re = Signal(signed(w), name=f"tw{s}_re")
+        out_im = Signal(signed(w), name=f"tw{s}_im")
+        out_valid = Signal(name=f"tw{s}_valid")
+        with m.If(en):
+            m.d.sync += [out_re.eq(self._round(m, prod[0] - prod[1], tw - 1)),
+                         out_im.eq(self._round(m, prod[2] + prod[3], tw - 1)),
+                         out_valid.eq(valid1)]
+        return out_re, out_im, out_valid
+
+    def _round(self, m, value, shift):
+        """``sat(round_shift(value, shift), width)``: round half up, saturate."""
+        r = Signal(signed(len(value) + 1))
+        m.d.comb += r.eq((value + (1 << (shift - 1))) >> shift)
+        lo, hi = -(1 << (self._width - 1)), (1 << (self._width - 1)) - 1
+        return Mux(r > hi, hi, Mux(r < lo, lo, r))

@@ -5,7 +5,7 @@ import pytest
 from amaranth.back import rtlil
 
 from insitu.golden import fft as F
-from insitu.hdl.fft import FFT, fft_twiddles
+from insitu.hdl.fft import FFT, pair_twiddles, stage_plan
 from insitu.hdl.testing import run, simulate_stream, stream_get, stream_put
 
 
@@ -69,10 +69,14 @@ def test_latency_streaming():
     assert cycles[:2 * n] == list(range(dut.latency, dut.latency + 2 * n))
 
 
-def test_twiddles_match_golden():
-    for inverse in (False, True):
-        wr, wi = F.twiddles(64, 12, inverse)
-        assert fft_twiddles(64, 12, inverse) == list(zip(wr.tolist(), wi.tolist()))
+@pytest.mark.parametrize("n", [4, 8, 16, 32, 64, 128, 256])
+def test_network_and_twiddles_match_golden(n):
+    assert stage_plan(n) == F.stage_plan(n)
+    for kind, s in stage_plan(n):
+        if kind == "twiddle":
+            for inverse in (False, True):
+                wr, wi = F.pair_twiddles(n, s, 12, inverse)
+                assert pair_twiddles(n, s, 12, inverse) == list(zip(wr.tolist(), wi.tolist()))
 
 
 @pytest.mark.parametrize("kwargs, exc, msg", [
@@ -88,9 +92,9 @@ def test_errors(kwargs, exc, msg):
         FFT(**kwargs)
 
 
-@pytest.mark.parametrize("n, multipliers", [(4, 0), (8, 4), (16, 8), (64, 16), (256, 24)])
-def test_last_two_stages_need_no_multiplier(n, multipliers):
-    """Only stages with twiddles other than 0 and ±1 instantiate multipliers: 4·(log2 n − 2)."""
+@pytest.mark.parametrize("n, multipliers", [(4, 0), (8, 4), (16, 4), (32, 8), (64, 8), (256, 12)])
+def test_multipliers_only_after_stage_pairs(n, multipliers):
+    """Radix-2²: one complex multiplier after each stage pair but the last, 4·(⌈log2 n / 2⌉ − 1) real."""
     dut = FFT(n=n)
     assert dut.multipliers == multipliers
     rtlil.convert(dut)

@@ -63,9 +63,17 @@ def test_bit_reverse_and_natural_order():
     np.testing.assert_array_equal(F.fft(x), F.fft_bitrev(x)[F.bit_reverse(16)])
 
 
-def test_twiddles_are_clamped_to_the_width():
-    wr, wi = F.twiddles(8, 8)
-    assert wr[0] == 127 and wi[0] == 0 and wi[2] == -127 and wr[1] == 91 and wi[1] == -91
+def test_pair_twiddles_are_radix4_and_clamped():
+    # n = 8, pair at stage 0: position p = 4·q1 + 2·q2 + j gets W_8^(j·(q1 + 2·q2)).
+    wr, wi = F.pair_twiddles(8, 0, 8)
+    assert list(zip(wr, wi)) == [(127, 0), (127, 0), (127, 0), (0, -127),
+                                 (127, 0), (91, -91), (127, 0), (-91, -91)]
+
+
+def test_plan_is_radix_2_squared():
+    assert F.stage_plan(64) == [("bf2i", 0), ("bf2ii", 1), ("twiddle", 0), ("bf2i", 2), ("bf2ii", 3),
+                                ("twiddle", 2), ("bf2i", 4), ("bf2ii", 5)]
+    assert F.stage_plan(8)[-1] == ("bf2", 2) and F.twiddle_units(64) == 2
 
 
 @pytest.mark.parametrize("call, exc, msg", [

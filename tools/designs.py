@@ -155,7 +155,7 @@ class Design:
 DESIGNS = {d.name: d for d in [
     Design("muxconv", ConvParams, muxconv, describe_conv, "QGP multiplexer convolution layer"),
     Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)"),
-    Design("fft", FFTParams, fft, describe_fft, "streaming R2SDF FFT"),
+    Design("fft", FFTParams, fft, describe_fft, "streaming radix-2² SDF FFT"),
     Design("circulant", CirculantParams, circulant, describe_circulant, "block-circulant matrix-vector product"),
     Design("densematvec", DenseMatVecParams, densematvec, describe_densematvec,
            "dense int8 matrix-vector product (baseline)"),
