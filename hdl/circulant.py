@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, signed_width, validated
 from .fft import FFT
-from .requantize import Requantize
+from .requantize import Requantize, round_saturate
 
 __all__ = ["CirculantMatVec", "spectrum_layout"]
 
@@ -169,15 +169,9 @@ class CirculantMatVec(wiring.Component):
         zlayout = cplx
         z = Array(Signal(zlayout, name=f"z{t}") for t in range(h))
 
-        def squeeze(value):
-            shift = self._mid_shift
-            r = Signal(signed(acc_width + 1))
-            m.d.comb += r.eq((value + (1 << (shift - 1))) >> shift if shift else value)
-            lo, hi = -(1 << (fw - 1)), (1 << (fw - 1)) - 1
-            return Mux(r > hi, hi, Mux(r < lo, lo, r))
-
         with m.If(v3):
-            m.d.sync += [z[bin3].re.eq(squeeze(acc_re)), z[bin3].im.eq(squeeze(acc_im))]
+            m.d.sync += [z[bin3].re.eq(round_saturate(m, acc_re, self._mid_shift, fw)),
+                         z[bin3].im.eq(round_saturate(m, acc_im, self._mid_shift, fw))]
 
         # Feed the inverse FFT with the full Hermitian spectrum: bin t, or conj(Z[k - t]) above k/2.
         # The sample is looked up one transfer ahead into a register, keeping the bin selection out of

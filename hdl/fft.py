@@ -14,6 +14,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, validated
+from .requantize import round_saturate
 
 __all__ = ["FFT", "complex_layout", "stage_plan", "pair_twiddles"]
 
@@ -233,8 +234,8 @@ class FFT(wiring.Component):
         out_valid = Signal(name=f"s{s}_valid")
         with m.If(en):
             m.d.sync += [
-                out_re.eq(self._round(m, Mux(second, delayed.re + in_re, low_re), 1)),
-                out_im.eq(self._round(m, Mux(second, delayed.im + in_im, low_im), 1)),
+                out_re.eq(round_saturate(m, Mux(second, delayed.re + in_re, low_re), 1, w)),
+                out_im.eq(round_saturate(m, Mux(second, delayed.im + in_im, low_im), 1, w)),
                 out_valid.eq(Mux(second, in_valid, delayed.valid)),
             ]
         return out_re, out_im, out_valid
@@ -264,14 +265,7 @@ class FFT(wiring.Component):
         out_im = Signal(signed(w), name=f"tw{s}_im")
         out_valid = Signal(name=f"tw{s}_valid")
         with m.If(en):
-            m.d.sync += [out_re.eq(self._round(m, prod[0] - prod[1], tw - 1)),
-                         out_im.eq(self._round(m, prod[2] + prod[3], tw - 1)),
+            m.d.sync += [out_re.eq(round_saturate(m, prod[0] - prod[1], tw - 1, w)),
+                         out_im.eq(round_saturate(m, prod[2] + prod[3], tw - 1, w)),
                          out_valid.eq(valid1)]
         return out_re, out_im, out_valid
-
-    def _round(self, m, value, shift):
-        """``sat(round_shift(value, shift), width)``: round half up, saturate."""
-        r = Signal(signed(len(value) + 1))
-        m.d.comb += r.eq((value + (1 << (shift - 1))) >> shift)
-        lo, hi = -(1 << (self._width - 1)), (1 << (self._width - 1)) - 1
-        return Mux(r > hi, hi, Mux(r < lo, lo, r))

@@ -6,7 +6,20 @@ from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, validated
 
-__all__ = ["Requantize"]
+__all__ = ["Requantize", "round_saturate"]
+
+
+def round_saturate(m, value, shift, width):
+    """The requantisation expression, for blocks that requantise inside their own pipeline stage:
+    ``sat((value + 2**(shift − 1)) >> shift, width)``, arithmetic shift, ties towards +infinity.
+
+    Adds one comb signal to ``m`` and returns a ``width``-bit-range value; :class:`Requantize` is this
+    in a registered stream stage.
+    """
+    rounded = Signal(signed(len(value) + 1))
+    m.d.comb += rounded.eq((value + (1 << (shift - 1))) >> shift if shift else value)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded))
 
 
 class Requantize(wiring.Component):
@@ -53,16 +66,10 @@ class Requantize(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lo, hi = -(1 << (self.out_width - 1)), (1 << (self.out_width - 1)) - 1
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.ready):
             m.d.sync += self.o.valid.eq(self.i.valid)
             for lane in range(self.lanes):
-                x = self.i.payload[lane]
-                if self.shift:
-                    x = (x + (1 << (self.shift - 1))) >> self.shift
-                rounded = Signal(signed(self.in_width + 1), name=f"rounded{lane}")
-                m.d.comb += rounded.eq(x)
                 m.d.sync += self.o.payload[lane].eq(
-                    Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+                    round_saturate(m, self.i.payload[lane], self.shift, self.out_width))
         return m
