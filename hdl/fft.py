@@ -105,7 +105,7 @@ class FFT(wiring.Component):
     #: Delay lines at least this long live in block RAM; shorter ones are registers.
     MEMORY_DELAY = 8
     #: Pipeline registers of a butterfly stage and of a twiddle multiplier.
-    BUTTERFLY_REGISTERS, TWIDDLE_REGISTERS = 1, 2
+    BUTTERFLY_REGISTERS, TWIDDLE_REGISTERS = 2, 3
 
     def _unit_latency(self, kind, s):
         if kind == "twiddle":
@@ -229,19 +229,28 @@ class FFT(wiring.Component):
             else:                # × −j: (re, im) -> (im, −re)
                 low_re, low_im = Mux(rotate, delayed.im, delayed.re), Mux(rotate, -delayed.re, delayed.im)
 
+        # Register 1: the sum or (rotated) difference, w + 1 bits. Register 2: halved, rounded half up.
+        # With w-bit inputs the sum lies in [−2**w, 2**w − 2] and the difference in [−2**w + 1,
+        # 2**w − 1]: only 2**w − 1 overflows when halved, so saturation is one equality, not two compares.
+        v_re = Signal(signed(w + 1), name=f"s{s}_v_re")
+        v_im = Signal(signed(w + 1), name=f"s{s}_v_im")
+        v_valid = Signal(name=f"s{s}_v_valid")
+        with m.If(en):
+            m.d.sync += [v_re.eq(Mux(second, delayed.re + in_re, low_re)),
+                         v_im.eq(Mux(second, delayed.im + in_im, low_im)),
+                         v_valid.eq(Mux(second, in_valid, delayed.valid))]
+
+        top = (1 << w) - 1
+        half = lambda v: Mux(v == top, (1 << (w - 1)) - 1, (v + 1) >> 1)
         out_re = Signal(signed(w), name=f"s{s}_re")
         out_im = Signal(signed(w), name=f"s{s}_im")
         out_valid = Signal(name=f"s{s}_valid")
         with m.If(en):
-            m.d.sync += [
-                out_re.eq(round_saturate(m, Mux(second, delayed.re + in_re, low_re), 1, w)),
-                out_im.eq(round_saturate(m, Mux(second, delayed.im + in_im, low_im), 1, w)),
-                out_valid.eq(Mux(second, in_valid, delayed.valid)),
-            ]
+            m.d.sync += [out_re.eq(half(v_re)), out_im.eq(half(v_im)), out_valid.eq(v_valid)]
         return out_re, out_im, out_valid
 
     def _twiddle(self, m, kind, s, en, phase0, in_re, in_im, in_valid):
-        """Multiply each sample by its pair twiddle (looked up one step ahead), round, saturate: 2 registers."""
+        """Multiply each sample by its pair twiddle (looked up one step ahead), round, saturate: 3 registers."""
         n, w, tw = self._n, self._width, self._twiddle_width
         size = n >> s
         table = pair_twiddles(n, s, tw, self._inverse)
@@ -261,11 +270,18 @@ class FFT(wiring.Component):
         with m.If(en):
             m.d.sync += [prod[0].eq(in_re * wr), prod[1].eq(in_im * wi),
                          prod[2].eq(in_re * wi), prod[3].eq(in_im * wr), valid1.eq(in_valid)]
+        # Register 2: the complex products' sums, with the rounding constant. Register 3: shifted, saturated.
+        sums = [Signal(signed(w + tw + 1), name=f"tw{s}_sum{k}") for k in range(2)]
+        valid2 = Signal(name=f"tw{s}_valid2")
+        bias = 1 << (tw - 2)
+        with m.If(en):
+            m.d.sync += [sums[0].eq(prod[0] - prod[1] + bias), sums[1].eq(prod[2] + prod[3] + bias),
+                         valid2.eq(valid1)]
         out_re = Signal(signed(w), name=f"tw{s}_re")
         out_im = Signal(signed(w), name=f"tw{s}_im")
         out_valid = Signal(name=f"tw{s}_valid")
         with m.If(en):
-            m.d.sync += [out_re.eq(round_saturate(m, prod[0] - prod[1], tw - 1, w)),
-                         out_im.eq(round_saturate(m, prod[2] + prod[3], tw - 1, w)),
-                         out_valid.eq(valid1)]
+            m.d.sync += [out_re.eq(round_saturate(m, sums[0] >> (tw - 1), 0, w)),
+                         out_im.eq(round_saturate(m, sums[1] >> (tw - 1), 0, w)),
+                         out_valid.eq(valid2)]
         return out_re, out_im, out_valid
