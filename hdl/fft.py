@@ -254,11 +254,12 @@ class FFT(wiring.Component):
         n, w, tw = self._n, self._width, self._twiddle_width
         size = n >> s
         table = pair_twiddles(n, s, tw, self._inverse)
-        t = self._phase(m, f"tw{s}", en, phase0)
+        # The position one step ahead has its own counter, so the ROM is a pure function of a register.
+        ahead = self._phase(m, f"tw{s}_ahead", en, (phase0 + 1) % n)
         first_re, first_im = table[phase0 % size]
         wr = Signal(signed(tw), name=f"tw{s}_wr", init=first_re)
         wi = Signal(signed(tw), name=f"tw{s}_wi", init=first_im)
-        position = (t + 1)[:size.bit_length() - 1]
+        position = ahead[:size.bit_length() - 1]
         with m.If(en):
             with m.Switch(position):
                 for p in range(size):
