@@ -197,16 +197,18 @@ class FFT(wiring.Component):
         pushed = Signal(line, name=f"s{s}_pushed")
         if d >= self.MEMORY_DELAY:
             # A circular buffer of d − 1 words in block RAM, then a register (the RAM output is slow).
-            # The read port prefetches the word for the next step; it never reads the address being
-            # written (d − 1 >= 2), so it need not be transparent.
+            # The read port, enabled with the pipeline, reads the word for the next step (pointer
+            # `ahead`, a register) while the current one is written: never the same address (d − 1 >= 2),
+            # so it need not be transparent, and no logic sits on the RAM addresses.
             m.submodules[f"s{s}_delay"] = mem = memory.Memory(shape=line, depth=d - 1, init=[])
             wr, rd = mem.write_port(), mem.read_port()
             ptr = Signal(range(d - 1), name=f"s{s}_ptr")
-            ptr_next = Mux(ptr == d - 2, 0, ptr + 1)
-            m.d.comb += [rd.addr.eq(Mux(en, ptr_next, ptr)),
+            ahead = Signal(range(d - 1), name=f"s{s}_ahead", init=1)
+            m.d.comb += [rd.addr.eq(ahead), rd.en.eq(en),
                          wr.addr.eq(ptr), wr.data.eq(pushed), wr.en.eq(en)]
             with m.If(en):
-                m.d.sync += [ptr.eq(ptr_next), delayed.eq(rd.data)]
+                m.d.sync += [ptr.eq(ahead), ahead.eq(Mux(ahead == d - 2, 0, ahead + 1)),
+                             delayed.eq(rd.data)]
         else:
             regs = [Signal(line, name=f"s{s}_dl{k}") for k in range(d)]
             m.d.comb += delayed.eq(regs[-1])
