@@ -147,16 +147,21 @@ class CirculantMatVec(wiring.Component):
         j = Signal(range(q))
         issuing = Signal()
         m.d.comb += [x_rd.addr.eq(j * h + b), s_rd.addr.eq((oi * q + j) * h + b)]
-        # Pipeline flags: stage 1 = memory data, 2 = products, 3 = accumulator.
+        # Pipeline: stage 1 = memory data, 1r = the same registered (the RAM outputs are slow, and feed
+        # multipliers), 2 = products, 3 = accumulator.
         v1, first1, last1, bin1 = Signal(), Signal(), Signal(), Signal(range(h))
+        v1r, first1r, last1r, bin1r = Signal(), Signal(), Signal(), Signal(range(h))
         v2, first2, last2, bin2 = Signal(), Signal(), Signal(), Signal(range(h))
         v3, last3, bin3 = Signal(), Signal(), Signal(range(h))
         m.d.sync += [v1.eq(issuing), first1.eq(j == 0), last1.eq(j == q - 1), bin1.eq(b),
-                     v2.eq(v1), first2.eq(first1), last2.eq(last1), bin2.eq(bin1),
+                     v1r.eq(v1), first1r.eq(first1), last1r.eq(last1), bin1r.eq(bin1),
+                     v2.eq(v1r), first2.eq(first1r), last2.eq(last1r), bin2.eq(bin1r),
                      v3.eq(v2 & last2), last3.eq(last2), bin3.eq(bin2)]
         pw = fw + self._spectrum_width
         prods = [Signal(signed(pw), name=f"prod{n}") for n in range(4)]
-        xd, sd = x_rd.data, s_rd.data
+        xd = Signal.like(x_rd.data, name="x_data")
+        sd = Signal.like(s_rd.data, name="s_data")
+        m.d.sync += [xd.eq(x_rd.data), sd.eq(s_rd.data)]
         m.d.sync += [prods[0].eq(xd.re * sd.re), prods[1].eq(xd.im * sd.im),
                      prods[2].eq(xd.re * sd.im), prods[3].eq(xd.im * sd.re)]
         acc_width = pw + 1 + (q - 1).bit_length() + 1
@@ -204,7 +209,7 @@ class CirculantMatVec(wiring.Component):
                     with m.If(b == h - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v2 & ~v3):
+                with m.If(~v1 & ~v1r & ~v2 & ~v3):
                     m.d.sync += spectrum_bin(0)
                     m.next = "FEED"
             with m.State("FEED"):
