@@ -132,12 +132,14 @@ class CirculantMatVec(wiring.Component):
         spectra_done = Signal()
         fbin = Signal(range(k))
         m.d.comb += [fwd.o.ready.eq(1), fbin.eq(Array(bitrev)[pos])]
-        m.d.comb += [x_wr.addr.eq(blk * h + fbin), x_wr.data.eq(fwd.o.payload),
+        # Addresses are kept as running sums, so no multiplier (or DSP block) computes them.
+        x_base = Signal(range(q * h), name="x_base")      # blk * h
+        m.d.comb += [x_wr.addr.eq(x_base + fbin), x_wr.data.eq(fwd.o.payload),
                      x_wr.en.eq(fwd.o.valid & (fbin <= k // 2))]
         with m.If(fwd.o.valid):
             m.d.sync += pos.eq(pos + 1)
             with m.If(pos == k - 1):
-                m.d.sync += blk.eq(Mux(blk == q - 1, 0, blk + 1))
+                m.d.sync += [blk.eq(Mux(blk == q - 1, 0, blk + 1)), x_base.eq(Mux(blk == q - 1, 0, x_base + h))]
                 with m.If(blk == q - 1):
                     m.d.sync += spectra_done.eq(1)
 
@@ -146,7 +148,9 @@ class CirculantMatVec(wiring.Component):
         b = Signal(range(h))
         j = Signal(range(q))
         issuing = Signal()
-        m.d.comb += [x_rd.addr.eq(j * h + b), s_rd.addr.eq((oi * q + j) * h + b)]
+        x_addr = Signal(range(q * h), name="x_addr")      # j * h + b
+        s_addr = Signal(range(p * q * h), name="s_addr")  # (oi * q + j) * h + b
+        m.d.comb += [x_rd.addr.eq(x_addr), s_rd.addr.eq(s_addr)]
         # Pipeline: stage 1 = memory data, 1r = the same registered (the RAM outputs are slow, and feed
         # multipliers), 2 = products, 3 = accumulator.
         v1, first1, last1, bin1 = Signal(), Signal(), Signal(), Signal(range(h))
@@ -199,15 +203,19 @@ class CirculantMatVec(wiring.Component):
         with m.FSM():
             with m.State("INGEST"):
                 with m.If(spectra_done):
-                    m.d.sync += [spectra_done.eq(0), oi.eq(0), b.eq(0), j.eq(0)]
+                    m.d.sync += [spectra_done.eq(0), oi.eq(0), b.eq(0), j.eq(0), x_addr.eq(0), s_addr.eq(0)]
                     m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += issuing.eq(1)
                 m.d.sync += j.eq(Mux(j == q - 1, 0, j + 1))
-                with m.If(j == q - 1):
-                    m.d.sync += b.eq(Mux(b == h - 1, 0, b + 1))
-                    with m.If(b == h - 1):
-                        m.next = "DRAIN"
+                with m.If(j != q - 1):
+                    m.d.sync += [x_addr.eq(x_addr + h), s_addr.eq(s_addr + h)]
+                with m.Elif(b != h - 1):
+                    m.d.sync += [b.eq(b + 1), x_addr.eq(x_addr - (q - 1) * h + 1),
+                                 s_addr.eq(s_addr - (q - 1) * h + 1)]
+                with m.Else():      # next output block: its weights follow on
+                    m.d.sync += [b.eq(0), x_addr.eq(0), s_addr.eq(s_addr + 1)]
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~v1 & ~v1r & ~v2 & ~v3):
                     m.d.sync += spectrum_bin(0)

@@ -81,8 +81,9 @@ class DenseMatVec(wiring.Component):
         group = Signal(range(groups))
         col = Signal(range(n))
         issuing = Signal()
+        w_addr = Signal(range(groups * n))   # group * n + col: the weights are read in order
         m.d.comb += [x_wr.addr.eq(taken), x_wr.data.eq(self.i.payload), x_wr.en.eq(self.i.valid & self.i.ready),
-                     x_rd.addr.eq(col), w_rd.addr.eq(group * n + col)]
+                     x_rd.addr.eq(col), w_rd.addr.eq(w_addr)]
 
         # Pipeline: 1 = memory data, 2 = products, 3 = accumulators.
         v1, first1, last1 = Signal(), Signal(), Signal()
@@ -116,11 +117,11 @@ class DenseMatVec(wiring.Component):
                 with m.If(self.i.valid):
                     m.d.sync += taken.eq(Mux(taken == n - 1, 0, taken + 1))
                     with m.If(taken == n - 1):
-                        m.d.sync += [group.eq(0), col.eq(0)]
+                        m.d.sync += [group.eq(0), col.eq(0), w_addr.eq(0)]
                         m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += issuing.eq(1)
-                m.d.sync += col.eq(Mux(col == n - 1, 0, col + 1))
+                m.d.sync += [col.eq(Mux(col == n - 1, 0, col + 1)), w_addr.eq(w_addr + 1)]
                 with m.If(col == n - 1):
                     m.next = "WAIT"
             with m.State("WAIT"):
