@@ -129,11 +129,15 @@ class FFT(wiring.Component):
 
         # Frame-level control. `slot` counts stage-0 steps modulo n. A frame starts only at slot 0:
         # real if input is waiting, a flush ("bubble") frame of zeros if valid samples are still inside.
+        # `at_start` (slot == 0) and `pending` (in_flight != 0) are registers, so the global enable,
+        # which fans out to every pipeline register, is a shallow function of registers and the streams.
         slot = Signal(bits)
+        at_start = Signal(init=1)
         bubbling = Signal()
         in_flight = Signal(range(2 * n + self.latency + 2))
+        pending = Signal()
         out_ok = ~self.o.valid | self.o.ready
-        start_bubble = (slot == 0) & ~self.i.valid & (in_flight != 0)
+        start_bubble = at_start & ~self.i.valid & pending
         bubble_step = bubbling | start_bubble
         real_step = ~bubble_step & self.i.valid
         en = Signal()
@@ -142,14 +146,15 @@ class FFT(wiring.Component):
             self.i.ready.eq(out_ok & ~bubbling),
         ]
         with m.If(en):
-            m.d.sync += slot.eq(slot + 1)
+            m.d.sync += [slot.eq(slot + 1), at_start.eq(slot == n - 1)]
             with m.If(start_bubble):
                 m.d.sync += bubbling.eq(1)
             with m.Elif(slot == n - 1):
                 m.d.sync += bubbling.eq(0)
         accepted = self.i.valid & self.i.ready
         delivered = self.o.valid & self.o.ready
-        m.d.sync += in_flight.eq(in_flight + accepted - delivered)
+        next_in_flight = in_flight + accepted - delivered
+        m.d.sync += [in_flight.eq(next_in_flight), pending.eq(next_in_flight != 0)]
 
         # Stage 0 input: the stream sample, or a zero with valid low.
         re = Signal(signed(w), name="in_re")
