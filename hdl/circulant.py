@@ -178,9 +178,17 @@ class CirculantMatVec(wiring.Component):
         zlayout = cplx
         z = Array(Signal(zlayout, name=f"z{t}") for t in range(h))
 
-        with m.If(v3):
-            m.d.sync += [z[bin3].re.eq(round_saturate(m, acc_re, self._mid_shift, fw)),
-                         z[bin3].im.eq(round_saturate(m, acc_im, self._mid_shift, fw))]
+        # Stage 4: shifted with rounding; stage 5: saturated into the Z buffer.
+        shift = self._mid_shift
+        bias = (1 << (shift - 1)) if shift else 0
+        sh_re = Signal(signed(acc_width + 1), name="sh_re")
+        sh_im = Signal(signed(acc_width + 1), name="sh_im")
+        v4, bin4 = Signal(), Signal(range(h))
+        m.d.sync += [sh_re.eq((acc_re + bias) >> shift), sh_im.eq((acc_im + bias) >> shift),
+                     v4.eq(v3), bin4.eq(bin3)]
+        with m.If(v4):
+            m.d.sync += [z[bin4].re.eq(round_saturate(m, sh_re, 0, fw)),
+                         z[bin4].im.eq(round_saturate(m, sh_im, 0, fw))]
 
         # Feed the inverse FFT with the full Hermitian spectrum: bin t, or conj(Z[k - t]) above k/2.
         # The sample is looked up one transfer ahead into a register, keeping the bin selection out of
@@ -217,7 +225,7 @@ class CirculantMatVec(wiring.Component):
                     m.d.sync += [b.eq(0), x_addr.eq(0), s_addr.eq(s_addr + 1)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v1r & ~v2 & ~v3):
+                with m.If(~v1 & ~v1r & ~v2 & ~v3 & ~v4):
                     m.d.sync += spectrum_bin(0)
                     m.next = "FEED"
             with m.State("FEED"):
