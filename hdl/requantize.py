@@ -18,8 +18,13 @@ def round_saturate(m, value, shift, width):
     """
     rounded = Signal(signed(len(value) + 1))
     m.d.comb += rounded.eq((value + (1 << (shift - 1))) >> shift if shift else value)
+    if len(rounded) <= width:
+        return rounded
+    # It fits iff the bits from width−1 up are all equal (a sign extension): AND/OR trees, not compares.
+    top = rounded[width - 1:]
+    fits = ~top.any() | top.all()
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
-    return Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded))
+    return Mux(fits, rounded[:width].as_signed(), Mux(rounded[-1], lo, hi))
 
 
 class Requantize(wiring.Component):
