@@ -21,34 +21,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _odd_kernel(text):
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"kernel size must be an odd integer >= 1, not {text!r}") from None
-    if k < 1 or k % 2 == 0:
-        raise argparse.ArgumentTypeError(f"kernel size must be an odd integer >= 1, not {k}")
-    return k
+def _integer(what, accept):
+    """An argparse type: an integer for which ``accept(n)`` holds, else "<what>, not <text>"."""
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
+        if not accept(n):
+            raise argparse.ArgumentTypeError(f"{what}, not {n}")
+        return n
+    return parse
 
 
-def _positive(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {n}")
-    return n
-
-
-def _non_negative(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {n}")
-    return n
+_positive = _integer("must be a positive integer", lambda n: n >= 1)
+_non_negative = _integer("must be a non-negative integer", lambda n: n >= 0)
+_odd_kernel = _integer("kernel size must be an odd integer >= 1", lambda n: n >= 1 and n % 2 == 1)
 
 
 _KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel}
