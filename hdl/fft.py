@@ -153,8 +153,11 @@ class FFT(wiring.Component):
                 m.d.sync += bubbling.eq(0)
         accepted = self.i.valid & self.i.ready
         delivered = self.o.valid & self.o.ready
-        next_in_flight = in_flight + accepted - delivered
-        m.d.sync += [in_flight.eq(next_in_flight), pending.eq(next_in_flight != 0)]
+        m.d.sync += in_flight.eq(in_flight + accepted - delivered)
+        with m.If(accepted & ~delivered):
+            m.d.sync += pending.eq(1)
+        with m.Elif(delivered & ~accepted & (in_flight == 1)):
+            m.d.sync += pending.eq(0)
 
         # Stage 0 input: the stream sample, or a zero with valid low.
         re = Signal(signed(w), name="in_re")
