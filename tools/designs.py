@@ -17,7 +17,7 @@ from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 
 __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "CirculantParams",
-           "DenseMatVecParams", "describe"]
+           "DenseMatVecParams", "Pow2DecoderParams", "describe"]
 
 
 class UnknownDesign(ValueError):
@@ -74,6 +74,17 @@ class DenseMatVecParams:
     cols: int = _param(64, "columns (n) of the matrix")
     lanes: int = _param(4, "multiply-accumulates per clock")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
+
+    def resolved(self):
+        return self
+
+
+@dataclass(frozen=True)
+class Pow2DecoderParams:
+    basis_bits: int = _param(8, "basis width in bits")
+    exp_range: int = _param(12, "e_max − e_min of the power-of-two coefficients", "non-negative")
+    groups: int = _param(1, "bases held in registers")
+    seed: int = _param(1, "seed of the generated basis and stimulus", "non-negative")
 
     def resolved(self):
         return self
@@ -138,6 +149,19 @@ def describe_densematvec(component):
             "macs_per_clock": component.lanes}
 
 
+def pow2decoder(p):
+    from ..hdl.decode import Pow2Decoder
+    rng = np.random.default_rng(p.seed)
+    limit = (1 << (p.basis_bits - 1)) - 1
+    basis = rng.integers(-limit, limit + 1, size=(p.groups, 3, 3))
+    return Pow2Decoder(basis=basis, basis_bits=p.basis_bits, exp_range=p.exp_range)
+
+
+def describe_pow2decoder(component):
+    return {"weight_rows_per_clock": 1, "weights_per_clock": 3, "latency": component.latency,
+            "output_width": component.out_width}
+
+
 def describe_fft(component):
     return {"samples_per_clock": 1, "latency": component.latency, "stages": component.stages,
             "real_multipliers": component.multipliers}
@@ -159,6 +183,8 @@ DESIGNS = {d.name: d for d in [
     Design("circulant", CirculantParams, circulant, describe_circulant, "block-circulant matrix-vector product"),
     Design("densematvec", DenseMatVecParams, densematvec, describe_densematvec,
            "dense int8 matrix-vector product (baseline)"),
+    Design("pow2decoder", Pow2DecoderParams, pow2decoder, describe_pow2decoder,
+           "SmartDeal power-of-two weight decoder"),
 ]}
 
 
