@@ -17,7 +17,7 @@ from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 
 __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "CirculantParams",
-           "DenseMatVecParams", "Pow2DecoderParams", "describe"]
+           "DenseMatVecParams", "Pow2DecoderParams", "InSituGenParams", "describe"]
 
 
 class UnknownDesign(ValueError):
@@ -85,6 +85,20 @@ class Pow2DecoderParams:
     exp_range: int = _param(12, "e_max − e_min of the power-of-two coefficients", "non-negative")
     groups: int = _param(1, "bases held in registers")
     seed: int = _param(1, "seed of the generated basis and stimulus", "non-negative")
+
+    def resolved(self):
+        return self
+
+
+@dataclass(frozen=True)
+class InSituGenParams:
+    c_in: int = _param(16, "input channels")
+    c_out: int = _param(16, "output channels")
+    k: int = _param(3, "kernel size, odd", "odd")
+    bi: int = _param(3, "level-1 rank (basis shapes per group)")
+    bo: int = _param(4, "level-2 rank (groups)")
+    lanes: int = _param(1, "taps generated per clock (divides k²)")
+    seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
     def resolved(self):
         return self
@@ -162,6 +176,19 @@ def describe_pow2decoder(component):
             "output_width": component.out_width}
 
 
+def insitu_gen(p):
+    from ..golden import mlg
+    from ..hdl.insitu import InSituGenerator
+    rng = np.random.default_rng(p.seed)
+    layer, _ = mlg.decompose(rng.normal(size=(p.c_out, p.c_in, p.k, p.k)), p.bi, p.bo, iterations=5)
+    return InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=p.lanes)
+
+
+def describe_insitu_gen(component):
+    return {"weights_per_clock": component.lanes, "stored_bits": component.stored_bits,
+            "multipliers": component.multipliers, "latency": component.latency}
+
+
 def describe_fft(component):
     return {"samples_per_clock": 1, "latency": component.latency, "stages": component.stages,
             "real_multipliers": component.multipliers}
@@ -185,6 +212,7 @@ DESIGNS = {d.name: d for d in [
            "dense int8 matrix-vector product (baseline)"),
     Design("pow2decoder", Pow2DecoderParams, pow2decoder, describe_pow2decoder,
            "SmartDeal power-of-two weight decoder"),
+    Design("insitu-gen", InSituGenParams, insitu_gen, describe_insitu_gen, "MLG in-situ weight generator"),
 ]}
 
 

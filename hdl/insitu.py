@@ -1,0 +1,145 @@
+"""Multi-level in-situ weight generation: weights regenerated from quantised factors, streamed out."""
+
+import numpy as np
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import Out
+
+from ._params import check_int, signed_width, validated
+
+__all__ = ["InSituGenerator"]
+
+
+def _codes(a, shape, bits, name):
+    """Validate an array of odd codes of ``bits`` bits and return it as nested lists."""
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an array of integers, not {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must be shaped {shape}, not {a.shape}")
+    top = (1 << bits) - 1
+    if a.size and (np.abs(a).max() > top or not np.all(a % 2 == 1)):
+        raise ValueError(f"{name} codes must be odd integers in [-{top}, {top}]")
+    return a.astype(int).tolist()
+
+
+class InSituGenerator(wiring.Component):
+    """Stream the weights ``W = v @ (u @ basis)`` of a ``(c_out, c_in, k, k)`` layer, ``lanes`` taps per clock.
+
+    The factors (golden twin :mod:`insitu.golden.mlg`) are the only weights stored: ``basis``
+    ``[bo, bi, k²]`` in registers, ``u`` ``[bo, c_in, bi]`` and ``v`` ``[c_out, bo]`` in small memories. Per
+    transfer, for output channel ``o``, input channel ``ci`` and ``lanes`` consecutive taps ``t``, it computes
+    ``W1[b, ci, t] = Σ_i u[b, ci, i]·basis[b, i, t]`` and ``w = Σ_b v[o, b]·W1[b, ci, t]`` with
+    ``bo·(bi + 1)·lanes`` small multipliers (LUTs, or DSP blocks where the tools choose). Weights stream
+    in the order of ``generate(layer).reshape(c_out, c_in·k²)``, row by row; the whole layer repeats.
+    Latency from a memory word to its weights: 3 clocks.
+
+    Parameters
+    ----------
+    basis, u, v : arrays of odd int codes
+    bits : (int, int, int)
+        Code widths of ``(basis, u, v)``.
+    lanes : int
+        Taps per transfer; divides ``k²``.
+
+    Members
+    -------
+    o : Out(stream.Signature(ArrayLayout(signed(weight_width), lanes)))
+    """
+
+    @validated
+    def __init__(self, *, basis, u, v, bits=(3, 6, 3), lanes=1):
+        basis, u, v = np.asarray(basis), np.asarray(u), np.asarray(v)
+        if basis.ndim != 3 or u.ndim != 3 or v.ndim != 2:
+            raise ValueError("Factors must be shaped basis (bo, bi, k²), u (bo, c_in, bi), v (c_out, bo)")
+        bo, bi, taps = basis.shape
+        k = int(round(taps ** 0.5))
+        if k * k != taps:
+            raise ValueError(f"Basis must hold k² taps, not {taps}")
+        c_in, c_out = u.shape[1], v.shape[0]
+        if len(bits) != 3:
+            raise ValueError(f"Bits must be a (basis, u, v) triple, not {bits!r}")
+        for b in bits:
+            check_int(b, "Code width", 1, 16)
+        self._basis = _codes(basis, (bo, bi, taps), bits[0], "Basis")
+        self._u = _codes(u, (bo, c_in, bi), bits[1], "U")
+        self._v = _codes(v, (c_out, bo), bits[2], "V")
+        check_int(lanes, "Lane count", 1, taps)
+        if taps % lanes:
+            raise ValueError(f"Lane count must divide k² ({taps}), not {lanes!r}")
+        self._bo, self._bi, self._taps, self._k = bo, bi, taps, k
+        self._c_in, self._c_out, self._bits, self._lanes = c_in, c_out, tuple(bits), lanes
+        tb, ub, vb = ((1 << b) - 1 for b in bits)
+        self._w1_width = signed_width(-bi * tb * ub, bi * tb * ub)
+        self._weight_width = signed_width(-bo * bi * tb * ub * vb, bo * bi * tb * ub * vb)
+        super().__init__({"o": Out(stream.Signature(data.ArrayLayout(signed(self._weight_width), lanes)))})
+
+    weight_width = property(lambda self: self._weight_width)
+    lanes = property(lambda self: self._lanes)
+    latency = 3
+
+    @property
+    def multipliers(self):
+        return self._bo * (self._bi + 1) * self._lanes
+
+    @property
+    def stored_bits(self):
+        """Bits of the factors: every code at its width."""
+        b, u, v = self._bits
+        return (self._bo * self._bi * self._taps * b + self._bo * self._c_in * self._bi * u
+                + self._c_out * self._bo * v)
+
+    def elaborate(self, platform):
+        m = Module()
+        bo, bi, taps, lanes = self._bo, self._bi, self._taps, self._lanes
+        bb, ub, vb = self._bits
+        blocks = taps // lanes
+
+        basis = Signal(data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(bb + 1), taps), bi), bo),
+                       init=self._basis)
+        u_word = data.ArrayLayout(data.ArrayLayout(signed(ub + 1), bi), bo)            # u[:, ci, :]
+        v_word = data.ArrayLayout(signed(vb + 1), bo)                                     # v[o, :]
+        m.submodules.umem = umem = memory.Memory(
+            shape=u_word, depth=self._c_in, init=[[self._u[b][ci] for b in range(bo)] for ci in range(self._c_in)])
+        m.submodules.vmem = vmem = memory.Memory(shape=v_word, depth=self._c_out, init=self._v)
+        u_rd, v_rd = umem.read_port(), vmem.read_port()
+
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        # Counters of the position being issued: output channel, input channel, tap block. The read
+        # ports prefetch: they are enabled with the pipeline and addressed by the next position.
+        o, ci, blk = Signal(range(self._c_out)), Signal(range(self._c_in)), Signal(range(blocks))
+        last_blk, last_ci = blk == blocks - 1, ci == self._c_in - 1
+        next_blk = Mux(last_blk, 0, blk + 1)
+        next_ci = Mux(last_blk, Mux(last_ci, 0, ci + 1), ci)
+        next_o = Mux(last_blk & last_ci, Mux(o == self._c_out - 1, 0, o + 1), o)
+        primed = Signal()
+        m.d.sync += primed.eq(1)
+        issue = en & primed
+        m.d.comb += [u_rd.addr.eq(Mux(issue, next_ci, ci)), v_rd.addr.eq(Mux(issue, next_o, o))]
+        with m.If(issue):
+            m.d.sync += [blk.eq(next_blk), ci.eq(next_ci), o.eq(next_o)]
+
+        # Stage 1: W1 for each basis group and lane, from u[:, ci, :] and this tap block of the basis.
+        w1 = [[Signal(signed(self._w1_width), name=f"w1_{b}_{lane}") for lane in range(lanes)] for b in range(bo)]
+        v1 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_held")
+        valid1 = Signal()
+        with m.If(en):
+            m.d.sync += [valid1.eq(issue), v1.eq(v_rd.data)]
+            for b in range(bo):
+                for lane in range(lanes):
+                    tap = blk * lanes + lane if blocks > 1 else lane
+                    m.d.sync += w1[b][lane].eq(sum(
+                        u_rd.data[b][i] * basis[b][i][tap] for i in range(bi)))
+        # Stage 2: products with v; stage 3: their sum.
+        prods = [[Signal(signed(self._w1_width + vb + 1), name=f"vw_{b}_{lane}") for lane in range(lanes)]
+                 for b in range(bo)]
+        valid2 = Signal()
+        with m.If(en):
+            m.d.sync += valid2.eq(valid1)
+            for b in range(bo):
+                for lane in range(lanes):
+                    m.d.sync += prods[b][lane].eq(v1[b] * w1[b][lane])
+            m.d.sync += self.o.valid.eq(valid2)
+            for lane in range(lanes):
+                m.d.sync += self.o.payload[lane].eq(sum(prods[b][lane] for b in range(bo)))
+        return m
