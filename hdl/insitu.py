@@ -31,7 +31,7 @@ class InSituGenerator(wiring.Component):
     ``W1[b, ci, t] = Σ_i u[b, ci, i]·basis[b, i, t]`` and ``w = Σ_b v[o, b]·W1[b, ci, t]`` with
     ``bo·(bi + 1)·lanes`` small multipliers (LUTs, or DSP blocks where the tools choose). Weights stream
     in the order of ``generate(layer).reshape(c_out, c_in·k²)``, row by row; the whole layer repeats.
-    Latency from a memory word to its weights: 3 clocks.
+    Latency from a memory word to its weights: 4 clocks.
 
     Parameters
     ----------
@@ -75,7 +75,7 @@ class InSituGenerator(wiring.Component):
 
     weight_width = property(lambda self: self._weight_width)
     lanes = property(lambda self: self._lanes)
-    latency = 3
+    latency = 4
 
     @property
     def multipliers(self):
@@ -119,18 +119,27 @@ class InSituGenerator(wiring.Component):
         with m.If(issue):
             m.d.sync += [blk.eq(next_blk), ci.eq(next_ci), o.eq(next_o)]
 
-        # Stage 1: W1 for each basis group and lane, from u[:, ci, :] and this tap block of the basis.
+        # Stage 1: the products u[b, ci, i]·basis[b, i, t]; stage 2: their sums, W1[b, ci, t].
+        ub_prods = [[[Signal(signed(ub + bb + 2), name=f"ub_{b}_{i}_{lane}") for lane in range(lanes)]
+                     for i in range(bi)] for b in range(bo)]
+        v0 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_read")
+        valid0 = Signal()
+        with m.If(en):
+            m.d.sync += [valid0.eq(issue), v0.eq(v_rd.data)]
+            for b in range(bo):
+                for i in range(bi):
+                    for lane in range(lanes):
+                        tap = blk * lanes + lane if blocks > 1 else lane
+                        m.d.sync += ub_prods[b][i][lane].eq(u_rd.data[b][i] * basis[b][i][tap])
         w1 = [[Signal(signed(self._w1_width), name=f"w1_{b}_{lane}") for lane in range(lanes)] for b in range(bo)]
         v1 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_held")
         valid1 = Signal()
         with m.If(en):
-            m.d.sync += [valid1.eq(issue), v1.eq(v_rd.data)]
+            m.d.sync += [valid1.eq(valid0), v1.eq(v0)]
             for b in range(bo):
                 for lane in range(lanes):
-                    tap = blk * lanes + lane if blocks > 1 else lane
-                    m.d.sync += w1[b][lane].eq(sum(
-                        u_rd.data[b][i] * basis[b][i][tap] for i in range(bi)))
-        # Stage 2: products with v; stage 3: their sum.
+                    m.d.sync += w1[b][lane].eq(sum(ub_prods[b][i][lane] for i in range(bi)))
+        # Stage 3: products with v; stage 4: their sum.
         prods = [[Signal(signed(self._w1_width + vb + 1), name=f"vw_{b}_{lane}") for lane in range(lanes)]
                  for b in range(bo)]
         valid2 = Signal()
