@@ -31,7 +31,7 @@ class InSituGenerator(wiring.Component):
     ``W1[b, ci, t] = Σ_i u[b, ci, i]·basis[b, i, t]`` and ``w = Σ_b v[o, b]·W1[b, ci, t]`` with
     ``bo·(bi + 1)·lanes`` small multipliers (LUTs, or DSP blocks where the tools choose). Weights stream
     in the order of ``generate(layer).reshape(c_out, c_in·k²)``, row by row; the whole layer repeats.
-    Latency from a memory word to its weights: 4 clocks.
+    Latency from a memory word to its weights: 5 clocks.
 
     Parameters
     ----------
@@ -75,7 +75,7 @@ class InSituGenerator(wiring.Component):
 
     weight_width = property(lambda self: self._weight_width)
     lanes = property(lambda self: self._lanes)
-    latency = 4
+    latency = 5
 
     @property
     def multipliers(self):
@@ -119,18 +119,30 @@ class InSituGenerator(wiring.Component):
         with m.If(issue):
             m.d.sync += [blk.eq(next_blk), ci.eq(next_ci), o.eq(next_o)]
 
-        # Stage 1: the products u[b, ci, i]·basis[b, i, t]; stage 2: their sums, W1[b, ci, t].
+        # Stage 1: the read words and this tap block's basis values, registered. Stage 2: the products
+        # u[b, ci, i]·basis[b, i, t]. Stage 3: their sums, W1[b, ci, t].
+        u0 = Signal(u_word, name="u_read")
+        bsel = [[[Signal(signed(bb + 1), name=f"bsel_{b}_{i}_{lane}") for lane in range(lanes)]
+                 for i in range(bi)] for b in range(bo)]
+        vr = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_read0")
+        valid_r = Signal()
+        with m.If(en):
+            m.d.sync += [valid_r.eq(issue), u0.eq(u_rd.data), vr.eq(v_rd.data)]
+            for b in range(bo):
+                for i in range(bi):
+                    for lane in range(lanes):
+                        tap = blk * lanes + lane if blocks > 1 else lane
+                        m.d.sync += bsel[b][i][lane].eq(basis[b][i][tap])
         ub_prods = [[[Signal(signed(ub + bb + 2), name=f"ub_{b}_{i}_{lane}") for lane in range(lanes)]
                      for i in range(bi)] for b in range(bo)]
         v0 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_read")
         valid0 = Signal()
         with m.If(en):
-            m.d.sync += [valid0.eq(issue), v0.eq(v_rd.data)]
+            m.d.sync += [valid0.eq(valid_r), v0.eq(vr)]
             for b in range(bo):
                 for i in range(bi):
                     for lane in range(lanes):
-                        tap = blk * lanes + lane if blocks > 1 else lane
-                        m.d.sync += ub_prods[b][i][lane].eq(u_rd.data[b][i] * basis[b][i][tap])
+                        m.d.sync += ub_prods[b][i][lane].eq(u0[b][i] * bsel[b][i][lane])
         w1 = [[Signal(signed(self._w1_width), name=f"w1_{b}_{lane}") for lane in range(lanes)] for b in range(bo)]
         v1 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_held")
         valid1 = Signal()
@@ -139,7 +151,7 @@ class InSituGenerator(wiring.Component):
             for b in range(bo):
                 for lane in range(lanes):
                     m.d.sync += w1[b][lane].eq(sum(ub_prods[b][i][lane] for i in range(bi)))
-        # Stage 3: products with v; stage 4: their sum.
+        # Stage 4: products with v; stage 5: their sum.
         prods = [[Signal(signed(self._w1_width + vb + 1), name=f"vw_{b}_{lane}") for lane in range(lanes)]
                  for b in range(bo)]
         valid2 = Signal()
