@@ -124,7 +124,7 @@ class FFT(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, w, tw = self._n, self._width, self._twiddle_width
+        n, w = self._n, self._width
         bits = self.stages
 
         # Frame-level control. `slot` counts stage-0 steps modulo n. A frame starts only at slot 0:

@@ -1,6 +1,6 @@
 """Multiplexer convolution (Quantized Guided Pruning): one ±1 weight per k×k kernel, no multipliers."""
 
-from amaranth import Array, Mux
+from amaranth import Array
 
 from .pe import ConvPE
 

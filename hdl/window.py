@@ -1,6 +1,6 @@
 """Sliding k×k window over a raster pixel stream, with line buffers in block RAM."""
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

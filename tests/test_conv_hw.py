@@ -1,6 +1,5 @@
 """Hardware convolution (SlidingWindow + MuxConv/DenseConv) against the golden models, bit for bit."""
 
-import random
 
 import numpy as np
 from amaranth.back import rtlil

@@ -28,8 +28,15 @@ def _param(default, help, kind="positive"):
     return field(default=default, metadata={"help": help, "kind": kind})
 
 
+class _Params:
+    """Base of the parameter dataclasses: ``resolved()`` fills in derived defaults (none by default)."""
+
+    def resolved(self):
+        return self
+
+
 @dataclass(frozen=True)
-class ConvParams:
+class ConvParams(_Params):
     c_in: int = _param(16, "input channels")
     c_out: int = _param(16, "output channels")
     k: int = _param(3, "kernel size, odd", "odd")
@@ -46,52 +53,40 @@ class ConvParams:
 
 
 @dataclass(frozen=True)
-class FFTParams:
+class FFTParams(_Params):
     n: int = _param(64, "FFT size, a power of two")
     data_width: int = _param(16, "width of the real and imaginary parts")
     twiddle_width: int = _param(16, "twiddle width")
     inverse: bool = _param(False, "inverse transform", "flag")
     seed: int = _param(1, "seed of the stimulus", "non-negative")
 
-    def resolved(self):
-        return self
-
 
 @dataclass(frozen=True)
-class CirculantParams:
+class CirculantParams(_Params):
     rows: int = _param(64, "rows (m) of the block-circulant matrix")
     cols: int = _param(64, "columns (n) of the block-circulant matrix")
     block: int = _param(16, "circulant block size k, a power of two")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
-    def resolved(self):
-        return self
-
 
 @dataclass(frozen=True)
-class DenseMatVecParams:
+class DenseMatVecParams(_Params):
     rows: int = _param(64, "rows (m) of the matrix")
     cols: int = _param(64, "columns (n) of the matrix")
     lanes: int = _param(4, "multiply-accumulates per clock")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
-    def resolved(self):
-        return self
-
 
 @dataclass(frozen=True)
-class Pow2DecoderParams:
+class Pow2DecoderParams(_Params):
     basis_bits: int = _param(8, "basis width in bits")
     exp_range: int = _param(12, "e_max − e_min of the power-of-two coefficients", "non-negative")
     groups: int = _param(1, "bases held in registers")
     seed: int = _param(1, "seed of the generated basis and stimulus", "non-negative")
 
-    def resolved(self):
-        return self
-
 
 @dataclass(frozen=True)
-class InSituGenParams:
+class InSituGenParams(_Params):
     c_in: int = _param(16, "input channels")
     c_out: int = _param(16, "output channels")
     k: int = _param(3, "kernel size, odd", "odd")
@@ -99,9 +94,6 @@ class InSituGenParams:
     bo: int = _param(4, "level-2 rank (groups)")
     lanes: int = _param(1, "taps generated per clock (divides k²)")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
-
-    def resolved(self):
-        return self
 
 
 def _pe_args(p):
