@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "storage_bits", "FormatError"]
+__all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
+           "FormatError"]
 
 MAGIC = b"SDL1"
 VERSION = 1
@@ -145,14 +146,10 @@ class _Bits:
         self.length += width
 
 
-def pack(layer):
-    """The bit-exact stored image (bytes): header, basis, per-row skip flags and coefficient codes."""
-    dims = list(layer.shape) + [0] * (4 - len(layer.shape))
-    header = _HEADER.pack(MAGIC, VERSION, len(layer.shape), *dims, layer.group_size, layer.basis_bits,
-                          layer.basis_frac, layer.e_min, layer.e_max)
+def _row_bits(layer):
+    """The row section of the packed image: per row a skip bit and, unless skipped, per coefficient a zero
+    flag and, unless zero, a sign bit and an exponent code. Returns a :class:`_Bits`."""
     bits = _Bits()
-    for code in layer.basis.ravel():
-        bits.put(code, layer.basis_bits)
     for o in range(layer.zero.shape[0]):
         for r in range(layer.zero.shape[1]):
             skip = bool(layer.zero[o, r].all())
@@ -164,6 +161,28 @@ def pack(layer):
                 if not layer.zero[o, r, j]:
                     bits.put(layer.sign[o, r, j], 1)
                     bits.put(layer.exp[o, r, j] - layer.e_min, layer.exp_bits)
+    return bits
+
+
+def row_words(layer, word_bits=32):
+    """The row section as the words of the decoder's coefficient memory (bit ``n`` of the stream is bit
+    ``n mod word_bits`` of word ``n // word_bits``; the last word is zero padded)."""
+    bits = _row_bits(layer)
+    count = -(-bits.length // word_bits)
+    mask = (1 << word_bits) - 1
+    return [(bits.value >> (n * word_bits)) & mask for n in range(count)]
+
+
+def pack(layer):
+    """The bit-exact stored image (bytes): header, basis, per-row skip flags and coefficient codes."""
+    dims = list(layer.shape) + [0] * (4 - len(layer.shape))
+    header = _HEADER.pack(MAGIC, VERSION, len(layer.shape), *dims, layer.group_size, layer.basis_bits,
+                          layer.basis_frac, layer.e_min, layer.e_max)
+    bits = _Bits()
+    for code in layer.basis.ravel():
+        bits.put(code, layer.basis_bits)
+    rows = _row_bits(layer)
+    bits.put(rows.value, rows.length)
     payload = bits.value.to_bytes((bits.length + 7) // 8, "little")
     return header + struct.pack("<I", bits.length) + payload
 

@@ -5,6 +5,7 @@ from amaranth.lib import wiring
 
 from ._params import validated
 from .pe import ConvPE
+from .streamconv import StreamConv
 from .window import SlidingWindow
 
 __all__ = ["Conv2d"]
@@ -15,12 +16,12 @@ class Conv2d(wiring.Component):
 
     Pixels (``pe.c_in`` channels each) stream in raster order; results stream out as ``pe.c_out / pe.parallel``
     transfers per output pixel, output pixels in raster order. Golden twins: :func:`insitu.golden.qgp.muxconv2d`
-    for a :class:`MuxConv`, :func:`insitu.golden.conv.conv2d` for a :class:`DenseConv`.
+    for a :class:`MuxConv`, :func:`insitu.golden.conv.conv2d` for a :class:`DenseConv` or :class:`StreamConv`.
 
     Parameters
     ----------
-    pe : ConvPE
-        The processing element (``MuxConv`` or ``DenseConv``); it becomes the submodule ``pe``.
+    pe : ConvPE or StreamConv
+        The processing element (``MuxConv``, ``DenseConv`` or ``StreamConv``); it becomes the submodule ``pe``.
     width, height : int
         Input image size.
     padding : int
@@ -34,8 +35,8 @@ class Conv2d(wiring.Component):
 
     @validated
     def __init__(self, pe, *, width, height, padding):
-        if not isinstance(pe, ConvPE):
-            raise TypeError(f"Processing element must be a MuxConv or DenseConv, not {pe!r}")
+        if not isinstance(pe, (ConvPE, StreamConv)):
+            raise TypeError(f"Processing element must be a MuxConv, DenseConv or StreamConv, not {pe!r}")
         self._pe = pe
         self._window = SlidingWindow(channels=pe.c_in, act_width=pe.act_width, k=pe.k,
                                      width=width, height=height, padding=padding)

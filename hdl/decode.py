@@ -1,12 +1,14 @@
-"""SmartDeal decoder: power-of-two coefficient codes × a 3×3 basis → weight rows, shift-and-add only."""
+"""SmartDeal decode units: the packed coefficient rows are read from block RAM (:class:`RowReader`) and
+decoded to weight rows by shift-and-add (:class:`Pow2Decoder`); :class:`SmartDealWeights` is both, the
+weight source of a :class:`~insitu.hdl.streamconv.StreamConv`."""
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, validated
 
-__all__ = ["Pow2Decoder", "coefficient_row_layout"]
+__all__ = ["Pow2Decoder", "RowReader", "SmartDealWeights", "coefficient_row_layout"]
 
 
 def coefficient_row_layout(exp_bits, groups):
@@ -101,4 +103,173 @@ class Pow2Decoder(wiring.Component):
             m.d.sync += self.o.valid.eq(valid2)
             for c in range(3):
                 m.d.sync += self.o.payload[c].eq(terms[0][c] + terms[1][c] + terms[2][c])
+        return m
+
+
+class RowReader(wiring.Component):
+    """Stream the coefficient rows of a packed SmartDeal row section, one row per clock, the layer repeating.
+
+    The memory holds :func:`insitu.golden.smartdeal.row_words`: variable-length rows (a skip bit, then per
+    coefficient a zero flag and, unless zero, a sign bit and an exponent code), so a skipped row costs one
+    bit and a zero coefficient one bit of block RAM. A bit buffer of ``row_bits + 31`` bits is refilled with
+    one 32-bit word whenever fewer than ``row_bits`` (the longest row) bits would remain, so one row
+    leaves per clock; after the layer's last row the buffer restarts at word 0 (one idle clock).
+
+    Parameters
+    ----------
+    words : list of int
+        The 32-bit words of the row section.
+    rows : int
+        Rows per filter (``s``).
+    c_out, group_size : int
+        Filters, and filters per basis group (the ``group`` field of each row).
+    exp_bits : int
+
+    Members
+    -------
+    o : Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))
+    """
+
+    @validated
+    def __init__(self, *, words, rows, c_out, group_size, exp_bits):
+        check_int(rows, "Rows per filter", 1)
+        check_int(c_out, "Output channel count", 1)
+        check_int(group_size, "Group size", 1, c_out)
+        if c_out % group_size:
+            raise ValueError(f"Group size must divide the output channel count ({c_out}), not {group_size!r}")
+        check_int(exp_bits, "Exponent code width", 1, 8)
+        try:
+            words = [int(w) for w in words]
+        except (TypeError, ValueError):
+            raise TypeError("Words must be a sequence of 32-bit integers") from None
+        if not words or any(not 0 <= w < 1 << 32 for w in words):
+            raise ValueError("Words must be a non-empty sequence of integers in range [0, 2**32 - 1]")
+        if len(words) * 32 < rows * c_out:
+            raise ValueError(f"{len(words)} words cannot hold {rows * c_out} rows (at least one bit each)")
+        self._words, self._rows, self._c_out, self._group_size = words, rows, c_out, group_size
+        self._exp_bits = exp_bits
+        super().__init__({"o": Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))})
+
+    groups = property(lambda self: self._c_out // self._group_size)
+
+    @property
+    def row_bits(self):
+        """Bits of the longest row: skip bit and three non-zero coefficients."""
+        return 1 + 3 * (2 + self._exp_bits)
+
+    @property
+    def memory_bits(self):
+        """Block RAM bits holding the rows: the words plus one zero word read past the end."""
+        return 32 * (len(self._words) + 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        cb = 2 + self._exp_bits                    # bits of a non-zero coefficient
+        most = self.row_bits
+        width = most + 31
+        depth = len(self._words) + 1               # a zero word so the end of the layer can be read past
+        m.submodules.mem = mem = memory.Memory(shape=32, depth=depth, init=self._words + [0])
+        rd = mem.read_port()
+
+        buf = Signal(width)
+        fill = Signal(range(width + 1))
+        ptr = Signal(range(depth))
+        primed = Signal()                          # rd.data shows mem[ptr]
+        m.d.sync += primed.eq(1)
+
+        # The row at the head of the buffer: where its coefficients start and how long it is.
+        skip = buf[0]
+        z0 = buf[1]
+        off1 = Mux(z0, 2, 1 + cb)
+        z1 = Mux(z0, buf[2], buf[1 + cb])
+        off2 = Mux(z0, Mux(z1, 3, 2 + cb), Mux(z1, 2 + cb, 1 + 2 * cb))
+        z2 = buf.bit_select(off2, 1)
+        length = Signal(range(most + 1))
+        m.d.comb += length.eq(Mux(skip, 1, off2 + Mux(z2, 1, cb)))
+
+        en = Signal()
+        take = Signal()
+        wrap = Signal()
+        r = Signal(range(self._rows))
+        f = Signal(range(self._group_size))
+        g = Signal(range(self.groups))
+        last_r, last_f, last_g = r == self._rows - 1, f == self._group_size - 1, g == self.groups - 1
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            take.eq(en & primed & (fill >= most)),
+            wrap.eq(take & last_r & last_f & last_g),
+        ]
+        with m.If(take):
+            m.d.sync += r.eq(Mux(last_r, 0, r + 1))
+            with m.If(last_r):
+                m.d.sync += f.eq(Mux(last_f, 0, f + 1))
+                with m.If(last_f):
+                    m.d.sync += g.eq(Mux(last_g, 0, g + 1))
+
+        rem = Signal(range(width + 1))
+        shifted = Signal(width)
+        m.d.comb += [rem.eq(fill - Mux(take, length, 0)), shifted.eq(buf >> Mux(take, length, 0))]
+        append = primed & (rem < most) & ~wrap
+        ptr_next = Mux(wrap, 0, Mux(append & (ptr != depth - 1), ptr + 1, ptr))
+        m.d.comb += rd.addr.eq(ptr_next)
+        m.d.sync += ptr.eq(ptr_next)
+        with m.If(wrap):
+            m.d.sync += [buf.eq(0), fill.eq(0)]
+        with m.Elif(append):
+            m.d.sync += [buf.eq(shifted | (rd.data << rem)), fill.eq(rem + 32)]
+        with m.Else():
+            m.d.sync += [buf.eq(shifted), fill.eq(rem)]
+
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(take)
+            p = self.o.payload
+            m.d.sync += [p.skip.eq(skip), p.group.eq(g)]
+            for j, off in enumerate((1, off1, off2)):
+                fld = buf.bit_select(off, cb)
+                m.d.sync += [p.coef[j].zero.eq(fld[0]), p.coef[j].sign.eq(fld[1]), p.coef[j].exp.eq(fld[2:])]
+        return m
+
+
+class SmartDealWeights(wiring.Component):
+    """A SmartDeal layer's weight rows, streamed from its packed form: :class:`RowReader` → :class:`Pow2Decoder`.
+
+    Block RAM holds only the packed rows; the bases are registers. Rows stream in the order of
+    ``reconstruct(layer).reshape(c_out, -1, 3)``, the layer repeating, one row (3 weights) per clock.
+
+    Parameters
+    ----------
+    words, rows, c_out, group_size : see :class:`RowReader`
+    basis, basis_bits, exp_range : see :class:`Pow2Decoder`
+
+    Members
+    -------
+    o : Out(stream.Signature(ArrayLayout(signed(out_width), 3)))
+    """
+
+    @validated
+    def __init__(self, *, words, rows, c_out, group_size, basis, basis_bits, exp_range):
+        self._decoder = Pow2Decoder(basis=basis, basis_bits=basis_bits, exp_range=exp_range)
+        if self._decoder.groups * group_size != c_out:
+            self._decoder._MustUse__used = True
+            raise ValueError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups of "
+                             f"{group_size} need {c_out // group_size}")
+        self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
+                                 exp_bits=self._decoder.exp_bits)
+        super().__init__({"o": self._decoder.signature.members["o"]})
+
+    reader = property(lambda self: self._reader)
+    decoder = property(lambda self: self._decoder)
+    out_width = property(lambda self: self._decoder.out_width)
+
+    @property
+    def stored_bits(self):
+        """On-chip bits: the row memory and the basis registers."""
+        return self._reader.memory_bits + self._decoder.groups * 9 * self._decoder._basis_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = self._reader
+        m.submodules.decoder = self._decoder
+        wiring.connect(m, self._reader.o, self._decoder.i)
+        wiring.connect(m, self._decoder.o, wiring.flipped(self.o))
         return m

@@ -135,6 +135,9 @@ def simulate_conv2d(conv, frames, *, seed=0, stall=0.0, vcd=None):
     pixels = [[int(v) for v in frames[f, :, y, x]]
               for f in range(n) for y in range(frames.shape[2]) for x in range(frames.shape[3])]
     per_frame = conv.out_height * conv.out_width * pe.groups
-    received, cycles = simulate_stream(conv, pixels, n * per_frame, seed=seed, stall=stall, vcd=vcd)
+    work = len(pixels) + n * conv.out_height * conv.out_width * pe.cycles_per_window
+    deadline = 100 + int(work * 4 / (1 - min(stall, 0.9)))
+    received, cycles = simulate_stream(conv, pixels, n * per_frame, seed=seed, stall=stall, vcd=vcd,
+                                       deadline=deadline)
     out = np.array(received, dtype=np.int64).reshape(n, conv.out_height, conv.out_width, pe.c_out)
     return out.transpose(0, 3, 1, 2), cycles

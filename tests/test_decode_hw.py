@@ -47,3 +47,80 @@ def test_one_row_per_clock():
 def test_errors(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         Pow2Decoder(**kwargs)
+
+
+def reader_for(layer):
+    from insitu.hdl.decode import RowReader
+    c_out, s, _ = layer.zero.shape
+    return RowReader(words=S.row_words(layer), rows=s, c_out=c_out, group_size=layer.group_size,
+                     exp_bits=layer.exp_bits)
+
+
+@pytest.mark.parametrize("seed, group, threshold, e_range", [
+    (0, 1, 0.0, (-7, 5)), (1, 2, 0.4, (-7, 5)), (2, 4, 0.7, (-3, 3)), (3, 1, 0.2, (0, 0)), (4, 4, 0.95, (-7, 8))])
+def test_row_reader_matches_packed_rows(seed, group, threshold, e_range):
+    """Two passes over the layer: the reader restarts at the first row after the last."""
+    rng = np.random.default_rng(seed)
+    layer, _ = S.decompose(rng.normal(size=(4, 5, 3, 3)), group_size=group, threshold=threshold,
+                           e_range=e_range)
+    dut = reader_for(layer)
+    expected = row_stream(layer)
+    for row in expected:   # fields the decoder ignores: zero where the packed format stores nothing
+        for coef in row["coef"]:
+            if row["skip"] or coef["zero"]:
+                coef["sign"] = coef["exp"] = None
+            if row["skip"]:
+                coef["zero"] = None
+    got, _ = simulate_stream_out(dut, 2 * len(expected), seed=seed, stall=0.3)
+    for n, (g, e) in enumerate(zip(got, expected * 2)):
+        assert g["skip"] == e["skip"] and g["group"] == e["group"], n
+        for gc, ec in zip(g["coef"], e["coef"]):
+            assert all(ec[key] is None or gc[key] == ec[key] for key in ec), n
+
+
+def simulate_stream_out(dut, count, *, seed, stall):
+    from insitu.hdl.testing import run, stream_get
+    got, cycles = [], []
+
+    async def collect(ctx):
+        got.extend(await stream_get(ctx, dut.o, count, rng=seed, stall=stall, cycles=cycles))
+    run(dut, [collect], deadline=100 + 4 * count)
+    return got, cycles[-1] + 1
+
+
+def test_row_reader_one_row_per_clock():
+    layer, _ = S.decompose(np.random.default_rng(9).normal(size=(4, 4, 3, 3)), threshold=0.3)
+    dut = reader_for(layer)
+    n = layer.zero.shape[0] * layer.zero.shape[1]
+    _, cycles = simulate_stream_out(dut, 3 * n, seed=0, stall=0.0)
+    # two clocks to fill after reset, one per row, one idle clock at each restart of the layer
+    assert cycles == 3 * n + 2 + 2 + 1
+
+
+@pytest.mark.parametrize("seed, group, threshold", [(0, 1, 0.0), (1, 2, 0.5), (2, 4, 0.3)])
+def test_smartdeal_weights_match_reconstruct(seed, group, threshold):
+    from insitu.hdl.decode import SmartDealWeights
+    rng = np.random.default_rng(seed)
+    layer, _ = S.decompose(rng.normal(size=(4, 3, 3, 3)), group_size=group, threshold=threshold)
+    dut = SmartDealWeights(words=S.row_words(layer), rows=layer.zero.shape[1], c_out=4, group_size=group,
+                           basis=layer.basis, basis_bits=layer.basis_bits, exp_range=layer.e_max - layer.e_min)
+    rows = S.reconstruct(layer).reshape(-1, 3)
+    got, _ = simulate_stream_out(dut, 2 * len(rows), seed=seed, stall=0.3)
+    np.testing.assert_array_equal(np.array(got), np.concatenate([rows, rows]))
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(words=[], rows=1, c_out=1, group_size=1, exp_bits=4), ValueError, r"^Words must be a non-empty"),
+    (dict(words=[1 << 32], rows=1, c_out=1, group_size=1, exp_bits=4), ValueError, r"^Words must be a non-empty"),
+    (dict(words=[0], rows=40, c_out=1, group_size=1, exp_bits=4), ValueError,
+     r"^1 words cannot hold 40 rows \(at least one bit each\)$"),
+    (dict(words=[0], rows=1, c_out=4, group_size=3, exp_bits=4), ValueError,
+     r"^Group size must divide the output channel count \(4\), not 3$"),
+    (dict(words=[0], rows=1, c_out=1, group_size=1, exp_bits=9), ValueError,
+     r"^Exponent code width must be an integer in range \[1, 8\], not 9$"),
+    (dict(words="ab", rows=1, c_out=1, group_size=1, exp_bits=4), TypeError, r"^Words must be a sequence"),
+])
+def test_row_reader_errors(kwargs, exc, msg):
+    from insitu.hdl.decode import RowReader
+    with pytest.raises(exc, match=msg):
+        RowReader(**kwargs)

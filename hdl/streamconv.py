@@ -1,0 +1,198 @@
+"""A convolution PE whose weights arrive on a stream: the consumer of the decode units.
+
+:class:`StreamConv` stores no weights. A weight source (a SmartDeal decoder, an MLG generator, or a
+testbench) streams the whole layer's weights once per output pixel, ``lanes`` at a time, in the order
+``weights.reshape(c_out, c_in·k²)`` read row by row. The PE multiplies them with the held window and
+accumulates, so the weights are regenerated just before use and only their compressed form is stored.
+"""
+
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._params import check_int, check_kernel, signed_width, validated
+from .requantize import Requantize
+from .window import window_layout
+
+__all__ = ["StreamConv", "weight_stream_signature"]
+
+
+def weight_stream_signature(weight_width, lanes):
+    """``lanes`` signed ``weight_width``-bit weights per transfer."""
+    return stream.Signature(data.ArrayLayout(signed(weight_width), lanes))
+
+
+class StreamConv(wiring.Component):
+    """Convolution PE fed by a weight stream: ``lanes`` multiply-accumulates per clock.
+
+    For every window (one output pixel) it consumes ``c_out · c_in · k² / lanes`` weight transfers and emits
+    ``c_out`` results, output channel ``o`` being ``Σ_ci Σ_t weight[o, ci, t] · window[t][ci]`` (the same
+    result as :class:`~insitu.hdl.DenseConv`; golden twin :func:`insitu.golden.conv.conv2d`). Weight
+    transfer ``n`` of a pixel holds ``weights.reshape(c_out, -1)`` entries ``n·lanes … n·lanes + lanes − 1``
+    of the flattened row-major order (output channel, input channel, tap).
+
+    Pipeline: operands selected and registered, products, their sum, the accumulation (and an optional
+    :class:`~insitu.hdl.Requantize` stage). Throughput: one weight transfer per clock.
+
+    Parameters
+    ----------
+    c_in, c_out, k, act_width : int
+    source : wiring.Component or None
+        A component with an ``o`` port of :func:`weight_stream_signature`; it becomes the submodule
+        ``source`` and its width and lane count are used. ``None`` exposes the weight stream as port ``w``.
+    weight_width, lanes : int
+        Only when ``source`` is ``None``. ``lanes`` divides ``k²``.
+    requant : (shift, out_width) or None
+
+    Members
+    -------
+    i : In(stream.Signature(window_layout(c_in, act_width, k)))
+    o : Out(stream.Signature(ArrayLayout(signed(w), 1)))
+        One output channel per transfer; ``w`` is ``acc_width`` or ``requant[1]``.
+    w : In(weight_stream_signature(weight_width, lanes)), only without ``source``.
+    """
+
+    parallel = 1
+
+    @validated
+    def __init__(self, *, c_in, c_out, k, act_width=8, source=None, weight_width=8, lanes=1, requant=None):
+        check_int(c_in, "Input channel count", 1)
+        check_int(c_out, "Output channel count", 1)
+        check_kernel(k)
+        check_int(act_width, "Activation width", 2, 32)
+        if source is not None:
+            try:
+                shape = source.signature.members["o"].signature.members["payload"].shape
+                weight_width, lanes = shape.elem_shape.width, shape.length
+                if not shape.elem_shape.signed:
+                    raise AttributeError
+            except (AttributeError, KeyError):
+                raise TypeError(f"Weight source must be a component with an output stream 'o' of signed weight "
+                                f"lanes, not {source!r}") from None
+        check_int(weight_width, "Weight width", 2, 32)
+        check_int(lanes, "Weight lane count", 1, k * k)
+        if (k * k) % lanes:
+            raise ValueError(f"Weight lane count must divide k² ({k * k}), not {lanes!r}")
+        self._c_in, self._c_out, self._k, self._act_width = c_in, c_out, k, act_width
+        self._source, self._weight_width, self._lanes = source, weight_width, lanes
+
+        a, b = 1 << (act_width - 1), 1 << (weight_width - 1)
+        self._term = (-max(a * (b - 1), (a - 1) * b), a * b)
+        n = c_in * k * k
+        self._acc_width = signed_width(self._term[0] * n, self._term[1] * n)
+        if requant is not None:
+            if not (isinstance(requant, tuple) and len(requant) == 2):
+                raise TypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
+            check_int(requant[0], "Requantisation shift", 0, self._acc_width - 1)
+            check_int(requant[1], "Requantisation output width", 2, 32)
+        self._requant = requant
+
+        out_width = self._acc_width if requant is None else requant[1]
+        members = {
+            "i": In(stream.Signature(window_layout(c_in, act_width, k))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(out_width), 1))),
+        }
+        if source is None:
+            members["w"] = In(weight_stream_signature(weight_width, lanes))
+        super().__init__(members)
+
+    c_in = property(lambda self: self._c_in)
+    c_out = property(lambda self: self._c_out)
+    k = property(lambda self: self._k)
+    act_width = property(lambda self: self._act_width)
+    weight_width = property(lambda self: self._weight_width)
+    lanes = property(lambda self: self._lanes)
+    source = property(lambda self: self._source)
+    requant = property(lambda self: self._requant)
+    acc_width = property(lambda self: self._acc_width)
+    groups = property(lambda self: self._c_out)   # output transfers per window
+
+    @property
+    def transfers_per_channel(self):
+        return self._c_in * self._k * self._k // self._lanes
+
+    @property
+    def cycles_per_window(self):
+        """Clocks per output pixel without stalls: one weight transfer per clock."""
+        return self._c_out * self.transfers_per_channel
+
+    @property
+    def latency(self):
+        """Clocks from the last weight transfer of an output channel to its result's ``valid``."""
+        return 3 + (self._lanes > 1) + (self._requant is not None)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._source is not None:
+            m.submodules.source = self._source
+            w = self._source.o
+        else:
+            w = self.w
+
+        if self._requant is None:
+            out = self.o
+        else:
+            shift, out_width = self._requant
+            m.submodules.requantize = rq = Requantize(self._acc_width, out_width, shift, 1)
+            wiring.connect(m, rq.o, wiring.flipped(self.o))
+            out = rq.i
+
+        en = Signal()
+        m.d.comb += en.eq(~out.valid | out.ready)
+
+        # Position of the next weight transfer inside the pixel: output channel and term block.
+        per_channel = self.transfers_per_channel
+        block = Signal(range(per_channel))
+        channel = Signal(range(self._c_out))
+        last_block = block == per_channel - 1
+        last_pixel = last_block & (channel == self._c_out - 1)
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(en & self.i.valid & w.valid),
+            w.ready.eq(en & self.i.valid),
+            self.i.ready.eq(en & w.valid & last_pixel),
+        ]
+        with m.If(issue):
+            m.d.sync += block.eq(Mux(last_block, 0, block + 1))
+            with m.If(last_block):
+                m.d.sync += channel.eq(Mux(channel == self._c_out - 1, 0, channel + 1))
+
+        # The activations of each block: lanes consecutive taps of one input channel.
+        lanes, taps = self._lanes, self._k * self._k
+        window = self.i.payload
+        choices = Array(Array(window[(n % (taps // lanes)) * lanes + lane][n // (taps // lanes)]
+                              for lane in range(lanes)) for n in range(per_channel))
+
+        # Stage 1: operands. Stage 2: products. Stage 3 (lanes > 1): their sum. Stage 4: accumulation.
+        act = [Signal(signed(self._act_width), name=f"act{lane}") for lane in range(lanes)]
+        wgt = [Signal(signed(self._weight_width), name=f"wgt{lane}") for lane in range(lanes)]
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [v1.eq(issue), first1.eq(block == 0), last1.eq(last_block)]
+            for lane in range(lanes):
+                m.d.sync += [act[lane].eq(choices[block][lane]), wgt[lane].eq(w.payload[lane])]
+        lo, hi = self._term
+        prods = [Signal(signed(signed_width(lo, hi)), name=f"prod{lane}") for lane in range(lanes)]
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+            for lane in range(lanes):
+                m.d.sync += prods[lane].eq(act[lane] * wgt[lane])
+        if lanes > 1:
+            total = Signal(signed(signed_width(lo * lanes, hi * lanes)))
+            v3, first3, last3 = Signal(), Signal(), Signal()
+            with m.If(en):
+                m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2), total.eq(sum(prods))]
+        else:
+            total, v3, first3, last3 = prods[0], v2, first2, last2
+
+        acc = Signal(signed(self._acc_width))
+        acc_next = Signal(signed(self._acc_width))
+        m.d.comb += acc_next.eq(Mux(first3, 0, acc) + total)
+        with m.If(en):
+            m.d.sync += out.valid.eq(v3 & last3)
+            with m.If(v3):
+                m.d.sync += acc.eq(acc_next)
+                with m.If(last3):
+                    m.d.sync += out.payload[0].eq(acc_next)
+        return m
