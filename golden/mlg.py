@@ -11,12 +11,22 @@ integers ``±1, ±3, … ±(2**bits − 1)`` times a per-factor scale. Generatio
 matrix products (:func:`generate`), and the float layer is ``generate(layer) · layer.scale``.
 """
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MLGLayer", "quantize_odd", "decompose", "generate", "dequantize", "storage_bits",
-           "SCALE_BITS"]
+__all__ = ["MLGLayer", "quantize_odd", "decompose", "generate", "dequantize", "pack", "unpack", "storage_bits",
+           "FormatError", "SCALE_BITS"]
+
+MAGIC = b"MLG1"
+VERSION = 1
+# magic, version, k, bo, bi, c_in, c_out, bits (basis, u, v), scales (basis, u, v) as float32, payload bits
+_HEADER = struct.Struct("<4sBB4H3B3fI")
+
+
+class FormatError(ValueError):
+    """Corrupt or truncated packed MLG data."""
 
 #: Bits stored per factor scale (a float32).
 SCALE_BITS = 32
@@ -130,7 +140,56 @@ def dequantize(layer):
     return generate(layer) * layer.scale
 
 
+def pack(layer):
+    """The bit-exact stored image (bytes): a header (shape, ranks, code widths, float32 scales), then the
+    codes of ``basis``, ``u`` and ``v`` in C order, each odd code ``c`` of ``b`` bits stored as the ``b``-bit
+    unsigned ``(c + 2**b − 1) / 2``, LSB first in a little-endian bit stream."""
+    value, length = 0, 0
+    for codes, bits in zip((layer.basis, layer.u, layer.v), layer.bits):
+        top = (1 << bits) - 1
+        for c in codes.ravel():
+            value |= ((int(c) + top) >> 1) << length
+            length += bits
+    header = _HEADER.pack(MAGIC, VERSION, layer.k, layer.bo, layer.bi, layer.c_in, layer.c_out,
+                          *layer.bits, *layer.scales, length)
+    return header + value.to_bytes((length + 7) // 8, "little")
+
+
+def unpack(data):
+    """Parse :func:`pack`'s image; raise :class:`FormatError` with a one-line reason if it is corrupt.
+
+    The scales come back as float32 values (what is stored)."""
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise FormatError(f"MLG data is truncated: {len(data)} bytes, the header alone needs {_HEADER.size}")
+    magic, version, k, bo, bi, c_in, c_out, *rest = _HEADER.unpack_from(data)
+    bits, scales, length = tuple(rest[:3]), tuple(rest[3:6]), rest[6]
+    if magic != MAGIC:
+        raise FormatError(f"Not MLG data (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise FormatError(f"Unsupported MLG format version {version} (this reads {VERSION})")
+    if not (k % 2 and bo and bi and c_in and c_out and all(1 <= b <= 16 for b in bits)):
+        raise FormatError("MLG header is corrupt (kernel size, ranks, channels or code widths)")
+    shapes = [(bo, bi, k * k), (bo, c_in, bi), (c_out, bo)]
+    expected = sum(int(np.prod(shape)) * b for shape, b in zip(shapes, bits))
+    if length != expected:
+        raise FormatError(f"MLG header says {length} payload bits, its shapes need {expected}")
+    payload = data[_HEADER.size:]
+    if len(payload) != (length + 7) // 8:
+        raise FormatError(f"MLG payload is {len(payload)} bytes, the header says {(length + 7) // 8}: "
+                          f"truncated or padded")
+    value, pos, factors = int.from_bytes(payload, "little"), 0, []
+    for shape, b in zip(shapes, bits):
+        top = (1 << b) - 1
+        n = int(np.prod(shape))
+        raw = [(value >> (pos + i * b)) & top for i in range(n)]
+        pos += n * b
+        factors.append((2 * np.array(raw, dtype=np.int64) - top).reshape(shape))
+    if value >> length:
+        raise FormatError("MLG payload has bits set after the last code")
+    return MLGLayer(basis=factors[0], u=factors[1], v=factors[2], scales=scales, bits=bits, k=k)
+
+
 def storage_bits(layer):
-    """Bits stored: every code at its width, plus one float32 scale per factor."""
-    return (layer.basis.size * layer.bits[0] + layer.u.size * layer.bits[1] + layer.v.size * layer.bits[2]
-            + 3 * SCALE_BITS)
+    """Bits of the packed image, counted from :func:`pack` (header and float32 scales included)."""
+    return 8 * len(pack(layer))

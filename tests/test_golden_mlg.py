@@ -62,9 +62,51 @@ def test_quantize_odd_least_squares_scale():
 def test_storage_16_to_16_3x3():
     rng = np.random.default_rng(4)
     layer, _ = mlg.decompose(rng.normal(size=(16, 16, 3, 3)), 3, 4, bits=(3, 6, 3))
-    # basis 4·3·9 codes of 3 bits, u 4·16·3 of 6 bits, v 16·4 of 3 bits, three float32 scales
-    assert mlg.storage_bits(layer) == 108 * 3 + 192 * 6 + 64 * 3 + 96 == 1764
-    assert 16 * 16 * 9 * 8 / mlg.storage_bits(layer) > 10
+    # basis 4·3·9 codes of 3 bits, u 4·16·3 of 6 bits, v 16·4 of 3 bits, padded to a byte, plus the
+    # 33-byte header holding the three float32 scales
+    codes = 108 * 3 + 192 * 6 + 64 * 3
+    assert mlg.storage_bits(layer) == 8 * (33 + (codes + 7) // 8) == 1936
+
+
+@pytest.mark.parametrize("seed, bits", [(0, (3, 6, 3)), (1, (1, 1, 1)), (2, (5, 7, 16))])
+def test_pack_round_trip(seed, bits):
+    rng = np.random.default_rng(seed)
+    layer, _ = mlg.decompose(rng.normal(size=(6, 5, 3, 3)), 2, 3, bits=bits, iterations=3)
+    back = mlg.unpack(mlg.pack(layer))
+    for name in ("basis", "u", "v"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(layer, name))
+    assert back.bits == layer.bits and back.k == layer.k
+    np.testing.assert_array_equal(np.float32(back.scales), np.float32(layer.scales))
+    np.testing.assert_array_equal(mlg.generate(back), mlg.generate(layer))
+
+
+def _image():
+    layer, _ = mlg.decompose(np.random.default_rng(3).normal(size=(4, 3, 3, 3)), 2, 2, iterations=2)
+    return mlg.pack(layer)
+
+
+@pytest.mark.parametrize("corrupt, msg", [
+    (lambda d: d[:20], r"^MLG data is truncated: 20 bytes, the header alone needs 33$"),
+    (lambda d: b"XXXX" + d[4:], r"^Not MLG data \(magic b'XXXX', expected b'MLG1'\)$"),
+    (lambda d: d[:4] + b"\x07" + d[5:], r"^Unsupported MLG format version 7 \(this reads 1\)$"),
+    (lambda d: d[:5] + b"\x02" + d[6:], r"^MLG header is corrupt"),
+    (lambda d: d[:-1], r"^MLG payload is \d+ bytes, the header says \d+: truncated or padded$"),
+    (lambda d: d + b"\x00", r"^MLG payload is \d+ bytes, the header says \d+: truncated or padded$"),
+    (lambda d: d[:29] + (int.from_bytes(d[29:33], "little") + 1).to_bytes(4, "little") + d[33:],
+     r"^MLG header says \d+ payload bits, its shapes need \d+$"),
+])
+def test_unpack_corrupt(corrupt, msg):
+    with pytest.raises(mlg.FormatError, match=msg):
+        mlg.unpack(corrupt(_image()))
+
+
+def test_unpack_stray_bits():
+    data = bytearray(_image())
+    length = int.from_bytes(data[29:33], "little")
+    assert length % 8, "the image must end in padding bits for this test"
+    data[-1] |= 0x80
+    with pytest.raises(mlg.FormatError, match=r"^MLG payload has bits set after the last code$"):
+        mlg.unpack(bytes(data))
 
 
 @pytest.mark.parametrize("call, msg", [
