@@ -31,7 +31,7 @@ class InSituGenerator(wiring.Component):
     ``W1[b, ci, t] = Σ_i u[b, ci, i]·basis[b, i, t]`` and ``w = Σ_b v[o, b]·W1[b, ci, t]`` with
     ``bo·(bi + 1)·lanes`` small multipliers (LUTs, or DSP blocks where the tools choose). Weights stream
     in the order of ``generate(layer).reshape(c_out, c_in·k²)``, row by row; the whole layer repeats.
-    Latency from a memory word to its weights: 5 clocks.
+    Latency: :attr:`latency` clocks (``4 + ⌈log2 bo⌉``, at least 5).
 
     Parameters
     ----------
@@ -75,7 +75,15 @@ class InSituGenerator(wiring.Component):
 
     weight_width = property(lambda self: self._weight_width)
     lanes = property(lambda self: self._lanes)
-    latency = 5
+
+    @property
+    def _sum_levels(self):
+        return max(1, (self._bo - 1).bit_length())
+
+    @property
+    def latency(self):
+        """Clocks from a memory word to its weights: 4 stages, then the level-2 adder tree."""
+        return 4 + self._sum_levels
 
     @property
     def multipliers(self):
@@ -151,16 +159,29 @@ class InSituGenerator(wiring.Component):
             for b in range(bo):
                 for lane in range(lanes):
                     m.d.sync += w1[b][lane].eq(sum(ub_prods[b][i][lane] for i in range(bi)))
-        # Stage 4: products with v; stage 5: their sum.
+        # Stage 4: products with v. Then their sum, a registered adder tree (pairs per level).
         prods = [[Signal(signed(self._w1_width + vb + 1), name=f"vw_{b}_{lane}") for lane in range(lanes)]
                  for b in range(bo)]
-        valid2 = Signal()
+        valid = Signal()
         with m.If(en):
-            m.d.sync += valid2.eq(valid1)
+            m.d.sync += valid.eq(valid1)
             for b in range(bo):
                 for lane in range(lanes):
                     m.d.sync += prods[b][lane].eq(v1[b] * w1[b][lane])
-            m.d.sync += self.o.valid.eq(valid2)
+        level = prods
+        for depth in range(self._sum_levels - 1):
+            pairs = [level[n:n + 2] for n in range(0, len(level), 2)]
+            level = [[Signal(signed(self._weight_width), name=f"vsum{depth}_{n}_{lane}") for lane in range(lanes)]
+                     for n in range(len(pairs))]
+            next_valid = Signal(name=f"valid_sum{depth}")
+            with m.If(en):
+                m.d.sync += next_valid.eq(valid)
+                for n, pair in enumerate(pairs):
+                    for lane in range(lanes):
+                        m.d.sync += level[n][lane].eq(sum(p[lane] for p in pair))
+            valid = next_valid
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(valid)
             for lane in range(lanes):
-                m.d.sync += self.o.payload[lane].eq(sum(prods[b][lane] for b in range(bo)))
+                m.d.sync += self.o.payload[lane].eq(sum(p[lane] for p in level))
         return m

@@ -27,7 +27,8 @@ def test_generator_matches_golden(seed, shape, bi, bo, lanes):
     expected = mlg.generate(layer).reshape(-1)
     got = collect(dut, 2 * expected.size // lanes, seed=seed, stall=0.3).reshape(-1)
     np.testing.assert_array_equal(got, np.concatenate([expected, expected]))   # the layer repeats
-    assert dut.stored_bits + 3 * mlg.SCALE_BITS == mlg.storage_bits(layer)
+    # the factors on chip are the packed image's codes (its payload length field), without header and scales
+    assert dut.stored_bits == int.from_bytes(mlg.pack(layer)[29:33], "little")
 
 
 @pytest.mark.parametrize("kwargs, msg", [
@@ -40,3 +41,16 @@ def test_errors(kwargs, msg):
     args.update(kwargs)
     with pytest.raises(ValueError, match=msg):
         InSituGenerator(**args)
+
+
+@pytest.mark.parametrize("bo", [1, 2, 4, 5])
+def test_one_transfer_per_clock_and_latency(bo):
+    layer, _ = mlg.decompose(np.random.default_rng(bo).normal(size=(6, 4, 3, 3)), 2, bo, iterations=2)
+    dut = InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=3)
+    cycles = []
+
+    async def sink(ctx):
+        await stream_get(ctx, dut.o, 50, cycles=cycles)
+    run(dut, [sink], deadline=200)
+    # one clock for the factor memories' first read, then `latency` clocks, then one transfer per clock
+    assert cycles == list(range(1 + dut.latency, 1 + dut.latency + 50))
