@@ -6,15 +6,16 @@ testbench) streams the whole layer's weights once per output pixel, ``lanes`` at
 accumulates, so the weights are regenerated just before use and only their compressed form is stored.
 """
 
+import numpy as np
 from amaranth import Array, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, check_kernel, signed_width, validated
 from .requantize import Requantize
 from .window import window_layout
 
-__all__ = ["StreamConv", "weight_stream_signature"]
+__all__ = ["StreamConv", "WeightMemory", "weight_stream_signature"]
 
 
 def weight_stream_signature(weight_width, lanes):
@@ -195,4 +196,64 @@ class StreamConv(wiring.Component):
                 m.d.sync += acc.eq(acc_next)
                 with m.If(last3):
                     m.d.sync += out.payload[0].eq(acc_next)
+        return m
+
+
+class WeightMemory(wiring.Component):
+    """Uncompressed weights in block RAM, streamed like a decoder's output: the stored-int8 baseline of
+    the decode units, feeding the same :class:`StreamConv`.
+
+    Streams ``weights.reshape(c_out, c_in·k²)`` row-major, ``lanes`` per transfer, one transfer per clock,
+    the layer repeating.
+
+    Parameters
+    ----------
+    weights : (c_out, c_in, k, k) array of int
+    weight_width : int
+    lanes : int
+        Divides ``c_in · k²``.
+    """
+
+    @validated
+    def __init__(self, *, weights, weight_width=8, lanes=3):
+        check_int(weight_width, "Weight width", 2, 32)
+        check_int(lanes, "Weight lane count", 1)
+        try:
+            flat = [int(v) for v in np.asarray(weights).reshape(-1)]
+            shape = np.asarray(weights).shape
+        except (TypeError, ValueError):
+            raise TypeError("Weights must be an array of integers") from None
+        if len(shape) != 4 or shape[2] != shape[3]:
+            raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {shape}")
+        if (shape[1] * shape[2] * shape[3]) % lanes:
+            raise ValueError(f"Weight lane count must divide c_in·k² ({shape[1] * shape[2] * shape[3]}), "
+                             f"not {lanes!r}")
+        lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
+        if any(not lo <= v <= hi for v in flat):
+            raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+        self._rows = [flat[n:n + lanes] for n in range(0, len(flat), lanes)]
+        self._weight_width, self._lanes = weight_width, lanes
+        super().__init__({"o": Out(weight_stream_signature(weight_width, lanes))})
+
+    @property
+    def stored_bits(self):
+        return len(self._rows) * self._lanes * self._weight_width
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = data.ArrayLayout(signed(self._weight_width), self._lanes)
+        m.submodules.mem = mem = memory.Memory(shape=layout, depth=len(self._rows), init=self._rows)
+        rd = mem.read_port()
+        addr = Signal(range(len(self._rows)))
+        primed = Signal()
+        m.d.sync += primed.eq(1)
+        take = Signal()
+        m.d.comb += take.eq(primed & (~self.o.valid | self.o.ready))
+        nxt = Mux(addr == len(self._rows) - 1, 0, addr + 1)
+        m.d.comb += rd.addr.eq(Mux(take, nxt, addr))
+        with m.If(take):
+            m.d.sync += addr.eq(nxt)
+        # The read port is one clock behind its address: hold its data in the output register.
+        with m.If(~self.o.valid | self.o.ready):
+            m.d.sync += [self.o.valid.eq(take), self.o.payload.eq(rd.data)]
         return m

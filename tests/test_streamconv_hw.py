@@ -146,3 +146,28 @@ def test_mlg_layer_matches_golden(seed, lanes):
     got, _ = simulate_conv2d(dut, frames, seed=seed, stall=0.3)
     for f in range(2):
         np.testing.assert_array_equal(got[f], conv.conv2d(frames[f], mlg.generate(layer), 1))
+
+
+@pytest.mark.parametrize("seed, lanes", [(0, 3), (1, 1), (2, 9)])
+def test_int8_weight_memory_layer_matches_golden(seed, lanes):
+    from insitu.hdl.streamconv import WeightMemory
+    from insitu.hdl.testing import simulate_conv2d
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-128, 128, size=(3, 2, 3, 3))
+    source = WeightMemory(weights=weights, lanes=lanes)
+    dut = Conv2d(StreamConv(c_in=2, c_out=3, k=3, source=source), width=3, height=3, padding=1)
+    frames = rng.integers(-128, 128, size=(2, 2, 3, 3))
+    got, _ = simulate_conv2d(dut, frames, seed=seed, stall=0.3)
+    for f in range(2):
+        np.testing.assert_array_equal(got[f], conv.conv2d(frames[f], weights, 1))
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(weights=np.zeros((2, 2, 3))), ValueError, r"^Weights must be shaped \(c_out, c_in, k, k\), not \(2, 2, 3\)$"),
+    (dict(weights=np.full((1, 1, 3, 3), 128)), ValueError, r"^Weights must fit in signed 8-bit integers \[-128, 127\]$"),
+    (dict(weights=np.zeros((1, 1, 3, 3), int), lanes=4), ValueError, r"^Weight lane count must divide c_in·k² \(9\), not 4$"),
+])
+def test_weight_memory_errors(kwargs, exc, msg):
+    from insitu.hdl.streamconv import WeightMemory
+    with pytest.raises(exc, match=msg):
+        WeightMemory(**kwargs)
