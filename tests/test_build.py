@@ -50,7 +50,7 @@ def test_missing_tool_cli_is_one_line(monkeypatch, capsys, tmp_path):
     (["build", "--board", "nope", "--design", "muxconv"],
      r"^insitu build: error: argument --board: invalid choice: 'nope' \(choose from 'icebreaker', "),
     (["build", "--board", "icebreaker", "--design", "fft3"],
-     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv', 'fft', 'circulant', 'densematvec', 'pow2decoder', 'insitu-gen'\)"),
+     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv', 'fft', 'circulant', 'densematvec', 'pow2decoder', 'insitu-gen', 'smartdeal-conv', 'mlg-conv', 'dense-stream-conv'\)"),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "4"],
      r"^insitu build: error: argument --k: kernel size must be an odd integer >= 1, not 4 "),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "0"],
@@ -206,3 +206,51 @@ def test_bench_circulant_small(tmp_path, monkeypatch):
     assert rows["circulant"]["weight_bits"] * 8 == rows["densematvec"]["weight_bits"] * 2  # k=8, 16-bit
     assert rows["circulant"]["cycles_per_matvec"] > 0 and rows["densematvec"]["cycles_per_matvec"] > 64
     assert "circulant" in format_bench_circulant(result)
+
+
+@pytest.mark.synth
+def test_real_build_small_smartdeal_conv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "icebreaker", "--design", "smartdeal-conv", "--c-in", "2", "--c-out", "2",
+                 "--group-size", "2", "--width", "8", "--height", "8", "--json", "r.json"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    report["json_path"] = "r.json"
+    _check_report(report, "icebreaker", "smartdeal-conv")
+    info = report["design_info"]
+    assert info["weights_per_clock"] == 3 and info["dense_int8_weight_bits"] == 2 * 2 * 9 * 8
+    assert info["weight_bits"] == info["packed_weight_bits"] > 0
+
+
+@pytest.mark.parametrize("design", ["smartdeal-conv", "mlg-conv", "dense-stream-conv"])
+def test_stream_conv_designs_describe_storage(design):
+    from insitu.golden import mlg, smartdeal
+    d = designs.get_design(design)
+    p = d.params(c_in=3, c_out=4, width=4, height=4, **({"group_size": 2} if design == "smartdeal-conv" else {}))
+    info = d.describe(d.make(p))
+    if design == "smartdeal-conv":
+        layer, _ = designs.smartdeal_layer(p)
+        assert info["weight_bits"] == 8 * len(smartdeal.pack(layer))
+    elif design == "mlg-conv":
+        layer, _ = designs.mlg_layer(p)
+        assert info["weight_bits"] == 8 * len(mlg.pack(layer))
+    else:
+        assert info["weight_bits"] == info["on_chip_weight_bits"] == 4 * 3 * 9 * 8
+    assert info["float32_weight_bits"] == 4 * info["dense_int8_weight_bits"] == 4 * 4 * 3 * 9 * 8
+
+
+def test_bench_decode_refuses_foreign_options(capsys):
+    assert main(["bench", "decode", "--k", "3"]) == 1
+    assert capsys.readouterr().err.startswith("insitu bench: error: --k is not a parameter of bench decode")
+
+
+@pytest.mark.slow
+def test_bench_decode_small(tmp_path, monkeypatch):
+    from insitu.tools.bench_decode import bench_decode, format_bench_decode
+    monkeypatch.chdir(tmp_path)
+    sd = designs.SmartDealConvParams(c_in=2, c_out=2, group_size=2, width=6, height=6)
+    ml = designs.MLGConvParams(bi=2, bo=2)
+    result = bench_decode(sd, ml, ["ulx3s-85f"], json_path="b.json", progress=lambda s: None)
+    rows = {r["design"]: r for r in result["rows"]}
+    assert set(rows) == {"denseconv", "dense-stream-conv", "smartdeal-conv", "mlg-conv"}
+    assert rows["denseconv"]["weight_bits"] == rows["dense-stream-conv"]["weight_bits"] == 2 * 2 * 9 * 8
+    assert "smartdeal-conv" in format_bench_decode(result)

@@ -39,7 +39,21 @@ _non_negative = _integer("must be a non-negative integer", lambda n: n >= 0)
 _odd_kernel = _integer("kernel size must be an odd integer >= 1", lambda n: n >= 1 and n % 2 == 1)
 
 
-_KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel}
+_integer_any = _integer("must be an integer", lambda n: True)
+
+
+def _fraction(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {x}")
+    return x
+
+
+_KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel, "integer": _integer_any,
+          "fraction": _fraction}
 
 
 def _option(name):
@@ -63,13 +77,21 @@ def _add_design_args(p, design_names):
                 continue
             added.add(f.name)
             meta = f.metadata
-            default = "" if f.default is None else f" (default {f.default})"
+            defaults = {}
+            for design in design_names:
+                for g_field in dataclasses.fields(designs.DESIGNS[design].params):
+                    if g_field.name == f.name and g_field.default is not None:
+                        defaults.setdefault(g_field.default, []).append(design)
+            if len(defaults) > 1:
+                default = " (default " + "; ".join(f"{v} for {', '.join(d)}" for v, d in defaults.items()) + ")"
+            else:
+                default = "" if f.default is None else f" (default {f.default})"
             if meta["kind"] == "flag":
                 g.add_argument(_option(f.name), action="store_true", default=argparse.SUPPRESS,
                                help=meta["help"])
             else:
                 g.add_argument(_option(f.name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
-                               metavar="N", help=meta["help"] + default)
+                               metavar="X" if meta["kind"] == "fraction" else "N", help=meta["help"] + default)
 
 
 def _add_build_opts(p):
@@ -114,6 +136,21 @@ def cmd_bench(args):
         result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=json_path,
                                synth_opts=_synth_opts(args))
         table = format_bench(result)
+    elif args.bench == "decode":
+        from .bench_decode import bench_decode, format_bench_decode
+        given = {name: value for name, value in vars(args).items() if name in _ALL_PARAMS}
+        allowed = {f.name for name in ("smartdeal-conv", "mlg-conv")
+                   for f in dataclasses.fields(designs.get_design(name).params)}
+        foreign = sorted(set(given) - allowed)
+        if foreign:
+            raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of bench decode "
+                           f"(its parameters: {', '.join(_option(n) for n in sorted(allowed))})")
+        split = []
+        for name in ("smartdeal-conv", "mlg-conv"):
+            own = {f.name for f in dataclasses.fields(designs.get_design(name).params)}
+            split.append(designs.get_design(name).params(**{k: v for k, v in given.items() if k in own}))
+        result = bench_decode(*split, args.boards, json_path=json_path, synth_opts=_synth_opts(args))
+        table = format_bench_decode(result)
     else:
         from .bench_circulant import bench_circulant, format_bench_circulant
         result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
@@ -157,11 +194,11 @@ def make_parser():
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
-    p.add_argument("bench", choices=["muxconv", "circulant"])
+    p.add_argument("bench", choices=["muxconv", "circulant", "decode"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
     _add_build_opts(p)
-    _add_design_args(p, ["muxconv", "circulant"])
+    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv"])
     p.set_defaults(func=cmd_bench)
     return parser
 

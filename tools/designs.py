@@ -96,6 +96,110 @@ class InSituGenParams(_Params):
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
 
+@dataclass(frozen=True)
+class StreamConvParams(_Params):
+    c_in: int = _param(16, "input channels")
+    c_out: int = _param(16, "output channels")
+    act_width: int = _param(8, "activation width in bits")
+    width: int = _param(32, "image width in pixels")
+    height: int = _param(32, "image height in pixels")
+    seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
+
+
+@dataclass(frozen=True)
+class DenseStreamConvParams(StreamConvParams):
+    lanes: int = _param(3, "weights per clock (divides 9)")
+
+
+@dataclass(frozen=True)
+class SmartDealConvParams(StreamConvParams):
+    group_size: int = _param(16, "filters sharing one 3×3 basis")
+    basis_bits: int = _param(7, "basis width in bits (weights are basis_bits + e_max − e_min + 2 bits)")
+    e_min: int = _param(-7, "smallest power-of-two exponent", "integer")
+    e_max: int = _param(0, "largest power-of-two exponent", "integer")
+    threshold: float = _param(0.25, "zero coefficients below this fraction of the group's largest", "fraction")
+
+
+@dataclass(frozen=True)
+class MLGConvParams(StreamConvParams):
+    bi: int = _param(3, "level-1 rank (basis shapes per group)")
+    bo: int = _param(4, "level-2 rank (groups)")
+    lanes: int = _param(1, "weights generated per clock (divides 9)")
+
+
+def sample_layer(p):
+    """The float 3×3 layer a decode design compresses: Gaussian, from the design's seed."""
+    return np.random.default_rng(p.seed).normal(size=(p.c_out, p.c_in, 3, 3))
+
+
+def _stream_conv(p, source):
+    from ..hdl.streamconv import StreamConv
+    return Conv2d(StreamConv(c_in=p.c_in, c_out=p.c_out, k=3, act_width=p.act_width, source=source),
+                  width=p.width, height=p.height, padding=1)
+
+
+def smartdeal_layer(p):
+    from ..golden import smartdeal
+    return smartdeal.decompose(sample_layer(p), group_size=p.group_size, basis_bits=p.basis_bits,
+                               e_range=(p.e_min, p.e_max), threshold=p.threshold)
+
+
+def smartdeal_conv(p):
+    from ..golden import smartdeal
+    from ..hdl.decode import SmartDealWeights
+    layer, error = smartdeal_layer(p)
+    source = SmartDealWeights(words=smartdeal.row_words(layer), rows=layer.zero.shape[1], c_out=p.c_out,
+                              group_size=p.group_size, basis=layer.basis, basis_bits=layer.basis_bits,
+                              exp_range=layer.e_max - layer.e_min)
+    conv = _stream_conv(p, source)
+    conv.info = {"packed_weight_bits": smartdeal.storage_bits(layer), "relative_error": round(error, 4)}
+    return conv
+
+
+def mlg_layer(p):
+    from ..golden import mlg
+    return mlg.decompose(sample_layer(p), p.bi, p.bo)
+
+
+def mlg_conv(p):
+    from ..golden import mlg
+    from ..hdl.insitu import InSituGenerator
+    layer, error = mlg_layer(p)
+    source = InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=p.lanes)
+    conv = _stream_conv(p, source)
+    conv.info = {"packed_weight_bits": mlg.storage_bits(layer), "relative_error": round(error, 4),
+                 "multipliers_in_generator": source.multipliers}
+    return conv
+
+
+def dense_stream_conv(p):
+    from ..hdl.streamconv import WeightMemory
+    weights = np.clip(np.round(sample_layer(p) * 32), -128, 127).astype(int)
+    conv = _stream_conv(p, WeightMemory(weights=weights, lanes=p.lanes))
+    conv.info = {"packed_weight_bits": weights.size * 8, "relative_error": None}
+    return conv
+
+
+def describe_stream_conv(component):
+    pe = component.pe
+    source = pe.source
+    weights = pe.c_out * pe.c_in * pe.k * pe.k
+    info = {
+        "weights_per_clock": pe.lanes,
+        "weight_width": pe.weight_width,
+        "pe_multipliers": pe.lanes,
+        "clocks_per_output_pixel": pe.cycles_per_window,
+        "latency": pe.latency,
+        "accumulator_width": pe.acc_width,
+        "on_chip_weight_bits": source.stored_bits,
+        "dense_int8_weight_bits": weights * 8,
+        "float32_weight_bits": weights * 32,
+    }
+    info.update(getattr(component, "info", {}))
+    info["weight_bits"] = info["packed_weight_bits"]
+    return info
+
+
 def _pe_args(p):
     return dict(c_in=p.c_in, c_out=p.c_out, k=p.k, parallel=p.parallel, act_width=p.act_width)
 
@@ -205,6 +309,12 @@ DESIGNS = {d.name: d for d in [
     Design("pow2decoder", Pow2DecoderParams, pow2decoder, describe_pow2decoder,
            "SmartDeal power-of-two weight decoder"),
     Design("insitu-gen", InSituGenParams, insitu_gen, describe_insitu_gen, "MLG in-situ weight generator"),
+    Design("smartdeal-conv", SmartDealConvParams, smartdeal_conv, describe_stream_conv,
+           "3×3 conv layer, weights decoded from packed SmartDeal rows"),
+    Design("mlg-conv", MLGConvParams, mlg_conv, describe_stream_conv,
+           "3×3 conv layer, weights generated from MLG factors"),
+    Design("dense-stream-conv", DenseStreamConvParams, dense_stream_conv, describe_stream_conv,
+           "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
 ]}
 
 
