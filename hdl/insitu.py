@@ -31,7 +31,7 @@ class InSituGenerator(wiring.Component):
     ``W1[b, ci, t] = Σ_i u[b, ci, i]·basis[b, i, t]`` and ``w = Σ_b v[o, b]·W1[b, ci, t]`` with
     ``bo·(bi + 1)·lanes`` small multipliers (LUTs, or DSP blocks where the tools choose). Weights stream
     in the order of ``generate(layer).reshape(c_out, c_in·k²)``, row by row; the whole layer repeats.
-    Latency: :attr:`latency` clocks (``4 + ⌈log2 bo⌉``, at least 5).
+    Latency: :attr:`latency` clocks (``5 + ⌈log2 bo⌉``, at least 6).
 
     Parameters
     ----------
@@ -82,8 +82,8 @@ class InSituGenerator(wiring.Component):
 
     @property
     def latency(self):
-        """Clocks from a memory word to its weights: 4 stages, then the level-2 adder tree."""
-        return 4 + self._sum_levels
+        """Clocks from a memory word to its weights: 5 stages, then the level-2 adder tree."""
+        return 5 + self._sum_levels
 
     @property
     def multipliers(self):
@@ -159,15 +159,32 @@ class InSituGenerator(wiring.Component):
             for b in range(bo):
                 for lane in range(lanes):
                     m.d.sync += w1[b][lane].eq(sum(ub_prods[b][i][lane] for i in range(bi)))
-        # Stage 4: products with v. Then their sum, a registered adder tree (pairs per level).
+        # Stages 4 and 5: products with v, as two partial products (the low two bits of v, unsigned, and
+        # the rest, signed) that are summed in the next stage: half the logic depth of one multiplier.
+        # Then the sum over b, a registered adder tree (pairs per level).
+        parts = [[(Signal(signed(self._w1_width + 3), name=f"vwlo_{b}_{lane}"),
+                   Signal(signed(self._w1_width + vb), name=f"vwhi_{b}_{lane}")) for lane in range(lanes)]
+                 for b in range(bo)]
+        valid_parts = Signal()
+        with m.If(en):
+            m.d.sync += valid_parts.eq(valid1)
+            for b in range(bo):
+                for lane in range(lanes):
+                    lo, hi = parts[b][lane]
+                    if vb == 1:     # a 2-bit v: one small product
+                        m.d.sync += lo.eq(v1[b] * w1[b][lane])
+                    else:
+                        m.d.sync += [lo.eq(v1[b][:2] * w1[b][lane]),
+                                     hi.eq(v1[b][2:].as_signed() * w1[b][lane])]
         prods = [[Signal(signed(self._w1_width + vb + 1), name=f"vw_{b}_{lane}") for lane in range(lanes)]
                  for b in range(bo)]
         valid = Signal()
         with m.If(en):
-            m.d.sync += valid.eq(valid1)
+            m.d.sync += valid.eq(valid_parts)
             for b in range(bo):
                 for lane in range(lanes):
-                    m.d.sync += prods[b][lane].eq(v1[b] * w1[b][lane])
+                    lo, hi = parts[b][lane]
+                    m.d.sync += prods[b][lane].eq(lo + (hi << 2))
         level = prods
         for depth in range(self._sum_levels - 1):
             pairs = [level[n:n + 2] for n in range(0, len(level), 2)]

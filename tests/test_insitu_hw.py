@@ -18,11 +18,13 @@ def collect(dut, count, *, seed, stall):
     return np.array(got)
 
 
-@pytest.mark.parametrize("seed, shape, bi, bo, lanes", [
-    (0, (16, 16, 3, 3), 3, 4, 1), (1, (8, 5, 3, 3), 2, 3, 3), (2, (6, 4, 1, 1), 1, 2, 1), (3, (4, 3, 5, 5), 2, 2, 5)])
-def test_generator_matches_golden(seed, shape, bi, bo, lanes):
+@pytest.mark.parametrize("seed, shape, bi, bo, lanes, bits", [
+    (0, (16, 16, 3, 3), 3, 4, 1, (3, 6, 3)), (1, (8, 5, 3, 3), 2, 3, 3, (3, 6, 3)),
+    (2, (6, 4, 1, 1), 1, 2, 1, (3, 6, 3)), (3, (4, 3, 5, 5), 2, 2, 5, (3, 6, 3)),
+    (4, (5, 4, 3, 3), 2, 3, 3, (2, 2, 1)), (5, (5, 4, 3, 3), 2, 3, 1, (4, 8, 2))])
+def test_generator_matches_golden(seed, shape, bi, bo, lanes, bits):
     rng = np.random.default_rng(seed)
-    layer, _ = mlg.decompose(rng.normal(size=shape), bi, bo, bits=(3, 6, 3), iterations=5)
+    layer, _ = mlg.decompose(rng.normal(size=shape), bi, bo, bits=bits, iterations=5)
     dut = InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=lanes)
     expected = mlg.generate(layer).reshape(-1)
     got = collect(dut, 2 * expected.size // lanes, seed=seed, stall=0.3).reshape(-1)
