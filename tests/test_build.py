@@ -254,3 +254,23 @@ def test_bench_decode_small(tmp_path, monkeypatch):
     assert set(rows) == {"denseconv", "dense-stream-conv", "smartdeal-conv", "mlg-conv"}
     assert rows["denseconv"]["weight_bits"] == rows["dense-stream-conv"]["weight_bits"] == 2 * 2 * 9 * 8
     assert "smartdeal-conv" in format_bench_decode(result)
+
+
+def test_dsp_option_is_ice40_only(tmp_path, monkeypatch):
+    """ECP5 synthesis has no -dsp switch (it always maps to MULT18X18D): the option is dropped there."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_prepare(self, top, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+    from amaranth.build import Platform
+    monkeypatch.setattr(Platform, "prepare", fake_prepare)
+    monkeypatch.chdir(tmp_path)
+    p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2)
+    for board, expected in (("ulx3s-85f", ""), ("icebreaker", "-dsp")):
+        with pytest.raises(Stop):
+            build_mod.build(board, "muxconv", p, synth_opts="-dsp", progress=lambda s: None)
+        assert seen["synth_opts"] == expected

@@ -203,6 +203,9 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
             raise BuildError(f"Build directory must be inside the current directory (YoWASP tools "
                              f"cannot open other absolute paths), not {build_dir}") from None
 
+    if board.family == "ecp5":
+        # synth_ecp5 maps multipliers to MULT18X18D by default and has no -dsp option.
+        synth_opts = " ".join(opt for opt in synth_opts.split() if opt != "-dsp")
     platform = board.platform()
     design = get_design(design_name)
     if not isinstance(params, design.params):

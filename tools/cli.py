@@ -98,7 +98,8 @@ def _add_build_opts(p):
     b = p.add_argument_group("build options")
     b.add_argument("--freq", type=float, default=None, metavar="MHZ",
                    help="clock target (default: 48 MHz on iCE40, 100 MHz on ECP5)")
-    b.add_argument("--dsp", action="store_true", help="let yosys map multipliers to DSP blocks (iCE40: -dsp)")
+    b.add_argument("--dsp", action="store_true", help="iCE40: let yosys map multipliers to SB_MAC16 DSP blocks "
+                   "(synth -dsp); ECP5 always uses its DSP blocks")
 
 
 def _params(args, design_name):

@@ -1,0 +1,106 @@
+"""``insitu evaluate``: accuracy against weight memory for every compressed model, on the digits test split."""
+
+import os
+
+import numpy as np
+
+from ..golden import modelfile, network
+from .build import write_json_atomic
+from .compress import compressed_layers
+from .report import format_table
+
+__all__ = ["record_accuracy", "evaluate", "format_evaluation", "plot", "default_models", "MODEL_DIR"]
+
+MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+
+def default_models():
+    """The committed digits models, float first."""
+    order = ("float", "dense", "qgp", "circulant", "smartdeal", "mlg")
+    return [os.path.join(MODEL_DIR, f"digits-{m}.npz") for m in order]
+
+
+def record_accuracy(model):
+    """Store the test-split accuracies (float path, and integer path unless the model is float) in ``meta``."""
+    _, _, xte, yte = network.digits_split()
+    acc = {"float": network.accuracy(model, xte, yte, integer=False),
+           "integer": None if model.meta.get("method") == "float" else network.accuracy(model, xte, yte),
+           "test_images": int(len(xte))}
+    model.meta["accuracy"] = acc
+    return acc
+
+
+def _bits(model, names=None):
+    return sum(network.layer_storage_bits(layer) for layer in model.layers if names is None or layer.name in names)
+
+
+def evaluate(paths, *, json_path=None, plot_path=None):
+    """Evaluate each model file; returns the result dict (also written to ``json_path``, plotted to ``plot_path``)."""
+    _, _, xte, yte = network.digits_split()
+    rows = []
+    reference = None
+    for path in paths:
+        model = modelfile.load(path)
+        method = model.meta.get("method", "?")
+        float_acc = network.accuracy(model, xte, yte, integer=False)
+        int_acc = None if method == "float" else network.accuracy(model, xte, yte)
+        if method == "float":
+            reference = float_acc
+        names = compressed_layers(method) if method in ("qgp", "circulant", "smartdeal", "mlg") else None
+        layer_weights = sum(int(np.prod(layer.shape)) for layer in model.layers
+                            if names is None or layer.name in names)
+        stored = _bits(model, names)
+        rows.append({
+            "model": os.path.basename(path), "method": method,
+            "float_accuracy": round(float_acc, 4), "integer_accuracy": None if int_acc is None else round(int_acc, 4),
+            "compressed_layers": list(names) if names else [layer.name for layer in model.layers],
+            "stored_bits": stored, "dense_int8_bits": layer_weights * 8, "float32_bits": layer_weights * 32,
+            "int8_over_stored": round(layer_weights * 8 / stored, 2),
+            "model_bits": _bits(model),
+        })
+    for row in rows:
+        acc = row["integer_accuracy"]
+        row["drop_vs_float_points"] = (round(100 * (reference - acc), 2)
+                                       if reference is not None and acc is not None else None)
+    result = {"format": "insitu-evaluate/1", "dataset": "sklearn digits test split (360 images)",
+              "float_reference_accuracy": reference, "rows": rows}
+    if plot_path:
+        plot(result, plot_path)
+        result["plot"] = plot_path
+    if json_path:
+        write_json_atomic(json_path, result)
+    return result
+
+
+def format_evaluation(result):
+    return format_table(
+        ["method", "float acc", "integer acc", "drop (pts)", "layers", "stored bits", "int8 bits", "int8/stored",
+         "model bits"],
+        [(r["method"], r["float_accuracy"], r["integer_accuracy"], r["drop_vs_float_points"],
+          ",".join(r["compressed_layers"]), r["stored_bits"], r["dense_int8_bits"], r["int8_over_stored"],
+          r["model_bits"]) for r in result["rows"]])
+
+
+def plot(result, path):
+    """Accuracy against whole-model weight memory (PNG), written atomically."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("The plot needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in result["rows"]:
+        acc = r["integer_accuracy"] if r["integer_accuracy"] is not None else r["float_accuracy"]
+        ax.scatter(r["model_bits"] / 8192, 100 * acc, s=40)
+        ax.annotate(r["method"], (r["model_bits"] / 8192, 100 * acc), textcoords="offset points", xytext=(5, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("weight memory of the whole model (KiB)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("digits: accuracy against weight memory")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
