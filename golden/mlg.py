@@ -168,7 +168,7 @@ def unpack(data):
         raise FormatError(f"Not MLG data (magic {magic!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise FormatError(f"Unsupported MLG format version {version} (this reads {VERSION})")
-    if not (k % 2 and bo and bi and c_in and c_out and all(1 <= b <= 16 for b in bits)):
+    if not (k and bo and bi and c_in and c_out and all(1 <= b <= 16 for b in bits)):
         raise FormatError("MLG header is corrupt (kernel size, ranks, channels or code widths)")
     shapes = [(bo, bi, k * k), (bo, c_in, bi), (c_out, bo)]
     expected = sum(int(np.prod(shape)) * b for shape, b in zip(shapes, bits))

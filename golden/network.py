@@ -8,7 +8,7 @@ by one method:
 * ``qgp``: :mod:`insitu.golden.qgp` codes (one ±1 tap per kernel), one scale per layer;
 * ``circulant``: :mod:`insitu.golden.circulant` spectra (fully connected layers);
 * ``smartdeal``: a :func:`insitu.golden.smartdeal.pack` image;
-* ``mlg``: a :func:`insitu.golden.mlg.pack` image (fully connected layers as 1×1 kernels).
+* ``mlg``: a :func:`insitu.golden.mlg.pack` image (``fc1`` as a (64, 16, 4, 4) kernel over the pooled maps).
 
 Integer path: the input is ``pixel · 7`` (0…112). Every layer computes exact integer accumulators with its
 method's golden function (:func:`~insitu.golden.qgp.muxconv2d`, :func:`~insitu.golden.circulant.matvec`,
@@ -137,9 +137,9 @@ def layer_storage_bits(layer):
     if m == "float":
         return layer.data["weights"].size * 32
     if m == "dense":
-        return layer.data["codes"].size * 8 + 32
+        return layer.data["codes"].size * 8      # the scale is folded into the calibrated shifts
     if m == "qgp":
-        return layer.data["codes"].size * qgp.code_width(3) + 32
+        return layer.data["codes"].size * qgp.code_width(3)
     if m == "circulant":
         return circulant.storage_bits(_method_layer(layer))
     return layer.data["image"].size * 8

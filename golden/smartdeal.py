@@ -75,11 +75,13 @@ def _project(c, e_min, e_max, threshold):
     return value, zero, c < 0, e
 
 
-def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold=0.0, iterations=20):
+def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold=0.0, density=None,
+              iterations=20):
     """Find ``B`` and sparse power-of-two ``Ce`` by alternating least squares with power-of-two projection.
 
-    Coefficients below ``threshold`` times the group's largest coefficient are zeroed (sparsity); whole
-    zero rows are skipped in the packed image.
+    Coefficients below ``threshold`` times the group's largest coefficient are zeroed (sparsity); with
+    ``density`` (in (0, 1]), also all but the largest ``density`` fraction of each group's coefficients.
+    Whole zero rows are skipped in the packed image.
 
     Returns ``(layer, relative_error)``; the error is ``‖W − reconstruct(layer)·scale‖ / ‖W‖``.
     """
@@ -92,6 +94,16 @@ def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold
         raise ValueError(f"Exponent range must be two integers (e_min <= e_max), not {e_range!r}")
     if not isinstance(basis_bits, int) or not 2 <= basis_bits <= 16:
         raise ValueError(f"Basis bits must be an integer in range [2, 16], not {basis_bits!r}")
+    if density is not None and not (isinstance(density, (int, float)) and 0 < density <= 1):
+        raise ValueError(f"Density must be a number in (0, 1], not {density!r}")
+
+    def cut(c):
+        """The magnitude under which coefficients are zeroed."""
+        mag = np.abs(c)
+        limit = threshold * mag.max()
+        if density is not None and density < 1:
+            limit = max(limit, float(np.quantile(mag, 1 - density)))
+        return limit
     groups = c_out // group_size
     grouped = rows.reshape(groups, -1, 3)
     basis_f = np.empty((groups, 3, 3))
@@ -102,7 +114,7 @@ def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold
         basis_f[g] = vt * (s[0] / np.sqrt(len(m)) / 2.0 ** ((e_min + e_max) / 2))
         for _ in range(iterations):
             c = m @ np.linalg.pinv(basis_f[g])
-            ce, *_ = _project(c, e_min, e_max, threshold * np.abs(c).max())
+            ce, *_ = _project(c, e_min, e_max, cut(c))
             if not ce.any():
                 break
             basis_f[g], *_ = np.linalg.lstsq(ce, m, rcond=None)
@@ -116,7 +128,7 @@ def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold
     exp = np.empty(grouped.shape, np.int64)
     for g in range(groups):
         c = grouped[g] @ np.linalg.pinv(basis[g] / 2.0 ** basis_frac)
-        _, zero[g], sign[g], exp[g] = _project(c, e_min, e_max, threshold * np.abs(c).max())
+        _, zero[g], sign[g], exp[g] = _project(c, e_min, e_max, cut(c))
     layer = SmartDealLayer(shape=tuple(shape), group_size=group_size, basis=basis, basis_bits=basis_bits,
                            basis_frac=basis_frac, zero=zero.reshape(rows.shape),
                            sign=(sign & ~zero).reshape(rows.shape),

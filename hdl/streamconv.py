@@ -142,21 +142,28 @@ class StreamConv(wiring.Component):
         m.d.comb += en.eq(~out.valid | out.ready)
 
         # Position of the next weight transfer inside the pixel: output channel and term block.
-        per_channel = self.transfers_per_channel
+        # "Last" flags are registers (updated with the counters), so that the window's ready, which
+        # reaches into the line buffers, does not also go through the counter comparators.
+        per_channel, c_out = self.transfers_per_channel, self._c_out
         block = Signal(range(per_channel))
-        channel = Signal(range(self._c_out))
-        last_block = block == per_channel - 1
-        last_pixel = last_block & (channel == self._c_out - 1)
+        channel = Signal(range(c_out))
+        last_block = Signal(init=per_channel == 1)
+        last_channel = Signal(init=c_out == 1)
         issue = Signal()
         m.d.comb += [
             issue.eq(en & self.i.valid & w.valid),
             w.ready.eq(en & self.i.valid),
-            self.i.ready.eq(en & w.valid & last_pixel),
+            self.i.ready.eq(en & w.valid & last_block & last_channel),
         ]
         with m.If(issue):
-            m.d.sync += block.eq(Mux(last_block, 0, block + 1))
             with m.If(last_block):
-                m.d.sync += channel.eq(Mux(channel == self._c_out - 1, 0, channel + 1))
+                m.d.sync += [block.eq(0), last_block.eq(per_channel == 1)]
+                with m.If(last_channel):
+                    m.d.sync += [channel.eq(0), last_channel.eq(c_out == 1)]
+                with m.Else():
+                    m.d.sync += [channel.eq(channel + 1), last_channel.eq(channel == c_out - 2)]
+            with m.Else():
+                m.d.sync += [block.eq(block + 1), last_block.eq(block == per_channel - 2)]
 
         # The activations of each block: lanes consecutive taps of one input channel.
         lanes, taps = self._lanes, self._k * self._k

@@ -89,7 +89,7 @@ def _image():
     (lambda d: d[:20], r"^MLG data is truncated: 20 bytes, the header alone needs 33$"),
     (lambda d: b"XXXX" + d[4:], r"^Not MLG data \(magic b'XXXX', expected b'MLG1'\)$"),
     (lambda d: d[:4] + b"\x07" + d[5:], r"^Unsupported MLG format version 7 \(this reads 1\)$"),
-    (lambda d: d[:5] + b"\x02" + d[6:], r"^MLG header is corrupt"),
+    (lambda d: d[:5] + b"\x00" + d[6:], r"^MLG header is corrupt"),
     (lambda d: d[:-1], r"^MLG payload is \d+ bytes, the header says \d+: truncated or padded$"),
     (lambda d: d + b"\x00", r"^MLG payload is \d+ bytes, the header says \d+: truncated or padded$"),
     (lambda d: d[:29] + (int.from_bytes(d[29:33], "little") + 1).to_bytes(4, "little") + d[33:],

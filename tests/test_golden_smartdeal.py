@@ -97,3 +97,17 @@ def test_out_of_range_exponent_code_is_refused():
 def test_errors(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+@pytest.mark.parametrize("density", [0.5, 0.2, 0.05])
+def test_density_keeps_that_fraction(density):
+    w = np.random.default_rng(11).normal(size=(8, 16, 3, 3))
+    layer, _ = S.decompose(w, group_size=8, density=density)
+    kept = np.mean(~layer.zero)
+    assert kept <= density + 0.01 and kept >= density * 0.6
+    assert S.storage_bits(layer) < S.storage_bits(S.decompose(w, group_size=8)[0])
+
+
+def test_density_error():
+    with pytest.raises(ValueError, match=r"^Density must be a number in \(0, 1\], not 0$"):
+        S.decompose(np.ones((2, 2, 3, 3)), density=0)

@@ -172,17 +172,90 @@ def cmd_demo(args):
         raise CLIError("hardware simulation disagrees with the golden model")
 
 
+def cmd_train(args):
+    from .train import train_all
+    train_all(args.out_dir, epochs=args.epochs, finetune_epochs=args.finetune_epochs, seed=args.seed)
+
+
+def _load_float(path):
+    """A float model from an insitu model file, a plain ``.npz`` of layer weights, or a PyTorch state dict."""
+    import numpy as np
+    from ..golden import modelfile
+    from .compress import float_model
+    if str(path).endswith((".pt", ".pth")):
+        from .train import require_torch
+        torch = require_torch()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CLIError(f"Cannot read PyTorch state dict {path}: {str(error).splitlines()[0]}") from None
+        weights = {key.split(".")[0]: value.numpy() for key, value in state.items()}
+        return float_model(weights)
+    try:
+        return modelfile.load(path)
+    except modelfile.ModelFormatError as error:
+        if "no manifest.json" not in str(error):
+            raise
+    with np.load(path, allow_pickle=False) as archive:
+        return float_model({key: archive[key] for key in archive.files})
+
+
+def cmd_compress(args):
+    from ..golden import modelfile, network
+    from .compress import compress_model
+    from .evaluate import record_accuracy
+    model = _load_float(args.model)
+    if model.meta.get("method") != "float":
+        raise CLIError(f"{args.model} is already compressed ({model.meta.get('method')}); give a float model")
+    calibration = network.digits_split()[0][:256]
+    out = compress_model(model, args.method, calibration)
+    acc = record_accuracy(out)
+    modelfile.save(args.output, out)
+    print(f"{args.method}: test accuracy {acc['integer']:.4f} (integer), {acc['float']:.4f} (float path); "
+          f"written: {args.output}")
+    print("(one-shot compression without fine-tuning; insitu train fine-tunes every method)")
+
+
+def cmd_evaluate(args):
+    from .evaluate import default_models, evaluate, format_evaluation
+    paths = args.models or default_models()
+    result = evaluate(paths, json_path=args.json, plot_path=args.plot)
+    print(format_evaluation(result))
+    print(f"\nwritten: {args.json}, {args.plot}")
+
+
 def make_parser():
     parser = _Parser(
         prog="insitu", description="Compressed neural-network accelerator blocks for small FPGAs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="run a QGP layer on digits images on the simulated MuxConv")
-    p.add_argument("--images", type=_positive, default=8, help="number of digits images (default 8)")
+    p = sub.add_parser("demo", help="compare the compressed digits models and run QGP conv2 on simulated MuxConv")
+    p.add_argument("--images", type=_positive, default=4, help="test images on simulated hardware (default 4)")
     p.add_argument("--parallel", type=int, choices=[1, 2, 4, 8], default=2,
                    help="output channels per clock (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train the digits CNN and fine-tune every compressed variant (needs torch)")
+    p.add_argument("--out-dir", default="models", metavar="DIR", help="where the model files go (default models)")
+    p.add_argument("--epochs", type=_positive, default=40, help="float training epochs (default 40)")
+    p.add_argument("--finetune-epochs", type=_positive, default=30, help="fine-tuning epochs per method "
+                   "(default 30)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed (default 0)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compress", help="compress a float model with one method (one-shot, no fine-tuning)")
+    p.add_argument("model", help="float model: insitu .npz, an .npz of layer weights, or a PyTorch .pt state dict")
+    p.add_argument("--method", required=True, choices=["dense", "qgp", "circulant", "smartdeal", "mlg"])
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="compressed model file to write")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("evaluate", help="accuracy and weight memory of compressed models on the digits test split")
+    p.add_argument("models", nargs="*", help="model files (default: the committed digits models)")
+    p.add_argument("--json", default="evaluate.json", metavar="PATH", help="results (default evaluate.json)")
+    p.add_argument("--plot", default="evaluate.png", metavar="PATH", help="accuracy/memory plot (default "
+                   "evaluate.png)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("build", help="build a bitstream and report resources and fmax")
     p.add_argument("--board", required=True, choices=list(BOARDS))
@@ -210,7 +283,7 @@ def main(argv=None):
     from .build import BuildError
     try:
         args.func(args)
-    except (ValueError, TypeError, BuildError, CLIError, OSError) as error:
+    except (ValueError, TypeError, BuildError, CLIError, OSError, RuntimeError) as error:
         message = str(error)
         print(f"insitu {args.command}: error: {message}", file=sys.stderr)
         return 1

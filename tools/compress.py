@@ -4,13 +4,16 @@
 method      compressed layers                            settings
 =========== ============================================ =========================================
 dense       all (int8 weights, one scale per layer)      –
-qgp         conv1, conv2 (one ±1 tap per kernel)         one scale per layer
+qgp         conv2 (one ±1 tap per kernel)                one scale per layer
 circulant   fc1 (block-circulant, k = 16)                8-bit spectra
-smartdeal   all (power-of-two coefficients × 3×3 basis)  one basis per layer, e in [−6, 1], 6-bit basis
-mlg         conv2 (bi 3, bo 4), fc1 as 1×1 (bi 1, bo 6)  bits (3, 6, 3)
+smartdeal   conv2, fc1 (power-of-two coefficients × basis) one basis per layer, e in [−6, 1], 6-bit
+                                                         basis, densities 25 % (conv2), 6 % (fc1)
+mlg         conv2 (bi 3, bo 4), fc1 as 16×4×4 (bi 4, bo 8) bits (3, 6, 3)
 =========== ============================================ =========================================
 
 Layers a method does not take stay int8 (``dense``). Requantisation shifts are calibrated on training images.
+QGP leaves ``conv1`` in int8: with one input channel, one tap per kernel would make each of its filters a
+shifted copy of the image (72 weights, 576 bits, are not worth that).
 """
 
 import numpy as np
@@ -20,9 +23,15 @@ from ..golden import circulant, mlg, network, qgp, smartdeal
 __all__ = ["METHODS", "compress_model", "project", "float_model", "compressed_layers"]
 
 METHODS = ("dense", "qgp", "circulant", "smartdeal", "mlg")
-_TAKES = {"dense": (), "qgp": ("conv1", "conv2"), "circulant": ("fc1",),
-          "smartdeal": ("conv1", "conv2", "fc1", "fc2"), "mlg": ("conv2", "fc1")}
-_MLG_RANKS = {"conv2": (3, 4), "fc1": (1, 6)}
+_TAKES = {"dense": (), "qgp": ("conv2",), "circulant": ("fc1",),
+          "smartdeal": ("conv2", "fc1"), "mlg": ("conv2", "fc1")}
+_SD_DENSITY = {"conv2": 0.25, "fc1": 0.06}
+_MLG_RANKS = {"conv2": (3, 4), "fc1": (4, 8)}
+
+
+def _mlg_view(w):
+    """MLG factors 4-D kernels: fc1's 256 inputs are conv2's 16 pooled 4×4 maps, so it is (64, 16, 4, 4)."""
+    return w if w.ndim == 4 else w.reshape(w.shape[0], 16, 4, 4)
 
 
 def compressed_layers(method):
@@ -61,26 +70,39 @@ def _layer(name, kind, shape, w, method):
                              {"k": 16, "spectrum_width": 8, "spectrum_shift": int(c.spectrum_shift),
                               "mid_shift": int(c.mid_shift)})
     if method == "smartdeal":
-        c_out = shape[0]
-        sd, _ = smartdeal.decompose(w, group_size=c_out, basis_bits=6, e_range=(-6, 1), threshold=0.0)
+        sd = _smartdeal(name, w)
         return network.Layer(name, kind, shape, "smartdeal",
                              {"image": np.frombuffer(smartdeal.pack(sd), dtype=np.uint8)},
-                             {"group_size": c_out, "basis_bits": 6, "e_range": [-6, 1]})
+                             {"group_size": shape[0], "basis_bits": 6, "e_range": [-6, 1],
+                              "density": _SD_DENSITY[name]})
     if method == "mlg":
         bi, bo = _MLG_RANKS[name]
-        w4 = w if w.ndim == 4 else w[:, :, None, None]
-        g, _ = mlg.decompose(w4, bi, bo, bits=(3, 6, 3), iterations=30)
+        g, _ = mlg.decompose(_mlg_view(w), bi, bo, bits=(3, 6, 3), iterations=30)
         return network.Layer(name, kind, shape, "mlg", {"image": np.frombuffer(mlg.pack(g), dtype=np.uint8)},
                              {"bi": bi, "bo": bo, "bits": [3, 6, 3]})
     raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
-def project(name, w, method):
-    """The float weights that ``method`` can represent nearest to ``w`` (for fine-tuning)."""
+def _smartdeal(name, w, strength=1.0):
+    density = 1.0 - strength * (1.0 - _SD_DENSITY[name])
+    sd, _ = smartdeal.decompose(w, group_size=w.shape[0], basis_bits=6, e_range=(-6, 1), density=density)
+    return sd
+
+
+def project(name, w, method, strength=1.0):
+    """The float weights that ``method`` can represent nearest to ``w`` (for fine-tuning). ``strength`` in
+    [0, 1] eases SmartDeal's sparsity in: its density goes from 1 to the layer's target."""
     kind, shape = next((k, s) for n, k, s in network.ARCH if n == name)
-    layer = _layer(name, kind, shape, np.asarray(w, dtype=np.float64), method if name in _TAKES[method]
-                   or method == "dense" else "dense")
-    return network.float_weights(layer).reshape(shape)
+    w = np.asarray(w, dtype=np.float64)
+    method = method if name in _TAKES[method] else "dense"
+    if method == "smartdeal":      # the same decomposition as _layer, without packing the image
+        sd = _smartdeal(name, w, strength)
+        return smartdeal.reconstruct(sd) * sd.scale
+    if method == "mlg":
+        bi, bo = _MLG_RANKS[name]
+        g, _ = mlg.decompose(_mlg_view(w), bi, bo, bits=(3, 6, 3), iterations=10)
+        return mlg.dequantize(g).reshape(shape)
+    return network.float_weights(_layer(name, kind, shape, w, method)).reshape(shape)
 
 
 def compress_model(model, method, calibration):

@@ -1,68 +1,58 @@
-"""``insitu demo``: a QGP-compressed 3×3 layer on scikit-learn's digits, run on the simulated MuxConv."""
+"""``insitu demo``: the committed digits models, what each compression method costs and saves, and the QGP
+layer run on the simulated ``MuxConv`` hardware against the golden model."""
 
 import time
 
 import numpy as np
 
-from ..golden import qgp
+from ..golden import fixed, modelfile, network, qgp
 from ..hdl import Conv2d, MuxConv
 from ..hdl.testing import simulate_conv2d
+from .evaluate import default_models, evaluate, format_evaluation
 
-__all__ = ["run_demo", "feature_filters", "load_digits_int8"]
-
-
-def feature_filters():
-    """Eight float 3×3 feature detectors (edges, lines, corners) as the layer to compress, ``(8, 1, 3, 3)``."""
-    sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=float)
-    line = np.array([[-1, -1, -1], [2, 2, 2], [-1, -1, -1]], dtype=float)
-    diag = np.array([[2, -1, -1], [-1, 2, -1], [-1, -1, 2]], dtype=float)
-    corner = np.array([[0.5, 1, 0.2], [1, 3, -1], [0.2, -1, -2]], dtype=float)
-    bank = [sobel, sobel.T, line, line.T, diag, diag[::-1], corner, -corner[::-1, ::-1]]
-    return np.stack(bank)[:, None]
+__all__ = ["run_demo"]
 
 
-def load_digits_int8(count, offset=0):
-    """``count`` digits images as signed int8 activations ``(n, 1, 8, 8)`` (pixel 0..16 → 0..127), and labels."""
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    if not 1 <= count <= len(digits.images) - offset:
-        raise ValueError(f"Image count must be in range [1, {len(digits.images) - offset}], not {count}")
-    images = digits.images[offset:offset + count]
-    return np.round(images * 127 / 16).astype(np.int64)[:, None], digits.target[offset:offset + count]
+def run_demo(images=4, parallel=2, progress=print):
+    """Evaluate the committed models (golden), then run the QGP model's ``conv2`` on simulated hardware."""
+    if not 1 <= images <= 360:
+        raise ValueError(f"Image count must be in range [1, 360], not {images}")
+    progress("Digits CNN (conv 1→8, conv 8→16, 2×2 sum pool, fc 256→64, fc 64→10), committed models,")
+    progress("evaluated on the 360 test images in the integer golden model:")
+    result = evaluate(default_models())
+    progress(format_evaluation(result))
 
-
-def run_demo(images=8, parallel=2, seed=0, progress=print):
-    layer = qgp.compress(feature_filters())
-    frames, labels = load_digits_int8(images)
-    pe = MuxConv(c_in=1, c_out=layer.c_out, k=3, parallel=parallel, init=qgp.pack(layer))
+    model = modelfile.load(default_models()[2])                          # digits-qgp.npz
+    conv1, conv2 = model.layer("conv1"), model.layer("conv2")
+    layer = qgp.unpack(conv2.data["codes"], 3)
+    _, _, xte, yte = network.digits_split()
+    trace = {}
+    network.forward_int(model, xte[:images], trace=trace)
+    frames = fixed.requantize(np.maximum(trace["conv1"], 0), conv1.shift, network.ACT_WIDTH)
+    pe = MuxConv(c_in=8, c_out=16, k=3, parallel=parallel, init=qgp.pack(layer))
     dut = Conv2d(pe, width=8, height=8, padding=1)
-    progress(f"QGP layer: {layer.c_out} filters of 3x3 over 1 channel, kept taps "
-             f"{layer.index.ravel().tolist()}, signs {layer.sign.ravel().tolist()}")
-    progress(f"Simulating MuxConv (parallel={parallel}) on {images} digits images "
-             f"(labels {labels.tolist()}) in Amaranth's simulator ...")
+    progress("")
+    progress(f"Simulating the QGP model's conv2 (8→16, one ±1 tap per kernel) on MuxConv (parallel={parallel}) "
+             f"for {images} test images (labels {yte[:images].tolist()}) in Amaranth's simulator ...")
     start = time.monotonic()
     hw, cycles = simulate_conv2d(dut, frames)
     seconds = time.monotonic() - start
     golden = np.stack([qgp.muxconv2d(f, layer, padding=1) for f in frames])
     agree = int(np.sum(hw == golden))
-    qgp_bits = qgp.storage_bits(layer)
-    dense_bits = layer.c_out * layer.c_in * 9 * 8
-    result = {
-        "images": images, "outputs": int(golden.size), "bit_exact_outputs": agree,
+    out = {
+        "evaluation": result, "images": images, "outputs": int(golden.size), "bit_exact_outputs": agree,
         "all_bit_exact": agree == golden.size,
-        "weight_bits_qgp": qgp_bits, "weight_bits_dense_int8": dense_bits,
-        "weight_memory_ratio": dense_bits / qgp_bits,
-        "cycles": cycles, "cycles_per_image": cycles / images,
-        "ideal_cycles_per_image": 8 * 8 * pe.groups,
+        "weight_bits_qgp": qgp.storage_bits(layer), "weight_bits_dense_int8": 16 * 8 * 9 * 8,
+        "cycles": cycles, "cycles_per_image": cycles / images, "ideal_cycles_per_image": 64 * pe.groups,
         "simulated_cycles_per_second": cycles / seconds,
     }
-    progress("")
-    progress(f"hardware vs golden: {agree}/{golden.size} outputs bit-exact"
-             + ("" if result["all_bit_exact"] else "  << MISMATCH"))
-    progress(f"weight memory: {qgp_bits} bits QGP vs {dense_bits} bits dense int8 "
-             f"({result['weight_memory_ratio']:.1f}x smaller; 5 vs 72 bits per 3x3 kernel)")
-    progress(f"cycles: {cycles} for {images} images, {result['cycles_per_image']:.0f} per image "
-             f"(ideal {result['ideal_cycles_per_image']}: 64 pixels x {pe.groups} output groups); "
-             f"simulated at {result['simulated_cycles_per_second']:.0f} cycles/s")
-    progress("Ran on simulated hardware: sliding window + MuxConv. Golden model: the reference outputs.")
-    return result
+    out["weight_memory_ratio"] = out["weight_bits_dense_int8"] / out["weight_bits_qgp"]
+    progress(f"hardware vs golden: {agree}/{golden.size} conv2 accumulators bit-exact"
+             + ("" if out["all_bit_exact"] else "  << MISMATCH"))
+    progress(f"conv2 weight memory: {out['weight_bits_qgp']} bits QGP vs {out['weight_bits_dense_int8']} bits "
+             f"int8 ({out['weight_memory_ratio']:.1f}x smaller)")
+    progress(f"cycles: {cycles} for {images} images, {out['cycles_per_image']:.0f} per image (ideal "
+             f"{out['ideal_cycles_per_image']}); simulated at {out['simulated_cycles_per_second']:.0f} cycles/s")
+    progress("Ran on simulated hardware: sliding window + MuxConv for conv2 of the QGP model. Golden model "
+             "(NumPy, integer): every other layer, the other methods and all accuracies.")
+    return out

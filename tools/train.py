@@ -5,7 +5,7 @@ straight-through estimator: the forward pass uses the weights the method can rep
 :func:`insitu.tools.compress.project`) and 8-bit activations quantised exactly as the integer golden
 model does (scales chained from the weight scales and the calibrated shifts); the gradient updates the
 float weights as if the projection were the identity. QGP is pruned progressively: three taps per kernel,
-then one, then binarised. Seeds are fixed; the result is reproducible on the CPU.
+then one, then binarised; SmartDeal's coefficient density falls to its target over the first half. Seeds are fixed; the result is reproducible on the CPU.
 """
 
 import numpy as np
@@ -114,7 +114,7 @@ def _act_scales(model):
     return scales
 
 
-def finetune(weights, method, *, epochs=15, seed=0, lr=1e-3, progress=print, steps=None):
+def finetune(weights, method, *, epochs=30, seed=0, lr=2e-3, progress=print, steps=None):
     """Projected fine-tuning of float ``weights`` for ``method``; returns the compressed model."""
     torch = require_torch()
     torch.manual_seed(seed)
@@ -124,6 +124,7 @@ def finetune(weights, method, *, epochs=15, seed=0, lr=1e-3, progress=print, ste
     y = torch.tensor(ytr)
     params = _net(torch, weights)
     opt = torch.optim.Adam(params.values(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     rng = np.random.default_rng(seed)
     takes = compress.compressed_layers(method)
     done = 0
@@ -134,6 +135,7 @@ def finetune(weights, method, *, epochs=15, seed=0, lr=1e-3, progress=print, ste
 
     for epoch in range(epochs):
         phase = (3 if epoch < epochs // 3 else 1 if epoch < 2 * epochs // 3 else 0) if method == "qgp" else 0
+        strength = min(1.0, (epoch + 1) / max(1, epochs // 2))     # SmartDeal sparsity eases in
         scales = _act_scales(current())
 
         def weights_of(name, p):
@@ -141,7 +143,7 @@ def finetune(weights, method, *, epochs=15, seed=0, lr=1e-3, progress=print, ste
             if method == "qgp" and name in takes and phase:
                 target = _qgp_keep(w, phase)
             else:
-                target = compress.project(name, w, method)
+                target = compress.project(name, w, method, strength)
             return p + (torch.tensor(target, dtype=torch.float32) - p).detach()
 
         for idx in _batches(rng, len(x), 64):
@@ -153,13 +155,14 @@ def finetune(weights, method, *, epochs=15, seed=0, lr=1e-3, progress=print, ste
             done += 1
             if steps is not None and done >= steps:
                 break
+        sched.step()
         progress(f"  {method} epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
         if steps is not None and done >= steps:
             break
     return current()
 
 
-def train_all(out_dir, *, epochs=40, finetune_epochs=15, seed=0, progress=print):
+def train_all(out_dir, *, epochs=40, finetune_epochs=30, seed=0, progress=print):
     """Train the float model and fine-tune every method; write ``digits-<method>.npz`` files to ``out_dir``."""
     import os
     from ..golden import modelfile
