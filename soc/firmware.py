@@ -1,0 +1,84 @@
+"""Build firmware for the insitu SoC: C sources → flat binary linked at address 0.
+
+The compiler is ``ziglang`` from PyPI (``python -m ziglang cc -target riscv32-freestanding-none
+-mcpu=generic_rv32``), so no system cross compiler is needed. ``CC`` overrides it, e.g.
+``CC="riscv64-unknown-elf-gcc -march=rv32i -mabi=ilp32"`` (then ``OBJCOPY`` names its objcopy, default
+``riscv64-unknown-elf-objcopy``). The register header ``regs.h`` is generated from the SoC's register map
+into the build directory, so firmware never holds a hand-written address.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .csr import c_header
+
+__all__ = ["build_firmware", "FirmwareError", "CompilerMissing", "FIRMWARE_DIR", "compiler"]
+
+FIRMWARE_DIR = Path(__file__).parent / "firmware"
+STACK_RESERVE = 1024      # bytes kept free above the image for the stack
+
+
+class FirmwareError(RuntimeError):
+    pass
+
+
+class CompilerMissing(FirmwareError):
+    pass
+
+
+def compiler():
+    """``(cc, objcopy, flags)`` command prefixes."""
+    cc = os.environ.get("CC")
+    if cc:
+        objcopy = os.environ.get("OBJCOPY", "riscv64-unknown-elf-objcopy")
+        tool = shlex.split(cc)[0]
+        if shutil.which(tool) is None:
+            raise CompilerMissing(f"Compiler {tool!r} (from CC) not found")
+        return shlex.split(cc), shlex.split(objcopy), []
+    try:
+        import ziglang  # noqa: F401
+    except ImportError:
+        raise CompilerMissing("No RISC-V compiler: install ziglang (pip install ziglang) or set CC, e.g. "
+                              "CC=\"riscv64-unknown-elf-gcc -march=rv32i -mabi=ilp32\"") from None
+    zig = [sys.executable, "-m", "ziglang"]
+    return zig + ["cc"], zig + ["objcopy"], ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32"]
+
+
+def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra_flags=(), progress=None):
+    """Compile and link ``sources`` (paths; the runtime and start-up code are added) into a flat image.
+
+    Returns the image bytes (also written to ``build_dir/firmware.bin``). Raises :class:`FirmwareError`
+    with the compiler's message when compilation fails, or when the image and stack exceed ``ram_size``.
+    """
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "regs.h").write_text(c_header(memory_map))
+    (build_dir / "link.ld").write_text((FIRMWARE_DIR / "link.ld.in").read_text()
+                                       .replace("@RAM_SIZE@", str(ram_size)))
+    cc, objcopy, target = compiler()
+    elf, image = build_dir / "firmware.elf", build_dir / "firmware.bin"
+    srcs = [FIRMWARE_DIR / "crt0.S", FIRMWARE_DIR / "runtime.c", *map(Path, sources)]
+    for src in srcs:
+        if not src.exists():
+            raise FirmwareError(f"Firmware source {src} not found")
+    cmd = [*cc, *target, opt, "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-g0",
+           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", "-T", str(build_dir / "link.ld"), *extra_flags,
+           "-o", str(elf), *map(str, srcs)]
+    if progress:
+        progress(f"  compiling {', '.join(s.name for s in srcs[2:])} ...")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise FirmwareError("Firmware compilation failed:\n" + (done.stderr or done.stdout).strip())
+    done = subprocess.run([*objcopy, "-O", "binary", str(elf), str(image)], capture_output=True, text=True)
+    if done.returncode:
+        raise FirmwareError("objcopy failed:\n" + (done.stderr or done.stdout).strip())
+    data = image.read_bytes()
+    if len(data) + STACK_RESERVE > ram_size:
+        image.unlink()
+        raise FirmwareError(f"Firmware image of {len(data)} bytes plus {STACK_RESERVE} bytes of stack does not "
+                            f"fit in {ram_size} bytes of RAM")
+    return data

@@ -1,0 +1,48 @@
+#include "runtime.h"
+
+void uart_putc(char c) {
+    while (UART_STATUS & UART_STATUS_TX_FULL_MASK)
+        ;
+    UART_TX = (uint8_t)c;
+}
+
+void uart_puts(const char *s) {
+    while (*s)
+        uart_putc(*s++);
+}
+
+void uart_putdec(uint32_t v) {
+    /* Powers of ten by subtraction: RV32I has no divide instruction. */
+    static const uint32_t tens[] = {1000000000u, 100000000u, 10000000u, 1000000u, 100000u,
+                                    10000u, 1000u, 100u, 10u, 1u};
+    int started = 0;
+    for (int i = 0; i < 10; i++) {
+        char digit = '0';
+        while (v >= tens[i]) {
+            v -= tens[i];
+            digit++;
+        }
+        if (digit != '0' || started || i == 9) {
+            uart_putc(digit);
+            started = 1;
+        }
+    }
+}
+
+void uart_puthex(uint32_t v) {
+    for (int i = 28; i >= 0; i -= 4)
+        uart_putc("0123456789abcdef"[(v >> i) & 15]);
+}
+
+uint64_t cycles(void) {
+    uint32_t lo = TIMER_CYCLES_LO;     /* latches the high word */
+    return ((uint64_t)TIMER_CYCLES_HI << 32) | lo;
+}
+
+void insitu_exit(int code) {
+    while (!(UART_STATUS & UART_STATUS_TX_EMPTY_MASK))
+        ;
+    SYS_SIM_EXIT = (uint32_t)code;
+    for (;;)
+        ;
+}

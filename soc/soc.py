@@ -1,0 +1,107 @@
+"""The insitu SoC: sentinel-cpu (RV32I) on a Wishbone bus with RAM, system registers, a timer and a UART.
+
+Memory map (the single source: :func:`memory_map`; the firmware header and the host map are generated):
+
+=============== ============ =====================================================
+base            size         window
+=============== ============ =====================================================
+``0x00000000``  ``ram_size`` RAM: program and data; the CPU starts at address 0
+``0x80000000``  ``0x10``     ``sys``: id, bus fault flag and address, simulation exit
+``0x80001000``  ``0x8``      ``timer``: 64-bit cycle counter
+``0x80002000``  ``0x10``     ``uart``: tx, rx, status, divisor
+=============== ============ =====================================================
+"""
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .bus import SRAM, Decoder
+from .csr import MemoryMap
+from .peripherals import SYSTEM_ID, UART, System, Timer
+
+__all__ = ["SoC", "memory_map", "RAM_BASE", "SYS_BASE", "TIMER_BASE", "UART_BASE"]
+
+RAM_BASE = 0x0000_0000
+SYS_BASE = 0x8000_0000
+TIMER_BASE = 0x8000_1000
+UART_BASE = 0x8000_2000
+
+
+class SoC(wiring.Component):
+    """CPU + RAM + peripherals. The CPU core is created at elaboration (it holds memories built in its
+    constructor), so a fresh :class:`SoC` is needed per simulation or build.
+
+    Parameters
+    ----------
+    firmware : bytes
+        The RAM's initial contents (a flat binary linked at address 0).
+    ram_size : int
+        Bytes of RAM, a power of two.
+    uart_divisor : int
+        Clocks per UART bit, minus one, at reset.
+
+    Members
+    -------
+    uart_tx : Out(1), uart_rx : In(1)
+    exit_stb, exit_code : Out
+        The firmware wrote ``sys.sim_exit`` (simulation end).
+    uart_sent_stb, uart_sent_data : Out
+        A byte left the UART's transmit FIFO.
+    """
+
+    def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103):
+        self.ram = SRAM(size=ram_size, init=firmware)
+        self.system = System()
+        self.timer = Timer()
+        self.uart = UART(divisor=uart_divisor)
+        self.decoder = Decoder()
+        self.decoder.add("ram", self.ram.bus, base=RAM_BASE, size=ram_size)
+        self.decoder.add("sys", self.system.bus, base=SYS_BASE, size=self.system.bank.size)
+        self.decoder.add("timer", self.timer.bus, base=TIMER_BASE, size=self.timer.bank.size)
+        self.decoder.add("uart", self.uart.bus, base=UART_BASE, size=self.uart.bank.size)
+        super().__init__({"uart_tx": Out(1, init=1), "uart_rx": In(1, init=1), "exit_stb": Out(1),
+                          "exit_code": Out(32), "uart_sent_stb": Out(1), "uart_sent_data": Out(8)})
+
+    ram_size = property(lambda self: self.ram.size)
+
+    def memory_map(self):
+        return memory_map(self)
+
+    def elaborate(self, platform):
+        from sentinel_cpu.top import Top
+        m = Module()
+        m.submodules.cpu = cpu = Top()
+        m.submodules.decoder = self.decoder
+        m.submodules.ram = self.ram
+        m.submodules.system = self.system
+        m.submodules.timer = self.timer
+        m.submodules.uart = self.uart
+        # sentinel's bus is a plain Signature with the Wishbone member names: connect member by member.
+        for name in ("adr", "dat_w", "sel", "cyc", "stb", "we"):
+            m.d.comb += getattr(self.decoder.bus, name).eq(getattr(cpu.bus, name))
+        m.d.comb += [cpu.bus.dat_r.eq(self.decoder.bus.dat_r), cpu.bus.ack.eq(self.decoder.bus.ack)]
+        m.d.comb += [
+            self.system.unmapped.eq(self.decoder.unmapped), self.system.unmapped_addr.eq(self.decoder.unmapped_addr),
+            self.exit_stb.eq(self.system.exit_stb), self.exit_code.eq(self.system.exit_code),
+            self.uart_tx.eq(self.uart.tx), self.uart.rx.eq(self.uart_rx),
+            self.uart_sent_stb.eq(self.uart.sent_stb), self.uart_sent_data.eq(self.uart.sent_data),
+        ]
+        return m
+
+
+def memory_map(soc=None):
+    """The SoC's memory map (from a :class:`SoC`, or a default one)."""
+    if soc is None:
+        soc = SoC()
+        # Only read for its layout, never elaborated: do not warn about that.
+        for part in (soc, soc.ram, soc.system, soc.timer, soc.uart, soc.decoder,
+                     soc.system.bank, soc.timer.bank, soc.uart.bank):
+            part._MustUse__used = True
+    mm = MemoryMap()
+    mm.constants["SYSTEM_ID"] = SYSTEM_ID
+    mm.add("ram", RAM_BASE, soc.ram_size, doc="program and data")
+    mm.add("sys", SYS_BASE, soc.system.bank.size, soc.system.bank, doc="system registers")
+    mm.add("timer", TIMER_BASE, soc.timer.bank.size, soc.timer.bank, doc="cycle counter")
+    mm.add("uart", UART_BASE, soc.uart.bank.size, soc.uart.bank, doc="UART")
+    return mm
