@@ -14,6 +14,8 @@ from amaranth import Module, Signal, Mux
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hdl._params import validated
+
 __all__ = ["wishbone_signature", "Decoder", "SRAM"]
 
 
@@ -111,6 +113,7 @@ class SRAM(wiring.Component):
     bus : In(wishbone_signature(addr_width))
     """
 
+    @validated
     def __init__(self, *, size, init=None):
         if size < 4 or size & (size - 1):
             raise ValueError(f"SRAM size must be a power of two >= 4 bytes, not {size}")

@@ -152,6 +152,10 @@ def c_header(memmap, guard="INSITU_SOC_REGS_H"):
             lines.append(f"#define {fup}_SHIFT {off}u")
             lines.append(f"#define {fup}_MASK 0x{((1 << width) - 1) << off:08x}u")
         lines.append("")
+    names = [line.split()[1] for line in lines if line.startswith("#define ")]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"Register map gives clashing C names: {', '.join(clash)}")
     lines.append(f"#endif /* {guard} */")
     return "\n".join(lines) + "\n"
 

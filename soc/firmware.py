@@ -72,7 +72,11 @@ def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra
         progress(f"  compiling {', '.join(s.name for s in srcs[2:])} ...")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        raise FirmwareError("Firmware compilation failed:\n" + (done.stderr or done.stdout).strip())
+        message = (done.stderr or done.stdout).strip()
+        if "will not fit in region" in message or "region `RAM' overflowed" in message:
+            raise FirmwareError(f"Firmware does not fit in {ram_size} bytes of RAM (the linker's words: "
+                                f"{message.splitlines()[-1].strip()})")
+        raise FirmwareError("Firmware compilation failed:\n" + message)
     done = subprocess.run([*objcopy, "-O", "binary", str(elf), str(image)], capture_output=True, text=True)
     if done.returncode:
         raise FirmwareError("objcopy failed:\n" + (done.stderr or done.stdout).strip())

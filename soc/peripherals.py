@@ -33,7 +33,7 @@ class _SimExit(Register):
 
 
 class System(wiring.Component):
-    """System registers: ``id``, ``fault`` (bus error flags), ``fault_addr``, ``sim_exit``.
+    """System registers: ``id``, ``fault`` (bus error flags), ``fault_address``, ``sim_exit``.
 
     Members
     -------
@@ -43,7 +43,7 @@ class System(wiring.Component):
     """
 
     def __init__(self):
-        self.regs = [_Id("id"), _BusError("fault"), _BusErrorAddr("fault_addr"), _SimExit("sim_exit")]
+        self.regs = [_Id("id"), _BusError("fault"), _BusErrorAddr("fault_address"), _SimExit("sim_exit")]
         self.bank = RegisterBank("sys", self.regs)
         super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr))),
                           "unmapped": In(1), "unmapped_addr": In(32), "exit_stb": Out(1), "exit_code": Out(32)})

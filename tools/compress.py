@@ -8,7 +8,7 @@ qgp         conv2 (one ±1 tap per kernel)                one scale per layer
 circulant   fc1 (block-circulant, k = 16)                8-bit spectra
 smartdeal   conv2, fc1 (power-of-two coefficients × basis) one basis per layer, e in [−6, 1], 6-bit
                                                          basis, densities 25 % (conv2), 6 % (fc1)
-mlg         conv2 (bi 3, bo 4), fc1 as 16×4×4 (bi 4, bo 8) bits (3, 6, 3)
+mlg         conv2 (bi 3, bo 8), fc1 as 1×1 (bi 1, bo 6)     bits (3, 6, 3)
 =========== ============================================ =========================================
 
 Layers a method does not take stay int8 (``dense``). Requantisation shifts are calibrated on training images.
@@ -25,13 +25,14 @@ __all__ = ["METHODS", "compress_model", "project", "float_model", "compressed_la
 METHODS = ("dense", "qgp", "circulant", "smartdeal", "mlg")
 _TAKES = {"dense": (), "qgp": ("conv2",), "circulant": ("fc1",),
           "smartdeal": ("conv2", "fc1"), "mlg": ("conv2", "fc1")}
-_SD_DENSITY = {"conv2": 0.25, "fc1": 0.06}
-_MLG_RANKS = {"conv2": (3, 4), "fc1": (4, 8)}
+_SD_DENSITY = {"conv2": 0.25, "fc1": 0.08}
+_SD_GROUP = {"conv2": 16, "fc1": 16}          # filters (rows of fc1) per 3×3 basis
+_MLG_RANKS = {"conv2": (3, 8), "fc1": (1, 6)}
 
 
 def _mlg_view(w):
-    """MLG factors 4-D kernels: fc1's 256 inputs are conv2's 16 pooled 4×4 maps, so it is (64, 16, 4, 4)."""
-    return w if w.ndim == 4 else w.reshape(w.shape[0], 16, 4, 4)
+    """MLG factors 4-D kernels: fully connected layers are 1×1 kernels."""
+    return w if w.ndim == 4 else w[:, :, None, None]
 
 
 def compressed_layers(method):
@@ -73,7 +74,7 @@ def _layer(name, kind, shape, w, method):
         sd = _smartdeal(name, w)
         return network.Layer(name, kind, shape, "smartdeal",
                              {"image": np.frombuffer(smartdeal.pack(sd), dtype=np.uint8)},
-                             {"group_size": shape[0], "basis_bits": 6, "e_range": [-6, 1],
+                             {"group_size": _SD_GROUP[name], "basis_bits": 6, "e_range": [-6, 1],
                               "density": _SD_DENSITY[name]})
     if method == "mlg":
         bi, bo = _MLG_RANKS[name]
@@ -85,7 +86,7 @@ def _layer(name, kind, shape, w, method):
 
 def _smartdeal(name, w, strength=1.0):
     density = 1.0 - strength * (1.0 - _SD_DENSITY[name])
-    sd, _ = smartdeal.decompose(w, group_size=w.shape[0], basis_bits=6, e_range=(-6, 1), density=density)
+    sd, _ = smartdeal.decompose(w, group_size=_SD_GROUP[name], basis_bits=6, e_range=(-6, 1), density=density)
     return sd
 
 

@@ -135,7 +135,7 @@ def finetune(weights, method, *, epochs=30, seed=0, lr=2e-3, progress=print, ste
 
     for epoch in range(epochs):
         phase = (3 if epoch < epochs // 3 else 1 if epoch < 2 * epochs // 3 else 0) if method == "qgp" else 0
-        strength = min(1.0, (epoch + 1) / max(1, epochs // 2))     # SmartDeal sparsity eases in
+        strength = min(1.0, (epoch + 1) / max(1, 2 * epochs // 3))  # SmartDeal sparsity eases in
         scales = _act_scales(current())
 
         def weights_of(name, p):
