@@ -72,6 +72,7 @@ class RegisterBank(wiring.Component):
             raise ValueError(f"Bank {name!r}: register names must be unique, not {names}")
         self.size = 4 << max(0, (len(self.registers) - 1).bit_length())
         super().__init__({"bus": In(wishbone_signature(max(1, (self.size // 4 - 1).bit_length())))})
+        self._MustUse__silence = True        # banks also describe the memory map without being elaborated
 
     def offset(self, register_name):
         return 4 * next(n for n, r in enumerate(self.registers) if r.name == register_name)

@@ -9,6 +9,7 @@ base            size         window
 ``0x80000000``  ``0x10``     ``sys``: id, bus fault flag and address, simulation exit
 ``0x80001000``  ``0x8``      ``timer``: 64-bit cycle counter
 ``0x80002000``  ``0x10``     ``uart``: tx, rx, status, divisor
+``0x80010000``  per bank     accelerators, ``0x1000`` apart, in the order given
 =============== ============ =====================================================
 """
 
@@ -20,12 +21,13 @@ from .bus import SRAM, Decoder
 from .csr import MemoryMap
 from .peripherals import SYSTEM_ID, UART, System, Timer
 
-__all__ = ["SoC", "memory_map", "RAM_BASE", "SYS_BASE", "TIMER_BASE", "UART_BASE"]
+__all__ = ["SoC", "memory_map", "RAM_BASE", "SYS_BASE", "TIMER_BASE", "UART_BASE", "ACCEL_BASE"]
 
 RAM_BASE = 0x0000_0000
 SYS_BASE = 0x8000_0000
 TIMER_BASE = 0x8000_1000
 UART_BASE = 0x8000_2000
+ACCEL_BASE = 0x8001_0000
 
 
 class SoC(wiring.Component):
@@ -40,6 +42,9 @@ class SoC(wiring.Component):
         Bytes of RAM, a power of two.
     uart_divisor : int
         Clocks per UART bit, minus one, at reset.
+    accelerators : dict of name → peripheral
+        Components with a ``bank`` (:class:`~insitu.soc.csr.RegisterBank`) and a ``bus`` port, e.g.
+        :class:`~insitu.soc.accel.ConvAccel`.
 
     Members
     -------
@@ -50,7 +55,7 @@ class SoC(wiring.Component):
         A byte left the UART's transmit FIFO.
     """
 
-    def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103):
+    def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None):
         self.ram = SRAM(size=ram_size, init=firmware)
         self.system = System()
         self.timer = Timer()
@@ -60,6 +65,9 @@ class SoC(wiring.Component):
         self.decoder.add("sys", self.system.bus, base=SYS_BASE, size=self.system.bank.size)
         self.decoder.add("timer", self.timer.bus, base=TIMER_BASE, size=self.timer.bank.size)
         self.decoder.add("uart", self.uart.bus, base=UART_BASE, size=self.uart.bank.size)
+        self.accelerators = dict(accelerators or {})
+        for n, (name, accel) in enumerate(self.accelerators.items()):
+            self.decoder.add(name, accel.bus, base=ACCEL_BASE + 0x1000 * n, size=accel.bank.size)
         super().__init__({"uart_tx": Out(1, init=1), "uart_rx": In(1, init=1), "exit_stb": Out(1),
                           "exit_code": Out(32), "uart_sent_stb": Out(1), "uart_sent_data": Out(8)})
 
@@ -77,6 +85,8 @@ class SoC(wiring.Component):
         m.submodules.system = self.system
         m.submodules.timer = self.timer
         m.submodules.uart = self.uart
+        for name, accel in self.accelerators.items():
+            m.submodules[f"accel_{name}"] = accel
         # sentinel's bus is a plain Signature with the Wishbone member names: connect member by member.
         for name in ("adr", "dat_w", "sel", "cyc", "stb", "we"):
             m.d.comb += getattr(self.decoder.bus, name).eq(getattr(cpu.bus, name))
@@ -94,14 +104,16 @@ def memory_map(soc=None):
     """The SoC's memory map (from a :class:`SoC`, or a default one)."""
     if soc is None:
         soc = SoC()
-        # Only read for its layout, never elaborated: do not warn about that.
-        for part in (soc, soc.ram, soc.system, soc.timer, soc.uart, soc.decoder,
-                     soc.system.bank, soc.timer.bank, soc.uart.bank):
-            part._MustUse__used = True
+    # Read for its layout, maybe never elaborated (e.g. to generate the header): do not warn about that.
+    for part in (soc, soc.ram, soc.system, soc.timer, soc.uart, soc.decoder, soc.system.bank, soc.timer.bank,
+                 soc.uart.bank, *soc.accelerators.values()):
+        part._MustUse__used = True
     mm = MemoryMap()
     mm.constants["SYSTEM_ID"] = SYSTEM_ID
     mm.add("ram", RAM_BASE, soc.ram_size, doc="program and data")
     mm.add("sys", SYS_BASE, soc.system.bank.size, soc.system.bank, doc="system registers")
     mm.add("timer", TIMER_BASE, soc.timer.bank.size, soc.timer.bank, doc="cycle counter")
     mm.add("uart", UART_BASE, soc.uart.bank.size, soc.uart.bank, doc="UART")
+    for n, (name, accel) in enumerate(soc.accelerators.items()):
+        mm.add(name, ACCEL_BASE + 0x1000 * n, accel.bank.size, accel.bank, doc="accelerator")
     return mm

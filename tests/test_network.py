@@ -101,9 +101,9 @@ def _rewrite(path, arrays, manifest=None):
     ("format", r"not an insitu model \(format 'other'\)$"),
     ("missing", r"layer fc1 \(smartdeal\) is missing array 'image'$"),
     ("shape", r"layer conv2 must be a conv layer of shape \(16, 8, 3, 3\), not conv \(16, 8, 5, 5\)$"),
-    ("array-shape", r"array conv1/image has shape \(3,\), the manifest says \[\d+\]$"),
+    ("array-shape", r"array conv2/image has shape \(3,\), the manifest says \[\d+\]$"),
     ("method", r"layer conv1 has unknown method 'magic'$"),
-    ("image", r"layer fc2: SmartDeal data is truncated"),
+    ("image", r"layer fc1: SmartDeal data is truncated"),
     ("no-manifest", r"not an insitu model \(no manifest.json\)$"),
 ])
 def test_corrupt_model_files(tmp_path, case, msg):
@@ -117,12 +117,12 @@ def test_corrupt_model_files(tmp_path, case, msg):
     elif case == "shape":
         manifest["layers"][1]["shape"] = [16, 8, 5, 5]
     elif case == "array-shape":
-        arrays["conv1/image"] = arrays["conv1/image"][:3]
+        arrays["conv2/image"] = arrays["conv2/image"][:3]
     elif case == "method":
         manifest["layers"][0]["method"] = "magic"
     elif case == "image":
-        arrays["fc2/image"] = arrays["fc2/image"][:10]
-        manifest["layers"][3]["arrays"]["image"]["shape"] = [10]
+        arrays["fc1/image"] = arrays["fc1/image"][:10]
+        manifest["layers"][2]["arrays"]["image"]["shape"] = [10]
     elif case == "no-manifest":
         del arrays["manifest.json"]
         manifest = None

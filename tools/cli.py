@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from ..boards import BOARDS
@@ -174,7 +175,26 @@ def cmd_demo(args):
 
 def cmd_train(args):
     from .train import train_all
+    if args.tradeoff:
+        return _cmd_tradeoff(args)
     train_all(args.out_dir, epochs=args.epochs, finetune_epochs=args.finetune_epochs, seed=args.seed)
+
+
+def _cmd_tradeoff(args):
+    from ..golden import modelfile, network
+    from .build import write_json_atomic
+    from .train import tradeoff
+    float_path = os.path.join(args.out_dir, "digits-float.npz")
+    model = modelfile.load(float_path)
+    weights = {layer.name: layer.data["weights"] for layer in model.layers}
+    _, _, xte, yte = network.digits_split()
+    reference = network.accuracy(model, xte, yte, integer=False)
+    points = tradeoff(weights, seed=args.seed)
+    for point in points:
+        point["drop_vs_float_points"] = round(100 * (reference - point["integer_accuracy"]), 2)
+    write_json_atomic(args.tradeoff, {"format": "insitu-tradeoff/1", "float_model": float_path,
+                                      "float_reference_accuracy": reference, "points": points})
+    print(f"written: {args.tradeoff}")
 
 
 def _load_float(path):
@@ -239,8 +259,10 @@ def make_parser():
     p = sub.add_parser("train", help="train the digits CNN and fine-tune every compressed variant (needs torch)")
     p.add_argument("--out-dir", default="models", metavar="DIR", help="where the model files go (default models)")
     p.add_argument("--epochs", type=_positive, default=40, help="float training epochs (default 40)")
-    p.add_argument("--finetune-epochs", type=_positive, default=30, help="fine-tuning epochs per method "
-                   "(default 30)")
+    p.add_argument("--finetune-epochs", type=_positive, help="fine-tuning epochs for every method "
+                   "(default per method: qgp 30, circulant 100, smartdeal 60, mlg 30)")
+    p.add_argument("--tradeoff", metavar="JSON", help="instead of training, fine-tune SmartDeal and MLG at "
+                   "several compression settings from DIR/digits-float.npz and write accuracy against memory")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed (default 0)")
     p.set_defaults(func=cmd_train)
 

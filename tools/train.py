@@ -13,7 +13,19 @@ import numpy as np
 from ..golden import circulant, network
 from . import compress
 
-__all__ = ["require_torch", "train_float", "finetune", "train_all"]
+__all__ = ["require_torch", "train_float", "finetune", "train_all", "tradeoff", "FINETUNE", "TRADEOFF"]
+
+#: Fine-tuning schedule per method (epochs, Adam learning rate). Circulant projection of fc1 loses most at
+#: first and needs the longest run to recover.
+FINETUNE = {"dense": (30, 2e-3), "qgp": (30, 2e-3), "circulant": (100, 3e-3), "smartdeal": (60, 2e-3),
+            "mlg": (30, 2e-3)}
+
+#: Settings swept by :func:`tradeoff`, loosest first; the last one is what ``insitu train`` commits.
+TRADEOFF = {
+    "smartdeal": [{"conv2": 0.6, "fc1": 0.25}, {"conv2": 0.4, "fc1": 0.15}, {"conv2": 0.25, "fc1": 0.08}],
+    "mlg": [{"conv2": (6, 16), "fc1": (1, 24)}, {"conv2": (4, 12), "fc1": (1, 12)},
+            {"conv2": (3, 8), "fc1": (1, 6)}],
+}
 
 
 class TorchMissing(RuntimeError):
@@ -162,7 +174,7 @@ def finetune(weights, method, *, epochs=30, seed=0, lr=2e-3, progress=print, ste
     return current()
 
 
-def train_all(out_dir, *, epochs=40, finetune_epochs=30, seed=0, progress=print):
+def train_all(out_dir, *, epochs=40, finetune_epochs=None, seed=0, progress=print):
     """Train the float model and fine-tune every method; write ``digits-<method>.npz`` files to ``out_dir``."""
     import os
     from ..golden import modelfile
@@ -172,11 +184,14 @@ def train_all(out_dir, *, epochs=40, finetune_epochs=30, seed=0, progress=print)
     weights = train_float(epochs=epochs, seed=seed, progress=progress)
     meta = {"dataset": {"name": "sklearn digits", "split": "train_test_split(test_size=0.2, random_state=0, "
                         "stratify=y)"}, "training": {"seed": seed, "epochs": epochs,
-                                                     "finetune_epochs": finetune_epochs}}
+                                                     "finetune": {m: {"epochs": finetune_epochs or e, "lr": lr}
+                                                                  for m, (e, lr) in FINETUNE.items()}}}
     models = {"float": compress.float_model(weights, meta)}
     for method in compress.METHODS:
         progress(f"Fine-tuning {method} ...")
-        models[method] = finetune(weights, method, epochs=finetune_epochs, seed=seed, progress=progress)
+        ep, lr = FINETUNE[method]
+        models[method] = finetune(weights, method, epochs=finetune_epochs or ep, lr=lr, seed=seed,
+                                  progress=progress)
         models[method].meta.update(meta, method=method)
     paths = {}
     for method, model in models.items():
@@ -187,3 +202,40 @@ def train_all(out_dir, *, epochs=40, finetune_epochs=30, seed=0, progress=print)
         progress(f"  {path}: test accuracy float {model.meta['accuracy']['float']:.4f}, "
                  f"integer {model.meta['accuracy']['integer']}")
     return paths
+
+
+def _settings(method):
+    return compress._SD_DENSITY if method == "smartdeal" else compress._MLG_RANKS
+
+
+def tradeoff(weights, methods=("smartdeal", "mlg"), *, seed=0, progress=print):
+    """Fine-tune each method at every setting of :data:`TRADEOFF`; returns accuracy against weight memory.
+
+    Each point is a full fine-tuning run (same schedule as :func:`train_all`), measured in integer golden
+    inference on the test split, with memory counted from the packed arrays of the compressed layers.
+    """
+    _, _, xte, yte = network.digits_split()
+    points = []
+    for method in methods:
+        table = _settings(method)
+        saved = dict(table)
+        takes = compress.compressed_layers(method)
+        try:
+            for setting in TRADEOFF[method]:
+                table.update(setting)
+                progress(f"Trade-off {method} {setting} ...")
+                ep, lr = FINETUNE[method]
+                model = finetune(weights, method, epochs=ep, lr=lr, seed=seed, progress=lambda _: None)
+                layers = [layer for layer in model.layers if layer.name in takes]
+                stored = sum(network.layer_storage_bits(layer) for layer in layers)
+                int8 = sum(8 * int(np.prod(layer.shape)) for layer in layers)
+                point = {"method": method, "setting": {k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in setting.items()},
+                         "integer_accuracy": round(network.accuracy(model, xte, yte), 4),
+                         "stored_bits": stored, "dense_int8_bits": int8, "int8_over_stored": round(int8 / stored, 2)}
+                progress(f"  accuracy {point['integer_accuracy']:.4f} at {point['int8_over_stored']}x")
+                points.append(point)
+        finally:
+            table.clear()
+            table.update(saved)
+    return points

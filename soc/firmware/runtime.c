@@ -46,3 +46,38 @@ void insitu_exit(int code) {
     for (;;)
         ;
 }
+
+/* RV32I has no multiply instruction: the compiler calls __mulsi3. Shift-and-add over the smaller
+ * magnitude, so the int8 products of the network take at most 8 iterations. */
+int __mulsi3(int a, int b) {
+    unsigned ua = a < 0 ? 0u - (unsigned)a : (unsigned)a;
+    unsigned ub = b < 0 ? 0u - (unsigned)b : (unsigned)b;
+    if (ub > ua) {
+        unsigned t = ua;
+        ua = ub;
+        ub = t;
+    }
+    unsigned r = 0;
+    while (ub) {
+        if (ub & 1u)
+            r += ua;
+        ua <<= 1;
+        ub >>= 1;
+    }
+    return ((a < 0) != (b < 0)) ? -(int)r : (int)r;
+}
+
+void *memset(void *dst, int c, unsigned n) {
+    unsigned char *d = dst;
+    while (n--)
+        *d++ = (unsigned char)c;
+    return dst;
+}
+
+void *memcpy(void *dst, const void *src, unsigned n) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    while (n--)
+        *d++ = *s++;
+    return dst;
+}

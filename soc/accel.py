@@ -1,0 +1,161 @@
+"""Accelerators as bus peripherals: a convolution layer (``Conv2d`` with a ``MuxConv`` PE) behind registers.
+
+The CPU writes the weight codes into the PE's weight memory, streams pixels into an input FIFO, starts
+the layer and reads accumulators from an output FIFO. Registers (generated into the firmware header like
+every other):
+
+============ ======================================================================================
+register     fields
+============ ======================================================================================
+``ctrl``     ``start`` (w): run one frame; ``clear`` (w): stop, empty the FIFOs, drop a partial frame, clear
+             error flags (weights are kept)
+``status``   ``busy``, ``done``, ``in_full``, ``out_valid``, ``err_overflow`` (a pixel word was
+             written to a full input FIFO), ``err_no_weights`` (started before any weight was written)
+``count``    ``outputs`` (r): accumulators produced in the current/last frame
+``w_stage``  ``code`` (w): shift one weight code into the staging register (input channel 0 first)
+``w_commit`` ``group``, ``lane`` (w): write the staged codes as that output channel's word
+``in_data``  ``data`` (w): four int8 channels of a pixel (channel 4n in bits 0–7); ``ceil(c_in/4)``
+             words per pixel, pixels in raster order
+``out_data`` ``data`` (rc): one accumulator (sign-extended), output channels in order per pixel
+============ ======================================================================================
+"""
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In
+
+from ..hdl import Conv2d, MuxConv
+from .bus import wishbone_signature
+from .csr import Field, Register, RegisterBank
+
+__all__ = ["ConvAccel"]
+
+
+class _Ctrl(Register):
+    """Accelerator control: start one frame, or clear FIFOs and error flags."""
+    fields = [Field("start", 1, "w"), Field("clear", 1, "w")]
+
+
+class _Status(Register):
+    """Accelerator status and error flags (errors stay set until ctrl.clear)."""
+    fields = [Field("busy", 1, "r"), Field("done", 1, "r"), Field("in_full", 1, "r"), Field("out_valid", 1, "r"),
+              Field("err_overflow", 1, "r"), Field("err_no_weights", 1, "r")]
+
+
+class _Count(Register):
+    """Accumulators produced in the current (or last) frame."""
+    fields = [Field("outputs", 24, "r")]
+
+
+class _WStage(Register):
+    """Shift one weight code into the staging register."""
+    fields = [Field("code", 8, "w")]
+
+
+class _WCommit(Register):
+    """Write the staged codes as the weight word of one output channel (group · parallel + lane)."""
+    fields = [Field("group", 16, "w"), Field("lane", 8, "w")]
+
+
+class _InData(Register):
+    """Four int8 channels of an input pixel."""
+    fields = [Field("data", 32, "w")]
+
+
+class _OutData(Register):
+    """Pop one accumulator."""
+    fields = [Field("data", 32, "rc")]
+
+
+class ConvAccel(wiring.Component):
+    """A QGP convolution layer (``c_in → c_out``, k×k, ``width × height``, zero padding ``k // 2``) as a peripheral.
+
+    Parameters
+    ----------
+    c_in, c_out, k, width, height, parallel : int
+    fifo_depth : int
+        Depth of the input FIFO (pixel words) and of the output FIFO (accumulators).
+    """
+
+    def __init__(self, *, c_in, c_out, k=3, width=8, height=8, parallel=1, fifo_depth=64):
+        # The PE is built here to check the parameters, and again in elaborate (one instance per design).
+        self._params = dict(c_in=c_in, c_out=c_out, k=k, parallel=parallel)
+        self._size = (width, height)
+        MuxConv(**self._params)._MustUse__silence = True
+        self.c_in, self.c_out, self.k, self.parallel = c_in, c_out, k, parallel
+        self.words_per_pixel = -(-c_in // 4)
+        self.outputs_per_frame = width * height * c_out       # zero padding k // 2 keeps the size
+        self._fifo_depth = fifo_depth
+        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _WStage("w_stage"), _WCommit("w_commit"),
+                     _InData("in_data"), _OutData("out_data")]
+        self.bank = RegisterBank("conv", self.regs)
+        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        ctrl, status, count, w_stage, w_commit, in_data, out_data = self.regs
+        pe, c_in = MuxConv(**self._params), self.c_in
+        conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
+
+        start = ctrl.start_stb & ctrl.start      # a write strobes every field: act on the bits set
+        clear = ctrl.clear_stb & ctrl.clear
+        # clear empties both FIFOs and drops a partial frame from the convolution's line buffers.
+        m.submodules.conv = ResetInserter(clear)(conv)
+        m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=self._fifo_depth))
+        m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32,
+                                                                                        depth=self._fifo_depth))
+
+        # Weights: a staging shift register of c_in codes, committed as one lane of one group.
+        cw = pe.code_width
+        stage = Signal(cw * c_in)
+        have_weights = Signal()
+        with m.If(w_stage.code_stb):
+            m.d.sync += stage.eq(Cat(stage[cw:], w_stage.code[:cw]))
+        m.d.comb += [pe.w_addr.eq(w_commit.group), pe.w_data.eq(Cat(*([stage] * pe.parallel))),
+                     pe.w_en.eq(Mux(w_commit.group_stb, 1 << w_commit.lane[:max(1, (pe.parallel - 1).bit_length())], 0))]
+        with m.If(w_commit.group_stb):
+            m.d.sync += have_weights.eq(1)
+
+        # Control: a frame runs from start until all its outputs are in the output FIFO.
+        running = Signal()
+        produced = Signal(24)
+        with m.If(start & have_weights):
+            m.d.sync += [running.eq(1), produced.eq(0)]
+        with m.If(start & ~have_weights):
+            m.d.sync += status.err_no_weights.eq(1)
+        m.d.comb += [status.busy.eq(running), count.outputs.eq(produced),
+                     status.done.eq(~running & (produced == self.outputs_per_frame)),
+                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy)]
+
+        # Input: CPU words into the FIFO; words_per_pixel of them make one pixel for the window.
+        m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb)]
+        with m.If(in_data.data_stb & ~in_fifo.w_rdy):
+            m.d.sync += status.err_overflow.eq(1)
+        pixel = Signal(32 * self.words_per_pixel)
+        part = Signal(range(self.words_per_pixel + 1))
+        conv_i = conv.i
+        full = part == self.words_per_pixel
+        m.d.comb += [conv_i.valid.eq(full & running), conv_i.payload.eq(pixel[:8 * c_in]),
+                     in_fifo.r_en.eq(~full & running)]
+        with m.If(in_fifo.r_en & in_fifo.r_rdy):
+            m.d.sync += [pixel.eq(Cat(pixel[32:], in_fifo.r_data)), part.eq(part + 1)]
+        with m.If(conv_i.valid & conv_i.ready):
+            m.d.sync += part.eq(0)
+
+        # Output: lanes serialised into the output FIFO, one accumulator per word.
+        lane = Signal(range(max(2, pe.parallel)))
+        conv_o = conv.o
+        m.d.comb += [out_fifo.w_data.eq(conv_o.payload[lane].as_signed()), out_fifo.w_en.eq(conv_o.valid)]
+        last_lane = lane == pe.parallel - 1
+        m.d.comb += conv_o.ready.eq(out_fifo.w_rdy & last_lane)
+        with m.If(conv_o.valid & out_fifo.w_rdy):
+            m.d.sync += [lane.eq(Mux(last_lane, 0, lane + 1)), produced.eq(produced + 1)]
+            with m.If(produced == self.outputs_per_frame - 1):
+                m.d.sync += running.eq(0)
+        m.d.comb += [out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd)]
+
+        with m.If(clear):
+            m.d.sync += [status.err_overflow.eq(0), status.err_no_weights.eq(0), part.eq(0), running.eq(0)]
+        return m

@@ -1,0 +1,162 @@
+/* Digits CNN on the SoC: every test image through the software path (all layers on the CPU) and through
+ * the accelerator path (conv2 on the QGP convolution peripheral), with cycle counts per layer.
+ *
+ * Output, one line per image:  img <n> sw <class> <cycles> acc <class> <cycles> scores <s0> ... <s9>
+ * (scores of the accelerator path), then "done <errors>". */
+#include "runtime.h"
+#include "model.h"      /* generated from the model file: weights, shifts, images */
+
+static int8_t act1[8][10][10];        /* conv1 output, zero border for conv2's padding */
+static int32_t acc2[16][8][8];
+static int8_t act2[256];
+static int8_t act3[64];
+static int32_t scores[10];
+
+static const uint8_t TAP_ROW[16] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0};   /* no divider */
+
+static int8_t requant(int32_t acc, unsigned shift) {
+    if (acc <= 0)
+        return 0;                                       /* ReLU */
+    int32_t r = shift ? (acc + (1 << (shift - 1))) >> shift : acc;
+    return r > 127 ? 127 : (int8_t)r;
+}
+
+static void conv1(const int8_t *img) {
+    for (int o = 0; o < 8; o++)
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                int32_t acc = 0;
+                for (int r = 0; r < 3; r++)
+                    for (int c = 0; c < 3; c++) {
+                        int yy = y + r - 1, xx = x + c - 1;
+                        if (yy >= 0 && yy < 8 && xx >= 0 && xx < 8)
+                            acc += CONV1_W[o][r * 3 + c] * img[yy * 8 + xx];
+                    }
+                act1[o][y + 1][x + 1] = requant(acc, CONV1_SHIFT);
+            }
+}
+
+static void conv2_software(void) {
+    for (int o = 0; o < 16; o++)
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                int32_t acc = 0;
+                for (int ci = 0; ci < 8; ci++) {
+                    uint8_t code = CONV2_CODES[o][ci];
+                    int tap = code & 15, r = TAP_ROW[tap], c = tap - 3 * r;
+                    int32_t v = act1[ci][y + r][x + c];
+                    acc += (code & 16) ? -v : v;
+                }
+                acc2[o][y][x] = acc;
+            }
+}
+
+static int conv2_accel(void) {
+    CONV_CTRL = CONV_CTRL_START_MASK;
+    int sent = 0, got = 0;
+    int32_t *out = &acc2[0][0][0];
+    /* Pixels in raster order, 8 channels = 2 words; read outputs (pixel-major, channel-minor) as they come. */
+    while (got < 16 * 64) {
+        if (sent < 64 * 2 && !(CONV_STATUS & CONV_STATUS_IN_FULL_MASK)) {
+            int p = sent >> 1, y = p >> 3, x = p & 7, base = (sent & 1) * 4;
+            uint32_t w = 0;
+            for (int k = 0; k < 4; k++)
+                w |= (uint32_t)(uint8_t)act1[base + k][y + 1][x + 1] << (8 * k);
+            CONV_IN_DATA = w;
+            sent++;
+        }
+        while (CONV_STATUS & CONV_STATUS_OUT_VALID_MASK) {
+            int p = got >> 4, o = got & 15;
+            out[o * 64 + p] = (int32_t)CONV_OUT_DATA;
+            got++;
+        }
+    }
+    return (CONV_STATUS & (CONV_STATUS_ERR_OVERFLOW_MASK | CONV_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
+}
+
+static void pool_fc(void) {
+    for (int o = 0; o < 16; o++)
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++) {
+                int32_t s = acc2[o][2 * y][2 * x] + acc2[o][2 * y + 1][2 * x] + acc2[o][2 * y][2 * x + 1]
+                            + acc2[o][2 * y + 1][2 * x + 1];
+                act2[o * 16 + y * 4 + x] = requant(s, CONV2_SHIFT);
+            }
+    for (int o = 0; o < 64; o++) {
+        int32_t acc = 0;
+        const int8_t *w = FC1_W[o];
+        for (int i = 0; i < 256; i++)
+            if (act2[i])
+                acc += w[i] * act2[i];
+        act3[o] = requant(acc, FC1_SHIFT);
+    }
+    for (int o = 0; o < 10; o++) {
+        int32_t acc = 0;
+        for (int i = 0; i < 64; i++)
+            if (act3[i])
+                acc += FC2_W[o][i] * act3[i];
+        scores[o] = acc;
+    }
+}
+
+static int argmax(void) {
+    int best = 0;
+    for (int i = 1; i < 10; i++)
+        if (scores[i] > scores[best])
+            best = i;
+    return best;
+}
+
+static void load_weights(void) {
+    CONV_CTRL = CONV_CTRL_CLEAR_MASK;
+    for (int o = 0; o < 16; o++) {
+        for (int ci = 0; ci < 8; ci++)
+            CONV_W_STAGE = CONV2_CODES[o][ci];
+        CONV_W_COMMIT = ((uint32_t)(o / CONV_PARALLEL) << CONV_W_COMMIT_GROUP_SHIFT)
+                        | ((uint32_t)(o % CONV_PARALLEL) << CONV_W_COMMIT_LANE_SHIFT);
+    }
+}
+
+int main(void) {
+    int errors = 0;
+    load_weights();
+    for (int n = 0; n < NUM_IMAGES; n++) {
+        uint64_t t0 = cycles();
+        conv1(IMAGES[n]);
+        conv2_software();
+        pool_fc();
+        uint64_t t1 = cycles();
+        int sw = argmax();
+        uint64_t t2 = cycles();
+        conv1(IMAGES[n]);
+        errors += conv2_accel();
+        pool_fc();
+        uint64_t t3 = cycles();
+        int acc = argmax();
+        uart_puts("img ");
+        uart_putdec((uint32_t)n);
+        uart_puts(" sw ");
+        uart_putdec((uint32_t)sw);
+        uart_putc(' ');
+        uart_putdec((uint32_t)(t1 - t0));
+        uart_puts(" acc ");
+        uart_putdec((uint32_t)acc);
+        uart_putc(' ');
+        uart_putdec((uint32_t)(t3 - t2));
+        uart_puts(" scores");
+        for (int i = 0; i < 10; i++) {
+            uart_putc(' ');
+            if (scores[i] < 0) {
+                uart_putc('-');
+                uart_putdec((uint32_t)(-scores[i]));
+            } else {
+                uart_putdec((uint32_t)scores[i]);
+            }
+        }
+        uart_putc('\n');
+    }
+    uart_puts("done ");
+    uart_putdec((uint32_t)errors);
+    uart_putc('\n');
+    return errors;
+}

@@ -1,0 +1,107 @@
+"""Run the digits network as firmware on the simulated SoC and check it against the golden model.
+
+The model file's weights and the test images become a generated C header (``model.h``); ``net.c`` runs
+each image twice, all layers on the CPU (software path) and with ``conv2`` on the QGP convolution
+peripheral (accelerator path), printing predictions, scores and cycles over the UART. The firmware needs a
+QGP model (``conv2`` in QGP, the other layers int8), e.g. ``models/digits-qgp.npz``.
+"""
+
+import re
+import time
+
+import numpy as np
+
+from ..golden import network
+from .accel import ConvAccel
+from .cxxrtl import CompiledSoC
+from .firmware import FIRMWARE_DIR, build_firmware
+from .soc import SoC, memory_map
+
+__all__ = ["model_header", "run_network", "NetworkRunError", "RAM_SIZE", "make_soc"]
+
+RAM_SIZE = 65536
+_LINE = re.compile(r"img (\d+) sw (\d+) (\d+) acc (\d+) (\d+) scores((?: -?\d+){10})")
+
+
+class NetworkRunError(RuntimeError):
+    pass
+
+
+def _c_array(name, ctype, array):
+    array = np.asarray(array)
+    dims = "".join(f"[{d}]" for d in array.shape)
+
+    def rows(a):
+        if a.ndim == 1:
+            return "{" + ", ".join(str(int(v)) for v in a) + "}"
+        return "{" + ",\n ".join(rows(x) for x in a) + "}"
+    return f"static const {ctype} {name}{dims} = {rows(array)};\n"
+
+
+def model_header(model, images, parallel):
+    """``model.h`` for ``net.c``: weights, shifts and images as C arrays."""
+    methods = [layer.method for layer in model.layers]
+    if methods != ["dense", "qgp", "dense", "dense"]:
+        raise NetworkRunError(f"The SoC firmware runs QGP models (conv2 in QGP, the rest int8), not layers "
+                              f"{', '.join(f'{l.name}={l.method}' for l in model.layers)}")
+    conv1, conv2, fc1, fc2 = model.layers
+    out = ["/* Generated from a model file by insitu.soc.netrun: do not edit. */\n#include <stdint.h>\n"]
+    out.append(f"#define NUM_IMAGES {len(images)}\n#define CONV_PARALLEL {parallel}\n")
+    for layer in (conv1, conv2, fc1):
+        out.append(f"#define {layer.name.upper()}_SHIFT {layer.shift}\n")
+    out.append(_c_array("CONV1_W", "int8_t", conv1.data["codes"].reshape(8, 9)))
+    out.append(_c_array("CONV2_CODES", "uint8_t", conv2.data["codes"]))
+    out.append(_c_array("FC1_W", "int8_t", fc1.data["codes"]))
+    out.append(_c_array("FC2_W", "int8_t", fc2.data["codes"]))
+    out.append(_c_array("IMAGES", "int8_t", np.asarray(images).reshape(len(images), 64) * network.INPUT_GAIN))
+    return "".join(out)
+
+
+def make_soc(parallel=2, firmware=b""):
+    accel = ConvAccel(c_in=8, c_out=16, parallel=parallel)
+    return SoC(firmware=firmware, ram_size=RAM_SIZE, uart_divisor=1, accelerators={"conv": accel})
+
+
+def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cycles=2_000_000_000):
+    """Build the firmware, run it on the compiled SoC and compare with the golden model.
+
+    Returns a dict with per-image predictions, scores, cycles of both paths, the speedup and the
+    simulation speed."""
+    from pathlib import Path
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "model.h").write_text(model_header(model, images, parallel))
+    progress("Building the firmware (ziglang, -O2) ...")
+    image = build_firmware([FIRMWARE_DIR / "net.c"], build_dir, memory_map=memory_map(make_soc(parallel)),
+                           ram_size=RAM_SIZE, progress=progress)
+    progress("Preparing the compiled simulation (CXXRTL) ...")
+    sim = CompiledSoC(lambda: make_soc(parallel), progress=progress)
+    sim.load(image)
+    progress(f"Running {len(images)} images ...")
+    start = time.monotonic()
+    code, cycles, text = sim.run(max_cycles)
+    seconds = time.monotonic() - start
+    if code is None:
+        raise NetworkRunError(f"Firmware did not finish within {max_cycles} cycles; UART: {text[-200:]!r}")
+    rows = [_LINE.match(line) for line in text.splitlines() if line.startswith("img ")]
+    if len(rows) != len(images) or not all(rows) or not text.rstrip().endswith(f"done {code}"):
+        raise NetworkRunError(f"Unexpected firmware output: {text[-300:]!r}")
+    golden = network.forward_int(model, images)
+    result = {"images": len(images), "firmware_bytes": len(image), "exit_code": code,
+              "accelerator_errors": code, "total_cycles": cycles, "seconds": round(seconds, 3),
+              "simulated_cycles_per_second": round(cycles / max(seconds, 1e-9)), "per_image": []}
+    for n, row in enumerate(rows):
+        scores = [int(v) for v in row.group(6).split()]
+        result["per_image"].append({
+            "software_prediction": int(row.group(2)), "software_cycles": int(row.group(3)),
+            "accelerator_prediction": int(row.group(4)), "accelerator_cycles": int(row.group(5)),
+            "scores": scores, "golden_prediction": int(np.argmax(golden[n])),
+            "scores_match_golden": scores == [int(v) for v in golden[n]],
+        })
+    per = result["per_image"]
+    result["predictions_identical"] = all(p["software_prediction"] == p["accelerator_prediction"] ==
+                                          p["golden_prediction"] and p["scores_match_golden"] for p in per)
+    result["software_cycles_per_image"] = float(np.mean([p["software_cycles"] for p in per]))
+    result["accelerator_cycles_per_image"] = float(np.mean([p["accelerator_cycles"] for p in per]))
+    result["speedup"] = round(result["software_cycles_per_image"] / result["accelerator_cycles_per_image"], 2)
+    return result
