@@ -1,9 +1,9 @@
 """Compiled whole-SoC simulation: CXXRTL from Amaranth's built-in yosys, a small C++ driver, ctypes.
 
-The SoC is converted to RTLIL, yosys's ``write_cxxrtl`` turns it into C++, and ``g++ -O1 -shared`` builds
+The SoC is converted to RTLIL, yosys's ``write_cxxrtl`` turns it into C++, and ``g++ -O2 -shared`` builds
 a shared library together with the driver below. The library is cached under a hash of the RTLIL and the
 driver (``$INSITU_CACHE_DIR`` or ``~/.cache/insitu/cxxrtl``), so a second run of the same design starts at
-once. The RAM is built empty and the firmware is written into it at run time: changing firmware never
+once. ``trace`` writes a VCD of the first clocks of a run. The RAM is built empty and the firmware is written into it at run time: changing firmware never
 recompiles. The driver runs the clock in C++, collects UART bytes and stops when the firmware writes
 ``sys.sim_exit``.
 """
@@ -20,7 +20,9 @@ __all__ = ["CompiledSoC", "SimulationError", "cache_dir"]
 
 DRIVER = r"""
 #include <cxxrtl/capi/cxxrtl_capi.h>
+#include <cxxrtl/capi/cxxrtl_capi_vcd.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 
@@ -30,7 +32,42 @@ struct insitu_sim {
     cxxrtl_handle handle;
     cxxrtl_object *clk, *rst, *exit_stb, *exit_code, *sent_stb, *sent_data, *ram;
     uint64_t cycles;
+    cxxrtl_vcd vcd;
+    FILE *vcd_file;
+    uint64_t vcd_left;
 };
+
+static void vcd_sample(insitu_sim *s, uint64_t time) {
+    const char *data;
+    size_t size;
+    cxxrtl_vcd_sample(s->vcd, time);
+    for (;;) {
+        cxxrtl_vcd_read(s->vcd, &data, &size);
+        if (!size)
+            break;
+        fwrite(data, 1, size, s->vcd_file);
+    }
+}
+
+/* Trace every signal except memories to path for the next `cycles` clocks (0: close the trace). */
+extern "C" int insitu_vcd(void *p, const char *path, uint64_t cycles) {
+    insitu_sim *s = (insitu_sim *)p;
+    if (s->vcd) {
+        fclose(s->vcd_file);
+        cxxrtl_vcd_destroy(s->vcd);
+        s->vcd = 0;
+    }
+    if (!cycles)
+        return 1;
+    s->vcd_file = fopen(path, "w");
+    if (!s->vcd_file)
+        return 0;
+    s->vcd = cxxrtl_vcd_create();
+    cxxrtl_vcd_timescale(s->vcd, 1, "ns");
+    cxxrtl_vcd_add_from_without_memories(s->vcd, s->handle);
+    s->vcd_left = cycles;
+    return 1;
+}
 
 static cxxrtl_object *must(cxxrtl_handle h, const char *name) {
     return cxxrtl_get(h, name);
@@ -59,26 +96,35 @@ extern "C" uint32_t *insitu_ram(void *p, size_t *depth) {
 
 extern "C" void insitu_destroy(void *p) {
     insitu_sim *s = (insitu_sim *)p;
+    insitu_vcd(p, 0, 0);
     cxxrtl_destroy(s->handle);
     free(s);
 }
 
-/* Run up to max_cycles clocks. Returns 1 when the firmware exited (code in *code), 0 at the limit. */
+/* Run up to max_cycles clocks. Returns 1 when the firmware exited (code in *code), 0 at the limit.
+ * The design is posedge-only: the rising edge is evaluated, the falling edge only committed (no comb
+ * logic depends on the clock level), so each clock costs one eval. */
 extern "C" int insitu_run(void *p, uint64_t max_cycles, uint8_t *uart, size_t uart_cap, size_t *uart_len,
                           uint32_t *code, uint64_t *cycles) {
     insitu_sim *s = (insitu_sim *)p;
     for (uint64_t n = 0; n < max_cycles; n++) {
-        s->clk->next[0] = 0;
+        s->clk->next[0] = 1;
         cxxrtl_step(s->handle);
+        s->cycles++;
         int exited = s->exit_stb->curr[0] & 1;
         if (s->sent_stb->curr[0] & 1) {
             if (*uart_len < uart_cap)
                 uart[*uart_len] = (uint8_t)s->sent_data->curr[0];
             (*uart_len)++;
         }
-        s->clk->next[0] = 1;
-        cxxrtl_step(s->handle);
-        s->cycles++;
+        if (s->vcd && s->vcd_left) {
+            vcd_sample(s, 2 * s->cycles - 1);
+            s->vcd_left--;
+        }
+        s->clk->next[0] = 0;
+        cxxrtl_commit(s->handle);
+        if (s->vcd && s->vcd_left)
+            vcd_sample(s, 2 * s->cycles);
         if (exited) {
             *code = s->exit_code->curr[0];
             *cycles = s->cycles;
@@ -107,7 +153,7 @@ def _yosys():
 def _build(rtlil_text, progress):
     yosys = _yosys()
     include = Path(yosys.data_dir()) / "include" / "backends" / "cxxrtl" / "runtime"
-    key = hashlib.sha256((rtlil_text + DRIVER + "g++ -O1 v1").encode()).hexdigest()[:20]
+    key = hashlib.sha256((rtlil_text + DRIVER + "g++ -O2 v2").encode()).hexdigest()[:20]
     target = cache_dir() / key
     lib = target / "soc.so"
     if lib.exists():
@@ -125,9 +171,10 @@ def _build(rtlil_text, progress):
         _run_in(tmp, yosys)
         (tmp / "driver.cc").write_text(DRIVER)
         if progress:
-            progress("  compiling with g++ -O1 (cached afterwards) ...")
-        cmd = [gxx, "-O1", "-shared", "-fPIC", "-std=c++14", f"-I{include}", f"-I{tmp}", "-o", str(tmp / "soc.so"),
-               str(tmp / "soc.cc"), str(include / "cxxrtl" / "capi" / "cxxrtl_capi.cc"), str(tmp / "driver.cc")]
+            progress("  compiling with g++ -O2 (cached afterwards, ~1 min) ...")
+        cmd = [gxx, "-O2", "-shared", "-fPIC", "-std=c++14", f"-I{include}", f"-I{tmp}", "-o", str(tmp / "soc.so"),
+               str(tmp / "soc.cc"), str(include / "cxxrtl" / "capi" / "cxxrtl_capi.cc"),
+               str(include / "cxxrtl" / "capi" / "cxxrtl_capi_vcd.cc"), str(tmp / "driver.cc")]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise SimulationError("Compiling the CXXRTL model failed:\n" + done.stderr[-2000:])
@@ -170,6 +217,8 @@ class CompiledSoC:
         lib.insitu_run.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t,
                                    ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_uint32),
                                    ctypes.POINTER(ctypes.c_uint64)]
+        lib.insitu_vcd.restype = ctypes.c_int
+        lib.insitu_vcd.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64]
         self._ram_name = b"ram mem"
         self._sim = None
 
@@ -190,6 +239,13 @@ class CompiledSoC:
         ram = self._lib.insitu_ram(self._sim, ctypes.byref(depth))
         for n in range(depth.value):
             ram[n] = int.from_bytes(image[4 * n:4 * n + 4], "little") if 4 * n < len(image) else 0
+
+    def trace(self, path, cycles):
+        """Write a VCD of every signal but the memories to ``path`` for the next ``cycles`` clocks."""
+        if self._sim is None:
+            raise SimulationError("No firmware loaded")
+        if not self._lib.insitu_vcd(self._sim, os.fsencode(path), cycles):
+            raise SimulationError(f"Cannot write the VCD file {path}")
 
     def run(self, max_cycles, *, uart_capacity=1 << 16):
         """Run until the firmware exits; returns ``(exit_code or None, cycles, uart_text)``."""

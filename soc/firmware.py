@@ -48,6 +48,16 @@ def compiler():
     return zig + ["cc"], zig + ["objcopy"], ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32"]
 
 
+def compiler_description(opt="-O2"):
+    """The compiler and flags, as stated next to cycle counts."""
+    cc = os.environ.get("CC")
+    if cc:
+        return f"{cc} {opt}"
+    import importlib.metadata
+    return f"ziglang {importlib.metadata.version('ziglang')} cc -target riscv32-freestanding-none " \
+           f"-mcpu=generic_rv32 {opt}"
+
+
 def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra_flags=(), progress=None):
     """Compile and link ``sources`` (paths; the runtime and start-up code are added) into a flat image.
 

@@ -14,13 +14,13 @@ import numpy as np
 from ..golden import network
 from .accel import ConvAccel
 from .cxxrtl import CompiledSoC
-from .firmware import FIRMWARE_DIR, build_firmware
+from .firmware import FIRMWARE_DIR, build_firmware, compiler_description
 from .soc import SoC, memory_map
 
 __all__ = ["model_header", "run_network", "NetworkRunError", "RAM_SIZE", "make_soc"]
 
 RAM_SIZE = 65536
-_LINE = re.compile(r"img (\d+) sw (\d+) (\d+) acc (\d+) (\d+) scores((?: -?\d+){10})")
+_LINE = re.compile(r"img (\d+) sw (\d+) (\d+) acc (\d+) (\d+) conv2 (\d+) (\d+) scores((?: -?\d+){10})")
 
 
 class NetworkRunError(RuntimeError):
@@ -62,11 +62,12 @@ def make_soc(parallel=2, firmware=b""):
     return SoC(firmware=firmware, ram_size=RAM_SIZE, uart_divisor=1, accelerators={"conv": accel})
 
 
-def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cycles=2_000_000_000):
+def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cycles=2_000_000_000, vcd=None,
+                vcd_cycles=100_000):
     """Build the firmware, run it on the compiled SoC and compare with the golden model.
 
     Returns a dict with per-image predictions, scores, cycles of both paths, the speedup and the
-    simulation speed."""
+    simulation speed. ``vcd`` names a VCD file for the first ``vcd_cycles`` clocks."""
     from pathlib import Path
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,9 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     progress("Preparing the compiled simulation (CXXRTL) ...")
     sim = CompiledSoC(lambda: make_soc(parallel), progress=progress)
     sim.load(image)
+    if vcd:
+        sim.trace(vcd, vcd_cycles)
+        progress(f"Tracing the first {vcd_cycles} clocks to {vcd} ...")
     progress(f"Running {len(images)} images ...")
     start = time.monotonic()
     code, cycles, text = sim.run(max_cycles)
@@ -84,17 +88,20 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     if code is None:
         raise NetworkRunError(f"Firmware did not finish within {max_cycles} cycles; UART: {text[-200:]!r}")
     rows = [_LINE.match(line) for line in text.splitlines() if line.startswith("img ")]
+    if code is not None and not rows:
+        raise NetworkRunError(f"Firmware exited with code {code} before any result; UART: {text[-200:]!r}")
     if len(rows) != len(images) or not all(rows) or not text.rstrip().endswith(f"done {code}"):
         raise NetworkRunError(f"Unexpected firmware output: {text[-300:]!r}")
     golden = network.forward_int(model, images)
-    result = {"images": len(images), "firmware_bytes": len(image), "exit_code": code,
+    result = {"images": len(images), "firmware_bytes": len(image), "compiler": compiler_description(), "exit_code": code,
               "accelerator_errors": code, "total_cycles": cycles, "seconds": round(seconds, 3),
               "simulated_cycles_per_second": round(cycles / max(seconds, 1e-9)), "per_image": []}
     for n, row in enumerate(rows):
-        scores = [int(v) for v in row.group(6).split()]
+        scores = [int(v) for v in row.group(8).split()]
         result["per_image"].append({
             "software_prediction": int(row.group(2)), "software_cycles": int(row.group(3)),
             "accelerator_prediction": int(row.group(4)), "accelerator_cycles": int(row.group(5)),
+            "conv2_software_cycles": int(row.group(6)), "conv2_accelerator_cycles": int(row.group(7)),
             "scores": scores, "golden_prediction": int(np.argmax(golden[n])),
             "scores_match_golden": scores == [int(v) for v in golden[n]],
         })
@@ -104,4 +111,8 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     result["software_cycles_per_image"] = float(np.mean([p["software_cycles"] for p in per]))
     result["accelerator_cycles_per_image"] = float(np.mean([p["accelerator_cycles"] for p in per]))
     result["speedup"] = round(result["software_cycles_per_image"] / result["accelerator_cycles_per_image"], 2)
+    c2_sw = float(np.mean([p["conv2_software_cycles"] for p in per]))
+    c2_acc = float(np.mean([p["conv2_accelerator_cycles"] for p in per]))
+    result["conv2"] = {"software_cycles": c2_sw, "accelerator_cycles": c2_acc, "speedup": round(c2_sw / c2_acc, 2),
+                       "share_of_software_path": round(c2_sw / result["software_cycles_per_image"], 3)}
     return result

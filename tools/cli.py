@@ -236,6 +236,43 @@ def cmd_compress(args):
     print("(one-shot compression without fine-tuning; insitu train fine-tunes every method)")
 
 
+def cmd_sim(args):
+    from ..golden import modelfile, network
+    from ..soc.netrun import NetworkRunError, run_network
+    from .build import write_json_atomic
+    if not 1 <= args.images <= 360:
+        raise CLIError(f"--images must be in range [1, 360] (the digits test split), not {args.images}")
+    model = modelfile.load(args.model)
+    _, _, xte, _ = network.digits_split()
+    try:
+        result = run_network(model, xte[:args.images], args.build_dir, parallel=args.parallel, vcd=args.vcd,
+                             vcd_cycles=args.vcd_cycles)
+    except NetworkRunError as error:
+        raise CLIError(str(error)) from None
+    rows = [(n, p["golden_prediction"], p["software_prediction"], p["accelerator_prediction"],
+             "yes" if p["scores_match_golden"] else "NO", p["software_cycles"], p["accelerator_cycles"])
+            for n, p in enumerate(result["per_image"])]
+    from .report import format_table
+    print(format_table(["image", "golden", "software", "accelerator", "scores = golden", "sw cycles", "acc cycles"],
+                       rows))
+    c2 = result["conv2"]
+    print(f"\ncycles per image: software path {result['software_cycles_per_image']:.0f}, accelerator path "
+          f"{result['accelerator_cycles_per_image']:.0f}, speedup {result['speedup']}x")
+    print(f"conv2 alone: software {c2['software_cycles']:.0f}, accelerator {c2['accelerator_cycles']:.0f} cycles "
+          f"({c2['speedup']}x); conv2 is {100 * c2['share_of_software_path']:.1f}% of the software path, the "
+          f"other layers run on the CPU in both paths")
+    print(f"compiled simulation: {result['total_cycles']} cycles in {result['seconds']} s "
+          f"({result['simulated_cycles_per_second'] / 1e6:.2f} M cycles/s); firmware built with "
+          f"{result['compiler']}")
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"written: {args.json}")
+    if not result["predictions_identical"]:
+        raise CLIError("the firmware's results differ from the golden network")
+    if result["accelerator_errors"]:
+        raise CLIError(f"the accelerator reported {result['accelerator_errors']} error(s)")
+
+
 def cmd_evaluate(args):
     from .evaluate import default_models, evaluate, format_evaluation
     paths = args.models or default_models()
@@ -278,6 +315,21 @@ def make_parser():
     p.add_argument("--plot", default="evaluate.png", metavar="PATH", help="accuracy/memory plot (default "
                    "evaluate.png)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sim", help="run the digits network as firmware on the simulated SoC (compiled, CXXRTL)")
+    p.add_argument("--design", required=True, choices=["soc"], help="what to simulate")
+    p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                   "models", "digits-qgp.npz"),
+                   help="QGP model file (default: the committed digits-qgp.npz)")
+    p.add_argument("--images", type=_positive, default=4, help="test images (default 4)")
+    p.add_argument("--parallel", type=int, choices=[1, 2, 4, 8], default=2,
+                   help="accelerator output channels per clock (default 2)")
+    p.add_argument("--vcd", metavar="PATH", help="write a VCD of the first --vcd-cycles clocks")
+    p.add_argument("--vcd-cycles", type=_positive, default=100_000, help="clocks to trace (default 100000)")
+    p.add_argument("--build-dir", default="build/sim-soc", metavar="DIR",
+                   help="firmware build directory (default build/sim-soc)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("build", help="build a bitstream and report resources and fmax")
     p.add_argument("--board", required=True, choices=list(BOARDS))

@@ -1,8 +1,10 @@
 /* Digits CNN on the SoC: every test image through the software path (all layers on the CPU) and through
  * the accelerator path (conv2 on the QGP convolution peripheral), with cycle counts per layer.
  *
- * Output, one line per image:  img <n> sw <class> <cycles> acc <class> <cycles> scores <s0> ... <s9>
- * (scores of the accelerator path), then "done <errors>". */
+ * Output, one line per image:
+ *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles> scores <s0> ... <s9>
+ * (scores of the accelerator path), then "done <errors>". Both paths use the same code for every layer
+ * but conv2, and the same multiply-free int8 products (mul8, quarter squares). */
 #include "runtime.h"
 #include "model.h"      /* generated from the model file: weights, shifts, images */
 
@@ -30,7 +32,7 @@ static void conv1(const int8_t *img) {
                     for (int c = 0; c < 3; c++) {
                         int yy = y + r - 1, xx = x + c - 1;
                         if (yy >= 0 && yy < 8 && xx >= 0 && xx < 8)
-                            acc += CONV1_W[o][r * 3 + c] * img[yy * 8 + xx];
+                            acc += mul8(CONV1_W[o][r * 3 + c], img[yy * 8 + xx]);
                     }
                 act1[o][y + 1][x + 1] = requant(acc, CONV1_SHIFT);
             }
@@ -87,14 +89,14 @@ static void pool_fc(void) {
         const int8_t *w = FC1_W[o];
         for (int i = 0; i < 256; i++)
             if (act2[i])
-                acc += w[i] * act2[i];
+                acc += mul8(w[i], act2[i]);
         act3[o] = requant(acc, FC1_SHIFT);
     }
     for (int o = 0; o < 10; o++) {
         int32_t acc = 0;
         for (int i = 0; i < 64; i++)
             if (act3[i])
-                acc += FC2_W[o][i] * act3[i];
+                acc += mul8(FC2_W[o][i], act3[i]);
         scores[o] = acc;
     }
 }
@@ -119,17 +121,22 @@ static void load_weights(void) {
 
 int main(void) {
     int errors = 0;
+    mul8_init();
     load_weights();
     for (int n = 0; n < NUM_IMAGES; n++) {
         uint64_t t0 = cycles();
         conv1(IMAGES[n]);
+        uint64_t c0 = cycles();
         conv2_software();
+        uint64_t c1 = cycles();
         pool_fc();
         uint64_t t1 = cycles();
         int sw = argmax();
         uint64_t t2 = cycles();
         conv1(IMAGES[n]);
+        uint64_t c2 = cycles();
         errors += conv2_accel();
+        uint64_t c3 = cycles();
         pool_fc();
         uint64_t t3 = cycles();
         int acc = argmax();
@@ -143,6 +150,10 @@ int main(void) {
         uart_putdec((uint32_t)acc);
         uart_putc(' ');
         uart_putdec((uint32_t)(t3 - t2));
+        uart_puts(" conv2 ");
+        uart_putdec((uint32_t)(c1 - c0));
+        uart_putc(' ');
+        uart_putdec((uint32_t)(c3 - c2));
         uart_puts(" scores");
         for (int i = 0; i < 10; i++) {
             uart_putc(' ');

@@ -81,3 +81,13 @@ void *memcpy(void *dst, const void *src, unsigned n) {
         *d++ = *s++;
     return dst;
 }
+
+uint16_t insitu_quarter_squares[256];
+
+void mul8_init(void) {
+    uint32_t square = 0;                       /* n², by (n+1)² = n² + 2n + 1 */
+    for (uint32_t n = 0; n < 256; n++) {
+        insitu_quarter_squares[n] = (uint16_t)(square >> 2);
+        square += 2 * n + 1;
+    }
+}
