@@ -131,7 +131,7 @@ class MemoryMap:
 
 def c_header(memmap, guard="INSITU_SOC_REGS_H"):
     """The firmware's register header (``#define`` addresses, field offsets and masks)."""
-    lines = [f"/* Generated from insitu.soc register map: do not edit. */", f"#ifndef {guard}", f"#define {guard}",
+    lines = ["/* Generated from insitu.soc register map: do not edit. */", f"#ifndef {guard}", f"#define {guard}",
              "", "#include <stdint.h>", "",
              "#define INSITU_REG(addr) (*(volatile uint32_t *)(addr))", ""]
     for name, value in memmap.constants.items():

@@ -187,6 +187,20 @@ def test_evaluate_writes_json_and_plot(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "e.json").read_text())
     assert [r["method"] for r in result["rows"]] == ["float", "qgp"]
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p["method"] for p in result["tradeoff"]} == {"smartdeal", "mlg"}
+
+
+@pytest.mark.parametrize("method", ["smartdeal", "mlg"])
+def test_committed_tradeoff_matches_committed_models(method):
+    """The sweep's point at the committed settings is the committed model (same memory, same accuracy)."""
+    from insitu.tools.evaluate import load_tradeoff
+    from insitu.tools.evaluate import evaluate
+    settings = compress._SD_DENSITY if method == "smartdeal" else compress._MLG_RANKS
+    point, = [p for p in load_tradeoff()["points"] if p["method"] == method
+              and p["setting"] == {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}]
+    row, = evaluate([MODELS[method]])["rows"]
+    assert point["stored_bits"] == row["stored_bits"]
+    assert point["integer_accuracy"] == row["integer_accuracy"]
 
 
 def test_training_smoke():

@@ -274,9 +274,9 @@ def cmd_sim(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import default_models, evaluate, format_evaluation
+    from .evaluate import default_models, evaluate, format_evaluation, load_tradeoff
     paths = args.models or default_models()
-    result = evaluate(paths, json_path=args.json, plot_path=args.plot)
+    result = evaluate(paths, json_path=args.json, plot_path=args.plot, tradeoff=load_tradeoff(args.tradeoff))
     print(format_evaluation(result))
     print(f"\nwritten: {args.json}, {args.plot}")
 
@@ -314,6 +314,9 @@ def make_parser():
     p.add_argument("--json", default="evaluate.json", metavar="PATH", help="results (default evaluate.json)")
     p.add_argument("--plot", default="evaluate.png", metavar="PATH", help="accuracy/memory plot (default "
                    "evaluate.png)")
+    p.add_argument("--tradeoff", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                      "models", "digits-tradeoff.json"), metavar="JSON",
+                   help="trade-off sweep to include (default: the committed models/digits-tradeoff.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sim", help="run the digits network as firmware on the simulated SoC (compiled, CXXRTL)")

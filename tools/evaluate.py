@@ -9,7 +9,7 @@ from .build import write_json_atomic
 from .compress import compressed_layers
 from .report import format_table
 
-__all__ = ["record_accuracy", "evaluate", "format_evaluation", "plot", "default_models", "MODEL_DIR"]
+__all__ = ["record_accuracy", "evaluate", "format_evaluation", "plot", "default_models", "load_tradeoff", "MODEL_DIR"]
 
 MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -34,8 +34,26 @@ def _bits(model, names=None):
     return sum(network.layer_storage_bits(layer) for layer in model.layers if names is None or layer.name in names)
 
 
-def evaluate(paths, *, json_path=None, plot_path=None):
-    """Evaluate each model file; returns the result dict (also written to ``json_path``, plotted to ``plot_path``)."""
+TRADEOFF_PATH = os.path.join(MODEL_DIR, "digits-tradeoff.json")
+
+
+def load_tradeoff(path=TRADEOFF_PATH):
+    """The trade-off sweep written by ``insitu train --tradeoff`` (``None`` if there is none)."""
+    import json
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("format") != "insitu-tradeoff/1":
+        raise ValueError(f"{path} is not an insitu trade-off file")
+    return data
+
+
+def evaluate(paths, *, json_path=None, plot_path=None, tradeoff=None):
+    """Evaluate each model file; returns the result dict (also written to ``json_path``, plotted to ``plot_path``).
+
+    ``tradeoff`` (from :func:`load_tradeoff`) adds the accuracy/compression sweeps to the result and the plot.
+    """
     _, _, xte, yte = network.digits_split()
     rows = []
     reference = None
@@ -64,6 +82,8 @@ def evaluate(paths, *, json_path=None, plot_path=None):
                                        if reference is not None and acc is not None else None)
     result = {"format": "insitu-evaluate/1", "dataset": "sklearn digits test split (360 images)",
               "float_reference_accuracy": reference, "rows": rows}
+    if tradeoff:
+        result["tradeoff"] = tradeoff["points"]
     if plot_path:
         plot(result, plot_path)
         result["plot"] = plot_path
@@ -85,20 +105,40 @@ def plot(result, path):
     """Accuracy against whole-model weight memory (PNG), written atomically."""
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("The plot needs matplotlib: pip install matplotlib") from None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    curves = result.get("tradeoff")
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4), squeeze=False)
+    ax = axes[0][0]
     for r in result["rows"]:
         acc = r["integer_accuracy"] if r["integer_accuracy"] is not None else r["float_accuracy"]
         ax.scatter(r["model_bits"] / 8192, 100 * acc, s=40)
         ax.annotate(r["method"], (r["model_bits"] / 8192, 100 * acc), textcoords="offset points", xytext=(5, 4))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100])
     ax.set_xlabel("weight memory of the whole model (KiB)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("digits: accuracy against weight memory")
     ax.grid(True, which="both", alpha=0.3)
+    if curves:
+        ax = axes[0][1]
+        for method in dict.fromkeys(p["method"] for p in curves):
+            pts = sorted((p["int8_over_stored"], 100 * p["integer_accuracy"]) for p in curves if p["method"] == method)
+            ax.plot(*zip(*pts), marker="o", label=method)
+        ref = result.get("float_reference_accuracy")
+        if ref is not None:
+            ax.axhline(100 * ref, color="grey", lw=1, label="float reference")
+            ax.axhline(100 * ref - 1, color="grey", lw=1, ls="--", label="1 point below float")
+        ax.set_xlabel("int8 bits / stored bits of the compressed layers")
+        ax.set_ylabel("test accuracy, integer golden (%)")
+        ax.set_title("fine-tuned trade-off sweep")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=120)

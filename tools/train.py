@@ -22,9 +22,10 @@ FINETUNE = {"dense": (30, 2e-3), "qgp": (30, 2e-3), "circulant": (100, 3e-3), "s
 
 #: Settings swept by :func:`tradeoff`, loosest first; the last one is what ``insitu train`` commits.
 TRADEOFF = {
-    "smartdeal": [{"conv2": 0.6, "fc1": 0.25}, {"conv2": 0.4, "fc1": 0.15}, {"conv2": 0.25, "fc1": 0.08}],
+    "smartdeal": [{"conv2": 0.6, "fc1": 0.25}, {"conv2": 0.4, "fc1": 0.15}, {"conv2": 0.3, "fc1": 0.11},
+                  {"conv2": 0.25, "fc1": 0.08}],
     "mlg": [{"conv2": (6, 16), "fc1": (1, 24)}, {"conv2": (4, 12), "fc1": (1, 12)},
-            {"conv2": (3, 8), "fc1": (1, 6)}],
+            {"conv2": (4, 10), "fc1": (1, 8)}, {"conv2": (3, 8), "fc1": (1, 6)}],
 }
 
 
