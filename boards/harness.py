@@ -8,10 +8,11 @@ flip-flop per input payload bit plus a small XOR tree on the output.
 
 from amaranth import Cat, ClockDomain, Elaboratable, Module, Signal, Value
 from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
 
 from .clocks import ClockGenerator
 
-__all__ = ["Harness", "request_led"]
+__all__ = ["Harness", "SoCHarness", "request_led"]
 
 
 def request_led(platform):
@@ -58,4 +59,35 @@ class Harness(Elaboratable):
         led = request_led(platform)
         m.submodules.led = led_buf = io.Buffer("o", led)
         m.d.comb += led_buf.o.eq(folded)
+        return m
+
+
+class SoCHarness(Elaboratable):
+    """Board top of an :class:`~insitu.soc.SoC`: clock and reset from the PLL, the board's UART pins
+    (receive through a two-flop synchroniser), and the first LED lit once the firmware has exited."""
+
+    def __init__(self, soc, family, frequency, *, seed=1):
+        self.dut = soc
+        self.family = family
+        self.frequency = frequency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain()
+        m.submodules.clocks = clocks = ClockGenerator(platform, self.family, self.frequency)
+        self.achieved_frequency = clocks.frequency
+        m.submodules.soc = soc = self.dut
+        try:
+            uart = platform.request("uart", 0, dir={"tx": "-", "rx": "-"})
+        except Exception:
+            raise ValueError(f"{type(platform).__name__} has no UART resource for the SoC") from None
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.d.comb += tx.o.eq(soc.uart_tx)
+        m.submodules.rx_sync = FFSynchronizer(rx.i, soc.uart_rx, init=1)
+        exited = Signal()
+        with m.If(soc.exit_stb):
+            m.d.sync += exited.eq(1)
+        m.submodules.led = led = io.Buffer("o", request_led(platform))
+        m.d.comb += led.o.eq(exited)
         return m

@@ -12,6 +12,7 @@ register     fields
 ``status``   ``busy``, ``done``, ``in_full``, ``out_valid``, ``err_overflow`` (a pixel word was
              written to a full input FIFO), ``err_no_weights`` (started before any weight was written)
 ``count``    ``outputs`` (r): accumulators produced in the current/last frame
+``levels``   ``in_free`` (r): words the input FIFO can take; ``out_level`` (r): accumulators waiting
 ``w_stage``  ``code`` (w): shift one weight code into the staging register (input channel 0 first)
 ``w_commit`` ``group``, ``lane`` (w): write the staged codes as that output channel's word
 ``in_data``  ``data`` (w): four int8 channels of a pixel (channel 4n in bits 0–7); ``ceil(c_in/4)``
@@ -45,6 +46,11 @@ class _Status(Register):
 class _Count(Register):
     """Accumulators produced in the current (or last) frame."""
     fields = [Field("outputs", 24, "r")]
+
+
+class _Levels(Register):
+    """FIFO fill: words the input FIFO can take, accumulators waiting in the output FIFO."""
+    fields = [Field("in_free", 16, "r"), Field("out_level", 16, "r")]
 
 
 class _WStage(Register):
@@ -86,7 +92,7 @@ class ConvAccel(wiring.Component):
         self.words_per_pixel = -(-c_in // 4)
         self.outputs_per_frame = width * height * c_out       # zero padding k // 2 keeps the size
         self._fifo_depth = fifo_depth
-        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _WStage("w_stage"), _WCommit("w_commit"),
+        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _Levels("levels"), _WStage("w_stage"), _WCommit("w_commit"),
                      _InData("in_data"), _OutData("out_data")]
         self.bank = RegisterBank("conv", self.regs)
         super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
@@ -95,7 +101,7 @@ class ConvAccel(wiring.Component):
         m = Module()
         m.submodules.bank = self.bank
         wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, count, w_stage, w_commit, in_data, out_data = self.regs
+        ctrl, status, count, levels, w_stage, w_commit, in_data, out_data = self.regs
         pe, c_in = MuxConv(**self._params), self.c_in
         conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
 
@@ -127,7 +133,8 @@ class ConvAccel(wiring.Component):
             m.d.sync += status.err_no_weights.eq(1)
         m.d.comb += [status.busy.eq(running), count.outputs.eq(produced),
                      status.done.eq(~running & (produced == self.outputs_per_frame)),
-                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy)]
+                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
+                     levels.in_free.eq(self._fifo_depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]
 
         # Input: CPU words into the FIFO; words_per_pixel of them make one pixel for the window.
         m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb)]

@@ -58,24 +58,27 @@ def compiler_description(opt="-O2"):
            f"-mcpu=generic_rv32 {opt}"
 
 
-def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra_flags=(), progress=None):
+def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra_flags=(), progress=None,
+                   stack=STACK_RESERVE):
     """Compile and link ``sources`` (paths; the runtime and start-up code are added) into a flat image.
 
     Returns the image bytes (also written to ``build_dir/firmware.bin``). Raises :class:`FirmwareError`
-    with the compiler's message when compilation fails, or when the image and stack exceed ``ram_size``.
+    with the compiler's message when compilation fails, or when the image (including ``.bss``) and
+    ``stack`` bytes of stack exceed ``ram_size`` (checked by the linker).
     """
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "regs.h").write_text(c_header(memory_map))
     (build_dir / "link.ld").write_text((FIRMWARE_DIR / "link.ld.in").read_text()
-                                       .replace("@RAM_SIZE@", str(ram_size)))
+                                       .replace("@RAM_SIZE@", str(ram_size)).replace("@STACK@", str(stack)))
     cc, objcopy, target = compiler()
     elf, image = build_dir / "firmware.elf", build_dir / "firmware.bin"
     srcs = [FIRMWARE_DIR / "crt0.S", FIRMWARE_DIR / "runtime.c", *map(Path, sources)]
     for src in srcs:
         if not src.exists():
             raise FirmwareError(f"Firmware source {src} not found")
-    cmd = [*cc, *target, opt, "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-g0",
+    cmd = [*cc, *target, opt, "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-g0", "-ffunction-sections",
+           "-fdata-sections", "-Wl,--gc-sections",
            f"-I{build_dir}", f"-I{FIRMWARE_DIR}", "-T", str(build_dir / "link.ld"), *extra_flags,
            "-o", str(elf), *map(str, srcs)]
     if progress:
@@ -86,13 +89,11 @@ def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra
         if "will not fit in region" in message or "region `RAM' overflowed" in message:
             raise FirmwareError(f"Firmware does not fit in {ram_size} bytes of RAM (the linker's words: "
                                 f"{message.splitlines()[-1].strip()})")
+        if "insitu: no room for the stack" in message:
+            raise FirmwareError(f"Firmware image (code, data and .bss) plus {stack} bytes of stack does not fit "
+                                f"in {ram_size} bytes of RAM")
         raise FirmwareError("Firmware compilation failed:\n" + message)
     done = subprocess.run([*objcopy, "-O", "binary", str(elf), str(image)], capture_output=True, text=True)
     if done.returncode:
         raise FirmwareError("objcopy failed:\n" + (done.stderr or done.stdout).strip())
-    data = image.read_bytes()
-    if len(data) + STACK_RESERVE > ram_size:
-        image.unlink()
-        raise FirmwareError(f"Firmware image of {len(data)} bytes plus {STACK_RESERVE} bytes of stack does not "
-                            f"fit in {ram_size} bytes of RAM")
-    return data
+    return image.read_bytes()

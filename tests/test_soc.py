@@ -234,10 +234,13 @@ def test_missing_compiler(monkeypatch, tmp_path):
 
 def test_image_too_large_and_compile_error(tmp_path):
     pytest.importorskip("ziglang")
-    with pytest.raises(FirmwareError, match=r"^Firmware does not fit in 512 bytes of RAM \(the linker's words: "):
-        build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path, memory_map=memory_map(), ram_size=512)
-    with pytest.raises(FirmwareError, match=r"plus 1024 bytes of stack does not fit in 2048 bytes of RAM$"):
-        build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path, memory_map=memory_map(), ram_size=2048)
+    with pytest.raises(FirmwareError, match=r"^Firmware does not fit in 256 bytes of RAM \(the linker's words: "):
+        build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path, memory_map=memory_map(), ram_size=256)
+    with pytest.raises(FirmwareError, match=r"^Firmware image \(code, data and .bss\) plus 1024 bytes of stack does "
+                                             r"not fit in 1024 bytes of RAM$"):
+        build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path, memory_map=memory_map(), ram_size=1024)
+    assert len(build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path, memory_map=memory_map(), ram_size=1024,
+                              stack=128)) < 1024
     bad = tmp_path / "bad.c"
     bad.write_text("int main(void) { return undeclared; }\n")
     with pytest.raises(FirmwareError, match=r"^Firmware compilation failed:"):

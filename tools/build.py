@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..boards import get_board
-from ..boards.harness import Harness
+from ..boards.harness import Harness, SoCHarness
 from .designs import get_design
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
@@ -191,8 +191,9 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     the build succeeded.
     """
     board = get_board(board_name)
+    design = get_design(design_name)
     env = tool_env(board.family, board.build_tools.items())
-    frequency = (frequency_mhz or board.target_mhz) * 1e6
+    frequency = (frequency_mhz or design.default_mhz.get(board.family) or board.target_mhz) * 1e6
     if build_dir is None:
         build_dir = Path("build") / f"{board.name}-{design_name}"
     build_dir = Path(build_dir)
@@ -207,12 +208,11 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         # synth_ecp5 maps multipliers to MULT18X18D by default and has no -dsp option.
         synth_opts = " ".join(opt for opt in synth_opts.split() if opt != "-dsp")
     platform = board.platform()
-    design = get_design(design_name)
     if not isinstance(params, design.params):
         raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
-    component = design.make(params)
-    top = Harness(component, board.family, frequency, seed=params.seed)
+    component = design.make(params, frequency=frequency) if design.needs_clock else design.make(params)
+    top = (SoCHarness if design.harness == "soc" else Harness)(component, board.family, frequency, seed=params.seed)
     name = "top"
     nextpnr_opts = f"--timing-allow-fail --report report.json --seed {params.seed}"
     progress(f"Building {design_name} for {board.name} ({platform.device}) at {frequency / 1e6:g} MHz "

@@ -17,7 +17,7 @@ from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 
 __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "ConvParams", "FFTParams", "CirculantParams",
-           "DenseMatVecParams", "Pow2DecoderParams", "InSituGenParams", "describe"]
+           "DenseMatVecParams", "Pow2DecoderParams", "InSituGenParams", "SoCParams", "describe"]
 
 
 class UnknownDesign(ValueError):
@@ -291,12 +291,62 @@ def describe_fft(component):
 
 
 @dataclass(frozen=True)
+class SoCParams(_Params):
+    ram_size: int = _param(8192, "RAM bytes (program and data, firmware in the memory init), a power of two")
+    conv: bool = _param(False, "add the QGP convolution peripheral", "flag")
+    c_in: int = _param(8, "input channels")
+    c_out: int = _param(16, "output channels")
+    parallel: int = _param(2, "output channels per clock")
+    width: int = _param(8, "image width in pixels")
+    height: int = _param(8, "image height in pixels")
+    baud: int = _param(115200, "UART bit rate")
+    seed: int = _param(1, "placement seed", "non-negative")
+
+
+def soc(p, *, frequency):
+    """The SoC with the smoke-test firmware (``hello.c``) baked into RAM."""
+    import tempfile
+
+    from ..soc.accel import ConvAccel
+    from ..soc.firmware import FIRMWARE_DIR, build_firmware
+    from ..soc.soc import SoC, memory_map
+    if p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20:
+        raise ValueError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
+    divisor = round(frequency / p.baud) - 1
+    if divisor < 1:
+        raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
+
+    def make(firmware=b""):
+        accels = {"conv": ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width,
+                                    height=p.height)} if p.conv else {}
+        return SoC(firmware=firmware, ram_size=p.ram_size, uart_divisor=divisor, accelerators=accels)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = build_firmware([FIRMWARE_DIR / "hello.c"], tmp, memory_map=memory_map(make()), ram_size=p.ram_size,
+                               stack=256)
+    top = make(image)
+    top.firmware_bytes = len(image)
+    top.baud = frequency / (divisor + 1)
+    return top
+
+
+def describe_soc(component):
+    return {"ram_bytes": component.ram_size, "firmware": "hello.c", "firmware_bytes": component.firmware_bytes,
+            "accelerators": list(component.accelerators), "uart_baud_at_target_clock": round(component.baud)}
+
+
+@dataclass(frozen=True)
 class Design:
     name: str
     params: type
     make: Callable
     describe: Callable
     help: str
+    #: ``make(params, frequency=Hz)`` instead of ``make(params)`` (designs that depend on the clock)
+    needs_clock: bool = False
+    #: default clock per FPGA family in MHz, where it differs from the board's default
+    default_mhz: dict = field(default_factory=dict)
+    #: board top that wraps the component (default: the stream :class:`~insitu.boards.harness.Harness`)
+    harness: str = "stream"
 
 
 DESIGNS = {d.name: d for d in [
@@ -315,6 +365,8 @@ DESIGNS = {d.name: d for d in [
            "3×3 conv layer, weights generated from MLG factors"),
     Design("dense-stream-conv", DenseStreamConvParams, dense_stream_conv, describe_stream_conv,
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
+    Design("soc", SoCParams, soc, describe_soc, "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
+           "QGP convolution peripheral", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
 ]}
 
 

@@ -8,7 +8,9 @@
 #include "runtime.h"
 #include "model.h"      /* generated from the model file: weights, shifts, images */
 
-static int8_t act1[8][10][10];        /* conv1 output, zero border for conv2's padding */
+/* conv1 output, pixel-major with the 8 channels of a pixel in two aligned words (the accelerator's input
+ * format), and a zero border for conv2's padding */
+static int8_t act1[10][10][8] __attribute__((aligned(4)));
 static int32_t acc2[16][8][8];
 static int8_t act2[256];
 static int8_t act3[64];
@@ -34,7 +36,7 @@ static void conv1(const int8_t *img) {
                         if (yy >= 0 && yy < 8 && xx >= 0 && xx < 8)
                             acc += mul8(CONV1_W[o][r * 3 + c], img[yy * 8 + xx]);
                     }
-                act1[o][y + 1][x + 1] = requant(acc, CONV1_SHIFT);
+                act1[y + 1][x + 1][o] = requant(acc, CONV1_SHIFT);
             }
 }
 
@@ -46,7 +48,7 @@ static void conv2_software(void) {
                 for (int ci = 0; ci < 8; ci++) {
                     uint8_t code = CONV2_CODES[o][ci];
                     int tap = code & 15, r = TAP_ROW[tap], c = tap - 3 * r;
-                    int32_t v = act1[ci][y + r][x + c];
+                    int32_t v = act1[y + r][x + c][ci];
                     acc += (code & 16) ? -v : v;
                 }
                 acc2[o][y][x] = acc;
@@ -57,21 +59,18 @@ static int conv2_accel(void) {
     CONV_CTRL = CONV_CTRL_START_MASK;
     int sent = 0, got = 0;
     int32_t *out = &acc2[0][0][0];
-    /* Pixels in raster order, 8 channels = 2 words; read outputs (pixel-major, channel-minor) as they come. */
+    /* Pixels in raster order, 8 channels = 2 words; outputs come pixel-major, channel-minor. The FIFO
+     * levels say how many words can go in and come out without polling each one. */
     while (got < 16 * 64) {
-        if (sent < 64 * 2 && !(CONV_STATUS & CONV_STATUS_IN_FULL_MASK)) {
-            int p = sent >> 1, y = p >> 3, x = p & 7, base = (sent & 1) * 4;
-            uint32_t w = 0;
-            for (int k = 0; k < 4; k++)
-                w |= (uint32_t)(uint8_t)act1[base + k][y + 1][x + 1] << (8 * k);
-            CONV_IN_DATA = w;
-            sent++;
+        uint32_t levels = CONV_LEVELS;
+        int room = (levels & CONV_LEVELS_IN_FREE_MASK) >> CONV_LEVELS_IN_FREE_SHIFT;
+        int ready = (levels & CONV_LEVELS_OUT_LEVEL_MASK) >> CONV_LEVELS_OUT_LEVEL_SHIFT;
+        for (; room && sent < 64 * 2; room--, sent++) {
+            int p = sent >> 1;
+            CONV_IN_DATA = ((const uint32_t *)act1[(p >> 3) + 1][(p & 7) + 1])[sent & 1];
         }
-        while (CONV_STATUS & CONV_STATUS_OUT_VALID_MASK) {
-            int p = got >> 4, o = got & 15;
-            out[o * 64 + p] = (int32_t)CONV_OUT_DATA;
-            got++;
-        }
+        for (; ready; ready--, got++)
+            out[(got & 15) * 64 + (got >> 4)] = (int32_t)CONV_OUT_DATA;
     }
     return (CONV_STATUS & (CONV_STATUS_ERR_OVERFLOW_MASK | CONV_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
 }
