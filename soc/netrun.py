@@ -58,16 +58,33 @@ def model_header(model, images, parallel):
 
 
 def make_soc(parallel=2, firmware=b""):
+    """The SoC the network firmware runs on: 64 KB RAM, the convolution peripheral as ``conv``."""
     accel = ConvAccel(c_in=8, c_out=16, parallel=parallel)
     return SoC(firmware=firmware, ram_size=RAM_SIZE, uart_divisor=1, accelerators={"conv": accel})
 
 
+def pysim_speed(make_soc, image, cycles):
+    """Cycles per second of Amaranth's simulator on the same SoC and firmware (``cycles`` clocks)."""
+    from amaranth.sim import Simulator
+    soc = make_soc(image)
+    sim = Simulator(soc)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        await ctx.tick().repeat(cycles)
+    sim.add_testbench(bench)
+    start = time.monotonic()
+    sim.run()
+    return cycles / (time.monotonic() - start)
+
+
 def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cycles=2_000_000_000, vcd=None,
-                vcd_cycles=100_000):
+                vcd_cycles=100_000, pysim_cycles=0):
     """Build the firmware, run it on the compiled SoC and compare with the golden model.
 
     Returns a dict with per-image predictions, scores, cycles of both paths, the speedup and the
-    simulation speed. ``vcd`` names a VCD file for the first ``vcd_cycles`` clocks."""
+    simulation speed. ``vcd`` names a VCD file for the first ``vcd_cycles`` clocks. With ``pysim_cycles``
+    the same SoC and firmware also run that many clocks in Amaranth's simulator, for the speed ratio."""
     from pathlib import Path
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +122,11 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
             "scores": scores, "golden_prediction": int(np.argmax(golden[n])),
             "scores_match_golden": scores == [int(v) for v in golden[n]],
         })
+    if pysim_cycles:
+        progress(f"Running {pysim_cycles} clocks of the same SoC in Amaranth's simulator ...")
+        speed = pysim_speed(lambda fw: make_soc(parallel, fw), image, pysim_cycles)
+        result["pysim_cycles_per_second"] = round(speed)
+        result["compiled_over_pysim"] = round(result["simulated_cycles_per_second"] / speed, 1)
     per = result["per_image"]
     result["predictions_identical"] = all(p["software_prediction"] == p["accelerator_prediction"] ==
                                           p["golden_prediction"] and p["scores_match_golden"] for p in per)

@@ -246,7 +246,7 @@ def cmd_sim(args):
     _, _, xte, _ = network.digits_split()
     try:
         result = run_network(model, xte[:args.images], args.build_dir, parallel=args.parallel, vcd=args.vcd,
-                             vcd_cycles=args.vcd_cycles)
+                             vcd_cycles=args.vcd_cycles, pysim_cycles=args.pysim_cycles)
     except NetworkRunError as error:
         raise CLIError(str(error)) from None
     rows = [(n, p["golden_prediction"], p["software_prediction"], p["accelerator_prediction"],
@@ -264,6 +264,9 @@ def cmd_sim(args):
     print(f"compiled simulation: {result['total_cycles']} cycles in {result['seconds']} s "
           f"({result['simulated_cycles_per_second'] / 1e6:.2f} M cycles/s); firmware built with "
           f"{result['compiler']}")
+    if args.pysim_cycles:
+        print(f"Amaranth's simulator on the same SoC: {result['pysim_cycles_per_second']} cycles/s; the compiled "
+              f"simulation is {result['compiled_over_pysim']}x faster")
     if args.json:
         write_json_atomic(args.json, result)
         print(f"written: {args.json}")
@@ -329,6 +332,8 @@ def make_parser():
                    help="accelerator output channels per clock (default 2)")
     p.add_argument("--vcd", metavar="PATH", help="write a VCD of the first --vcd-cycles clocks")
     p.add_argument("--vcd-cycles", type=_positive, default=100_000, help="clocks to trace (default 100000)")
+    p.add_argument("--pysim-cycles", type=_non_negative, default=0, metavar="N",
+                   help="also run N clocks in Amaranth's simulator and report the speed ratio (default 0: skip)")
     p.add_argument("--build-dir", default="build/sim-soc", metavar="DIR",
                    help="firmware build directory (default build/sim-soc)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
