@@ -70,3 +70,19 @@ def test_network_runner_refuses_other_models(tmp_path):
     model = modelfile.load(os.path.join(MODEL_DIR, "digits-mlg.npz"))
     with pytest.raises(NetworkRunError, match=r"runs QGP models .*not layers conv1=dense, conv2=mlg, fc1=mlg"):
         model_header(model, np.zeros((1, 1, 8, 8)), 2)
+
+
+def test_sim_command(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ziglang")
+    import json
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "--design", "soc", "--images", "1", "--json", "r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "speedup" in out and "conv2 alone" in out and "firmware built with" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["predictions_identical"] and result["images"] == 1
+    assert main(["sim", "--design", "soc", "--model", os.path.join(MODEL_DIR, "digits-mlg.npz")]) == 1
+    assert "runs QGP models" in capsys.readouterr().err
+    assert main(["sim", "--design", "soc", "--images", "361"]) == 1
+    assert "--images must be in range [1, 360]" in capsys.readouterr().err
