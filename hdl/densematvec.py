@@ -24,15 +24,20 @@ class DenseMatVec(wiring.Component):
     act_width, weight_width : int
     lanes : int
         Rows computed in parallel.
+    writable : bool
+        Add a weight write port (e.g. for a CPU): ``weights`` may then be ``None`` (all zero at reset).
+        Word ``g·n + c`` holds column ``c`` of rows ``g·lanes … g·lanes + lanes − 1`` (lane ``l`` in bits
+        ``l·weight_width …``). Write only between vectors (while the block waits for input).
 
     Members
     -------
     i : In(stream.Signature(signed(act_width)))
     o : Out(stream.Signature(signed(acc_width)))
+    w_addr, w_data, w_en : In (only when ``writable``)
     """
 
     @validated
-    def __init__(self, *, m, n, weights, act_width=8, weight_width=8, lanes=4):
+    def __init__(self, *, m, n, weights=None, act_width=8, weight_width=8, lanes=4, writable=False):
         check_int(m, "Row count", 1)
         check_int(n, "Column count", 1)
         check_int(act_width, "Activation width", 2, 18)
@@ -41,6 +46,10 @@ class DenseMatVec(wiring.Component):
         if m % lanes:
             raise ValueError(f"Lane count must divide the row count ({m}), not {lanes!r}")
         lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
+        if weights is None:
+            if not writable:
+                raise ValueError("Weights are required unless the weight memory is writable")
+            weights = [[0] * n for _ in range(m)]
         try:
             rows = [[int(v) for v in row] for row in weights]
         except TypeError:
@@ -56,10 +65,14 @@ class DenseMatVec(wiring.Component):
                       for g in range(m // lanes) for c in range(n)]
         a, w = 1 << (act_width - 1), 1 << (weight_width - 1)
         self._acc_width = signed_width(-max(a * (w - 1), (a - 1) * w) * n, a * w * n)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(signed(act_width))),
             "o": Out(stream.Signature(signed(self._acc_width))),
-        })
+        }
+        if writable:
+            members.update(w_addr=In(range(m // lanes * n)), w_data=In(self._word), w_en=In(1))
+        self._writable = writable
+        super().__init__(members)
 
     m = property(lambda self: self._m)
     n = property(lambda self: self._n)
@@ -76,6 +89,9 @@ class DenseMatVec(wiring.Component):
         m.submodules.xmem = xmem = memory.Memory(shape=signed(self._act_width), depth=n, init=[])
         m.submodules.wmem = wmem = memory.Memory(shape=self._word, depth=groups * n, init=self._init)
         x_wr, x_rd, w_rd = xmem.write_port(), xmem.read_port(), wmem.read_port()
+        if self._writable:
+            w_wr = wmem.write_port()
+            m.d.comb += [w_wr.addr.eq(self.w_addr), w_wr.data.eq(self.w_data), w_wr.en.eq(self.w_en)]
 
         taken = Signal(range(n))
         group = Signal(range(groups))
@@ -121,7 +137,8 @@ class DenseMatVec(wiring.Component):
                         m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += issuing.eq(1)
-                m.d.sync += [col.eq(Mux(col == n - 1, 0, col + 1)), w_addr.eq(w_addr + 1)]
+                m.d.sync += [col.eq(Mux(col == n - 1, 0, col + 1)),
+                             w_addr.eq(Mux(w_addr == groups * n - 1, 0, w_addr + 1))]   # stays in range
                 with m.If(col == n - 1):
                     m.next = "WAIT"
             with m.State("WAIT"):

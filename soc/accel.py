@@ -1,4 +1,8 @@
-"""Accelerators as bus peripherals: a convolution layer (``Conv2d`` with a ``MuxConv`` PE) behind registers.
+"""Accelerators as bus peripherals: a QGP convolution layer (``Conv2d`` with a ``MuxConv`` PE) and a dense
+fully connected layer (``DenseMatVec``) behind registers.
+
+ConvAccel
+---------
 
 The CPU writes the weight codes into the PE's weight memory, streams pixels into an input FIFO, starts
 the layer and reads accumulators from an output FIFO. Registers (generated into the firmware header like
@@ -19,6 +23,26 @@ register     fields
              words per pixel, pixels in raster order
 ``out_data`` ``data`` (rc): one accumulator (sign-extended), output channels in order per pixel
 ============ ======================================================================================
+
+DenseAccel
+----------
+The CPU writes the int8 weights (``lanes`` per word) once, then streams each input vector (four int8
+elements per word); every ``n`` elements the layer computes ``m`` accumulators into the output FIFO.
+
+============ ======================================================================================
+register     fields
+============ ======================================================================================
+``ctrl``     ``clear`` (w): empty the FIFOs, drop a partial vector, clear the error flag
+``status``   ``in_full``, ``out_valid``, ``err_overflow`` (a word was written to a full input FIFO),
+             ``err_address`` (``w_addr`` beyond the weight memory; the address is kept)
+``levels``   ``in_free``, ``out_level`` (r): as for the convolution
+``w_addr``   ``addr`` (w): next weight word; each ``w_data`` write stores there and increments it
+             (wrapping to 0 after the last word).
+             Word ``g·n + c`` holds column ``c`` of rows ``g·lanes …``
+``w_data``   ``data`` (w): ``lanes`` int8 weights (lane 0 in bits 0–7); write only between vectors
+``in_data``  ``data`` (w): four int8 elements (element 4k in bits 0–7)
+``out_data`` ``data`` (rc): one accumulator, rows in order
+============ ======================================================================================
 """
 
 from amaranth import Cat, Module, Mux, ResetInserter, Signal
@@ -26,10 +50,12 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In
 
 from ..hdl import Conv2d, MuxConv
+from ..hdl._params import validated
+from ..hdl.densematvec import DenseMatVec
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
 
-__all__ = ["ConvAccel"]
+__all__ = ["ConvAccel", "DenseAccel"]
 
 
 class _Ctrl(Register):
@@ -83,6 +109,7 @@ class ConvAccel(wiring.Component):
         Depth of the input FIFO (pixel words) and of the output FIFO (accumulators).
     """
 
+    @validated
     def __init__(self, *, c_in, c_out, k=3, width=8, height=8, parallel=1, fifo_depth=64):
         # The PE is built here to check the parameters, and again in elaborate (one instance per design).
         self._params = dict(c_in=c_in, c_out=c_out, k=k, parallel=parallel)
@@ -165,4 +192,96 @@ class ConvAccel(wiring.Component):
 
         with m.If(clear):
             m.d.sync += [status.err_overflow.eq(0), status.err_no_weights.eq(0), part.eq(0), running.eq(0)]
+        return m
+
+
+class _DenseCtrl(Register):
+    """Layer control: clear FIFOs, partial vector and error flag."""
+    fields = [Field("clear", 1, "w")]
+
+
+class _DenseStatus(Register):
+    """FIFO state and the error flags (set until ctrl.clear)."""
+    fields = [Field("in_full", 1, "r"), Field("out_valid", 1, "r"), Field("err_overflow", 1, "r"),
+              Field("err_address", 1, "r")]
+
+
+class _WAddr(Register):
+    """Address of the next weight word (increments after each w_data write)."""
+    fields = [Field("addr", 16, "w")]
+
+
+class _WData(Register):
+    """One weight word: ``lanes`` int8 weights of one column."""
+    fields = [Field("data", 32, "w")]
+
+
+class DenseAccel(wiring.Component):
+    """A fully connected int8 layer ``y = W @ x`` (``m × n``) as a peripheral, ``lanes`` MACs per clock.
+
+    Parameters
+    ----------
+    m, n, lanes : int
+        ``n`` a multiple of 4 (inputs arrive four per word), ``lanes`` in [1, 4] dividing ``m``.
+    fifo_depth : int
+        Depth of the input FIFO (words) and the output FIFO (accumulators).
+    """
+
+    @validated
+    def __init__(self, *, m, n, lanes=4, fifo_depth=64):
+        if not isinstance(n, int) or n < 4 or n % 4:
+            raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+        if not isinstance(lanes, int) or not 1 <= lanes <= 4:
+            raise ValueError(f"Lane count must be an integer in range [1, 4], not {lanes!r}")
+        self._params = dict(m=m, n=n, lanes=lanes)
+        DenseMatVec(**self._params, writable=True)._MustUse__silence = True      # checks m, lanes
+        self.m, self.n, self.lanes = m, n, lanes
+        self._fifo_depth = fifo_depth
+        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _WAddr("w_addr"),
+                     _WData("w_data"), _InData("in_data"), _OutData("out_data")]
+        self.bank = RegisterBank("fc", self.regs)
+        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        ctrl, status, levels, w_addr, w_data, in_data, out_data = self.regs
+        clear = ctrl.clear_stb & ctrl.clear
+        m.submodules.layer = layer = ResetInserter(clear)(DenseMatVec(**self._params, writable=True))
+        depth = self._fifo_depth
+        m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+        m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+
+        # Weights: written at the address counter, which then moves on (wrapping after the last word).
+        words = self.m // self.lanes * self.n
+        addr = Signal(range(words))
+        m.d.comb += [layer.w_addr.eq(addr), layer.w_data.eq(w_data.data[:8 * self.lanes]),
+                     layer.w_en.eq(w_data.data_stb)]
+        with m.If(w_addr.addr_stb):
+            with m.If(w_addr.addr < words):
+                m.d.sync += addr.eq(w_addr.addr)
+            with m.Else():
+                m.d.sync += status.err_address.eq(1)
+        with m.Elif(w_data.data_stb):
+            m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
+
+        # Input: words into the FIFO, then their four bytes one per clock into the layer.
+        m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb)]
+        with m.If(in_data.data_stb & ~in_fifo.w_rdy):
+            m.d.sync += status.err_overflow.eq(1)
+        byte = Signal(2)
+        m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
+                     in_fifo.r_en.eq(layer.i.ready & (byte == 3))]
+        with m.If(layer.i.valid & layer.i.ready):
+            m.d.sync += byte.eq(byte + 1)
+        with m.If(clear):
+            m.d.sync += [byte.eq(0), status.err_overflow.eq(0), status.err_address.eq(0)]
+
+        # Output: accumulators, sign-extended, into the output FIFO.
+        m.d.comb += [out_fifo.w_data.eq(layer.o.payload), out_fifo.w_en.eq(layer.o.valid),
+                     layer.o.ready.eq(out_fifo.w_rdy),
+                     out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd),
+                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
+                     levels.in_free.eq(depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]
         return m

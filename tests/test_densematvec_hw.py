@@ -44,6 +44,7 @@ def test_cycles_are_mn_over_lanes():
     (dict(m=4, n=4, lanes=2, weights=np.full((4, 4), 300)), ValueError,
      r"^Weights must fit in signed 8-bit integers \[-128, 127\]$"),
     (dict(m=4, n=5, lanes=2), ValueError, r"^Weights must be shaped \(4, 5\)$"),
+    (dict(m=4, n=4, lanes=2, weights=None), ValueError, r"^Weights are required unless the weight memory is writable$"),
 ])
 def test_errors(kwargs, exc, msg):
     kwargs.setdefault("weights", np.zeros((4, 4), int))

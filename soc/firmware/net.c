@@ -1,10 +1,12 @@
 /* Digits CNN on the SoC: every test image through the software path (all layers on the CPU) and through
- * the accelerator path (conv2 on the QGP convolution peripheral), with cycle counts per layer.
+ * the accelerator path (conv2 on the QGP convolution peripheral, fc1 and fc2 on the dense peripherals;
+ * conv1 and the pooling stay on the CPU), with cycle counts.
  *
  * Output, one line per image:
- *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles> scores <s0> ... <s9>
- * (scores of the accelerator path), then "done <errors>". Both paths use the same code for every layer
- * but conv2, and the same multiply-free int8 products (mul8, quarter squares). */
+ *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles> conv1 <cycles>
+ *   scores <s0> ... <s9>
+ * (scores of the accelerator path), then "done <errors>". Both paths run the same conv1 and pooling code
+ * and the software layers use multiply-free int8 products (mul8, quarter squares). */
 #include "runtime.h"
 #include "model.h"      /* generated from the model file: weights, shifts, images */
 
@@ -12,8 +14,9 @@
  * format), and a zero border for conv2's padding */
 static int8_t act1[10][10][8] __attribute__((aligned(4)));
 static int32_t acc2[16][8][8];
-static int8_t act2[256];
-static int8_t act3[64];
+static int8_t act2[256] __attribute__((aligned(4)));
+static int8_t act3[64] __attribute__((aligned(4)));
+static int32_t acc3[64];
 static int32_t scores[10];
 
 static const uint8_t TAP_ROW[16] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0};   /* no divider */
@@ -75,7 +78,7 @@ static int conv2_accel(void) {
     return (CONV_STATUS & (CONV_STATUS_ERR_OVERFLOW_MASK | CONV_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
 }
 
-static void pool_fc(void) {
+static void pool(void) {
     for (int o = 0; o < 16; o++)
         for (int y = 0; y < 4; y++)
             for (int x = 0; x < 4; x++) {
@@ -83,6 +86,9 @@ static void pool_fc(void) {
                             + acc2[o][2 * y + 1][2 * x + 1];
                 act2[o * 16 + y * 4 + x] = requant(s, CONV2_SHIFT);
             }
+}
+
+static void fc_software(void) {
     for (int o = 0; o < 64; o++) {
         int32_t acc = 0;
         const int8_t *w = FC1_W[o];
@@ -100,6 +106,50 @@ static void pool_fc(void) {
     }
 }
 
+/* The two fully connected peripherals have the same registers: reach either through this table. The
+ * field masks are those of FC1 (the register classes, and so the fields, are shared). */
+struct dense {
+    volatile uint32_t *ctrl, *status, *levels, *w_addr, *w_data, *in_data, *out_data;
+};
+#define DENSE(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_W_ADDR, &P##_W_DATA, &P##_IN_DATA, &P##_OUT_DATA}
+static const struct dense FC1 = DENSE(FC1), FC2 = DENSE(FC2);
+
+/* Weights of an m × n layer, `lanes` rows per word: word g·n + c holds column c of rows g·lanes … */
+static void dense_load(const struct dense *d, const int8_t *w, int m, int n, int lanes) {
+    *d->ctrl = FC1_CTRL_CLEAR_MASK;
+    *d->w_addr = 0;
+    for (int row = 0; row < m; row += lanes, w += lanes * n)
+        for (int c = 0; c < n; c++) {
+            uint32_t word = 0;
+            for (int l = 0; l < lanes; l++)
+                word |= (uint32_t)(uint8_t)w[l * n + c] << (8 * l);
+            *d->w_data = word;
+        }
+}
+
+/* y = W @ x on the peripheral: n int8 inputs (four per word), m accumulators back. */
+static int dense_run(const struct dense *d, const int8_t *x, int n, int32_t *y, int m) {
+    const uint32_t *words = (const uint32_t *)x;
+    int sent = 0, got = 0;
+    while (got < m) {
+        uint32_t levels = *d->levels;
+        int room = (levels & FC1_LEVELS_IN_FREE_MASK) >> FC1_LEVELS_IN_FREE_SHIFT;
+        int ready = (levels & FC1_LEVELS_OUT_LEVEL_MASK) >> FC1_LEVELS_OUT_LEVEL_SHIFT;
+        for (; room && sent < (n >> 2); room--, sent++)
+            *d->in_data = words[sent];
+        for (; ready; ready--, got++)
+            y[got] = (int32_t)*d->out_data;
+    }
+    return (*d->status & (FC1_STATUS_ERR_OVERFLOW_MASK | FC1_STATUS_ERR_ADDRESS_MASK)) ? 1 : 0;
+}
+
+static int fc_accel(void) {
+    int errors = dense_run(&FC1, act2, 256, acc3, 64);
+    for (int o = 0; o < 64; o++)
+        act3[o] = requant(acc3[o], FC1_SHIFT);
+    return errors + dense_run(&FC2, act3, 64, scores, 10);
+}
+
 static int argmax(void) {
     int best = 0;
     for (int i = 1; i < 10; i++)
@@ -109,6 +159,8 @@ static int argmax(void) {
 }
 
 static void load_weights(void) {
+    dense_load(&FC1, &FC1_W[0][0], 64, 256, FC1_LANES);
+    dense_load(&FC2, &FC2_W[0][0], 10, 64, FC2_LANES);
     CONV_CTRL = CONV_CTRL_CLEAR_MASK;
     for (int o = 0; o < 16; o++) {
         for (int ci = 0; ci < 8; ci++)
@@ -128,7 +180,8 @@ int main(void) {
         uint64_t c0 = cycles();
         conv2_software();
         uint64_t c1 = cycles();
-        pool_fc();
+        pool();
+        fc_software();
         uint64_t t1 = cycles();
         int sw = argmax();
         uint64_t t2 = cycles();
@@ -136,7 +189,8 @@ int main(void) {
         uint64_t c2 = cycles();
         errors += conv2_accel();
         uint64_t c3 = cycles();
-        pool_fc();
+        pool();
+        errors += fc_accel();
         uint64_t t3 = cycles();
         int acc = argmax();
         uart_puts("img ");
@@ -153,6 +207,8 @@ int main(void) {
         uart_putdec((uint32_t)(c1 - c0));
         uart_putc(' ');
         uart_putdec((uint32_t)(c3 - c2));
+        uart_puts(" conv1 ");
+        uart_putdec((uint32_t)(c0 - t0));
         uart_puts(" scores");
         for (int i = 0; i < 10; i++) {
             uart_putc(' ');
