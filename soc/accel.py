@@ -1,5 +1,5 @@
-"""Accelerators as bus peripherals: a QGP convolution layer (``Conv2d`` with a ``MuxConv`` PE) and a dense
-fully connected layer (``DenseMatVec``) behind registers.
+"""Accelerators as bus peripherals: a convolution layer (``Conv2d`` with a ``MuxConv`` or ``DenseConv`` PE)
+and a dense fully connected layer (``DenseMatVec``) behind registers.
 
 ConvAccel
 ---------
@@ -17,7 +17,8 @@ register     fields
              written to a full input FIFO), ``err_no_weights`` (started before any weight was written)
 ``count``    ``outputs`` (r): accumulators produced in the current/last frame
 ``levels``   ``in_free`` (r): words the input FIFO can take; ``out_level`` (r): accumulators waiting
-``w_stage``  ``code`` (w): shift one weight code into the staging register (input channel 0 first)
+``w_stage``  ``code`` (w): shift one weight code (QGP) or one int8 weight (dense) into the staging
+             register (input channel 0 first)
 ``w_commit`` ``group``, ``lane`` (w): write the staged codes as that output channel's word
 ``in_data``  ``data`` (w): four int8 channels of a pixel (channel 4n in bits 0–7); ``ceil(c_in/4)``
              words per pixel, pixels in raster order
@@ -49,7 +50,7 @@ from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In
 
-from ..hdl import Conv2d, MuxConv
+from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl._params import validated
 from ..hdl.densematvec import DenseMatVec
 from .bus import wishbone_signature
@@ -99,22 +100,36 @@ class _OutData(Register):
     fields = [Field("data", 32, "rc")]
 
 
+_PES = {"qgp": MuxConv, "dense": DenseConv}
+
+
 class ConvAccel(wiring.Component):
-    """A QGP convolution layer (``c_in → c_out``, k×k, ``width × height``, zero padding ``k // 2``) as a peripheral.
+    """A convolution layer (``c_in → c_out``, k×k, ``width × height``, zero padding ``k // 2``) as a peripheral.
 
     Parameters
     ----------
     c_in, c_out, k, width, height, parallel : int
+    pe : ``"qgp"`` or ``"dense"``
+        :class:`~insitu.hdl.MuxConv` (one code per ``w_stage`` write, ``c_in`` per output channel) or
+        :class:`~insitu.hdl.DenseConv` (one int8 weight per write, ``c_in · k²`` per output channel,
+        input channel-major, taps row-major).
     fifo_depth : int
         Depth of the input FIFO (pixel words) and of the output FIFO (accumulators).
     """
 
     @validated
-    def __init__(self, *, c_in, c_out, k=3, width=8, height=8, parallel=1, fifo_depth=64):
+    def __init__(self, *, c_in, c_out, k=3, width=8, height=8, parallel=1, pe="qgp", fifo_depth=64):
+        if pe not in _PES:
+            raise ValueError(f"PE must be one of {', '.join(map(repr, _PES))}, not {pe!r}")
         # The PE is built here to check the parameters, and again in elaborate (one instance per design).
         self._params = dict(c_in=c_in, c_out=c_out, k=k, parallel=parallel)
         self._size = (width, height)
-        MuxConv(**self._params)._MustUse__silence = True
+        self._pe = _PES[pe]
+        probe = self._pe(**self._params)
+        probe._MustUse__silence = True
+        #: bits shifted into the staging register per ``w_stage`` write
+        self.stage_bits = probe.code_width if probe.code_width <= 8 else 8
+        self.stage_writes = c_in * probe.code_width // self.stage_bits
         self.c_in, self.c_out, self.k, self.parallel = c_in, c_out, k, parallel
         self.words_per_pixel = -(-c_in // 4)
         self.outputs_per_frame = width * height * c_out       # zero padding k // 2 keeps the size
@@ -129,7 +144,7 @@ class ConvAccel(wiring.Component):
         m.submodules.bank = self.bank
         wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
         ctrl, status, count, levels, w_stage, w_commit, in_data, out_data = self.regs
-        pe, c_in = MuxConv(**self._params), self.c_in
+        pe, c_in = self._pe(**self._params), self.c_in
         conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
 
         start = ctrl.start_stb & ctrl.start      # a write strobes every field: act on the bits set
@@ -141,11 +156,11 @@ class ConvAccel(wiring.Component):
                                                                                         depth=self._fifo_depth))
 
         # Weights: a staging shift register of c_in codes, committed as one lane of one group.
-        cw = pe.code_width
+        cw, unit = pe.code_width, self.stage_bits
         stage = Signal(cw * c_in)
         have_weights = Signal()
         with m.If(w_stage.code_stb):
-            m.d.sync += stage.eq(Cat(stage[cw:], w_stage.code[:cw]))
+            m.d.sync += stage.eq(Cat(stage[unit:], w_stage.code[:unit]))
         m.d.comb += [pe.w_addr.eq(w_commit.group), pe.w_data.eq(Cat(*([stage] * pe.parallel))),
                      pe.w_en.eq(Mux(w_commit.group_stb, 1 << w_commit.lane[:max(1, (pe.parallel - 1).bit_length())], 0))]
         with m.If(w_commit.group_stb):

@@ -66,7 +66,7 @@ def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra
     with the compiler's message when compilation fails, or when the image (including ``.bss``) and
     ``stack`` bytes of stack exceed ``ram_size`` (checked by the linker).
     """
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()      # zig's compile cache keys on the command line: no relative paths
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "regs.h").write_text(c_header(memory_map))
     (build_dir / "link.ld").write_text((FIRMWARE_DIR / "link.ld.in").read_text()

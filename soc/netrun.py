@@ -1,8 +1,9 @@
 """Run the digits network as firmware on the simulated SoC and check it against the golden model.
 
 The model file's weights and the test images become a generated C header (``model.h``); ``net.c`` runs
-each image twice, all layers on the CPU (software path) and with ``conv2`` on the QGP convolution
-peripheral and ``fc1``/``fc2`` on the dense peripherals (accelerator path), printing predictions, scores and cycles over the UART. The firmware needs a
+each image twice, all layers on the CPU (software path) and with every layer on a peripheral
+(accelerator path: ``conv1`` dense convolution, ``conv2`` QGP convolution, ``fc1``/``fc2`` dense;
+requantisation and pooling stay on the CPU), printing predictions, scores and cycles over the UART. The firmware needs a
 QGP model (``conv2`` in QGP, the other layers int8), e.g. ``models/digits-qgp.npz``.
 """
 
@@ -20,7 +21,7 @@ from .soc import SoC, memory_map
 __all__ = ["model_header", "run_network", "NetworkRunError", "RAM_SIZE", "make_soc"]
 
 RAM_SIZE = 65536
-_LINE = re.compile(r"img (\d+) sw (\d+) (\d+) acc (\d+) (\d+) conv2 (\d+) (\d+) conv1 (\d+) "
+_LINE = re.compile(r"img (\d+) sw (\d+) (\d+) acc (\d+) (\d+) conv2 (\d+) (\d+) conv1 (\d+) (\d+) "
                    r"scores((?: -?\d+){10})")
 
 
@@ -47,7 +48,8 @@ def model_header(model, images, parallel):
                               f"{', '.join(f'{l.name}={l.method}' for l in model.layers)}")
     conv1, conv2, fc1, fc2 = model.layers
     out = ["/* Generated from a model file by insitu.soc.netrun: do not edit. */\n#include <stdint.h>\n"]
-    out.append(f"#define NUM_IMAGES {len(images)}\n#define CONV_PARALLEL {parallel}\n")
+    out.append(f"#define NUM_IMAGES {len(images)}\n#define CONV1_PARALLEL {CONV1_PARALLEL}\n"
+               f"#define CONV2_PARALLEL {parallel}\n")
     out.append("".join(f"#define {name.upper()}_LANES {lanes}\n" for name, lanes in FC_LANES.items()))
     for layer in (conv1, conv2, fc1):
         out.append(f"#define {layer.name.upper()}_SHIFT {layer.shift}\n")
@@ -60,12 +62,14 @@ def model_header(model, images, parallel):
 
 
 FC_LANES = {"fc1": 4, "fc2": 2}
+CONV1_PARALLEL = 1
 
 
 def make_soc(parallel=2, firmware=b""):
-    """The SoC the network firmware runs on: 64 KB RAM; peripherals ``conv`` (conv2, QGP), ``fc1`` and
-    ``fc2`` (dense)."""
-    accels = {"conv": ConvAccel(c_in=8, c_out=16, parallel=parallel),
+    """The SoC the network firmware runs on: 64 KB RAM; peripherals ``conv1`` (dense), ``conv2`` (QGP,
+    ``parallel`` output channels per clock), ``fc1`` and ``fc2`` (dense)."""
+    accels = {"conv1": ConvAccel(c_in=1, c_out=8, parallel=CONV1_PARALLEL, pe="dense"),
+              "conv2": ConvAccel(c_in=8, c_out=16, parallel=parallel),
               "fc1": DenseAccel(m=64, n=256, lanes=FC_LANES["fc1"]),
               "fc2": DenseAccel(m=10, n=64, lanes=FC_LANES["fc2"])}
     return SoC(firmware=firmware, ram_size=RAM_SIZE, uart_divisor=1, accelerators=accels)
@@ -122,12 +126,12 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
               "accelerator_errors": code, "total_cycles": cycles, "seconds": round(seconds, 3),
               "simulated_cycles_per_second": round(cycles / max(seconds, 1e-9)), "per_image": []}
     for n, row in enumerate(rows):
-        scores = [int(v) for v in row.group(9).split()]
+        scores = [int(v) for v in row.group(10).split()]
         result["per_image"].append({
             "software_prediction": int(row.group(2)), "software_cycles": int(row.group(3)),
             "accelerator_prediction": int(row.group(4)), "accelerator_cycles": int(row.group(5)),
             "conv2_software_cycles": int(row.group(6)), "conv2_accelerator_cycles": int(row.group(7)),
-            "conv1_cycles": int(row.group(8)),
+            "conv1_software_cycles": int(row.group(8)), "conv1_accelerator_cycles": int(row.group(9)),
             "scores": scores, "golden_prediction": int(np.argmax(golden[n])),
             "scores_match_golden": scores == [int(v) for v in golden[n]],
         })
@@ -146,7 +150,7 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     c2_acc = float(np.mean([p["conv2_accelerator_cycles"] for p in per]))
     result["conv2"] = {"software_cycles": c2_sw, "accelerator_cycles": c2_acc, "speedup": round(c2_sw / c2_acc, 2),
                        "share_of_software_path": round(c2_sw / result["software_cycles_per_image"], 3)}
-    c1 = float(np.mean([p["conv1_cycles"] for p in per]))
-    result["conv1_on_cpu"] = {"cycles": c1, "share_of_accelerator_path":
-                              round(c1 / result["accelerator_cycles_per_image"], 3)}
+    c1_sw = float(np.mean([p["conv1_software_cycles"] for p in per]))
+    c1_acc = float(np.mean([p["conv1_accelerator_cycles"] for p in per]))
+    result["conv1"] = {"software_cycles": c1_sw, "accelerator_cycles": c1_acc, "speedup": round(c1_sw / c1_acc, 2)}
     return result

@@ -265,17 +265,23 @@ async def _load_codes(ctx, dut, off, codes):
         await wb_write(ctx, dut.bus, off["w_commit"], (o // par) | ((o % par) << 16))
 
 
-@pytest.mark.parametrize("c_in, parallel, seed", [(4, 1, 0), (6, 2, 1), (8, 4, 2)])
-def test_conv_accel_matches_golden(c_in, parallel, seed):
+@pytest.mark.parametrize("pe, c_in, parallel, seed", [("qgp", 4, 1, 0), ("qgp", 6, 2, 1), ("qgp", 8, 4, 2),
+                                                    ("dense", 1, 1, 3), ("dense", 5, 2, 4)])
+def test_conv_accel_matches_golden(pe, c_in, parallel, seed):
     """Weights through w_stage/w_commit, pixels through in_data with random gaps, accumulators from out_data."""
-    from insitu.golden import qgp
+    from insitu.golden import conv, qgp
     from insitu.soc.accel import ConvAccel
     rng = np.random.default_rng(seed)
     c_out, size = 4, 5
-    codes = rng.integers(0, 9, (c_out, c_in)) | (rng.integers(0, 2, (c_out, c_in)) << 4)
     x = rng.integers(-128, 128, (c_in, size, size))
-    want = qgp.muxconv2d(x, qgp.unpack(codes, 3), 1)
-    dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, parallel=parallel, fifo_depth=4)
+    if pe == "qgp":
+        codes = rng.integers(0, 9, (c_out, c_in)) | (rng.integers(0, 2, (c_out, c_in)) << 4)
+        want = qgp.muxconv2d(x, qgp.unpack(codes, 3), 1)
+    else:
+        weights = rng.integers(-128, 128, (c_out, c_in, 3, 3))
+        codes = weights.reshape(c_out, c_in * 9) & 255          # one int8 per write, channel-major
+        want = conv.conv2d(x, weights, 1)
+    dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, parallel=parallel, pe=pe, fifo_depth=4)
     off, bit = _accel_bench(dut)
     words = dut.words_per_pixel
     got = []

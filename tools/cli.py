@@ -258,10 +258,11 @@ def cmd_sim(args):
     c2 = result["conv2"]
     print(f"\ncycles per image: software path {result['software_cycles_per_image']:.0f}, accelerator path "
           f"{result['accelerator_cycles_per_image']:.0f}, speedup {result['speedup']}x")
-    print(f"conv2 alone: software {c2['software_cycles']:.0f}, accelerator {c2['accelerator_cycles']:.0f} cycles "
-          f"({c2['speedup']}x); fc1 and fc2 run on the dense peripherals; conv1 and pooling stay on the CPU "
-          f"({result['conv1_on_cpu']['cycles']:.0f} cycles for conv1, "
-          f"{100 * result['conv1_on_cpu']['share_of_accelerator_path']:.0f}% of the accelerator path)")
+    c1 = result["conv1"]
+    print(f"conv1: software {c1['software_cycles']:.0f}, peripheral {c1['accelerator_cycles']:.0f} cycles "
+          f"({c1['speedup']}x); conv2: software {c2['software_cycles']:.0f}, peripheral "
+          f"{c2['accelerator_cycles']:.0f} cycles ({c2['speedup']}x); fc1 and fc2 on the dense peripherals; "
+          f"requantisation and pooling on the CPU in both paths")
     print(f"compiled simulation: {result['total_cycles']} cycles in {result['seconds']} s "
           f"({result['simulated_cycles_per_second'] / 1e6:.2f} M cycles/s); firmware built with "
           f"{result['compiler']}")

@@ -1,23 +1,25 @@
 /* Digits CNN on the SoC: every test image through the software path (all layers on the CPU) and through
- * the accelerator path (conv2 on the QGP convolution peripheral, fc1 and fc2 on the dense peripherals;
- * conv1 and the pooling stay on the CPU), with cycle counts.
+ * the accelerator path (conv1 on the dense convolution peripheral, conv2 on the QGP one, fc1 and fc2 on
+ * the dense fully connected ones; requantisation and pooling stay on the CPU), with cycle counts.
  *
  * Output, one line per image:
- *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles> conv1 <cycles>
- *   scores <s0> ... <s9>
- * (scores of the accelerator path), then "done <errors>". Both paths run the same conv1 and pooling code
- * and the software layers use multiply-free int8 products (mul8, quarter squares). */
+ *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles>
+ *   conv1 <sw cycles> <acc cycles> scores <s0> ... <s9>
+ * (scores of the accelerator path), then "done <errors>". The software layers use multiply-free int8
+ * products (mul8, quarter squares); both paths share the requantisation and pooling code. */
 #include "runtime.h"
 #include "model.h"      /* generated from the model file: weights, shifts, images */
 
-/* conv1 output, pixel-major with the 8 channels of a pixel in two aligned words (the accelerator's input
+/* conv1 output, pixel-major with the 8 channels of a pixel in two aligned words (the peripheral's input
  * format), and a zero border for conv2's padding */
 static int8_t act1[10][10][8] __attribute__((aligned(4)));
-static int32_t acc2[16][8][8];
+static int32_t acc1[64][8];           /* conv1 accumulators, pixel-major (the peripheral's output order) */
+static int32_t acc2[64][16];          /* conv2 accumulators, pixel-major */
 static int8_t act2[256] __attribute__((aligned(4)));
 static int8_t act3[64] __attribute__((aligned(4)));
 static int32_t acc3[64];
 static int32_t scores[10];
+static uint32_t in_words[128];        /* input words for a convolution peripheral */
 
 static const uint8_t TAP_ROW[16] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0};   /* no divider */
 
@@ -28,10 +30,18 @@ static int8_t requant(int32_t acc, unsigned shift) {
     return r > 127 ? 127 : (int8_t)r;
 }
 
-static void conv1(const int8_t *img) {
-    for (int o = 0; o < 8; o++)
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) {
+static void act1_from_acc1(void) {
+    for (int p = 0; p < 64; p++)
+        for (int o = 0; o < 8; o++)
+            act1[(p >> 3) + 1][(p & 7) + 1][o] = requant(acc1[p][o], CONV1_SHIFT);
+}
+
+/* -- software layers -------------------------------------------------------------------------------- */
+
+static void conv1_software(const int8_t *img) {
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++)
+            for (int o = 0; o < 8; o++) {
                 int32_t acc = 0;
                 for (int r = 0; r < 3; r++)
                     for (int c = 0; c < 3; c++) {
@@ -39,51 +49,49 @@ static void conv1(const int8_t *img) {
                         if (yy >= 0 && yy < 8 && xx >= 0 && xx < 8)
                             acc += mul8(CONV1_W[o][r * 3 + c], img[yy * 8 + xx]);
                     }
-                act1[y + 1][x + 1][o] = requant(acc, CONV1_SHIFT);
+                acc1[y * 8 + x][o] = acc;
             }
+    act1_from_acc1();
+}
+
+/* conv2 in software: per (output, input) channel the kept tap as an offset into act1 from the window's
+ * top-left pixel, and its sign, decoded once from the codes (part of loading the weights). */
+static uint16_t C2_OFFSET[16][8];
+static uint8_t C2_NEGATE[16][8];
+
+static void conv2_prepare(void) {
+    for (int o = 0; o < 16; o++)
+        for (int ci = 0; ci < 8; ci++) {
+            uint8_t code = CONV2_CODES[o][ci];
+            int tap = code & 15, r = TAP_ROW[tap], c = tap - 3 * r;
+            C2_OFFSET[o][ci] = (uint16_t)((r << 6) + (r << 4) + (c << 3) + ci);    /* r·80 + c·8 + ci */
+            C2_NEGATE[o][ci] = (code >> 4) & 1;
+        }
 }
 
 static void conv2_software(void) {
-    for (int o = 0; o < 16; o++)
+    for (int o = 0; o < 16; o++) {
+        const uint16_t *offset = C2_OFFSET[o];
+        const uint8_t *negate = C2_NEGATE[o];
         for (int y = 0; y < 8; y++)
             for (int x = 0; x < 8; x++) {
+                const int8_t *window = &act1[y][x][0];
                 int32_t acc = 0;
                 for (int ci = 0; ci < 8; ci++) {
-                    uint8_t code = CONV2_CODES[o][ci];
-                    int tap = code & 15, r = TAP_ROW[tap], c = tap - 3 * r;
-                    int32_t v = act1[y + r][x + c][ci];
-                    acc += (code & 16) ? -v : v;
+                    int32_t v = window[offset[ci]];
+                    acc += negate[ci] ? -v : v;
                 }
-                acc2[o][y][x] = acc;
+                acc2[y * 8 + x][o] = acc;
             }
-}
-
-static int conv2_accel(void) {
-    CONV_CTRL = CONV_CTRL_START_MASK;
-    int sent = 0, got = 0;
-    int32_t *out = &acc2[0][0][0];
-    /* Pixels in raster order, 8 channels = 2 words; outputs come pixel-major, channel-minor. The FIFO
-     * levels say how many words can go in and come out without polling each one. */
-    while (got < 16 * 64) {
-        uint32_t levels = CONV_LEVELS;
-        int room = (levels & CONV_LEVELS_IN_FREE_MASK) >> CONV_LEVELS_IN_FREE_SHIFT;
-        int ready = (levels & CONV_LEVELS_OUT_LEVEL_MASK) >> CONV_LEVELS_OUT_LEVEL_SHIFT;
-        for (; room && sent < 64 * 2; room--, sent++) {
-            int p = sent >> 1;
-            CONV_IN_DATA = ((const uint32_t *)act1[(p >> 3) + 1][(p & 7) + 1])[sent & 1];
-        }
-        for (; ready; ready--, got++)
-            out[(got & 15) * 64 + (got >> 4)] = (int32_t)CONV_OUT_DATA;
     }
-    return (CONV_STATUS & (CONV_STATUS_ERR_OVERFLOW_MASK | CONV_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
 }
 
 static void pool(void) {
     for (int o = 0; o < 16; o++)
         for (int y = 0; y < 4; y++)
             for (int x = 0; x < 4; x++) {
-                int32_t s = acc2[o][2 * y][2 * x] + acc2[o][2 * y + 1][2 * x] + acc2[o][2 * y][2 * x + 1]
-                            + acc2[o][2 * y + 1][2 * x + 1];
+                int p = 16 * y + 2 * x;                 /* pixel (2y, 2x) */
+                int32_t s = acc2[p][o] + acc2[p + 1][o] + acc2[p + 8][o] + acc2[p + 9][o];
                 act2[o * 16 + y * 4 + x] = requant(s, CONV2_SHIFT);
             }
 }
@@ -106,8 +114,68 @@ static void fc_software(void) {
     }
 }
 
-/* The two fully connected peripherals have the same registers: reach either through this table. The
- * field masks are those of FC1 (the register classes, and so the fields, are shared). */
+/* -- convolution peripherals ------------------------------------------------------------------------ */
+
+/* Both convolution peripherals have the same registers; the field masks used are those of CONV2. */
+struct conv {
+    volatile uint32_t *ctrl, *status, *levels, *w_stage, *w_commit, *in_data, *out_data;
+};
+#define CONV_REGS(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_W_STAGE, &P##_W_COMMIT, &P##_IN_DATA, \
+                      &P##_OUT_DATA}
+static const struct conv CONV1_ACC = CONV_REGS(CONV1), CONV2_ACC = CONV_REGS(CONV2);
+
+/* c_out output channels of `per_channel` stage writes each; output channel o is lane o % parallel of
+ * group o / parallel. */
+static void conv_load(const struct conv *c, const uint8_t *codes, int c_out, int per_channel, int parallel) {
+    *c->ctrl = CONV2_CTRL_CLEAR_MASK;
+    for (int o = 0, group = 0, lane = 0; o < c_out; o++) {
+        for (int i = 0; i < per_channel; i++)
+            *c->w_stage = *codes++;
+        *c->w_commit = ((uint32_t)group << CONV2_W_COMMIT_GROUP_SHIFT) | ((uint32_t)lane << CONV2_W_COMMIT_LANE_SHIFT);
+        if (++lane == parallel) {
+            lane = 0;
+            group++;
+        }
+    }
+}
+
+/* One frame: n_words input words in, n_out accumulators back (pixel-major, channel-minor). The FIFO
+ * levels say how many words can go in and come out without polling each one. */
+static int conv_run(const struct conv *c, int n_words, int32_t *out, int n_out) {
+    *c->ctrl = CONV2_CTRL_START_MASK;
+    int sent = 0, got = 0;
+    while (got < n_out) {
+        uint32_t levels = *c->levels;
+        int room = (levels & CONV2_LEVELS_IN_FREE_MASK) >> CONV2_LEVELS_IN_FREE_SHIFT;
+        int ready = (levels & CONV2_LEVELS_OUT_LEVEL_MASK) >> CONV2_LEVELS_OUT_LEVEL_SHIFT;
+        for (; room && sent < n_words; room--, sent++)
+            *c->in_data = in_words[sent];
+        for (; ready; ready--, got++)
+            out[got] = (int32_t)*c->out_data;
+    }
+    return (*c->status & (CONV2_STATUS_ERR_OVERFLOW_MASK | CONV2_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
+}
+
+static int conv1_accel(const int8_t *img) {
+    for (int p = 0; p < 64; p++)
+        in_words[p] = (uint8_t)img[p];                  /* one channel: byte 0 of the word */
+    int errors = conv_run(&CONV1_ACC, 64, &acc1[0][0], 512);
+    act1_from_acc1();
+    return errors;
+}
+
+static int conv2_accel(void) {
+    for (int p = 0; p < 64; p++) {                      /* 8 channels: two words per pixel */
+        const uint32_t *px = (const uint32_t *)act1[(p >> 3) + 1][(p & 7) + 1];
+        in_words[2 * p] = px[0];
+        in_words[2 * p + 1] = px[1];
+    }
+    return conv_run(&CONV2_ACC, 128, &acc2[0][0], 1024);
+}
+
+/* -- fully connected peripherals -------------------------------------------------------------------- */
+
+/* The two fully connected peripherals have the same registers; the field masks used are those of FC1. */
 struct dense {
     volatile uint32_t *ctrl, *status, *levels, *w_addr, *w_data, *in_data, *out_data;
 };
@@ -150,6 +218,8 @@ static int fc_accel(void) {
     return errors + dense_run(&FC2, act3, 64, scores, 10);
 }
 
+/* -------------------------------------------------------------------------------------------------- */
+
 static int argmax(void) {
     int best = 0;
     for (int i = 1; i < 10; i++)
@@ -158,25 +228,25 @@ static int argmax(void) {
     return best;
 }
 
-static void load_weights(void) {
-    dense_load(&FC1, &FC1_W[0][0], 64, 256, FC1_LANES);
-    dense_load(&FC2, &FC2_W[0][0], 10, 64, FC2_LANES);
-    CONV_CTRL = CONV_CTRL_CLEAR_MASK;
-    for (int o = 0; o < 16; o++) {
-        for (int ci = 0; ci < 8; ci++)
-            CONV_W_STAGE = CONV2_CODES[o][ci];
-        CONV_W_COMMIT = ((uint32_t)(o / CONV_PARALLEL) << CONV_W_COMMIT_GROUP_SHIFT)
-                        | ((uint32_t)(o % CONV_PARALLEL) << CONV_W_COMMIT_LANE_SHIFT);
+static void put_signed(int32_t v) {
+    if (v < 0) {
+        uart_putc('-');
+        v = -v;
     }
+    uart_putdec((uint32_t)v);
 }
 
 int main(void) {
     int errors = 0;
     mul8_init();
-    load_weights();
+    conv2_prepare();
+    conv_load(&CONV1_ACC, (const uint8_t *)&CONV1_W[0][0], 8, 9, CONV1_PARALLEL);
+    conv_load(&CONV2_ACC, &CONV2_CODES[0][0], 16, 8, CONV2_PARALLEL);
+    dense_load(&FC1, &FC1_W[0][0], 64, 256, FC1_LANES);
+    dense_load(&FC2, &FC2_W[0][0], 10, 64, FC2_LANES);
     for (int n = 0; n < NUM_IMAGES; n++) {
         uint64_t t0 = cycles();
-        conv1(IMAGES[n]);
+        conv1_software(IMAGES[n]);
         uint64_t c0 = cycles();
         conv2_software();
         uint64_t c1 = cycles();
@@ -185,7 +255,7 @@ int main(void) {
         uint64_t t1 = cycles();
         int sw = argmax();
         uint64_t t2 = cycles();
-        conv1(IMAGES[n]);
+        errors += conv1_accel(IMAGES[n]);
         uint64_t c2 = cycles();
         errors += conv2_accel();
         uint64_t c3 = cycles();
@@ -209,15 +279,12 @@ int main(void) {
         uart_putdec((uint32_t)(c3 - c2));
         uart_puts(" conv1 ");
         uart_putdec((uint32_t)(c0 - t0));
+        uart_putc(' ');
+        uart_putdec((uint32_t)(c2 - t2));
         uart_puts(" scores");
         for (int i = 0; i < 10; i++) {
             uart_putc(' ');
-            if (scores[i] < 0) {
-                uart_putc('-');
-                uart_putdec((uint32_t)(-scores[i]));
-            } else {
-                uart_putdec((uint32_t)scores[i]);
-            }
+            put_signed(scores[i]);
         }
         uart_putc('\n');
     }
