@@ -16,13 +16,17 @@ register     fields
 ``status``   ``busy``, ``done``, ``in_full``, ``out_valid``, ``err_overflow`` (a pixel word was
              written to a full input FIFO), ``err_no_weights`` (started before any weight was written)
 ``count``    ``outputs`` (r): accumulators produced in the current/last frame
-``levels``   ``in_free`` (r): words the input FIFO can take; ``out_level`` (r): accumulators waiting
+``levels``   ``in_free`` (r): words the input FIFO can take; ``out_level`` (r): words waiting
+``out_cfg``  ``pack`` (rw): ReLU and requantisation to [0, 127] (round half up at ``shift``), four
+             outputs per word; ``pair`` (rw): accumulators saturated to int16, two per word; neither:
+             one accumulator per word; ``shift`` (rw)
 ``w_stage``  ``code`` (w): shift one weight code (QGP) or one int8 weight (dense) into the staging
              register (input channel 0 first)
 ``w_commit`` ``group``, ``lane`` (w): write the staged codes as that output channel's word
 ``in_data``  ``data`` (w): four int8 channels of a pixel (channel 4n in bits 0–7); ``ceil(c_in/4)``
              words per pixel, pixels in raster order
-``out_data`` ``data`` (rc): one accumulator (sign-extended), output channels in order per pixel
+``out_data`` ``data`` (rc): one accumulator (sign-extended) or four packed outputs, output channels in
+             order per pixel
 ============ ======================================================================================
 
 DenseAccel
@@ -37,16 +41,17 @@ register     fields
 ``status``   ``in_full``, ``out_valid``, ``err_overflow`` (a word was written to a full input FIFO),
              ``err_address`` (``w_addr`` beyond the weight memory; the address is kept)
 ``levels``   ``in_free``, ``out_level`` (r): as for the convolution
+``out_cfg``  ``pack``, ``shift``, ``pair`` (rw): output format, as for the convolution
 ``w_addr``   ``addr`` (w): next weight word; each ``w_data`` write stores there and increments it
              (wrapping to 0 after the last word).
              Word ``g·n + c`` holds column ``c`` of rows ``g·lanes …``
 ``w_data``   ``data`` (w): ``lanes`` int8 weights (lane 0 in bits 0–7); write only between vectors
 ``in_data``  ``data`` (w): four int8 elements (element 4k in bits 0–7)
-``out_data`` ``data`` (rc): one accumulator, rows in order
+``out_data`` ``data`` (rc): one accumulator or packed outputs, rows in order
 ============ ======================================================================================
 """
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In
 
@@ -80,6 +85,11 @@ class _Levels(Register):
     fields = [Field("in_free", 16, "r"), Field("out_level", 16, "r")]
 
 
+class _OutCfg(Register):
+    """Output format: one accumulator per word, ReLU-requantised int8 four per word, or int16 two per word."""
+    fields = [Field("pack", 1, "rw"), Field("shift", 5, "rw"), Field("pair", 1, "rw")]
+
+
 class _WStage(Register):
     """Shift one weight code into the staging register."""
     fields = [Field("code", 8, "w")]
@@ -101,6 +111,34 @@ class _OutData(Register):
 
 
 _PES = {"qgp": MuxConv, "dense": DenseConv}
+
+
+def _output_words(m, out_fifo, value, valid, cfg, *, restart):
+    """Write ``value`` (a signed accumulator, offered while ``valid``) into ``out_fifo`` in the format of
+    ``cfg`` (an :class:`_OutCfg`): one accumulator per word; ``pack``: ReLU and requantisation to [0, 127]
+    with round-half-up at ``cfg.shift``, four per word, the first in bits 0–7; ``pair``: saturated to
+    int16, two per word, the first in bits 0–15. Returns ``room``: the value is taken when
+    ``valid & room``. ``restart`` drops a partial word."""
+    rounded = Signal(signed(len(value) + 1))
+    m.d.comb += rounded.eq((value + ((Const(1, len(value)) << cfg.shift) >> 1)) >> cfg.shift)
+    byte, half = Signal(8), Signal(16)
+    m.d.comb += [byte.eq(Mux(rounded < 0, 0, Mux(rounded > 127, 127, rounded))),
+                 half.eq(Mux(value < -(1 << 15), -(1 << 15), Mux(value > (1 << 15) - 1, (1 << 15) - 1, value)))]
+    packed, count = Signal(24), Signal(2)
+    pack, pair = cfg.pack, cfg.pair & ~cfg.pack
+    last = Mux(pack, count == 3, Mux(pair, count[0], 1))
+    room = Signal()
+    m.d.comb += [room.eq(out_fifo.w_rdy | ~last),
+                 out_fifo.w_data.eq(Mux(pack, Cat(packed, byte), Mux(pair, Cat(packed[8:], half), value))),
+                 out_fifo.w_en.eq(valid & last)]
+    with m.If(valid & room):
+        with m.If(pack):
+            m.d.sync += [packed.eq(Cat(packed[8:], byte)), count.eq(count + 1)]
+        with m.Elif(pair):
+            m.d.sync += [packed[8:].eq(half), count.eq(count ^ 1)]
+    with m.If(restart):
+        m.d.sync += count.eq(0)
+    return room
 
 
 class ConvAccel(wiring.Component):
@@ -134,8 +172,8 @@ class ConvAccel(wiring.Component):
         self.words_per_pixel = -(-c_in // 4)
         self.outputs_per_frame = width * height * c_out       # zero padding k // 2 keeps the size
         self._fifo_depth = fifo_depth
-        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _Levels("levels"), _WStage("w_stage"), _WCommit("w_commit"),
-                     _InData("in_data"), _OutData("out_data")]
+        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _Levels("levels"), _OutCfg("out_cfg"),
+                     _WStage("w_stage"), _WCommit("w_commit"), _InData("in_data"), _OutData("out_data")]
         self.bank = RegisterBank("conv", self.regs)
         super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
 
@@ -143,7 +181,7 @@ class ConvAccel(wiring.Component):
         m = Module()
         m.submodules.bank = self.bank
         wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, count, levels, w_stage, w_commit, in_data, out_data = self.regs
+        ctrl, status, count, levels, out_cfg, w_stage, w_commit, in_data, out_data = self.regs
         pe, c_in = self._pe(**self._params), self.c_in
         conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
 
@@ -193,13 +231,14 @@ class ConvAccel(wiring.Component):
         with m.If(conv_i.valid & conv_i.ready):
             m.d.sync += part.eq(0)
 
-        # Output: lanes serialised into the output FIFO, one accumulator per word.
+        # Output: lanes serialised into words in the format out_cfg selects.
         lane = Signal(range(max(2, pe.parallel)))
         conv_o = conv.o
-        m.d.comb += [out_fifo.w_data.eq(conv_o.payload[lane].as_signed()), out_fifo.w_en.eq(conv_o.valid)]
+        room = _output_words(m, out_fifo, conv_o.payload[lane].as_signed(), conv_o.valid, out_cfg,
+                             restart=start & have_weights)
         last_lane = lane == pe.parallel - 1
-        m.d.comb += conv_o.ready.eq(out_fifo.w_rdy & last_lane)
-        with m.If(conv_o.valid & out_fifo.w_rdy):
+        m.d.comb += conv_o.ready.eq(room & last_lane)
+        with m.If(conv_o.valid & room):
             m.d.sync += [lane.eq(Mux(last_lane, 0, lane + 1)), produced.eq(produced + 1)]
             with m.If(produced == self.outputs_per_frame - 1):
                 m.d.sync += running.eq(0)
@@ -252,8 +291,8 @@ class DenseAccel(wiring.Component):
         DenseMatVec(**self._params, writable=True)._MustUse__silence = True      # checks m, lanes
         self.m, self.n, self.lanes = m, n, lanes
         self._fifo_depth = fifo_depth
-        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _WAddr("w_addr"),
-                     _WData("w_data"), _InData("in_data"), _OutData("out_data")]
+        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _OutCfg("out_cfg"),
+                     _WAddr("w_addr"), _WData("w_data"), _InData("in_data"), _OutData("out_data")]
         self.bank = RegisterBank("fc", self.regs)
         super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
 
@@ -261,7 +300,7 @@ class DenseAccel(wiring.Component):
         m = Module()
         m.submodules.bank = self.bank
         wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, levels, w_addr, w_data, in_data, out_data = self.regs
+        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
         clear = ctrl.clear_stb & ctrl.clear
         m.submodules.layer = layer = ResetInserter(clear)(DenseMatVec(**self._params, writable=True))
         depth = self._fifo_depth
@@ -293,9 +332,9 @@ class DenseAccel(wiring.Component):
         with m.If(clear):
             m.d.sync += [byte.eq(0), status.err_overflow.eq(0), status.err_address.eq(0)]
 
-        # Output: accumulators, sign-extended, into the output FIFO.
-        m.d.comb += [out_fifo.w_data.eq(layer.o.payload), out_fifo.w_en.eq(layer.o.valid),
-                     layer.o.ready.eq(out_fifo.w_rdy),
+        # Output: accumulators into words in the format out_cfg selects.
+        room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
+        m.d.comb += [layer.o.ready.eq(room),
                      out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd),
                      status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
                      levels.in_free.eq(depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]

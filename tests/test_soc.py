@@ -265,11 +265,14 @@ async def _load_codes(ctx, dut, off, codes):
         await wb_write(ctx, dut.bus, off["w_commit"], (o // par) | ((o % par) << 16))
 
 
-@pytest.mark.parametrize("pe, c_in, parallel, seed", [("qgp", 4, 1, 0), ("qgp", 6, 2, 1), ("qgp", 8, 4, 2),
-                                                    ("dense", 1, 1, 3), ("dense", 5, 2, 4)])
-def test_conv_accel_matches_golden(pe, c_in, parallel, seed):
-    """Weights through w_stage/w_commit, pixels through in_data with random gaps, accumulators from out_data."""
-    from insitu.golden import conv, qgp
+@pytest.mark.parametrize("pe, c_in, parallel, seed, shift", [
+    ("qgp", 4, 1, 0, None), ("qgp", 6, 2, 1, None), ("qgp", 8, 4, 2, None), ("dense", 1, 1, 3, None),
+    ("dense", 5, 2, 4, None), ("qgp", 8, 2, 5, 2), ("dense", 1, 1, 6, 7), ("dense", 3, 4, 7, 0),
+    ("qgp", 8, 2, 8, "pair"), ("dense", 2, 1, 9, "pair")])
+def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
+    """Weights through w_stage/w_commit, pixels through in_data with random gaps, accumulators (or, with a
+    shift, ReLU-requantised outputs packed four per word) from out_data."""
+    from insitu.golden import conv, fixed, qgp
     from insitu.soc.accel import ConvAccel
     rng = np.random.default_rng(seed)
     c_out, size = 4, 5
@@ -281,6 +284,10 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed):
         weights = rng.integers(-128, 128, (c_out, c_in, 3, 3))
         codes = weights.reshape(c_out, c_in * 9) & 255          # one int8 per write, channel-major
         want = conv.conv2d(x, weights, 1)
+    if shift == "pair":
+        want = np.clip(want, -(1 << 15), (1 << 15) - 1)
+    elif shift is not None:
+        want = np.maximum(fixed.requantize(want, shift, 8), 0)
     dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, parallel=parallel, pe=pe, fifo_depth=4)
     off, bit = _accel_bench(dut)
     words = dut.words_per_pixel
@@ -288,6 +295,10 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed):
 
     async def tb(ctx):
         await _load_codes(ctx, dut, off, codes)
+        if shift == "pair":
+            await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pair"))
+        elif shift is not None:
+            await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
         await wb_write(ctx, dut.bus, off["ctrl"], bit("ctrl", "start"))
         assert await wb_read(ctx, dut.bus, off["status"]) & bit("status", "busy")
         sent = 0
@@ -300,13 +311,19 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed):
                 sent += 1
             if status & bit("status", "out_valid") and rng.random() < 0.6:
                 v = await wb_read(ctx, dut.bus, off["out_data"])
-                got.append(v - (1 << 32) if v >> 31 else v)
+                if shift is None:
+                    got.append(v - (1 << 32) if v >> 31 else v)
+                elif shift == "pair":
+                    got.extend(h - (1 << 16) if h >> 15 else h for h in (v & 0xFFFF, v >> 16))
+                else:
+                    got.extend((v >> 8 * k) & 255 for k in range(4))
             for _ in range(int(rng.integers(0, 3))):
                 await ctx.tick()
         status = await wb_read(ctx, dut.bus, off["status"])
         assert status & bit("status", "done") and not status & bit("status", "busy")
         assert not status & (bit("status", "err_overflow") | bit("status", "err_no_weights"))
         assert await wb_read(ctx, dut.bus, off["count"]) == want.size
+        assert await wb_read(ctx, dut.bus, off["levels"]) >> 16 == 0
 
     run(dut, [tb])
     np.testing.assert_array_equal(np.array(got).reshape(size * size, c_out).T.reshape(want.shape), want)
@@ -337,9 +354,12 @@ def test_conv_accel_error_flags():
     run(dut, [tb])
 
 
-@pytest.mark.parametrize("m, n, lanes, seed", [(4, 8, 2, 0), (6, 12, 3, 1), (8, 16, 4, 2)])
-def test_dense_accel_matches_golden(m, n, lanes, seed):
-    """Weights through w_addr/w_data, two vectors with random gaps, accumulators equal W @ x."""
+@pytest.mark.parametrize("m, n, lanes, seed, shift", [(4, 8, 2, 0, None), (6, 12, 3, 1, None), (8, 16, 4, 2, None),
+                                                     (8, 16, 4, 3, 6), (4, 8, 1, 4, 0)])
+def test_dense_accel_matches_golden(m, n, lanes, seed, shift):
+    """Weights through w_addr/w_data, two vectors with random gaps, accumulators equal W @ x (or, with a
+    shift, their ReLU-requantised int8, four per word)."""
+    from insitu.golden import fixed
     from insitu.soc.accel import DenseAccel
     rng = np.random.default_rng(seed)
     weights = rng.integers(-128, 128, (m, n))
@@ -351,6 +371,8 @@ def test_dense_accel_matches_golden(m, n, lanes, seed):
     async def tb(ctx):
         bus = dut.bus
         await wb_write(ctx, bus, off["w_addr"], 0)
+        if shift is not None:
+            await wb_write(ctx, bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
         for g in range(m // lanes):
             for c in range(n):
                 word = sum((int(weights[g * lanes + lane, c]) & 255) << 8 * lane for lane in range(lanes))
@@ -363,13 +385,19 @@ def test_dense_accel_matches_golden(m, n, lanes, seed):
                 await wb_write(ctx, bus, off["in_data"], words.pop(0))
             if levels >> 16 and rng.random() < 0.6:
                 v = await wb_read(ctx, bus, off["out_data"])
-                got.append(v - (1 << 32) if v >> 31 else v)
+                if shift is None:
+                    got.append(v - (1 << 32) if v >> 31 else v)
+                else:
+                    got.extend((v >> 8 * k) & 255 for k in range(4))
             for _ in range(int(rng.integers(0, 3))):
                 await ctx.tick()
         assert not await wb_read(ctx, bus, off["status"]) & bit("status", "err_overflow")
 
     run(dut, [tb], deadline=200_000)
-    np.testing.assert_array_equal(np.array(got).reshape(2, m), xs @ weights.T)
+    want = xs @ weights.T
+    if shift is not None:
+        want = np.maximum(fixed.requantize(want, shift, 8), 0)
+    np.testing.assert_array_equal(np.array(got).reshape(2, m), want)
 
 
 def test_dense_accel_errors():

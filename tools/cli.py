@@ -262,7 +262,7 @@ def cmd_sim(args):
     print(f"conv1: software {c1['software_cycles']:.0f}, peripheral {c1['accelerator_cycles']:.0f} cycles "
           f"({c1['speedup']}x); conv2: software {c2['software_cycles']:.0f}, peripheral "
           f"{c2['accelerator_cycles']:.0f} cycles ({c2['speedup']}x); fc1 and fc2 on the dense peripherals; "
-          f"requantisation and pooling on the CPU in both paths")
+          f"pooling and conv2's requantisation on the CPU in both paths")
     print(f"compiled simulation: {result['total_cycles']} cycles in {result['seconds']} s "
           f"({result['simulated_cycles_per_second'] / 1e6:.2f} M cycles/s); firmware built with "
           f"{result['compiler']}")

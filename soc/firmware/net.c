@@ -1,6 +1,7 @@
 /* Digits CNN on the SoC: every test image through the software path (all layers on the CPU) and through
  * the accelerator path (conv1 on the dense convolution peripheral, conv2 on the QGP one, fc1 and fc2 on
- * the dense fully connected ones; requantisation and pooling stay on the CPU), with cycle counts.
+ * the dense fully connected ones; the conv1 and fc1 peripherals also requantise, conv2's requantisation
+ * after the pooling stays on the CPU), with cycle counts.
  *
  * Output, one line per image:
  *   img <n> sw <class> <cycles> acc <class> <cycles> conv2 <sw cycles> <acc cycles>
@@ -13,13 +14,16 @@
 /* conv1 output, pixel-major with the 8 channels of a pixel in two aligned words (the peripheral's input
  * format), and a zero border for conv2's padding */
 static int8_t act1[10][10][8] __attribute__((aligned(4)));
-static int32_t acc1[64][8];           /* conv1 accumulators, pixel-major (the peripheral's output order) */
-static int32_t acc2[64][16];          /* conv2 accumulators, pixel-major */
+/* the same without the border, for the peripherals (which pad by themselves): conv1's peripheral writes
+ * it and conv2's reads it, two words per pixel, with no copying */
+static int8_t act1_dense[64][8] __attribute__((aligned(4)));
+/* conv2 accumulators, pixel-major; |acc| <= 8 · 127 fits int16, and two int16 per word is also the
+ * peripheral's paired output format, so its words land here unchanged */
+static int16_t acc2[64][16] __attribute__((aligned(4)));
 static int8_t act2[256] __attribute__((aligned(4)));
 static int8_t act3[64] __attribute__((aligned(4)));
-static int32_t acc3[64];
 static int32_t scores[10];
-static uint32_t in_words[128];        /* input words for a convolution peripheral */
+static uint32_t in_words[64];         /* conv1's input, one pixel per word */
 
 static const uint8_t TAP_ROW[16] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0};   /* no divider */
 
@@ -28,12 +32,6 @@ static int8_t requant(int32_t acc, unsigned shift) {
         return 0;                                       /* ReLU */
     int32_t r = shift ? (acc + (1 << (shift - 1))) >> shift : acc;
     return r > 127 ? 127 : (int8_t)r;
-}
-
-static void act1_from_acc1(void) {
-    for (int p = 0; p < 64; p++)
-        for (int o = 0; o < 8; o++)
-            act1[(p >> 3) + 1][(p & 7) + 1][o] = requant(acc1[p][o], CONV1_SHIFT);
 }
 
 /* -- software layers -------------------------------------------------------------------------------- */
@@ -49,9 +47,8 @@ static void conv1_software(const int8_t *img) {
                         if (yy >= 0 && yy < 8 && xx >= 0 && xx < 8)
                             acc += mul8(CONV1_W[o][r * 3 + c], img[yy * 8 + xx]);
                     }
-                acc1[y * 8 + x][o] = acc;
+                act1[y + 1][x + 1][o] = requant(acc, CONV1_SHIFT);
             }
-    act1_from_acc1();
 }
 
 /* conv2 in software: per (output, input) channel the kept tap as an offset into act1 from the window's
@@ -81,7 +78,7 @@ static void conv2_software(void) {
                     int32_t v = window[offset[ci]];
                     acc += negate[ci] ? -v : v;
                 }
-                acc2[y * 8 + x][o] = acc;
+                acc2[y * 8 + x][o] = (int16_t)acc;
             }
     }
 }
@@ -118,16 +115,18 @@ static void fc_software(void) {
 
 /* Both convolution peripherals have the same registers; the field masks used are those of CONV2. */
 struct conv {
-    volatile uint32_t *ctrl, *status, *levels, *w_stage, *w_commit, *in_data, *out_data;
+    volatile uint32_t *ctrl, *status, *levels, *out_cfg, *w_stage, *w_commit, *in_data, *out_data;
 };
-#define CONV_REGS(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_W_STAGE, &P##_W_COMMIT, &P##_IN_DATA, \
-                      &P##_OUT_DATA}
+#define CONV_REGS(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_OUT_CFG, &P##_W_STAGE, &P##_W_COMMIT, \
+                      &P##_IN_DATA, &P##_OUT_DATA}
 static const struct conv CONV1_ACC = CONV_REGS(CONV1), CONV2_ACC = CONV_REGS(CONV2);
 
 /* c_out output channels of `per_channel` stage writes each; output channel o is lane o % parallel of
- * group o / parallel. */
-static void conv_load(const struct conv *c, const uint8_t *codes, int c_out, int per_channel, int parallel) {
+ * group o / parallel. out_cfg: 0 for raw accumulators, packed ReLU-requantised outputs, or int16 pairs. */
+static void conv_load(const struct conv *c, const uint8_t *codes, int c_out, int per_channel, int parallel,
+                      uint32_t out_cfg) {
     *c->ctrl = CONV2_CTRL_CLEAR_MASK;
+    *c->out_cfg = out_cfg;
     for (int o = 0, group = 0, lane = 0; o < c_out; o++) {
         for (int i = 0; i < per_channel; i++)
             *c->w_stage = *codes++;
@@ -139,9 +138,9 @@ static void conv_load(const struct conv *c, const uint8_t *codes, int c_out, int
     }
 }
 
-/* One frame: n_words input words in, n_out accumulators back (pixel-major, channel-minor). The FIFO
- * levels say how many words can go in and come out without polling each one. */
-static int conv_run(const struct conv *c, int n_words, int32_t *out, int n_out) {
+/* One frame: n_words input words in, n_out words back (accumulators or packed outputs, pixel-major,
+ * channel-minor). The FIFO levels say how many words can go in and come out without polling each one. */
+static int conv_run(const struct conv *c, const uint32_t *in, int n_words, uint32_t *out, int n_out) {
     *c->ctrl = CONV2_CTRL_START_MASK;
     int sent = 0, got = 0;
     while (got < n_out) {
@@ -149,9 +148,9 @@ static int conv_run(const struct conv *c, int n_words, int32_t *out, int n_out) 
         int room = (levels & CONV2_LEVELS_IN_FREE_MASK) >> CONV2_LEVELS_IN_FREE_SHIFT;
         int ready = (levels & CONV2_LEVELS_OUT_LEVEL_MASK) >> CONV2_LEVELS_OUT_LEVEL_SHIFT;
         for (; room && sent < n_words; room--, sent++)
-            *c->in_data = in_words[sent];
+            *c->in_data = in[sent];
         for (; ready; ready--, got++)
-            out[got] = (int32_t)*c->out_data;
+            out[got] = *c->out_data;
     }
     return (*c->status & (CONV2_STATUS_ERR_OVERFLOW_MASK | CONV2_STATUS_ERR_NO_WEIGHTS_MASK)) ? 1 : 0;
 }
@@ -159,32 +158,28 @@ static int conv_run(const struct conv *c, int n_words, int32_t *out, int n_out) 
 static int conv1_accel(const int8_t *img) {
     for (int p = 0; p < 64; p++)
         in_words[p] = (uint8_t)img[p];                  /* one channel: byte 0 of the word */
-    int errors = conv_run(&CONV1_ACC, 64, &acc1[0][0], 512);
-    act1_from_acc1();
-    return errors;
+    /* ReLU + requantised by the peripheral, 8 channels = 2 words per pixel */
+    return conv_run(&CONV1_ACC, in_words, 64, (uint32_t *)act1_dense, 128);
 }
 
 static int conv2_accel(void) {
-    for (int p = 0; p < 64; p++) {                      /* 8 channels: two words per pixel */
-        const uint32_t *px = (const uint32_t *)act1[(p >> 3) + 1][(p & 7) + 1];
-        in_words[2 * p] = px[0];
-        in_words[2 * p + 1] = px[1];
-    }
-    return conv_run(&CONV2_ACC, 128, &acc2[0][0], 1024);
+    return conv_run(&CONV2_ACC, (const uint32_t *)act1_dense, 128, (uint32_t *)&acc2[0][0], 512);  /* int16 pairs */
 }
 
 /* -- fully connected peripherals -------------------------------------------------------------------- */
 
 /* The two fully connected peripherals have the same registers; the field masks used are those of FC1. */
 struct dense {
-    volatile uint32_t *ctrl, *status, *levels, *w_addr, *w_data, *in_data, *out_data;
+    volatile uint32_t *ctrl, *status, *levels, *out_cfg, *w_addr, *w_data, *in_data, *out_data;
 };
-#define DENSE(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_W_ADDR, &P##_W_DATA, &P##_IN_DATA, &P##_OUT_DATA}
+#define DENSE(P) {&P##_CTRL, &P##_STATUS, &P##_LEVELS, &P##_OUT_CFG, &P##_W_ADDR, &P##_W_DATA, &P##_IN_DATA, \
+                  &P##_OUT_DATA}
 static const struct dense FC1 = DENSE(FC1), FC2 = DENSE(FC2);
 
 /* Weights of an m × n layer, `lanes` rows per word: word g·n + c holds column c of rows g·lanes … */
-static void dense_load(const struct dense *d, const int8_t *w, int m, int n, int lanes) {
+static void dense_load(const struct dense *d, const int8_t *w, int m, int n, int lanes, uint32_t out_cfg) {
     *d->ctrl = FC1_CTRL_CLEAR_MASK;
+    *d->out_cfg = out_cfg;
     *d->w_addr = 0;
     for (int row = 0; row < m; row += lanes, w += lanes * n)
         for (int c = 0; c < n; c++) {
@@ -195,8 +190,9 @@ static void dense_load(const struct dense *d, const int8_t *w, int m, int n, int
         }
 }
 
-/* y = W @ x on the peripheral: n int8 inputs (four per word), m accumulators back. */
-static int dense_run(const struct dense *d, const int8_t *x, int n, int32_t *y, int m) {
+/* y = W @ x on the peripheral: n int8 inputs (four per word), m words back (accumulators, or packed
+ * outputs as out_cfg says). */
+static int dense_run(const struct dense *d, const int8_t *x, int n, uint32_t *y, int m) {
     const uint32_t *words = (const uint32_t *)x;
     int sent = 0, got = 0;
     while (got < m) {
@@ -206,16 +202,14 @@ static int dense_run(const struct dense *d, const int8_t *x, int n, int32_t *y, 
         for (; room && sent < (n >> 2); room--, sent++)
             *d->in_data = words[sent];
         for (; ready; ready--, got++)
-            y[got] = (int32_t)*d->out_data;
+            y[got] = *d->out_data;
     }
     return (*d->status & (FC1_STATUS_ERR_OVERFLOW_MASK | FC1_STATUS_ERR_ADDRESS_MASK)) ? 1 : 0;
 }
 
 static int fc_accel(void) {
-    int errors = dense_run(&FC1, act2, 256, acc3, 64);
-    for (int o = 0; o < 64; o++)
-        act3[o] = requant(acc3[o], FC1_SHIFT);
-    return errors + dense_run(&FC2, act3, 64, scores, 10);
+    int errors = dense_run(&FC1, act2, 256, (uint32_t *)act3, 16);    /* ReLU + requantised, 4 per word */
+    return errors + dense_run(&FC2, act3, 64, (uint32_t *)scores, 10);
 }
 
 /* -------------------------------------------------------------------------------------------------- */
@@ -240,10 +234,12 @@ int main(void) {
     int errors = 0;
     mul8_init();
     conv2_prepare();
-    conv_load(&CONV1_ACC, (const uint8_t *)&CONV1_W[0][0], 8, 9, CONV1_PARALLEL);
-    conv_load(&CONV2_ACC, &CONV2_CODES[0][0], 16, 8, CONV2_PARALLEL);
-    dense_load(&FC1, &FC1_W[0][0], 64, 256, FC1_LANES);
-    dense_load(&FC2, &FC2_W[0][0], 10, 64, FC2_LANES);
+    conv_load(&CONV1_ACC, (const uint8_t *)&CONV1_W[0][0], 8, 9, CONV1_PARALLEL,
+              CONV2_OUT_CFG_PACK_MASK | ((uint32_t)CONV1_SHIFT << CONV2_OUT_CFG_SHIFT_SHIFT));
+    conv_load(&CONV2_ACC, &CONV2_CODES[0][0], 16, 8, CONV2_PARALLEL, CONV2_OUT_CFG_PAIR_MASK);
+    dense_load(&FC1, &FC1_W[0][0], 64, 256, FC1_LANES,
+               FC1_OUT_CFG_PACK_MASK | ((uint32_t)FC1_SHIFT << FC1_OUT_CFG_SHIFT_SHIFT));
+    dense_load(&FC2, &FC2_W[0][0], 10, 64, FC2_LANES, 0);
     for (int n = 0; n < NUM_IMAGES; n++) {
         uint64_t t0 = cycles();
         conv1_software(IMAGES[n]);
