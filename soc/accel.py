@@ -113,6 +113,21 @@ class _OutData(Register):
 _PES = {"qgp": MuxConv, "dense": DenseConv}
 
 
+def _fifos(m, depth, clear, status, levels, in_data, out_data):
+    """The input and output FIFOs every peripheral has (emptied by ``clear``), wired to the ``in_data`` and
+    ``out_data`` registers, the ``in_full``/``out_valid``/``err_overflow`` status bits and ``levels``.
+    The caller clears ``err_overflow`` with its other flags; returns ``(in_fifo, out_fifo)``."""
+    m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+    m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+    m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb),
+                 out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd),
+                 status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
+                 levels.in_free.eq(depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]
+    with m.If(in_data.data_stb & ~in_fifo.w_rdy):
+        m.d.sync += status.err_overflow.eq(1)
+    return in_fifo, out_fifo
+
+
 def _output_words(m, out_fifo, value, valid, cfg, *, restart):
     """Write ``value`` (a signed accumulator, offered while ``valid``) into ``out_fifo`` in the format of
     ``cfg`` (an :class:`_OutCfg`): one accumulator per word; ``pack``: ReLU and requantisation to [0, 127]
@@ -189,9 +204,7 @@ class ConvAccel(wiring.Component):
         clear = ctrl.clear_stb & ctrl.clear
         # clear empties both FIFOs and drops a partial frame from the convolution's line buffers.
         m.submodules.conv = ResetInserter(clear)(conv)
-        m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=self._fifo_depth))
-        m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32,
-                                                                                        depth=self._fifo_depth))
+        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
 
         # Weights: a staging shift register of c_in codes, committed as one lane of one group.
         cw, unit = pe.code_width, self.stage_bits
@@ -212,14 +225,9 @@ class ConvAccel(wiring.Component):
         with m.If(start & ~have_weights):
             m.d.sync += status.err_no_weights.eq(1)
         m.d.comb += [status.busy.eq(running), count.outputs.eq(produced),
-                     status.done.eq(~running & (produced == self.outputs_per_frame)),
-                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
-                     levels.in_free.eq(self._fifo_depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]
+                     status.done.eq(~running & (produced == self.outputs_per_frame))]
 
         # Input: CPU words into the FIFO; words_per_pixel of them make one pixel for the window.
-        m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb)]
-        with m.If(in_data.data_stb & ~in_fifo.w_rdy):
-            m.d.sync += status.err_overflow.eq(1)
         pixel = Signal(32 * self.words_per_pixel)
         part = Signal(range(self.words_per_pixel + 1))
         conv_i = conv.i
@@ -242,7 +250,6 @@ class ConvAccel(wiring.Component):
             m.d.sync += [lane.eq(Mux(last_lane, 0, lane + 1)), produced.eq(produced + 1)]
             with m.If(produced == self.outputs_per_frame - 1):
                 m.d.sync += running.eq(0)
-        m.d.comb += [out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd)]
 
         with m.If(clear):
             m.d.sync += [status.err_overflow.eq(0), status.err_no_weights.eq(0), part.eq(0), running.eq(0)]
@@ -303,9 +310,7 @@ class DenseAccel(wiring.Component):
         ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
         clear = ctrl.clear_stb & ctrl.clear
         m.submodules.layer = layer = ResetInserter(clear)(DenseMatVec(**self._params, writable=True))
-        depth = self._fifo_depth
-        m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
-        m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
 
         # Weights: written at the address counter, which then moves on (wrapping after the last word).
         words = self.m // self.lanes * self.n
@@ -320,10 +325,7 @@ class DenseAccel(wiring.Component):
         with m.Elif(w_data.data_stb):
             m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
 
-        # Input: words into the FIFO, then their four bytes one per clock into the layer.
-        m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb)]
-        with m.If(in_data.data_stb & ~in_fifo.w_rdy):
-            m.d.sync += status.err_overflow.eq(1)
+        # Input: the four bytes of each word one per clock into the layer.
         byte = Signal(2)
         m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
                      in_fifo.r_en.eq(layer.i.ready & (byte == 3))]
@@ -334,8 +336,5 @@ class DenseAccel(wiring.Component):
 
         # Output: accumulators into words in the format out_cfg selects.
         room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
-        m.d.comb += [layer.o.ready.eq(room),
-                     out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd),
-                     status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
-                     levels.in_free.eq(depth - in_fifo.level), levels.out_level.eq(out_fifo.level)]
+        m.d.comb += layer.o.ready.eq(room)
         return m

@@ -181,13 +181,6 @@ def test_firmware_sources_hold_no_addresses():
             assert not re.search(r"0x[89a-f][0-9a-f]{7}", path.read_text(), re.I), path
 
 
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    pytest.importorskip("ziglang")
-    return build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path_factory.mktemp("fw"), memory_map=memory_map(),
-                          ram_size=16384)
-
-
 def run_soc(image, max_cycles):
     soc = SoC(firmware=image, uart_divisor=1)
     out, res = [], {}

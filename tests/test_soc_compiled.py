@@ -8,18 +8,10 @@ import pytest
 
 from insitu.golden import modelfile, network
 from insitu.soc.cxxrtl import CompiledSoC, SimulationError
-from insitu.soc.firmware import FIRMWARE_DIR, build_firmware
-from insitu.soc.soc import SoC, memory_map
+from insitu.soc.soc import SoC
 from insitu.tools.evaluate import MODEL_DIR
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the compiled simulation needs g++")
-
-
-@pytest.fixture(scope="module")
-def hello(tmp_path_factory):
-    pytest.importorskip("ziglang")
-    return build_firmware([FIRMWARE_DIR / "hello.c"], tmp_path_factory.mktemp("fw"), memory_map=memory_map(),
-                          ram_size=16384)
 
 
 def test_compiled_agrees_with_pysim(hello, tmp_path):
