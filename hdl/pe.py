@@ -8,10 +8,11 @@ group ``g`` are one word of a weight memory, prefetched so that the memory's rea
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, check_kernel, signed_width, validated
+from .bram import block_ram
 from .requantize import Requantize
 from .window import window_layout
 
@@ -123,10 +124,10 @@ class ConvPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.weights = weights = memory.Memory(
-            shape=self._word, depth=self.groups, init=self._init)
-        wr = weights.write_port(granularity=1)  # one lane (output channel) per enable bit
-        rd = weights.read_port(transparent_for=(wr,))
+        # One lane (output channel) per write enable bit. The read port prefetches every clock, also
+        # while weights are written; a word read in a clock that writes is never used (see ``primed``),
+        # so the memory is collision-free.
+        wr, rd = block_ram(m, "weights", shape=self._word, depth=self.groups, init=self._init, granularity=1)
         m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
 
         if self._requant is None:
@@ -142,8 +143,10 @@ class ConvPE(wiring.Component):
         m.d.comb += en.eq(~out.valid | out.ready)
 
         group = Signal(range(self.groups))
-        primed = Signal()  # the read port has presented the first word since reset
-        m.d.sync += primed.eq(1)
+        # The read port presents a word read in a clock without weight writes (after reset, or one
+        # clock after the last write).
+        primed = Signal()
+        m.d.sync += primed.eq(self.w_en == 0)
         issue = Signal()
         last_group = group == self.groups - 1
         group_next = Mux(last_group, 0, group + 1)

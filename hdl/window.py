@@ -1,10 +1,11 @@
 """Sliding k×k window over a raster pixel stream, with line buffers in block RAM."""
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, check_kernel, validated
+from .bram import block_ram
 
 __all__ = ["SlidingWindow", "pixel_layout", "window_layout"]
 
@@ -108,24 +109,28 @@ class SlidingWindow(wiring.Component):
         column = [incoming]
         if k > 1:
             # One memory word holds the k-1 rows above the current row at this column, oldest first.
-            m.submodules.lines = lines = memory.Memory(
-                shape=data.ArrayLayout(pixel, k - 1), depth=ext_w, init=[])
-            wr = lines.write_port()
-            rd = lines.read_port(transparent_for=(wr,))
+            # Collision-free when the raster is at least 3 wide (see the write timing below).
+            wr, rd = block_ram(m, "lines", shape=data.ArrayLayout(pixel, k - 1), depth=ext_w,
+                               collision_free=ext_w >= 3)
             # Prefetch: the read port always presents the word for the position being processed.
             m.d.comb += rd.addr.eq(Mux(clearing, 0, Mux(advance, x_next, x)))
             column = [rd.data[r] for r in range(k - 1)] + column
-            # Writes land one clock late, through registers, so that no logic sits between the block
-            # RAM's (slow, unregistered) output and its input. The position read next is never the one
-            # being written late (the raster is at least 2 wide when k > 1), and the read port is
-            # transparent, so a read of the address written in the same clock returns the new word.
+            # Writes land one clock late, so that no logic sits between the block RAM's (slow,
+            # unregistered) output and its input: the word written is the window's newest column (rows
+            # 1 … k−1), which the advance has just registered; while clearing, the window is still at
+            # its reset value, zero. The position read next is never the one being written late (the
+            # raster is at least 2 wide when k > 1), and the read port is transparent, so a read of the
+            # address written in the same clock returns the new word. That only happens on a raster 2
+            # wide (the late write of position x and the read for position x + 2): from 3 up, no clock
+            # reads the address it writes (while clearing, the writes trail the reads of address 0 by
+            # at least two positions), so the memory needs no read-during-write bypass.
+            m.d.comb += [wr.data[r].eq(window[(r + 1) * k + k - 1]) for r in range(k - 1)]
             with m.If(clearing):
-                m.d.sync += [wr.addr.eq(x), wr.en.eq(1), wr.data.eq(0), x.eq(x_next)]
+                m.d.sync += [wr.addr.eq(x), wr.en.eq(1), x.eq(x_next)]
                 with m.If(last_x):
                     m.d.sync += clearing.eq(0)
             with m.Else():
                 m.d.sync += [wr.addr.eq(x), wr.en.eq(advance)]
-                m.d.sync += [wr.data[r].eq(column[r + 1]) for r in range(k - 1)]
 
         with m.If(advance):
             for r in range(k):

@@ -52,11 +52,12 @@ register     fields
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl._params import validated
+from ..hdl.bram import BlockFIFO
 from ..hdl.densematvec import DenseMatVec
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
@@ -117,8 +118,8 @@ def _fifos(m, depth, clear, status, levels, in_data, out_data):
     """The input and output FIFOs every peripheral has (emptied by ``clear``), wired to the ``in_data`` and
     ``out_data`` registers, the ``in_full``/``out_valid``/``err_overflow`` status bits and ``levels``.
     The caller clears ``err_overflow`` with its other flags; returns ``(in_fifo, out_fifo)``."""
-    m.submodules.in_fifo = in_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
-    m.submodules.out_fifo = out_fifo = ResetInserter(clear)(fifo.SyncFIFOBuffered(width=32, depth=depth))
+    m.submodules.in_fifo = in_fifo = ResetInserter(clear)(BlockFIFO(width=32, depth=depth))
+    m.submodules.out_fifo = out_fifo = ResetInserter(clear)(BlockFIFO(width=32, depth=depth))
     m.d.comb += [in_fifo.w_data.eq(in_data.data), in_fifo.w_en.eq(in_data.data_stb),
                  out_data.data.eq(out_fifo.r_data), out_fifo.r_en.eq(out_data.data_rd),
                  status.in_full.eq(~in_fifo.w_rdy), status.out_valid.eq(out_fifo.r_rdy),
@@ -219,7 +220,7 @@ class ConvAccel(wiring.Component):
 
         # Control: a frame runs from start until all its outputs are in the output FIFO.
         running = Signal()
-        produced = Signal(24)
+        produced = Signal(range(self.outputs_per_frame + 1))
         with m.If(start & have_weights):
             m.d.sync += [running.eq(1), produced.eq(0)]
         with m.If(start & ~have_weights):
@@ -227,17 +228,21 @@ class ConvAccel(wiring.Component):
         m.d.comb += [status.busy.eq(running), count.outputs.eq(produced),
                      status.done.eq(~running & (produced == self.outputs_per_frame))]
 
-        # Input: CPU words into the FIFO; words_per_pixel of them make one pixel for the window.
-        pixel = Signal(32 * self.words_per_pixel)
-        part = Signal(range(self.words_per_pixel + 1))
+        # Input: CPU words into the FIFO; words_per_pixel of them make one pixel for the window. All but
+        # the last word of a pixel wait in a register; the last goes from the FIFO's output to the window.
+        held = self.words_per_pixel - 1
+        pixel = Signal(32 * held)
+        part = Signal(range(max(2, self.words_per_pixel)))
         conv_i = conv.i
-        full = part == self.words_per_pixel
-        m.d.comb += [conv_i.valid.eq(full & running), conv_i.payload.eq(pixel[:8 * c_in]),
-                     in_fifo.r_en.eq(~full & running)]
+        last = part == held
+        m.d.comb += [conv_i.valid.eq(running & last & in_fifo.r_rdy),
+                     conv_i.payload.eq(Cat(pixel, in_fifo.r_data)[:8 * c_in]),
+                     in_fifo.r_en.eq(running & (~last | conv_i.ready))]
         with m.If(in_fifo.r_en & in_fifo.r_rdy):
-            m.d.sync += [pixel.eq(Cat(pixel[32:], in_fifo.r_data)), part.eq(part + 1)]
-        with m.If(conv_i.valid & conv_i.ready):
-            m.d.sync += part.eq(0)
+            m.d.sync += part.eq(Mux(last, 0, part + 1))
+            if held:
+                with m.If(~last):
+                    m.d.sync += pixel.eq(Cat(pixel[32:], in_fifo.r_data))
 
         # Output: lanes serialised into words in the format out_cfg selects.
         lane = Signal(range(max(2, pe.parallel)))

@@ -10,13 +10,14 @@ zero, writes are dropped, and the decoder latches ``unmapped`` (sticky) and the 
 system registers expose so that firmware can report the fault.
 """
 
-from amaranth import Module, Signal, Mux
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hdl._params import validated
+from ..hdl.bram import block_ram
 
-__all__ = ["wishbone_signature", "Decoder", "SRAM"]
+__all__ = ["wishbone_signature", "Decoder", "SRAM", "SPRAM"]
 
 
 def wishbone_signature(addr_width=30):
@@ -44,33 +45,36 @@ class Decoder(wiring.Component):
 
     def __init__(self):
         super().__init__({"bus": In(wishbone_signature()), "unmapped": Out(1), "unmapped_addr": Out(32)})
-        self._windows = []     # (name, base, size, subordinate bus)
+        self._windows = []     # (name, base, size, subordinate bus, idle_zero)
 
     @property
     def windows(self):
-        return [(name, base, size) for name, base, size, _ in self._windows]
+        return [(name, base, size) for name, base, size, *_ in self._windows]
 
-    def add(self, name, sub_bus, *, base, size):
-        """Map ``sub_bus`` (a subordinate-side bus, ``flipped(wishbone_signature(w))``) at byte ``base``."""
+    def add(self, name, sub_bus, *, base, size, idle_zero=False):
+        """Map ``sub_bus`` (a subordinate-side bus, ``flipped(wishbone_signature(w))``) at byte ``base``.
+
+        ``idle_zero``: the subordinate drives ``dat_r`` to zero except when it acknowledges a read (as
+        :class:`~insitu.soc.csr.RegisterBank` does), so its read data is ORed in without a multiplexer."""
         if size < 4 or size & (size - 1):
             raise ValueError(f"Window {name!r}: size must be a power of two >= 4 bytes, not {size:#x}")
         if base % size:
             raise ValueError(f"Window {name!r}: base {base:#x} is not aligned to its size {size:#x}")
         if base + size > 1 << 32:
             raise ValueError(f"Window {name!r}: {base:#x} + {size:#x} is outside the 32-bit address space")
-        for other, obase, osize, _ in self._windows:
+        for other, obase, osize, *_ in self._windows:
             if base < obase + osize and obase < base + size:
                 raise ValueError(f"Window {name!r} at {base:#x} overlaps {other!r} at {obase:#x}")
         need = (size // 4 - 1).bit_length()
         if len(sub_bus.adr) < need:
             raise ValueError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, the window needs {need}")
-        self._windows.append((name, base, size, sub_bus))
+        self._windows.append((name, base, size, sub_bus, idle_zero))
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
         hits = []
-        for name, base, size, sub in self._windows:
+        for name, base, size, sub, idle_zero in self._windows:
             words = size // 4
             hit = Signal(name=f"hit_{name}")
             m.d.comb += hit.eq((bus.adr >> (words - 1).bit_length()) == (base // 4) >> (words - 1).bit_length())
@@ -79,9 +83,9 @@ class Decoder(wiring.Component):
                 sub.dat_w.eq(bus.dat_w), sub.sel.eq(bus.sel), sub.we.eq(bus.we),
                 sub.cyc.eq(bus.cyc & hit), sub.stb.eq(bus.stb & hit),
             ]
-            hits.append((hit, sub))
+            hits.append((hit, sub, idle_zero))
         any_hit = Signal()
-        m.d.comb += any_hit.eq(sum(hit for hit, _ in hits) != 0 if hits else 0)
+        m.d.comb += any_hit.eq(sum(hit for hit, *_ in hits) != 0 if hits else 0)
 
         # Unmapped: acknowledge on the next clock with zero data.
         miss_ack = Signal()
@@ -91,15 +95,20 @@ class Decoder(wiring.Component):
             m.d.sync += [self.unmapped.eq(1), self.unmapped_addr.eq(bus.adr << 2)]
 
         ack, dat_r = miss_ack, 0
-        for hit, sub in hits:
+        for hit, sub, idle_zero in hits:      # idle-zero subordinates first: they are ORed together
             ack = ack | (sub.ack & hit)
-            dat_r = Mux(hit, sub.dat_r, dat_r)
+            if idle_zero:
+                dat_r = dat_r | sub.dat_r
+        for hit, sub, idle_zero in hits:
+            if not idle_zero:
+                dat_r = Mux(hit, sub.dat_r, dat_r)
         m.d.comb += [bus.ack.eq(ack), bus.dat_r.eq(dat_r)]
         return m
 
 
 class SRAM(wiring.Component):
-    """Word-organised RAM on the bus, byte writes through ``sel``, one wait state (ack one clock later).
+    """Word-organised RAM (or ROM) in block RAM on the bus, byte writes through ``sel``, one wait state
+    (ack one clock later).
 
     Parameters
     ----------
@@ -107,6 +116,8 @@ class SRAM(wiring.Component):
         Bytes, a power of two.
     init : bytes or None
         Initial contents (little-endian words), e.g. a firmware image; at most ``size`` bytes.
+    writable : bool
+        ``False`` makes a ROM: writes are acknowledged and dropped.
 
     Members
     -------
@@ -114,30 +125,97 @@ class SRAM(wiring.Component):
     """
 
     @validated
-    def __init__(self, *, size, init=None):
+    def __init__(self, *, size, init=None, writable=True):
         if size < 4 or size & (size - 1):
             raise ValueError(f"SRAM size must be a power of two >= 4 bytes, not {size}")
         init = bytes(init or b"")
         if len(init) > size:
-            raise ValueError(f"Image of {len(init)} bytes does not fit in {size} bytes of RAM")
+            raise ValueError(f"Image of {len(init)} bytes does not fit in {size} bytes of "
+                             f"{'RAM' if writable else 'ROM'}")
         init = init + bytes(-len(init) % 4)
-        self._size = size
+        self._size, self._writable = size, writable
         self._init = [int.from_bytes(init[i:i + 4], "little") for i in range(0, len(init), 4)]
         super().__init__({"bus": In(wishbone_signature(max(1, (size // 4 - 1).bit_length())))})
+
+    size = property(lambda self: self._size)
+    writable = property(lambda self: self._writable)
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        ack = Signal()
+        m.d.sync += ack.eq(bus.cyc & bus.stb & ~ack)
+        if self._writable:
+            # Synchronous read (block RAM): data arrives with ack, one clock later. A write cycle also
+            # reads the address it writes, but its read data is never used, so the memory is collision-free.
+            wr, rd = block_ram(m, "mem", shape=32, depth=self._size // 4, init=self._init, granularity=8)
+            m.d.comb += [wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
+                         wr.en.eq(Mux(bus.cyc & bus.stb & bus.we & ~ack, bus.sel, 0))]
+        else:
+            m.submodules.mem = mem = memory.Memory(shape=32, depth=self._size // 4, init=self._init)
+            rd = mem.read_port()
+        m.d.comb += [rd.addr.eq(bus.adr), bus.dat_r.eq(rd.data), bus.ack.eq(ack)]
+        return m
+
+
+class SPRAM(wiring.Component):
+    """RAM in the iCE40UP5K's single-port RAM blocks (SB_SPRAM256KA, 16K × 16 bits each): two blocks side by
+    side per 64 KB, byte writes through ``sel`` (the blocks' nibble masks), one wait state.
+
+    SPRAM has no initial contents (it powers up undefined), so it holds data, not the firmware: see
+    :class:`~insitu.soc.soc.SoC`'s ``rom_size``. On other platforms, and in simulation, it is a memory
+    of the same size and timing, initially zero.
+
+    Parameters
+    ----------
+    size : int
+        65536 or 131072 bytes (two or all four blocks).
+
+    Members
+    -------
+    bus : In(wishbone_signature(14 or 15))
+    """
+
+    @validated
+    def __init__(self, *, size=65536):
+        if size not in (65536, 131072):
+            raise ValueError(f"SPRAM size must be 65536 or 131072 bytes (2 or 4 of the iCE40UP5K's blocks), "
+                             f"not {size!r}")
+        self._size = size
+        super().__init__({"bus": In(wishbone_signature((size // 4 - 1).bit_length()))})
 
     size = property(lambda self: self._size)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=32, depth=self._size // 4, init=self._init)
-        rd = mem.read_port()          # synchronous (block RAM): data arrives with ack, one clock later
-        wr = mem.write_port(granularity=8)
         bus = self.bus
         ack = Signal()
+        write = bus.cyc & bus.stb & bus.we & ~ack
         m.d.sync += ack.eq(bus.cyc & bus.stb & ~ack)
-        m.d.comb += [
-            rd.addr.eq(bus.adr), wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
-            wr.en.eq(Mux(bus.cyc & bus.stb & bus.we & ~ack, bus.sel, 0)),
-            bus.dat_r.eq(rd.data), bus.ack.eq(ack),
-        ]
+        m.d.comb += bus.ack.eq(ack)
+        if not getattr(platform, "device", "").startswith("iCE40UP"):
+            m.submodules.mem = mem = memory.Memory(shape=32, depth=self._size // 4, init=[])
+            wr, rd = mem.write_port(granularity=8), mem.read_port()
+            m.d.comb += [rd.addr.eq(bus.adr), wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
+                         wr.en.eq(Mux(write, bus.sel, 0)), bus.dat_r.eq(rd.data)]
+            return m
+        banks = self._size // 65536
+        bank = bus.adr[14:] if banks > 1 else 0
+        bank_q = Signal(range(banks))           # the bank whose word arrives next clock
+        m.d.sync += bank_q.eq(bank)
+        outs = []
+        for b in range(banks):
+            halves = []
+            for half in range(2):
+                out = Signal(16, name=f"spram{b}_{half}_out")
+                sel = bus.sel[2 * half:2 * half + 2]
+                m.submodules[f"spram{b}_{half}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=bus.adr[:14], i_DATAIN=bus.dat_w[16 * half:16 * half + 16],
+                    i_MASKWREN=Cat(sel[0], sel[0], sel[1], sel[1]), i_WREN=write & (bank == b),
+                    i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=out)
+                halves.append(out)
+            outs.append(Cat(*halves))
+        m.d.comb += bus.dat_r.eq(outs[0] if banks == 1 else Mux(bank_q, outs[1], outs[0]))
         return m

@@ -9,15 +9,20 @@ Field access modes:
 
 * ``"r"``: read-only, driven by the peripheral (``fields.<reg>.<field>`` is an input to the bank);
 * ``"rw"``: storage written by firmware and read back (an output of the bank);
-* ``"w"``: write-only strobe: the written value is presented with ``<field>_stb`` high for one clock
-  (reads return 0);
+* ``"w"``: write-only strobe: the written value is presented with ``<field>_stb`` high for one clock,
+  the clock of the bus write (the value is the bus data, valid only with the strobe; reads return 0);
 * ``"rc"``: read-only, and a read pulses ``<field>_rd`` for one clock (e.g. pop a FIFO).
 
 Registers are 32-bit words at consecutive word offsets, fields packed from bit 0 in declaration order.
-A register access is acknowledged one clock later; byte selects gate writes per byte.
+A register access is acknowledged one clock later; byte selects gate writes per byte. The bank drives
+``dat_r`` to zero except in the clock it acknowledges a read, so a decoder can OR banks' read data
+(:meth:`~insitu.soc.bus.Decoder.add` with ``idle_zero=True``).
 """
 
-from amaranth import Module, Signal, Mux
+import operator
+from functools import reduce
+
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -84,6 +89,7 @@ class RegisterBank(wiring.Component):
         access = bus.cyc & bus.stb & ~ack
         m.d.sync += ack.eq(access)
         dat_r = Signal(32)
+        reads = []
         for n, reg in enumerate(self.registers):
             sel = access & (bus.adr == n)
             word = 0
@@ -92,20 +98,21 @@ class RegisterBank(wiring.Component):
                 if f.access in ("r", "rw", "rc"):
                     word = word | (sig.as_unsigned() << offset)
                 if f.access in ("rw", "w"):
-                    bits = [Mux(bus.sel[(offset + b) // 8], bus.dat_w[offset + b], sig[b]) for b in range(f.width)]
                     if f.access == "rw":
+                        bits = [Mux(bus.sel[(offset + b) // 8], bus.dat_w[offset + b], sig[b])
+                                for b in range(f.width)]
                         with m.If(sel & bus.we):
                             for b in range(f.width):
                                 m.d.sync += sig[b].eq(bits[b])
-                    else:
+                    else:       # combinational: no storage for write-only values
                         stb = getattr(reg, f.name + "_stb")
-                        m.d.sync += stb.eq(sel & bus.we & bus.sel[offset // 8])
-                        with m.If(sel & bus.we):
-                            m.d.sync += sig.eq(bus.dat_w[offset:offset + f.width])
+                        m.d.comb += [stb.eq(sel & bus.we & bus.sel[offset // 8]),
+                                     sig.eq(bus.dat_w[offset:offset + f.width])]
                 if f.access == "rc":
                     m.d.sync += getattr(reg, f.name + "_rd").eq(sel & ~bus.we)
-            with m.If(sel & ~bus.we):
-                m.d.sync += dat_r.eq(word)
+            reads.append((sel & ~bus.we, word))
+        # Read data only in the acknowledging clock, zero otherwise (an OR of the selected words).
+        m.d.sync += dat_r.eq(reduce(operator.or_, (Mux(read, word, 0) for read, word in reads), 0))
         m.d.comb += [bus.ack.eq(ack), bus.dat_r.eq(dat_r)]
         return m
 

@@ -117,14 +117,17 @@ extern "C" int insitu_run(void *p, uint64_t max_cycles, uint8_t *uart, size_t ua
                 uart[*uart_len] = (uint8_t)s->sent_data->curr[0];
             (*uart_len)++;
         }
-        if (s->vcd && s->vcd_left) {
+        if (s->vcd)
             vcd_sample(s, 2 * s->cycles - 1);
-            s->vcd_left--;
-        }
         s->clk->next[0] = 0;
         cxxrtl_commit(s->handle);
-        if (s->vcd && s->vcd_left)
+        if (s->vcd) {
             vcd_sample(s, 2 * s->cycles);
+            if (!--s->vcd_left)
+                insitu_vcd(s, 0, 0);       /* the trace is complete: close the file */
+            else if (exited)
+                fflush(s->vcd_file);
+        }
         if (exited) {
             *code = s->exit_code->curr[0];
             *cycles = s->cycles;
@@ -132,6 +135,8 @@ extern "C" int insitu_run(void *p, uint64_t max_cycles, uint8_t *uart, size_t ua
         }
     }
     *cycles = s->cycles;
+    if (s->vcd)
+        fflush(s->vcd_file);
     return 0;
 }
 """
@@ -203,6 +208,9 @@ class CompiledSoC:
     def __init__(self, make_soc, *, progress=None):
         from amaranth.back import rtlil
         soc = make_soc()
+        if soc.rom_size is not None:
+            raise SimulationError("The compiled simulation runs the one-RAM layout (SoC without rom_size): "
+                                  "it writes the firmware into the RAM")
         ports = [soc.uart_tx, soc.uart_rx, soc.exit_stb, soc.exit_code, soc.uart_sent_stb, soc.uart_sent_data]
         text = rtlil.convert(soc, ports=ports, name="top")
         self.ram_words = soc.ram_size // 4

@@ -1,9 +1,10 @@
 """SoC peripherals: system registers, a cycle timer and a UART with FIFOs, each a register bank on the bus."""
 
 from amaranth import Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hdl.bram import BlockFIFO
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
 
@@ -140,8 +141,8 @@ class UART(wiring.Component):
         m.submodules.bank = self.bank
         wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
         tx_reg, rx_reg, status, divisor = self.regs
-        m.submodules.tx_fifo = tx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self._depth)
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self._depth)
+        m.submodules.tx_fifo = tx_fifo = BlockFIFO(width=8, depth=self._depth)
+        m.submodules.rx_fifo = rx_fifo = BlockFIFO(width=8, depth=self._depth)
         m.d.comb += [tx_fifo.w_data.eq(tx_reg.data), tx_fifo.w_en.eq(tx_reg.data_stb)]
         with m.If(tx_reg.data_stb & ~tx_fifo.w_rdy):
             m.d.sync += status.tx_overflow.eq(1)

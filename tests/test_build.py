@@ -274,3 +274,28 @@ def test_dsp_option_is_ice40_only(tmp_path, monkeypatch):
         with pytest.raises(Stop):
             build_mod.build(board, "muxconv", p, synth_opts="-dsp", progress=lambda s: None)
         assert seen["synth_opts"] == expected
+
+
+def test_soc_layout_errors(capsys):
+    assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "1000"]) == 1
+    assert capsys.readouterr().err == ("insitu build: error: ROM size must be a power of two in range [256, 65536], "
+                                       "not 1000\n")
+    assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "1024",
+                 "--ram-size", "8192"]) == 1
+    assert capsys.readouterr().err == ("insitu build: error: SPRAM size must be 65536 or 131072 bytes (2 or 4 of "
+                                       "the iCE40UP5K's blocks), not 8192\n")
+    assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "256"]) == 1
+    assert capsys.readouterr().err.startswith("insitu build: error: Firmware does not fit in 256 bytes of ROM")
+
+
+@pytest.mark.synth
+def test_real_build_soc_rom_and_spram(tmp_path, monkeypatch):
+    """The iCE40UP5K layout: firmware in a block-RAM ROM, data in two SPRAM blocks."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "1024", "--json", "r.json"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    report["json_path"] = "r.json"
+    _check_report(report, "icebreaker", "soc")
+    assert report["resources"]["SPRAM"]["used"] == 2
+    assert report["design_info"]["ram"] == "SPRAM" and report["design_info"]["rom_bytes"] == 1024
+    assert report["timing_met"]

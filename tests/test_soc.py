@@ -65,7 +65,7 @@ class Fabric(wiring.Component):
         self.bank = RegisterBank("dev", self.regs)
         self.decoder = Decoder()
         self.decoder.add("sram", self.sram.bus, base=0x1000, size=64)
-        self.decoder.add("dev", self.bank.bus, base=0x2000, size=self.bank.size)
+        self.decoder.add("dev", self.bank.bus, base=0x2000, size=self.bank.size, idle_zero=True)
 
     def elaborate(self, platform):
         m = Module()
@@ -181,8 +181,8 @@ def test_firmware_sources_hold_no_addresses():
             assert not re.search(r"0x[89a-f][0-9a-f]{7}", path.read_text(), re.I), path
 
 
-def run_soc(image, max_cycles):
-    soc = SoC(firmware=image, uart_divisor=1)
+def run_soc(image, max_cycles, **soc_args):
+    soc = SoC(firmware=image, uart_divisor=1, **soc_args)
     out, res = [], {}
 
     async def bench(ctx):
@@ -206,6 +206,38 @@ def test_firmware_runs_in_pysim(hello):
     text, res = run_soc(hello, 8000)
     assert text.startswith("hello from insitu: sum=55 cycles=") and text.endswith("\n")
     assert res["code"] == 0 and res["cycles"] < 8000
+
+
+def test_rom_and_spram_layout_runs_in_pysim(tmp_path):
+    """The iCE40UP5K layout: code in a ROM at 0, .data copied by crt0 into the (SPRAM) RAM at 0x10000000,
+    .bss zeroed, the stack at the RAM's top."""
+    pytest.importorskip("ziglang")
+    src = tmp_path / "layout.c"
+    src.write_text('''#include "runtime.h"
+static volatile uint32_t table[4] = {3, 1, 4, 1};
+static volatile uint32_t zeroed[3];
+int main(void) {
+    table[1] += 5;
+    zeroed[2] += 7;
+    uart_putdec(table[0] + table[1] + table[2] + table[3]);
+    uart_putc(' ');
+    uart_putdec(zeroed[0] + zeroed[1] + zeroed[2]);
+    uart_putc(' ');
+    uart_putdec((uint32_t)&table[0] >> 28);
+    uart_putc('\\n');
+    return 0;
+}
+''')
+    layout = dict(ram_size=65536, rom_size=2048)
+    mm = memory_map(SoC(**layout))
+    assert [(n, b, s) for n, b, s, bank, _ in mm.entries if bank is None] == [("rom", 0, 2048), ("ram", 1 << 28, 65536)]
+    image = build_firmware([src], tmp_path / "build", memory_map=mm, ram_size=65536, stack=256)
+    assert len(image) < 2048
+    text, res = run_soc(image, 12000, **layout)
+    assert text == "14 7 1\n" and res["code"] == 0
+    with pytest.raises(FirmwareError, match=r"^Firmware does not fit in 256 bytes of ROM"):
+        build_firmware([src], tmp_path / "small", memory_map=memory_map(SoC(ram_size=65536, rom_size=256)),
+                       ram_size=65536)
 
 
 def test_missing_compiler(monkeypatch, tmp_path):
@@ -261,7 +293,7 @@ async def _load_codes(ctx, dut, off, codes):
 @pytest.mark.parametrize("pe, c_in, parallel, seed, shift", [
     ("qgp", 4, 1, 0, None), ("qgp", 6, 2, 1, None), ("qgp", 8, 4, 2, None), ("dense", 1, 1, 3, None),
     ("dense", 5, 2, 4, None), ("qgp", 8, 2, 5, 2), ("dense", 1, 1, 6, 7), ("dense", 3, 4, 7, 0),
-    ("qgp", 8, 2, 8, "pair"), ("dense", 2, 1, 9, "pair")])
+    ("qgp", 8, 2, 8, "pair"), ("dense", 2, 1, 9, "pair"), ("qgp", 9, 1, 10, None)])
 def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
     """Weights through w_stage/w_commit, pixels through in_data with random gaps, accumulators (or, with a
     shift, ReLU-requantised outputs packed four per word) from out_data."""

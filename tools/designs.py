@@ -292,7 +292,10 @@ def describe_fft(component):
 
 @dataclass(frozen=True)
 class SoCParams(_Params):
-    ram_size: int = _param(8192, "RAM bytes (program and data, firmware in the memory init), a power of two")
+    ram_size: int = _param(None, "RAM bytes, a power of two (default 8192 of block RAM holding program and data; "
+                                 "with --rom-size, 65536 of SPRAM for data)")
+    rom_size: int = _param(None, "iCE40UP5K layout: the firmware in a ROM of this many bytes of block RAM, the RAM in "
+                                 "SPRAM (65536 or 131072 bytes)")
     conv: bool = _param(False, "add the QGP convolution peripheral", "flag")
     c_in: int = _param(8, "input channels")
     c_out: int = _param(16, "output channels")
@@ -302,6 +305,11 @@ class SoCParams(_Params):
     baud: int = _param(115200, "UART bit rate")
     seed: int = _param(1, "placement seed", "non-negative")
 
+    def resolved(self):
+        if self.ram_size is None:
+            return dataclasses.replace(self, ram_size=8192 if self.rom_size is None else 65536)
+        return self
+
 
 def soc(p, *, frequency):
     """The SoC with the smoke-test firmware (``hello.c``) baked into RAM."""
@@ -310,8 +318,10 @@ def soc(p, *, frequency):
     from ..soc.accel import ConvAccel
     from ..soc.firmware import FIRMWARE_DIR, build_firmware
     from ..soc.soc import SoC, memory_map
-    if p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20:
+    if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
         raise ValueError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
+    if p.rom_size is not None and (p.rom_size & (p.rom_size - 1) or not 256 <= p.rom_size <= 1 << 16):
+        raise ValueError(f"ROM size must be a power of two in range [256, 65536], not {p.rom_size}")
     divisor = round(frequency / p.baud) - 1
     if divisor < 1:
         raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
@@ -319,7 +329,8 @@ def soc(p, *, frequency):
     def make(firmware=b""):
         accels = {"conv": ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width,
                                     height=p.height)} if p.conv else {}
-        return SoC(firmware=firmware, ram_size=p.ram_size, uart_divisor=divisor, accelerators=accels)
+        return SoC(firmware=firmware, ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor,
+                   accelerators=accels)
     with tempfile.TemporaryDirectory() as tmp:
         image = build_firmware([FIRMWARE_DIR / "hello.c"], tmp, memory_map=memory_map(make()), ram_size=p.ram_size,
                                stack=256)
@@ -330,7 +341,8 @@ def soc(p, *, frequency):
 
 
 def describe_soc(component):
-    return {"ram_bytes": component.ram_size, "firmware": "hello.c", "firmware_bytes": component.firmware_bytes,
+    return {"ram_bytes": component.ram_size, "ram": "block RAM" if component.rom_size is None else "SPRAM",
+            "rom_bytes": component.rom_size or 0, "firmware": "hello.c", "firmware_bytes": component.firmware_bytes,
             "accelerators": list(component.accelerators), "uart_baud_at_target_clock": round(component.baud)}
 
 
