@@ -1,5 +1,6 @@
 """Block-circulant matrix-vector product: FFT each input block once, multiply-accumulate spectra, IFFT."""
 
+import numpy as np
 from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -40,16 +41,21 @@ class CirculantMatVec(wiring.Component):
         Widths, as in the golden model.
     requant : (int, int) or None
         ``(shift, out_width)``.
+    writable : bool
+        Add a write port to the weight spectra memory (``spectra`` may then be ``None``: all zero).
 
     Members
     -------
     i : In(stream.Signature(signed(act_width)))
     o : Out(stream.Signature(signed(fft_width or out_width)))
+    s_addr, s_data, s_en : In
+        With ``writable``: spectrum word ``(i · n/k + j) · (k/2 + 1) + bin`` (``s_data`` is
+        :func:`spectrum_layout`); write between vectors.
     """
 
     @validated
     def __init__(self, *, m, n, k, spectra, mid_shift, act_width=8, fft_width=16, twiddle_width=16,
-                 spectrum_width=16, requant=None):
+                 spectrum_width=16, requant=None, writable=False):
         check_int(k, "Block size", 4, 256)
         if k & (k - 1):
             raise ValueError(f"Block size must be a power of two in range [4, 256], not {k!r}")
@@ -62,6 +68,8 @@ class CirculantMatVec(wiring.Component):
         check_int(spectrum_width, "Spectrum width", 4, 18)
         check_int(mid_shift, "Mid shift", 0, 63)
         p, q, h = m // k, n // k, k // 2 + 1
+        if spectra is None and writable:
+            spectra = np.zeros((p, q, h), complex)
         self._words = []
         lo, hi = -(1 << (spectrum_width - 1)), (1 << (spectrum_width - 1)) - 1
         try:
@@ -82,10 +90,14 @@ class CirculantMatVec(wiring.Component):
         self._inv = FFT(n=k, width=fft_width, twiddle_width=twiddle_width, inverse=True)
         self._requant = None if requant is None else Requantize(fft_width, requant[1], requant[0])
         out_width = fft_width if requant is None else requant[1]
-        super().__init__({
+        members = {
             "i": In(stream.Signature(signed(act_width))),
             "o": Out(stream.Signature(signed(out_width))),
-        })
+        }
+        if writable:
+            members.update(s_addr=In(range(p * q * h)), s_data=In(spectrum_layout(spectrum_width)), s_en=In(1))
+        self._writable = writable
+        super().__init__(members)
 
     m = property(lambda self: self._m)
     n = property(lambda self: self._n)
@@ -110,6 +122,9 @@ class CirculantMatVec(wiring.Component):
         m.submodules.smem = smem = memory.Memory(shape=spectrum_layout(self._spectrum_width),
                                                  depth=p * q * h, init=self._words)
         x_wr, x_rd, s_rd = xmem.write_port(), xmem.read_port(), smem.read_port()
+        if self._writable:
+            s_wr = smem.write_port()
+            m.d.comb += [s_wr.addr.eq(self.s_addr), s_wr.data.eq(self.s_data), s_wr.en.eq(self.s_en)]
 
         # Input: n samples per vector into the forward FFT, shifted up to the FFT's range.
         pre = fw - self._act_width - 1

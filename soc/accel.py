@@ -58,11 +58,12 @@ from amaranth.lib.wiring import In
 from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl._params import validated
 from ..hdl.bram import BlockFIFO
+from ..hdl.circulant import CirculantMatVec
 from ..hdl.densematvec import DenseMatVec
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
 
-__all__ = ["ConvAccel", "DenseAccel"]
+__all__ = ["ConvAccel", "DenseAccel", "CirculantAccel"]
 
 
 class _Ctrl(Register):
@@ -317,29 +318,99 @@ class DenseAccel(wiring.Component):
         m.submodules.layer = layer = ResetInserter(clear)(DenseMatVec(**self._params, writable=True))
         in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
 
-        # Weights: written at the address counter, which then moves on (wrapping after the last word).
-        words = self.m // self.lanes * self.n
-        addr = Signal(range(words))
+        addr = _weight_address(m, self.m // self.lanes * self.n, w_addr, w_data, status)
         m.d.comb += [layer.w_addr.eq(addr), layer.w_data.eq(w_data.data[:8 * self.lanes]),
                      layer.w_en.eq(w_data.data_stb)]
-        with m.If(w_addr.addr_stb):
-            with m.If(w_addr.addr < words):
-                m.d.sync += addr.eq(w_addr.addr)
-            with m.Else():
-                m.d.sync += status.err_address.eq(1)
-        with m.Elif(w_data.data_stb):
-            m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
-
-        # Input: the four bytes of each word one per clock into the layer.
-        byte = Signal(2)
-        m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
-                     in_fifo.r_en.eq(layer.i.ready & (byte == 3))]
-        with m.If(layer.i.valid & layer.i.ready):
-            m.d.sync += byte.eq(byte + 1)
+        _byte_input(m, in_fifo, layer.i, clear)
         with m.If(clear):
-            m.d.sync += [byte.eq(0), status.err_overflow.eq(0), status.err_address.eq(0)]
-
+            m.d.sync += [status.err_overflow.eq(0), status.err_address.eq(0)]
         # Output: accumulators into words in the format out_cfg selects.
+        room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
+        m.d.comb += layer.o.ready.eq(room)
+        return m
+
+
+def _weight_address(m, words, w_addr, w_data, status):
+    """The weight address counter: set by ``w_addr`` (``status.err_address`` when beyond ``words``),
+    moved on by each ``w_data`` write, wrapping after the last word. Returns the address signal."""
+    addr = Signal(range(words))
+    with m.If(w_addr.addr_stb):
+        with m.If(w_addr.addr < words):
+            m.d.sync += addr.eq(w_addr.addr)
+        with m.Else():
+            m.d.sync += status.err_address.eq(1)
+    with m.Elif(w_data.data_stb):
+        m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
+    return addr
+
+
+def _byte_input(m, in_fifo, stream_i, clear):
+    """Feed the four int8 elements of each input word into ``stream_i``, one per clock, element 0 first."""
+    byte = Signal(2)
+    m.d.comb += [stream_i.valid.eq(in_fifo.r_rdy), stream_i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
+                 in_fifo.r_en.eq(stream_i.ready & (byte == 3))]
+    with m.If(stream_i.valid & stream_i.ready):
+        m.d.sync += byte.eq(byte + 1)
+    with m.If(clear):
+        m.d.sync += byte.eq(0)
+
+
+class CirculantAccel(wiring.Component):
+    """A block-circulant int8 layer ``y = C @ x`` (``m × n``, ``k × k`` blocks, FFT-based:
+    :class:`~insitu.hdl.circulant.CirculantMatVec`) as a peripheral.
+
+    The CPU writes the weight half spectra (``k/2 + 1`` complex bins per block, as
+    :func:`insitu.golden.circulant.compress` gives them) once, then streams each input vector (four int8
+    elements per word); every ``n`` elements the layer emits ``m`` outputs (``fft_width``-bit, the golden
+    model's ``matvec``) into the output FIFO. ``mid_shift`` is a property of the compressed layer and is
+    fixed when the peripheral is built.
+
+    Registers: as :class:`DenseAccel`, except that ``w_data`` is one spectrum bin (``re`` bits 0–15,
+    ``im`` bits 16–31) and word ``(i · n/k + j) · (k/2 + 1) + bin`` holds bin ``bin`` of block ``(i, j)``.
+
+    Parameters
+    ----------
+    m, n, k, mid_shift : int
+        ``n`` a multiple of 4 and of ``k``.
+    spectrum_width : int
+        At most 16 (one bin per word).
+    fifo_depth : int
+    """
+
+    @validated
+    def __init__(self, *, m, n, k, mid_shift, spectrum_width=16, fifo_depth=64):
+        if not isinstance(n, int) or n < 4 or n % 4:
+            raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+        if not isinstance(spectrum_width, int) or not 4 <= spectrum_width <= 16:
+            raise ValueError(f"Spectrum width must be an integer in range [4, 16], not {spectrum_width!r}")
+        self._params = dict(m=m, n=n, k=k, mid_shift=mid_shift, spectrum_width=spectrum_width, writable=True)
+        probe = CirculantMatVec(spectra=None, **self._params)        # checks the rest
+        for part in (probe, probe._fwd, probe._inv):
+            part._MustUse__silence = True
+        self.m, self.n, self.k, self.mid_shift = m, n, k, mid_shift
+        self.words = (m // k) * (n // k) * (k // 2 + 1)
+        self._fifo_depth = fifo_depth
+        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _OutCfg("out_cfg"),
+                     _WAddr("w_addr"), _WData("w_data"), _InData("in_data"), _OutData("out_data")]
+        self.bank = RegisterBank("circ", self.regs)
+        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
+        clear = ctrl.clear_stb & ctrl.clear
+        layer = CirculantMatVec(spectra=None, **self._params)
+        m.submodules.layer = ResetInserter(clear)(layer)
+        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
+        sw = self._params["spectrum_width"]
+        addr = _weight_address(m, self.words, w_addr, w_data, status)
+        m.d.comb += [layer.s_addr.eq(addr), layer.s_data.re.eq(w_data.data[:sw]),
+                     layer.s_data.im.eq(w_data.data[16:16 + sw]), layer.s_en.eq(w_data.data_stb)]
+        _byte_input(m, in_fifo, layer.i, clear)
+        with m.If(clear):
+            m.d.sync += [status.err_overflow.eq(0), status.err_address.eq(0)]
         room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
         m.d.comb += layer.o.ready.eq(room)
         return m
