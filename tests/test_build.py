@@ -299,3 +299,15 @@ def test_real_build_soc_rom_and_spram(tmp_path, monkeypatch):
     assert report["resources"]["SPRAM"]["used"] == 2
     assert report["design_info"]["ram"] == "SPRAM" and report["design_info"]["rom_bytes"] == 1024
     assert report["timing_met"]
+
+
+@pytest.mark.parametrize("accel", designs.SOC_ACCELS)
+def test_soc_design_with_each_accelerator(accel):
+    """Every --accel choice makes an SoC whose memory map (and so firmware header) has the peripheral."""
+    from insitu.soc.soc import memory_map
+    p = designs.SoCParams(accel=accel, c_in=2, c_out=8, width=4, height=4, block=4).resolved()
+    soc = designs.get_design("soc").make(p, frequency=12e6)
+    names = [name for name, *_ in memory_map(soc).entries]
+    assert names == ["ram", "sys", "timer", "uart", accel.replace("-", "_")]
+    info = designs.describe_soc(soc)
+    assert info["accelerators"] == [accel.replace("-", "_")] and 0 < info["firmware_bytes"] < 8192

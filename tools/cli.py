@@ -90,6 +90,9 @@ def _add_design_args(p, design_names):
             if meta["kind"] == "flag":
                 g.add_argument(_option(f.name), action="store_true", default=argparse.SUPPRESS,
                                help=meta["help"])
+            elif meta["kind"] == "choice":
+                g.add_argument(_option(f.name), choices=meta["choices"], default=argparse.SUPPRESS,
+                               help=meta["help"] + default)
             else:
                 g.add_argument(_option(f.name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
                                metavar="X" if meta["kind"] == "fraction" else "N", help=meta["help"] + default)

@@ -24,8 +24,8 @@ class UnknownDesign(ValueError):
     pass
 
 
-def _param(default, help, kind="positive"):
-    return field(default=default, metadata={"help": help, "kind": kind})
+def _param(default, help, kind="positive", choices=None):
+    return field(default=default, metadata={"help": help, "kind": kind, "choices": choices})
 
 
 class _Params:
@@ -290,15 +290,21 @@ def describe_fft(component):
             "real_multipliers": component.multipliers}
 
 
+SOC_ACCELS = ("qgp-conv", "dense-conv", "fc", "circulant")
+
+
 @dataclass(frozen=True)
 class SoCParams(_Params):
     ram_size: int = _param(None, "RAM bytes, a power of two (default 8192 of block RAM holding program and data; "
                                  "with --rom-size, 65536 of SPRAM for data)")
     rom_size: int = _param(None, "iCE40UP5K layout: the firmware in a ROM of this many bytes of block RAM, the RAM in "
                                  "SPRAM (65536 or 131072 bytes)")
-    conv: bool = _param(False, "add the QGP convolution peripheral", "flag")
+    accel: str = _param(None, "add one accelerator peripheral: qgp-conv or dense-conv (a c_in → c_out 3×3 layer on a "
+                              "width × height image), fc (dense c_out × 4·c_in int8 layer, 4 lanes), circulant "
+                              "(c_out × 4·c_in block-circulant layer, --block k)", "choice", SOC_ACCELS)
     c_in: int = _param(8, "input channels")
     c_out: int = _param(16, "output channels")
+    block: int = _param(16, "circulant block size")
     parallel: int = _param(2, "output channels per clock")
     width: int = _param(8, "image width in pixels")
     height: int = _param(8, "image height in pixels")
@@ -311,11 +317,24 @@ class SoCParams(_Params):
         return self
 
 
+def soc_accelerator(p):
+    """The peripheral that ``--accel`` names, sized by the SoC parameters."""
+    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel
+    if p.accel in ("qgp-conv", "dense-conv"):
+        return ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width, height=p.height,
+                         pe="qgp" if p.accel == "qgp-conv" else "dense")
+    if p.accel == "fc":
+        return DenseAccel(m=p.c_out, n=4 * p.c_in, lanes=4)
+    # A compressed random layer gives the spectra's scale (mid_shift); the CPU writes the spectra.
+    from ..golden import circulant
+    layer = circulant.compress(np.random.default_rng(p.seed).normal(size=(p.c_out, 4 * p.c_in)), p.block)
+    return CirculantAccel(m=p.c_out, n=4 * p.c_in, k=p.block, mid_shift=layer.mid_shift)
+
+
 def soc(p, *, frequency):
     """The SoC with the smoke-test firmware (``hello.c``) baked into RAM."""
     import tempfile
 
-    from ..soc.accel import ConvAccel
     from ..soc.firmware import FIRMWARE_DIR, build_firmware
     from ..soc.soc import SoC, memory_map
     if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
@@ -327,8 +346,7 @@ def soc(p, *, frequency):
         raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
 
     def make(firmware=b""):
-        accels = {"conv": ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width,
-                                    height=p.height)} if p.conv else {}
+        accels = {} if p.accel is None else {p.accel.replace("-", "_"): soc_accelerator(p)}
         return SoC(firmware=firmware, ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor,
                    accelerators=accels)
     with tempfile.TemporaryDirectory() as tmp:
@@ -378,7 +396,7 @@ DESIGNS = {d.name: d for d in [
     Design("dense-stream-conv", DenseStreamConvParams, dense_stream_conv, describe_stream_conv,
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
     Design("soc", SoCParams, soc, describe_soc, "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
-           "QGP convolution peripheral", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
+           "accelerator peripheral named by --accel", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
 ]}
 
 
