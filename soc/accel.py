@@ -1,5 +1,6 @@
-"""Accelerators as bus peripherals: a convolution layer (``Conv2d`` with a ``MuxConv`` or ``DenseConv`` PE)
-and a dense fully connected layer (``DenseMatVec``) behind registers.
+"""Accelerators as bus peripherals: a convolution layer (``Conv2d`` with a ``MuxConv`` or ``DenseConv`` PE),
+a dense fully connected layer (``DenseMatVec``) and a block-circulant layer (``CirculantMatVec``, see
+:class:`CirculantAccel`) behind registers.
 
 ConvAccel
 ---------
