@@ -65,14 +65,16 @@ class SoC(wiring.Component):
     """
 
     def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None, rom_size=None):
-        self.decoder = Decoder()
         if rom_size is None:
             self.rom = None
             self.ram = SRAM(size=ram_size, init=firmware)
+        else:
+            self.ram = SPRAM(size=ram_size)         # checked first: nothing else is built for a bad size
+            self.rom = SRAM(size=rom_size, init=firmware, writable=False)
+        self.decoder = Decoder()
+        if rom_size is None:
             self.decoder.add("ram", self.ram.bus, base=RAM_BASE, size=ram_size)
         else:
-            self.rom = SRAM(size=rom_size, init=firmware, writable=False)
-            self.ram = SPRAM(size=ram_size)
             self.decoder.add("rom", self.rom.bus, base=ROM_BASE, size=rom_size)
             self.decoder.add("ram", self.ram.bus, base=DATA_RAM_BASE, size=ram_size)
         self.system = System()
