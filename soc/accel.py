@@ -280,11 +280,65 @@ class _WAddr(Register):
 
 
 class _WData(Register):
-    """One weight word: ``lanes`` int8 weights of one column."""
+    """One weight word: ``lanes`` int8 weights of one column (fc), or one spectrum bin (circulant)."""
     fields = [Field("data", 32, "w")]
 
 
-class DenseAccel(wiring.Component):
+class _MatVecAccel(wiring.Component):
+    """Base of the matrix-vector peripherals: the registers of :class:`DenseAccel`, a weight address counter
+    (set by ``w_addr``, ``status.err_address`` when beyond ``words``, moved on by each ``w_data`` write,
+    wrapping after the last word), input words fed into the layer one int8 element per clock (element 0
+    first) and its outputs written in the format ``out_cfg`` selects. Subclasses build the layer
+    (``_layer()``, a stream ``i``/``o`` component) and connect its weight write port
+    (``_write_weights(m, layer, addr, w_data)``)."""
+
+    @staticmethod
+    def _check_columns(n):
+        if not isinstance(n, int) or n < 4 or n % 4:
+            raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+
+    def __init__(self, bank_name, *, words, fifo_depth):
+        self.words = words
+        self._fifo_depth = fifo_depth
+        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _OutCfg("out_cfg"),
+                     _WAddr("w_addr"), _WData("w_data"), _InData("in_data"), _OutData("out_data")]
+        self.bank = RegisterBank(bank_name, self.regs)
+        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
+        clear = ctrl.clear_stb & ctrl.clear
+        layer = self._layer()
+        m.submodules.layer = ResetInserter(clear)(layer)
+        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
+
+        addr = Signal(range(self.words))
+        with m.If(w_addr.addr_stb):
+            with m.If(w_addr.addr < self.words):
+                m.d.sync += addr.eq(w_addr.addr)
+            with m.Else():
+                m.d.sync += status.err_address.eq(1)
+        with m.Elif(w_data.data_stb):
+            m.d.sync += addr.eq(Mux(addr == self.words - 1, 0, addr + 1))
+        self._write_weights(m, layer, addr, w_data)
+
+        byte = Signal(2)
+        m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
+                     in_fifo.r_en.eq(layer.i.ready & (byte == 3))]
+        with m.If(layer.i.valid & layer.i.ready):
+            m.d.sync += byte.eq(byte + 1)
+        with m.If(clear):
+            m.d.sync += [byte.eq(0), status.err_overflow.eq(0), status.err_address.eq(0)]
+
+        room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
+        m.d.comb += layer.o.ready.eq(room)
+        return m
+
+
+class DenseAccel(_MatVecAccel):
     """A fully connected int8 layer ``y = W @ x`` (``m × n``) as a peripheral, ``lanes`` MACs per clock.
 
     Parameters
@@ -297,66 +351,23 @@ class DenseAccel(wiring.Component):
 
     @validated
     def __init__(self, *, m, n, lanes=4, fifo_depth=64):
-        if not isinstance(n, int) or n < 4 or n % 4:
-            raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+        self._check_columns(n)
         if not isinstance(lanes, int) or not 1 <= lanes <= 4:
             raise ValueError(f"Lane count must be an integer in range [1, 4], not {lanes!r}")
         self._params = dict(m=m, n=n, lanes=lanes)
-        DenseMatVec(**self._params, writable=True)._MustUse__silence = True      # checks m, lanes
+        self._layer()._MustUse__silence = True      # checks m, lanes
         self.m, self.n, self.lanes = m, n, lanes
-        self._fifo_depth = fifo_depth
-        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _OutCfg("out_cfg"),
-                     _WAddr("w_addr"), _WData("w_data"), _InData("in_data"), _OutData("out_data")]
-        self.bank = RegisterBank("fc", self.regs)
-        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+        super().__init__("fc", words=m // lanes * n, fifo_depth=fifo_depth)
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
-        clear = ctrl.clear_stb & ctrl.clear
-        m.submodules.layer = layer = ResetInserter(clear)(DenseMatVec(**self._params, writable=True))
-        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
+    def _layer(self):
+        return DenseMatVec(**self._params, writable=True)
 
-        addr = _weight_address(m, self.m // self.lanes * self.n, w_addr, w_data, status)
+    def _write_weights(self, m, layer, addr, w_data):
         m.d.comb += [layer.w_addr.eq(addr), layer.w_data.eq(w_data.data[:8 * self.lanes]),
                      layer.w_en.eq(w_data.data_stb)]
-        _byte_input(m, in_fifo, layer.i, clear)
-        with m.If(clear):
-            m.d.sync += [status.err_overflow.eq(0), status.err_address.eq(0)]
-        # Output: accumulators into words in the format out_cfg selects.
-        room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
-        m.d.comb += layer.o.ready.eq(room)
-        return m
 
 
-def _weight_address(m, words, w_addr, w_data, status):
-    """The weight address counter: set by ``w_addr`` (``status.err_address`` when beyond ``words``),
-    moved on by each ``w_data`` write, wrapping after the last word. Returns the address signal."""
-    addr = Signal(range(words))
-    with m.If(w_addr.addr_stb):
-        with m.If(w_addr.addr < words):
-            m.d.sync += addr.eq(w_addr.addr)
-        with m.Else():
-            m.d.sync += status.err_address.eq(1)
-    with m.Elif(w_data.data_stb):
-        m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
-    return addr
-
-
-def _byte_input(m, in_fifo, stream_i, clear):
-    """Feed the four int8 elements of each input word into ``stream_i``, one per clock, element 0 first."""
-    byte = Signal(2)
-    m.d.comb += [stream_i.valid.eq(in_fifo.r_rdy), stream_i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
-                 in_fifo.r_en.eq(stream_i.ready & (byte == 3))]
-    with m.If(stream_i.valid & stream_i.ready):
-        m.d.sync += byte.eq(byte + 1)
-    with m.If(clear):
-        m.d.sync += byte.eq(0)
-
-
-class CirculantAccel(wiring.Component):
+class CirculantAccel(_MatVecAccel):
     """A block-circulant int8 layer ``y = C @ x`` (``m × n``, ``k × k`` blocks, FFT-based:
     :class:`~insitu.hdl.circulant.CirculantMatVec`) as a peripheral.
 
@@ -380,38 +391,20 @@ class CirculantAccel(wiring.Component):
 
     @validated
     def __init__(self, *, m, n, k, mid_shift, spectrum_width=16, fifo_depth=64):
-        if not isinstance(n, int) or n < 4 or n % 4:
-            raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+        self._check_columns(n)
         if not isinstance(spectrum_width, int) or not 4 <= spectrum_width <= 16:
             raise ValueError(f"Spectrum width must be an integer in range [4, 16], not {spectrum_width!r}")
         self._params = dict(m=m, n=n, k=k, mid_shift=mid_shift, spectrum_width=spectrum_width, writable=True)
-        probe = CirculantMatVec(spectra=None, **self._params)        # checks the rest
+        probe = self._layer()        # checks the rest
         for part in (probe, probe._fwd, probe._inv):
             part._MustUse__silence = True
+        super().__init__("circ", words=(m // k) * (n // k) * (k // 2 + 1), fifo_depth=fifo_depth)
         self.m, self.n, self.k, self.mid_shift = m, n, k, mid_shift
-        self.words = (m // k) * (n // k) * (k // 2 + 1)
-        self._fifo_depth = fifo_depth
-        self.regs = [_DenseCtrl("ctrl"), _DenseStatus("status"), _Levels("levels"), _OutCfg("out_cfg"),
-                     _WAddr("w_addr"), _WData("w_data"), _InData("in_data"), _OutData("out_data")]
-        self.bank = RegisterBank("circ", self.regs)
-        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = self.regs
-        clear = ctrl.clear_stb & ctrl.clear
-        layer = CirculantMatVec(spectra=None, **self._params)
-        m.submodules.layer = ResetInserter(clear)(layer)
-        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
+    def _layer(self):
+        return CirculantMatVec(spectra=None, **self._params)
+
+    def _write_weights(self, m, layer, addr, w_data):
         sw = self._params["spectrum_width"]
-        addr = _weight_address(m, self.words, w_addr, w_data, status)
         m.d.comb += [layer.s_addr.eq(addr), layer.s_data.re.eq(w_data.data[:sw]),
                      layer.s_data.im.eq(w_data.data[16:16 + sw]), layer.s_en.eq(w_data.data_stb)]
-        _byte_input(m, in_fifo, layer.i, clear)
-        with m.If(clear):
-            m.d.sync += [status.err_overflow.eq(0), status.err_address.eq(0)]
-        room = _output_words(m, out_fifo, layer.o.payload, layer.o.valid, out_cfg, restart=clear)
-        m.d.comb += layer.o.ready.eq(room)
-        return m

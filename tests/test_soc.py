@@ -290,6 +290,15 @@ async def _load_codes(ctx, dut, off, codes):
         await wb_write(ctx, dut.bus, off["w_commit"], (o // par) | ((o % par) << 16))
 
 
+def _unpack(fmt):
+    """Decode one out_data word: ``None`` one signed accumulator, ``"pair"`` two int16, else four uint8."""
+    if fmt is None:
+        return lambda v: [v - (1 << 32) if v >> 31 else v]
+    if fmt == "pair":
+        return lambda v: [((v >> 16 * h) & 0xFFFF) - (((v >> 16 * h) & 0x8000) << 1) for h in range(2)]
+    return lambda v: [(v >> 8 * e) & 255 for e in range(4)]
+
+
 @pytest.mark.parametrize("pe, c_in, parallel, seed, shift", [
     ("qgp", 4, 1, 0, None), ("qgp", 6, 2, 1, None), ("qgp", 8, 4, 2, None), ("dense", 1, 1, 3, None),
     ("dense", 5, 2, 4, None), ("qgp", 8, 2, 5, 2), ("dense", 1, 1, 6, 7), ("dense", 3, 4, 7, 0),
@@ -335,13 +344,7 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
                 await wb_write(ctx, dut.bus, off["in_data"], sum((v & 255) << 8 * k for k, v in enumerate(chans)))
                 sent += 1
             if status & bit("status", "out_valid") and rng.random() < 0.6:
-                v = await wb_read(ctx, dut.bus, off["out_data"])
-                if shift is None:
-                    got.append(v - (1 << 32) if v >> 31 else v)
-                elif shift == "pair":
-                    got.extend(h - (1 << 16) if h >> 15 else h for h in (v & 0xFFFF, v >> 16))
-                else:
-                    got.extend((v >> 8 * k) & 255 for k in range(4))
+                got.extend(_unpack(shift)(await wb_read(ctx, dut.bus, off["out_data"])))
             for _ in range(int(rng.integers(0, 3))):
                 await ctx.tick()
         status = await wb_read(ctx, dut.bus, off["status"])
@@ -379,6 +382,23 @@ def test_conv_accel_error_flags():
     run(dut, [tb])
 
 
+async def _stream_vectors(ctx, dut, off, rng, xs, count, fmt):
+    """Write the int8 vectors ``xs`` (four per word) to in_data and read ``count`` outputs from out_data,
+    both when the FIFO levels allow and at random, with random idle clocks between."""
+    bus, unpack, got = dut.bus, _unpack(fmt), []
+    words = [sum((int(v) & 255) << 8 * e for e, v in enumerate(x[4 * j:4 * j + 4])) for x in xs
+             for j in range(len(x) // 4)]
+    while len(got) < count:
+        levels = await wb_read(ctx, bus, off["levels"])
+        if words and levels & 0xFFFF and rng.random() < 0.7:
+            await wb_write(ctx, bus, off["in_data"], words.pop(0))
+        if levels >> 16 and rng.random() < 0.6:
+            got.extend(unpack(await wb_read(ctx, bus, off["out_data"])))
+        for _ in range(int(rng.integers(0, 3))):
+            await ctx.tick()
+    return got
+
+
 @pytest.mark.parametrize("m, n, lanes, seed, shift", [(4, 8, 2, 0, None), (6, 12, 3, 1, None), (8, 16, 4, 2, None),
                                                      (8, 16, 4, 3, 6), (4, 8, 1, 4, 0)])
 def test_dense_accel_matches_golden(m, n, lanes, seed, shift):
@@ -402,20 +422,7 @@ def test_dense_accel_matches_golden(m, n, lanes, seed, shift):
             for c in range(n):
                 word = sum((int(weights[g * lanes + lane, c]) & 255) << 8 * lane for lane in range(lanes))
                 await wb_write(ctx, bus, off["w_data"], word)
-        words = [sum((int(v) & 255) << 8 * k for k, v in enumerate(x[4 * j:4 * j + 4])) for x in xs
-                 for j in range(n // 4)]
-        while len(got) < 2 * m:
-            levels = await wb_read(ctx, bus, off["levels"])
-            if words and levels & 0xFFFF and rng.random() < 0.7:
-                await wb_write(ctx, bus, off["in_data"], words.pop(0))
-            if levels >> 16 and rng.random() < 0.6:
-                v = await wb_read(ctx, bus, off["out_data"])
-                if shift is None:
-                    got.append(v - (1 << 32) if v >> 31 else v)
-                else:
-                    got.extend((v >> 8 * k) & 255 for k in range(4))
-            for _ in range(int(rng.integers(0, 3))):
-                await ctx.tick()
+        got.extend(await _stream_vectors(ctx, dut, off, rng, xs, 2 * m, shift))
         assert not await wb_read(ctx, bus, off["status"]) & bit("status", "err_overflow")
 
     run(dut, [tb], deadline=200_000)
@@ -471,22 +478,7 @@ def test_circulant_accel_matches_golden(m, n, k, seed, shift):
             await wb_write(ctx, bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
         for v in np.ravel(layer.spectra):
             await wb_write(ctx, bus, off["w_data"], (int(v.real) & 0xFFFF) | (int(v.imag) & 0xFFFF) << 16)
-        words = [sum((int(v) & 255) << 8 * e for e, v in enumerate(x[4 * j:4 * j + 4])) for x in xs
-                 for j in range(n // 4)]
-        while len(got) < 2 * m:
-            levels = await wb_read(ctx, bus, off["levels"])
-            if words and levels & 0xFFFF and rng.random() < 0.7:
-                await wb_write(ctx, bus, off["in_data"], words.pop(0))
-            if levels >> 16 and rng.random() < 0.6:
-                v = await wb_read(ctx, bus, off["out_data"])
-                if shift is None:
-                    got.append(v - (1 << 32) if v >> 31 else v)
-                elif shift == "pair":
-                    got.extend(((v >> 16 * h) & 0xFFFF) - (((v >> 16 * h) & 0x8000) << 1) for h in range(2))
-                else:
-                    got.extend((v >> 8 * e) & 255 for e in range(4))
-            for _ in range(int(rng.integers(0, 3))):
-                await ctx.tick()
+        got.extend(await _stream_vectors(ctx, dut, off, rng, xs, 2 * m, shift))
         status = await wb_read(ctx, bus, off["status"])
         assert not status & (bit("status", "err_overflow") | bit("status", "err_address"))
 
