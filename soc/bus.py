@@ -163,7 +163,7 @@ class SPRAM(wiring.Component):
     side per 64 KB, byte writes through ``sel`` (the blocks' nibble masks), one wait state.
 
     SPRAM has no initial contents (it powers up undefined), so it holds data, not the firmware: see
-    :class:`~insitu.soc.soc.SoC`'s ``rom_size``. On other platforms, and in simulation, it is a memory
+    :class:`~insitu.soc.soc.SoC`'s ``rom_size``. On other platforms, and in simulation, it is an :class:`SRAM`
     of the same size and timing, initially zero.
 
     Parameters
@@ -189,16 +189,14 @@ class SPRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
+        if not getattr(platform, "device", "").startswith("iCE40UP"):
+            m.submodules.mem = sram = SRAM(size=self._size)     # same size and timing
+            wiring.connect(m, wiring.flipped(bus), sram.bus)
+            return m
         ack = Signal()
         write = bus.cyc & bus.stb & bus.we & ~ack
         m.d.sync += ack.eq(bus.cyc & bus.stb & ~ack)
         m.d.comb += bus.ack.eq(ack)
-        if not getattr(platform, "device", "").startswith("iCE40UP"):
-            m.submodules.mem = mem = memory.Memory(shape=32, depth=self._size // 4, init=[])
-            wr, rd = mem.write_port(granularity=8), mem.read_port()
-            m.d.comb += [rd.addr.eq(bus.adr), wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
-                         wr.en.eq(Mux(write, bus.sel, 0)), bus.dat_r.eq(rd.data)]
-            return m
         banks = self._size // 65536
         bank = bus.adr[14:] if banks > 1 else 0
         bank_q = Signal(range(banks))           # the bank whose word arrives next clock
