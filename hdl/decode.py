@@ -8,7 +8,12 @@ from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, validated
 
-__all__ = ["Pow2Decoder", "RowReader", "SmartDealWeights", "coefficient_row_layout"]
+__all__ = ["Pow2Decoder", "RowReader", "SmartDealWeights", "basis_layout", "coefficient_row_layout"]
+
+
+def basis_layout(groups, basis_bits):
+    """``groups`` 3×3 bases of signed ``basis_bits`` values, ``[group][j][c]``."""
+    return data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(basis_bits), 3), 3), groups)
 
 
 def coefficient_row_layout(exp_bits, groups):
@@ -33,17 +38,21 @@ class Pow2Decoder(wiring.Component):
     basis_bits : int
     exp_range : int
         ``e_max − e_min``; exponent codes are ``0 … exp_range``.
+    external_basis : bool
+        Take the bases from the ``basis`` port (e.g. registers a CPU writes) instead of ``basis``, which
+        then only gives their number and shape.
 
     Members
     -------
     i : In(stream.Signature(coefficient_row_layout(exp_bits, groups)))
     o : Out(stream.Signature(ArrayLayout(signed(out_width), 3)))
+    basis : In(basis_layout(groups, basis_bits)), only with ``external_basis``
     """
 
     latency = 3
 
     @validated
-    def __init__(self, *, basis, basis_bits, exp_range):
+    def __init__(self, *, basis, basis_bits, exp_range, external_basis=False):
         check_int(basis_bits, "Basis bits", 2, 16)
         check_int(exp_range, "Exponent range", 0, 31)
         lo, hi = -(1 << (basis_bits - 1)), (1 << (basis_bits - 1)) - 1
@@ -58,10 +67,14 @@ class Pow2Decoder(wiring.Component):
         self._basis_bits, self._exp_range = basis_bits, exp_range
         self._exp_bits = max(1, exp_range.bit_length())
         self._out_width = basis_bits + exp_range + 2     # three terms of basis_bits + exp_range bits
-        super().__init__({
+        members = {
             "i": In(stream.Signature(coefficient_row_layout(self._exp_bits, len(self._basis)))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(self._out_width), 3))),
-        })
+        }
+        if external_basis:
+            members["basis"] = In(basis_layout(len(self._basis), basis_bits))
+        self._external = external_basis
+        super().__init__(members)
 
     exp_bits = property(lambda self: self._exp_bits)
     out_width = property(lambda self: self._out_width)
@@ -70,8 +83,7 @@ class Pow2Decoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bb, width = self._basis_bits, self._out_width
-        basis = Signal(data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(bb), 3), 3), self.groups),
-                       init=self._basis)
+        basis = self.basis if self._external else Signal(basis_layout(self.groups, bb), init=self._basis)
 
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
@@ -124,14 +136,18 @@ class RowReader(wiring.Component):
     c_out, group_size : int
         Filters, and filters per basis group (the ``group`` field of each row).
     exp_bits : int
+    writable : bool
+        Add a write port to the word memory (``words`` then gives its size and initial contents).
 
     Members
     -------
     o : Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))
+    w_addr, w_data, w_en : In, only with ``writable``
+        Write word ``w_addr``; reset the reader afterwards, so that it starts again at word 0.
     """
 
     @validated
-    def __init__(self, *, words, rows, c_out, group_size, exp_bits):
+    def __init__(self, *, words, rows, c_out, group_size, exp_bits, writable=False):
         check_int(rows, "Rows per filter", 1)
         check_int(c_out, "Output channel count", 1)
         check_int(group_size, "Group size", 1, c_out)
@@ -148,7 +164,11 @@ class RowReader(wiring.Component):
             raise ValueError(f"{len(words)} words cannot hold {rows * c_out} rows (at least one bit each)")
         self._words, self._rows, self._c_out, self._group_size = words, rows, c_out, group_size
         self._exp_bits = exp_bits
-        super().__init__({"o": Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))})
+        members = {"o": Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))}
+        if writable:
+            members.update(w_addr=In(range(len(words))), w_data=In(32), w_en=In(1))
+        self._writable = writable
+        super().__init__(members)
 
     groups = property(lambda self: self._c_out // self._group_size)
 
@@ -170,6 +190,9 @@ class RowReader(wiring.Component):
         depth = len(self._words) + 1               # a zero word so the end of the layer can be read past
         m.submodules.mem = mem = memory.Memory(shape=32, depth=depth, init=self._words + [0])
         rd = mem.read_port()
+        if self._writable:
+            wr = mem.write_port()
+            m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
 
         buf = Signal(width)
         fill = Signal(range(width + 1))
@@ -240,22 +263,32 @@ class SmartDealWeights(wiring.Component):
     ----------
     words, rows, c_out, group_size : see :class:`RowReader`
     basis, basis_bits, exp_range : see :class:`Pow2Decoder`
+    writable : bool
+        The row words are written through ``w_addr``/``w_data``/``w_en`` (see :class:`RowReader`) and the
+        bases come from the ``basis`` port (see :class:`Pow2Decoder`).
 
     Members
     -------
     o : Out(stream.Signature(ArrayLayout(signed(out_width), 3)))
+    w_addr, w_data, w_en, basis : In, only with ``writable``
     """
 
     @validated
-    def __init__(self, *, words, rows, c_out, group_size, basis, basis_bits, exp_range):
-        self._decoder = Pow2Decoder(basis=basis, basis_bits=basis_bits, exp_range=exp_range)
+    def __init__(self, *, words, rows, c_out, group_size, basis, basis_bits, exp_range, writable=False):
+        self._decoder = Pow2Decoder(basis=basis, basis_bits=basis_bits, exp_range=exp_range,
+                                    external_basis=writable)
         if self._decoder.groups * group_size != c_out:
             self._decoder._MustUse__used = True
             raise ValueError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups of "
                              f"{group_size} need {c_out // group_size}")
         self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
-                                 exp_bits=self._decoder.exp_bits)
-        super().__init__({"o": self._decoder.signature.members["o"]})
+                                 exp_bits=self._decoder.exp_bits, writable=writable)
+        members = {"o": self._decoder.signature.members["o"]}
+        if writable:
+            members.update({name: self._reader.signature.members[name] for name in ("w_addr", "w_data", "w_en")})
+            members["basis"] = self._decoder.signature.members["basis"]
+        self._writable = writable
+        super().__init__(members)
 
     reader = property(lambda self: self._reader)
     decoder = property(lambda self: self._decoder)
@@ -272,4 +305,7 @@ class SmartDealWeights(wiring.Component):
         m.submodules.decoder = self._decoder
         wiring.connect(m, self._reader.o, self._decoder.i)
         wiring.connect(m, self._decoder.o, wiring.flipped(self.o))
+        if self._writable:
+            m.d.comb += [self._reader.w_addr.eq(self.w_addr), self._reader.w_data.eq(self.w_data),
+                         self._reader.w_en.eq(self.w_en), self._decoder.basis.eq(self.basis)]
         return m

@@ -57,14 +57,16 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..hdl import Conv2d, DenseConv, MuxConv
-from ..hdl._params import validated
+from ..hdl._params import check_int, validated
 from ..hdl.bram import BlockFIFO
 from ..hdl.circulant import CirculantMatVec
+from ..hdl.decode import SmartDealWeights, basis_layout
 from ..hdl.densematvec import DenseMatVec
+from ..hdl.streamconv import StreamConv
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
 
-__all__ = ["ConvAccel", "DenseAccel", "CirculantAccel"]
+__all__ = ["ConvAccel", "SmartDealConvAccel", "DenseAccel", "CirculantAccel"]
 
 
 class _Ctrl(Register):
@@ -179,39 +181,35 @@ class ConvAccel(wiring.Component):
             raise ValueError(f"PE must be one of {', '.join(map(repr, _PES))}, not {pe!r}")
         # The PE is built here to check the parameters, and again in elaborate (one instance per design).
         self._params = dict(c_in=c_in, c_out=c_out, k=k, parallel=parallel)
-        self._size = (width, height)
         self._pe = _PES[pe]
         probe = self._pe(**self._params)
         probe._MustUse__silence = True
         #: bits shifted into the staging register per ``w_stage`` write
         self.stage_bits = probe.code_width if probe.code_width <= 8 else 8
         self.stage_writes = c_in * probe.code_width // self.stage_bits
+        self._setup(c_in=c_in, c_out=c_out, k=k, width=width, height=height, parallel=parallel,
+                    fifo_depth=fifo_depth, status=_Status, weight_regs=[_WStage("w_stage"), _WCommit("w_commit")])
+
+    def _setup(self, *, c_in, c_out, k, width, height, parallel, fifo_depth, status, weight_regs):
         self.c_in, self.c_out, self.k, self.parallel = c_in, c_out, k, parallel
+        self._size = (width, height)
         self.words_per_pixel = -(-c_in // 4)
         self.outputs_per_frame = width * height * c_out       # zero padding k // 2 keeps the size
         self._fifo_depth = fifo_depth
-        self.regs = [_Ctrl("ctrl"), _Status("status"), _Count("count"), _Levels("levels"), _OutCfg("out_cfg"),
-                     _WStage("w_stage"), _WCommit("w_commit"), _InData("in_data"), _OutData("out_data")]
+        self.regs = [_Ctrl("ctrl"), status("status"), _Count("count"), _Levels("levels"), _OutCfg("out_cfg"),
+                     *weight_regs, _InData("in_data"), _OutData("out_data")]
         self.bank = RegisterBank("conv", self.regs)
         super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ctrl, status, count, levels, out_cfg, w_stage, w_commit, in_data, out_data = self.regs
-        pe, c_in = self._pe(**self._params), self.c_in
-        conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
+    def _make_pe(self):
+        return self._pe(**self._params)
 
-        start = ctrl.start_stb & ctrl.start      # a write strobes every field: act on the bits set
-        clear = ctrl.clear_stb & ctrl.clear
-        # clear empties both FIFOs and drops a partial frame from the convolution's line buffers.
-        m.submodules.conv = ResetInserter(clear)(conv)
-        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
-
-        # Weights: a staging shift register of c_in codes, committed as one lane of one group.
+    def _weights(self, m, pe, regs, clear):
+        """Connect the weight registers to ``pe``; returns a signal that is high once weights were written."""
+        w_stage, w_commit = regs["w_stage"], regs["w_commit"]
+        # A staging shift register of c_in codes, committed as one lane of one group.
         cw, unit = pe.code_width, self.stage_bits
-        stage = Signal(cw * c_in)
+        stage = Signal(cw * self.c_in)
         have_weights = Signal()
         with m.If(w_stage.code_stb):
             m.d.sync += stage.eq(Cat(stage[unit:], w_stage.code[:unit]))
@@ -219,6 +217,28 @@ class ConvAccel(wiring.Component):
                      pe.w_en.eq(Mux(w_commit.group_stb, 1 << w_commit.lane[:max(1, (pe.parallel - 1).bit_length())], 0))]
         with m.If(w_commit.group_stb):
             m.d.sync += have_weights.eq(1)
+        return have_weights
+
+    #: the convolution (with its weight source) restarts at each frame's start
+    _restart_on_start = False
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        regs = {reg.name: reg for reg in self.regs}
+        ctrl, status, count, levels, out_cfg, in_data, out_data = (
+            regs[name] for name in ("ctrl", "status", "count", "levels", "out_cfg", "in_data", "out_data"))
+        pe, c_in = self._make_pe(), self.c_in
+        conv = Conv2d(pe, width=self._size[0], height=self._size[1], padding=self.k // 2)
+
+        start = ctrl.start_stb & ctrl.start      # a write strobes every field: act on the bits set
+        clear = ctrl.clear_stb & ctrl.clear
+        have_weights = self._weights(m, pe, regs, clear)
+        # clear empties both FIFOs and drops a partial frame from the convolution's line buffers.
+        restart = clear | (start & have_weights) if self._restart_on_start else clear
+        m.submodules.conv = ResetInserter(restart)(conv)
+        in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
 
         # Control: a frame runs from start until all its outputs are in the output FIFO.
         running = Signal()
@@ -284,10 +304,24 @@ class _WData(Register):
     fields = [Field("data", 32, "w")]
 
 
+def _weight_address(m, words, w_addr, w_data, status):
+    """The weight address counter of ``words`` words: set by ``w_addr`` (``status.err_address`` when
+    beyond), moved on by each ``w_data`` write, wrapping after the last word."""
+    addr = Signal(range(words))
+    with m.If(w_addr.addr_stb):
+        with m.If(w_addr.addr < words):
+            m.d.sync += addr.eq(w_addr.addr)
+        with m.Else():
+            m.d.sync += status.err_address.eq(1)
+    with m.Elif(w_data.data_stb):
+        m.d.sync += addr.eq(Mux(addr == words - 1, 0, addr + 1))
+    return addr
+
+
 class _MatVecAccel(wiring.Component):
     """Base of the matrix-vector peripherals: the registers of :class:`DenseAccel`, a weight address counter
     (set by ``w_addr``, ``status.err_address`` when beyond ``words``, moved on by each ``w_data`` write,
-    wrapping after the last word), input words fed into the layer one int8 element per clock (element 0
+    wrapping after the last word: :func:`_weight_address`), input words fed into the layer one int8 element per clock (element 0
     first) and its outputs written in the format ``out_cfg`` selects. Subclasses build the layer
     (``_layer()``, a stream ``i``/``o`` component) and connect its weight write port
     (``_write_weights(m, layer, addr, w_data)``)."""
@@ -315,15 +349,7 @@ class _MatVecAccel(wiring.Component):
         m.submodules.layer = ResetInserter(clear)(layer)
         in_fifo, out_fifo = _fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
 
-        addr = Signal(range(self.words))
-        with m.If(w_addr.addr_stb):
-            with m.If(w_addr.addr < self.words):
-                m.d.sync += addr.eq(w_addr.addr)
-            with m.Else():
-                m.d.sync += status.err_address.eq(1)
-        with m.Elif(w_data.data_stb):
-            m.d.sync += addr.eq(Mux(addr == self.words - 1, 0, addr + 1))
-        self._write_weights(m, layer, addr, w_data)
+        self._write_weights(m, layer, _weight_address(m, self.words, w_addr, w_data, status), w_data)
 
         byte = Signal(2)
         m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
@@ -408,3 +434,94 @@ class CirculantAccel(_MatVecAccel):
         sw = self._params["spectrum_width"]
         m.d.comb += [layer.s_addr.eq(addr), layer.s_data.re.eq(w_data.data[:sw]),
                      layer.s_data.im.eq(w_data.data[16:16 + sw]), layer.s_en.eq(w_data.data_stb)]
+
+
+class _DecodeStatus(Register):
+    """Accelerator status and error flags (errors stay set until ctrl.clear)."""
+    fields = [*_Status.fields, Field("err_address", 1, "r")]
+
+
+class _Basis(Register):
+    """One basis value: index ``(group · 3 + j) · 3 + c``, value in the low ``basis_bits`` of bits 16–31."""
+    fields = [Field("index", 16, "w"), Field("value", 16, "w")]
+
+
+class SmartDealConvAccel(ConvAccel):
+    """A 3×3 convolution layer whose weights are decoded from SmartDeal's packed form on chip
+    (:class:`~insitu.hdl.decode.SmartDealWeights` feeding a :class:`~insitu.hdl.streamconv.StreamConv`),
+    as a peripheral: only the packed coefficient rows and the bases are stored.
+
+    Registers: as :class:`ConvAccel` (``ctrl``, ``status``, ``count``, ``levels``, ``out_cfg``,
+    ``in_data``, ``out_data``), with the weights written as:
+
+    ============ ======================================================================================
+    ``w_addr``   ``addr`` (w): next row word; each ``w_data`` write stores there and increments it
+    ``w_data``   ``data`` (w): one 32-bit word of :func:`insitu.golden.smartdeal.row_words`
+    ``basis``    ``index``, ``value`` (w): basis value ``basis[g][j][c]`` at index ``(g · 3 + j) · 3 + c``
+    ============ ======================================================================================
+
+    ``status.err_address`` is set by a ``w_addr`` or ``basis`` index out of range; ``err_no_weights`` by a
+    start before any row word was written. Each start restarts the decoder at the first row (and clears
+    the line buffers), so weights may be rewritten between frames.
+
+    Parameters
+    ----------
+    c_in, c_out, width, height : int
+    group_size : int
+        Filters per basis (``c_out // group_size`` bases).
+    basis_bits, exp_range : int
+        As the compressed layer's (``layer.basis_bits``, ``layer.e_max − layer.e_min``).
+    words : int or None
+        Capacity of the row memory in 32-bit words (default: enough for rows with no zeros).
+    fifo_depth : int
+    """
+
+    _restart_on_start = True
+
+    @validated
+    def __init__(self, *, c_in, c_out, width=8, height=8, group_size=1, basis_bits=8, exp_range=12,
+                 words=None, fifo_depth=64):
+        if words is not None and not isinstance(words, int):
+            raise TypeError(f"Word capacity must be an integer or None, not {words!r}")
+        check_int(c_in, "Input channel count", 1)
+        check_int(c_out, "Output channel count", 1)
+        check_int(group_size, "Group size", 1, c_out)
+        if c_out % group_size:
+            raise ValueError(f"Group size must divide the output channel count ({c_out}), not {group_size!r}")
+        check_int(exp_range, "Exponent range", 0, 31)
+        self._rows = 3 * c_in                                    # a 3×3 filter is c_in · 3 rows of 3
+        groups = c_out // group_size
+        if words is None:                                        # every row with three non-zero coefficients
+            words = -(-c_out * self._rows * (1 + 3 * (2 + max(1, exp_range.bit_length()))) // 32)
+        self._conv_params = dict(c_in=c_in, c_out=c_out, k=3)
+        self._source_params = dict(words=[0] * words, rows=self._rows,
+                                   c_out=c_out, group_size=group_size, basis=[[[0] * 3] * 3] * groups,
+                                   basis_bits=basis_bits, exp_range=exp_range, writable=True)
+        probe = self._make_pe()                                  # checks the parameters
+        for part in (probe, probe.source, probe.source.reader, probe.source.decoder):
+            part._MustUse__silence = True
+        self.words, self.groups, self.basis_bits = words, groups, basis_bits
+        self._setup(c_in=c_in, c_out=c_out, k=3, width=width, height=height, parallel=1, fifo_depth=fifo_depth,
+                    status=_DecodeStatus, weight_regs=[_WAddr("w_addr"), _WData("w_data"), _Basis("basis")])
+
+    def _make_pe(self):
+        return StreamConv(**self._conv_params, source=SmartDealWeights(**self._source_params))
+
+    def _weights(self, m, pe, regs, clear):
+        source, status = pe.source, regs["status"]
+        w_addr, w_data, basis = regs["w_addr"], regs["w_data"], regs["basis"]
+        addr = _weight_address(m, self.words, w_addr, w_data, status)
+        m.d.comb += [source.w_addr.eq(addr), source.w_data.eq(w_data.data), source.w_en.eq(w_data.data_stb)]
+        bases = Signal(basis_layout(self.groups, self.basis_bits))
+        m.d.comb += source.basis.eq(bases)
+        with m.If(basis.index_stb):
+            with m.If(basis.index < self.groups * 9):
+                m.d.sync += bases.as_value().word_select(basis.index, self.basis_bits).eq(basis.value)
+            with m.Else():
+                m.d.sync += status.err_address.eq(1)
+        have_weights = Signal()
+        with m.If(w_data.data_stb):
+            m.d.sync += have_weights.eq(1)
+        with m.If(clear):
+            m.d.sync += status.err_address.eq(0)
+        return have_weights

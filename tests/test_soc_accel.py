@@ -33,6 +33,33 @@ def _unpack(fmt):
     return lambda v: [(v >> 8 * e) & 255 for e in range(4)]
 
 
+async def _conv_frame(ctx, dut, off, bit, rng, x, fmt):
+    """Start one frame, write the pixels of ``x`` (c_in, h, w) and read its outputs (in ``fmt``, see
+    :func:`_unpack`), both at random; check the frame ends done and without errors. Returns the outputs."""
+    c_in, height, width = x.shape
+    words, got = dut.words_per_pixel, []
+    await wb_write(ctx, dut.bus, off["ctrl"], bit("ctrl", "start"))
+    assert await wb_read(ctx, dut.bus, off["status"]) & bit("status", "busy")
+    sent = 0
+    while len(got) < dut.outputs_per_frame:
+        status = await wb_read(ctx, dut.bus, off["status"])
+        if sent < width * height * words and not status & bit("status", "in_full") and rng.random() < 0.7:
+            p, part = divmod(sent, words)
+            chans = [int(x[4 * part + k, p // width, p % width]) if 4 * part + k < c_in else 0 for k in range(4)]
+            await wb_write(ctx, dut.bus, off["in_data"], sum((v & 255) << 8 * k for k, v in enumerate(chans)))
+            sent += 1
+        if status & bit("status", "out_valid") and rng.random() < 0.6:
+            got.extend(_unpack(fmt)(await wb_read(ctx, dut.bus, off["out_data"])))
+        for _ in range(int(rng.integers(0, 3))):
+            await ctx.tick()
+    status = await wb_read(ctx, dut.bus, off["status"])
+    assert status & bit("status", "done") and not status & bit("status", "busy")
+    assert not status & (bit("status", "err_overflow") | bit("status", "err_no_weights"))
+    assert await wb_read(ctx, dut.bus, off["count"]) == dut.outputs_per_frame
+    assert await wb_read(ctx, dut.bus, off["levels"]) >> 16 == 0
+    return got
+
+
 @pytest.mark.parametrize("pe, c_in, parallel, seed, shift", [
     ("qgp", 4, 1, 0, None), ("qgp", 6, 2, 1, None), ("qgp", 8, 4, 2, None), ("dense", 1, 1, 3, None),
     ("dense", 5, 2, 4, None), ("qgp", 8, 2, 5, 2), ("dense", 1, 1, 6, 7), ("dense", 3, 4, 7, 0),
@@ -58,7 +85,6 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
         want = np.maximum(fixed.requantize(want, shift, 8), 0)
     dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, parallel=parallel, pe=pe, fifo_depth=4)
     off, bit = _accel_bench(dut)
-    words = dut.words_per_pixel
     got = []
 
     async def tb(ctx):
@@ -67,25 +93,7 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
             await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pair"))
         elif shift is not None:
             await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
-        await wb_write(ctx, dut.bus, off["ctrl"], bit("ctrl", "start"))
-        assert await wb_read(ctx, dut.bus, off["status"]) & bit("status", "busy")
-        sent = 0
-        while len(got) < want.size:
-            status = await wb_read(ctx, dut.bus, off["status"])
-            if sent < size * size * words and not status & bit("status", "in_full") and rng.random() < 0.7:
-                p, part = divmod(sent, words)
-                chans = [int(x[4 * part + k, p // size, p % size]) if 4 * part + k < c_in else 0 for k in range(4)]
-                await wb_write(ctx, dut.bus, off["in_data"], sum((v & 255) << 8 * k for k, v in enumerate(chans)))
-                sent += 1
-            if status & bit("status", "out_valid") and rng.random() < 0.6:
-                got.extend(_unpack(shift)(await wb_read(ctx, dut.bus, off["out_data"])))
-            for _ in range(int(rng.integers(0, 3))):
-                await ctx.tick()
-        status = await wb_read(ctx, dut.bus, off["status"])
-        assert status & bit("status", "done") and not status & bit("status", "busy")
-        assert not status & (bit("status", "err_overflow") | bit("status", "err_no_weights"))
-        assert await wb_read(ctx, dut.bus, off["count"]) == want.size
-        assert await wb_read(ctx, dut.bus, off["levels"]) >> 16 == 0
+        got.extend(await _conv_frame(ctx, dut, off, bit, rng, x, shift))
 
     run(dut, [tb])
     np.testing.assert_array_equal(np.array(got).reshape(size * size, c_out).T.reshape(want.shape), want)
@@ -238,5 +246,64 @@ def test_circulant_accel_errors():
         assert await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
         await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "clear"))
         assert not await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
+
+    run(dut, [tb])
+
+
+@pytest.mark.parametrize("seed, group_size, threshold", [(0, 1, 0.0), (1, 2, 0.3)])
+def test_smartdeal_conv_accel_matches_golden(seed, group_size, threshold):
+    """Packed SmartDeal rows through w_addr/w_data and bases through basis; two frames with different
+    layers (the second loaded after the first frame): each equals a direct convolution with
+    golden.smartdeal.reconstruct of its layer."""
+    from insitu.golden import conv, smartdeal
+    from insitu.soc.accel import SmartDealConvAccel
+    rng = np.random.default_rng(seed)
+    c_in, c_out, size = 3, 4, 4
+    layers = [smartdeal.decompose(rng.normal(size=(c_out, c_in, 3, 3)), group_size=group_size,
+                                  threshold=threshold)[0] for _ in range(2)]
+    xs = rng.integers(-128, 128, (2, c_in, size, size))
+    layer = layers[0]
+    dut = SmartDealConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, group_size=group_size,
+                             basis_bits=layer.basis_bits, exp_range=layer.e_max - layer.e_min, fifo_depth=4)
+    off, bit = _accel_bench(dut)
+    got = []
+
+    async def tb(ctx):
+        for layer, x in zip(layers, xs):
+            await wb_write(ctx, dut.bus, off["w_addr"], 0)
+            for word in smartdeal.row_words(layer):
+                await wb_write(ctx, dut.bus, off["w_data"], word)
+            for n, v in enumerate(np.ravel(layer.basis)):
+                await wb_write(ctx, dut.bus, off["basis"], n | (int(v) & 0xFFFF) << 16)
+            got.append(await _conv_frame(ctx, dut, off, bit, rng, x, None))
+        assert not await wb_read(ctx, dut.bus, off["status"]) & bit("status", "err_address")
+
+    run(dut, [tb], deadline=200_000)
+    for layer, x, out in zip(layers, xs, got):
+        want = conv.conv2d(x, smartdeal.reconstruct(layer), 1)
+        np.testing.assert_array_equal(np.array(out).reshape(size * size, c_out).T.reshape(want.shape), want)
+
+
+def test_smartdeal_conv_accel_errors():
+    from insitu.soc.accel import SmartDealConvAccel
+    with pytest.raises(TypeError, match=r"^Word capacity must be an integer or None, not 'x'$"):
+        SmartDealConvAccel(c_in=2, c_out=4, words="x")
+    with pytest.raises(ValueError, match=r"^Group size must divide the output channel count \(4\), not 3$"):
+        SmartDealConvAccel(c_in=2, c_out=4, group_size=3)
+    dut = SmartDealConvAccel(c_in=2, c_out=2, width=4, height=4, words=8, fifo_depth=4)
+    off, bit = _accel_bench(dut)
+
+    async def tb(ctx):
+        bus = dut.bus
+        await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "start"))            # no row words yet
+        assert await wb_read(ctx, bus, off["status"]) & bit("status", "err_no_weights")
+        await wb_write(ctx, bus, off["w_addr"], 8)                             # capacity 8 words
+        assert await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
+        await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "clear"))
+        await wb_write(ctx, bus, off["basis"], 2 * 9)                          # 2 bases of 9 values
+        assert await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
+        await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "clear"))
+        assert not await wb_read(ctx, bus, off["status"]) & (bit("status", "err_address") |
+                                                             bit("status", "err_no_weights"))
 
     run(dut, [tb])
