@@ -3,7 +3,7 @@
 import numpy as np
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, signed_width, validated
 
@@ -40,14 +40,23 @@ class InSituGenerator(wiring.Component):
         Code widths of ``(basis, u, v)``.
     lanes : int
         Taps per transfer; divides ``k²``.
+    writable : bool
+        Take the basis from the ``basis`` port (e.g. registers a CPU writes) and add write ports to the
+        ``u`` and ``v`` memories; the arrays given then only set the shapes and initial contents. Write
+        while the generator is held in reset (or reset it afterwards), as it prefetches from the memories.
 
     Members
     -------
     o : Out(stream.Signature(ArrayLayout(signed(weight_width), lanes)))
+    basis : In(ArrayLayout(ArrayLayout(ArrayLayout(signed(bits[0] + 1), k²), bi), bo)), only if ``writable``
+    u_addr, u_data, u_en : In, only if ``writable``
+        Input channel ``ci``'s word: ``u[b, ci, i]`` at element ``b · bi + i``, one enable bit per element.
+    v_addr, v_data, v_en : In, only if ``writable``
+        Output channel ``o``'s word: ``v[o, b]`` at element ``b``, one enable bit per element.
     """
 
     @validated
-    def __init__(self, *, basis, u, v, bits=(3, 6, 3), lanes=1):
+    def __init__(self, *, basis, u, v, bits=(3, 6, 3), lanes=1, writable=False):
         basis, u, v = np.asarray(basis), np.asarray(u), np.asarray(v)
         if basis.ndim != 3 or u.ndim != 3 or v.ndim != 2:
             raise ValueError("Factors must be shaped basis (bo, bi, k²), u (bo, c_in, bi), v (c_out, bo)")
@@ -71,7 +80,17 @@ class InSituGenerator(wiring.Component):
         tb, ub, vb = ((1 << b) - 1 for b in bits)
         self._w1_width = signed_width(-bi * tb * ub, bi * tb * ub)
         self._weight_width = signed_width(-bo * bi * tb * ub * vb, bo * bi * tb * ub * vb)
-        super().__init__({"o": Out(stream.Signature(data.ArrayLayout(signed(self._weight_width), lanes)))})
+        bb, ub, vb = bits
+        self._layouts = (data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(bb + 1), taps), bi), bo),
+                         data.ArrayLayout(signed(ub + 1), bo * bi),     # u[:, ci, :], element b·bi + i
+                         data.ArrayLayout(signed(vb + 1), bo))                            # v[o, :]
+        members = {"o": Out(stream.Signature(data.ArrayLayout(signed(self._weight_width), lanes)))}
+        if writable:
+            members.update(basis=In(self._layouts[0]),
+                           u_addr=In(range(c_in)), u_data=In(self._layouts[1]), u_en=In(bo * bi),
+                           v_addr=In(range(c_out)), v_data=In(self._layouts[2]), v_en=In(bo))
+        self._writable = writable
+        super().__init__(members)
 
     weight_width = property(lambda self: self._weight_width)
     lanes = property(lambda self: self._lanes)
@@ -102,14 +121,17 @@ class InSituGenerator(wiring.Component):
         bb, ub, vb = self._bits
         blocks = taps // lanes
 
-        basis = Signal(data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(bb + 1), taps), bi), bo),
-                       init=self._basis)
-        u_word = data.ArrayLayout(data.ArrayLayout(signed(ub + 1), bi), bo)            # u[:, ci, :]
-        v_word = data.ArrayLayout(signed(vb + 1), bo)                                     # v[o, :]
+        basis_layout, u_word, v_word = self._layouts
+        basis = self.basis if self._writable else Signal(basis_layout, init=self._basis)
         m.submodules.umem = umem = memory.Memory(
-            shape=u_word, depth=self._c_in, init=[[self._u[b][ci] for b in range(bo)] for ci in range(self._c_in)])
+            shape=u_word, depth=self._c_in,
+            init=[[self._u[b][ci][i] for b in range(bo) for i in range(bi)] for ci in range(self._c_in)])
         m.submodules.vmem = vmem = memory.Memory(shape=v_word, depth=self._c_out, init=self._v)
         u_rd, v_rd = umem.read_port(), vmem.read_port()
+        if self._writable:
+            u_wr, v_wr = umem.write_port(granularity=1), vmem.write_port(granularity=1)   # one code per bit
+            m.d.comb += [u_wr.addr.eq(self.u_addr), u_wr.data.eq(self.u_data), u_wr.en.eq(self.u_en),
+                         v_wr.addr.eq(self.v_addr), v_wr.data.eq(self.v_data), v_wr.en.eq(self.v_en)]
 
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
@@ -150,7 +172,7 @@ class InSituGenerator(wiring.Component):
             for b in range(bo):
                 for i in range(bi):
                     for lane in range(lanes):
-                        m.d.sync += ub_prods[b][i][lane].eq(u0[b][i] * bsel[b][i][lane])
+                        m.d.sync += ub_prods[b][i][lane].eq(u0[b * bi + i] * bsel[b][i][lane])
         w1 = [[Signal(signed(self._w1_width), name=f"w1_{b}_{lane}") for lane in range(lanes)] for b in range(bo)]
         v1 = Signal(data.ArrayLayout(signed(vb + 1), bo), name="v_held")
         valid1 = Signal()

@@ -52,8 +52,9 @@ register     fields
 ============ ======================================================================================
 """
 
+import numpy as np
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
 from ..hdl import Conv2d, DenseConv, MuxConv
@@ -61,12 +62,13 @@ from ..hdl._params import check_int, validated
 from ..hdl.bram import BlockFIFO
 from ..hdl.circulant import CirculantMatVec
 from ..hdl.decode import SmartDealWeights, basis_layout
+from ..hdl.insitu import InSituGenerator
 from ..hdl.densematvec import DenseMatVec
 from ..hdl.streamconv import StreamConv
 from .bus import wishbone_signature
 from .csr import Field, Register, RegisterBank
 
-__all__ = ["ConvAccel", "SmartDealConvAccel", "DenseAccel", "CirculantAccel"]
+__all__ = ["ConvAccel", "SmartDealConvAccel", "MLGConvAccel", "DenseAccel", "CirculantAccel"]
 
 
 class _Ctrl(Register):
@@ -446,6 +448,28 @@ class _Basis(Register):
     fields = [Field("index", 16, "w"), Field("value", 16, "w")]
 
 
+def _indexed_registers(m, layout, reg, status):
+    """Registers of ``layout`` (an array of equal-width values), written one value per ``reg`` write
+    (``reg.index``, ``reg.value``); an index out of range sets ``status.err_address``. Returns them.
+    They sit outside the convolution's reset domain, so a start or clear keeps them."""
+    regs = Signal(layout)
+    width = len(regs.as_value()) // _flat_count(layout)
+    with m.If(reg.index_stb):
+        with m.If(reg.index < _flat_count(layout)):
+            m.d.sync += regs.as_value().word_select(reg.index, width).eq(reg.value)
+        with m.Else():
+            m.d.sync += status.err_address.eq(1)
+    return regs
+
+
+def _flat_count(layout):
+    """Number of scalar elements of nested array layouts."""
+    count = 1
+    while isinstance(layout, data.ArrayLayout):
+        count, layout = count * layout.length, layout.elem_shape
+    return count
+
+
 class SmartDealConvAccel(ConvAccel):
     """A 3×3 convolution layer whose weights are decoded from SmartDeal's packed form on chip
     (:class:`~insitu.hdl.decode.SmartDealWeights` feeding a :class:`~insitu.hdl.streamconv.StreamConv`),
@@ -512,16 +536,86 @@ class SmartDealConvAccel(ConvAccel):
         w_addr, w_data, basis = regs["w_addr"], regs["w_data"], regs["basis"]
         addr = _weight_address(m, self.words, w_addr, w_data, status)
         m.d.comb += [source.w_addr.eq(addr), source.w_data.eq(w_data.data), source.w_en.eq(w_data.data_stb)]
-        bases = Signal(basis_layout(self.groups, self.basis_bits))
-        m.d.comb += source.basis.eq(bases)
-        with m.If(basis.index_stb):
-            with m.If(basis.index < self.groups * 9):
-                m.d.sync += bases.as_value().word_select(basis.index, self.basis_bits).eq(basis.value)
-            with m.Else():
-                m.d.sync += status.err_address.eq(1)
+        m.d.comb += source.basis.eq(_indexed_registers(m, basis_layout(self.groups, self.basis_bits), basis, status))
         have_weights = Signal()
         with m.If(w_data.data_stb):
             m.d.sync += have_weights.eq(1)
+        with m.If(clear):
+            m.d.sync += status.err_address.eq(0)
+        return have_weights
+
+
+class _Element(Register):
+    """One factor code: word ``addr``, element ``elem`` of it, the code in bits 16–31."""
+    fields = [Field("addr", 8, "w"), Field("elem", 8, "w"), Field("value", 16, "w")]
+
+
+class MLGConvAccel(ConvAccel):
+    """A 3×3 convolution layer whose weights are generated on chip from MLG factors
+    (:class:`~insitu.hdl.insitu.InSituGenerator` feeding a :class:`~insitu.hdl.streamconv.StreamConv`),
+    as a peripheral: only the factor codes ``basis``, ``u`` and ``v`` of
+    :func:`insitu.golden.mlg.decompose` are stored.
+
+    Registers: as :class:`ConvAccel`, with the factors written one code per write:
+
+    ============ ======================================================================================
+    ``basis``    ``index``, ``value`` (w): ``basis[b, i, t]`` at index ``(b · bi + i) · 9 + t``
+    ``u``        ``addr``, ``elem``, ``value`` (w): ``u[b, ci, i]`` at ``addr`` ``ci``, ``elem`` ``b · bi + i``
+    ``v``        ``addr``, ``elem``, ``value`` (w): ``v[o, b]`` at ``addr`` ``o``, ``elem`` ``b``
+    ============ ======================================================================================
+
+    ``status.err_address`` is set by an index, address or element out of range; ``err_no_weights`` by a
+    start before any ``v`` code was written. Each start restarts the generator at the first weight.
+
+    Parameters
+    ----------
+    c_in, c_out, width, height : int
+    bi, bo : int
+        Factor ranks (``basis`` is ``bo × bi × 9``).
+    bits : (int, int, int)
+        Code widths of ``(basis, u, v)``, as the decomposed layer's.
+    lanes : int
+        Weights generated per clock (1, 3 or 9).
+    fifo_depth : int
+    """
+
+    _restart_on_start = True
+
+    @validated
+    def __init__(self, *, c_in, c_out, width=8, height=8, bi=3, bo=4, bits=(3, 6, 3), lanes=1, fifo_depth=64):
+        check_int(c_in, "Input channel count", 1)
+        check_int(c_out, "Output channel count", 1)
+        check_int(bi, "Basis rank bi", 1, 255)
+        check_int(bo, "Basis rank bo", 1, 255)
+        self.bi, self.bo = bi, bo
+        self._conv_params = dict(c_in=c_in, c_out=c_out, k=3)
+        self._source_params = dict(basis=np.ones((bo, bi, 9), int), u=np.ones((bo, c_in, bi), int),
+                                   v=np.ones((c_out, bo), int), bits=bits, lanes=lanes, writable=True)
+        probe = self._make_pe()                                  # checks the parameters
+        for part in (probe, probe.source):
+            part._MustUse__silence = True
+        self._setup(c_in=c_in, c_out=c_out, k=3, width=width, height=height, parallel=1, fifo_depth=fifo_depth,
+                    status=_DecodeStatus, weight_regs=[_Basis("basis"), _Element("u"), _Element("v")])
+
+    def _make_pe(self):
+        return StreamConv(**self._conv_params, source=InSituGenerator(**self._source_params))
+
+    def _weights(self, m, pe, regs, clear):
+        source, status = pe.source, regs["status"]
+        m.d.comb += source.basis.eq(_indexed_registers(m, source.basis.shape(), regs["basis"], status))
+        have_weights = Signal()
+        for name, words, elems in (("u", self.c_in, self.bo * self.bi), ("v", self.c_out, self.bo)):
+            reg = regs[name]
+            addr, data_, en = (getattr(source, f"{name}_{port}") for port in ("addr", "data", "en"))
+            width = len(data_.as_value()) // elems
+            ok = (reg.addr < words) & (reg.elem < elems)
+            m.d.comb += [addr.eq(reg.addr), data_.eq(Cat(*[reg.value[:width]] * elems)),
+                         en.eq(Mux(reg.value_stb & ok, 1 << reg.elem, 0))]
+            with m.If(reg.value_stb & ~ok):
+                m.d.sync += status.err_address.eq(1)
+            if name == "v":
+                with m.If(reg.value_stb & ok):
+                    m.d.sync += have_weights.eq(1)
         with m.If(clear):
             m.d.sync += status.err_address.eq(0)
         return have_weights

@@ -307,3 +307,57 @@ def test_smartdeal_conv_accel_errors():
                                                              bit("status", "err_no_weights"))
 
     run(dut, [tb])
+
+
+@pytest.mark.parametrize("seed, lanes", [(0, 1), (1, 3)])
+def test_mlg_conv_accel_matches_golden(seed, lanes):
+    """MLG factor codes through basis/u/v; two frames with different layers (the second loaded after the
+    first frame): each equals a direct convolution with golden.mlg.generate of its layer."""
+    from insitu.golden import conv, mlg
+    from insitu.soc.accel import MLGConvAccel
+    rng = np.random.default_rng(seed)
+    c_in, c_out, size, bi, bo = 3, 4, 4, 2, 2
+    layers = [mlg.decompose(rng.normal(size=(c_out, c_in, 3, 3)), bi, bo, iterations=5)[0] for _ in range(2)]
+    xs = rng.integers(-128, 128, (2, c_in, size, size))
+    dut = MLGConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, bi=bi, bo=bo, bits=layers[0].bits,
+                       lanes=lanes, fifo_depth=4)
+    off, bit = _accel_bench(dut)
+    got = []
+
+    async def tb(ctx):
+        bus = dut.bus
+        for layer, x in zip(layers, xs):
+            for n, v in enumerate(np.ravel(layer.basis)):
+                await wb_write(ctx, bus, off["basis"], n | (int(v) & 0xFFFF) << 16)
+            for b, ci, i in np.ndindex(*layer.u.shape):
+                await wb_write(ctx, bus, off["u"], ci | (b * bi + i) << 8 | (int(layer.u[b, ci, i]) & 0xFFFF) << 16)
+            for o, b in np.ndindex(*layer.v.shape):
+                await wb_write(ctx, bus, off["v"], o | b << 8 | (int(layer.v[o, b]) & 0xFFFF) << 16)
+            got.append(await _conv_frame(ctx, dut, off, bit, rng, x, None))
+        assert not await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
+
+    run(dut, [tb], deadline=200_000)
+    for layer, x, out in zip(layers, xs, got):
+        want = conv.conv2d(x, mlg.generate(layer), 1)
+        np.testing.assert_array_equal(np.array(out).reshape(size * size, c_out).T.reshape(want.shape), want)
+
+
+def test_mlg_conv_accel_errors():
+    from insitu.soc.accel import MLGConvAccel
+    with pytest.raises(ValueError, match=r"^Lane count must divide k² \(9\), not 2$"):
+        MLGConvAccel(c_in=2, c_out=4, lanes=2)
+    dut = MLGConvAccel(c_in=2, c_out=2, width=4, height=4, bi=2, bo=2, fifo_depth=4)
+    off, bit = _accel_bench(dut)
+    err_address, err_nw = bit("status", "err_address"), bit("status", "err_no_weights")
+
+    async def tb(ctx):
+        bus = dut.bus
+        await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "start"))             # no v codes yet
+        assert await wb_read(ctx, bus, off["status"]) & err_nw
+        for reg, word in (("basis", 2 * 2 * 9), ("u", 2), ("u", 4 << 8), ("v", 2), ("v", 2 << 8)):
+            await wb_write(ctx, bus, off["ctrl"], bit("ctrl", "clear"))
+            assert not await wb_read(ctx, bus, off["status"]) & (err_address | err_nw)
+            await wb_write(ctx, bus, off[reg], word | 1 << 16)                  # index, address or element
+            assert await wb_read(ctx, bus, off["status"]) & err_address, (reg, word)
+
+    run(dut, [tb])

@@ -290,7 +290,7 @@ def describe_fft(component):
             "real_multipliers": component.multipliers}
 
 
-SOC_ACCELS = ("qgp-conv", "dense-conv", "smartdeal-conv", "fc", "circulant")
+SOC_ACCELS = ("qgp-conv", "dense-conv", "smartdeal-conv", "mlg-conv", "fc", "circulant")
 
 
 @dataclass(frozen=True)
@@ -299,10 +299,12 @@ class SoCParams(_Params):
                                  "with --rom-size, 65536 of SPRAM for data)")
     rom_size: int = _param(None, "iCE40UP5K layout: the firmware in a ROM of this many bytes of block RAM, the RAM in "
                                  "SPRAM (65536 or 131072 bytes)")
-    accel: str = _param(None, "add one accelerator peripheral: qgp-conv, dense-conv or smartdeal-conv (a c_in → c_out "
-                              "3×3 layer on a width × height image; smartdeal-conv decodes one 7-bit basis and "
-                              "exponents −7…0 as the smartdeal-conv design does), fc (dense c_out × 4·c_in int8 layer, 4 lanes), circulant "
-                              "(c_out × 4·c_in block-circulant layer, --block k)", "choice", SOC_ACCELS)
+    accel: str = _param(None, "add one accelerator peripheral: qgp-conv, dense-conv, smartdeal-conv or mlg-conv (a "
+                              "c_in → c_out 3×3 layer on a width × height image; smartdeal-conv decodes one 7-bit "
+                              "basis and exponents −7…0, mlg-conv generates from bi 3, bo 4 factors, as the "
+                              "smartdeal-conv and mlg-conv designs do), fc (dense c_out × 4·c_in int8 layer, 4 "
+                              "lanes), circulant (c_out × 4·c_in block-circulant layer, --block k)", "choice",
+                        SOC_ACCELS)
     c_in: int = _param(8, "input channels")
     c_out: int = _param(16, "output channels")
     block: int = _param(16, "circulant block size")
@@ -320,11 +322,15 @@ class SoCParams(_Params):
 
 def soc_accelerator(p):
     """The peripheral that ``--accel`` names, sized by the SoC parameters."""
-    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel, SmartDealConvAccel
+    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel, MLGConvAccel, SmartDealConvAccel
     if p.accel == "smartdeal-conv":
         defaults = SmartDealConvParams()
         return SmartDealConvAccel(c_in=p.c_in, c_out=p.c_out, width=p.width, height=p.height, group_size=p.c_out,
                                   basis_bits=defaults.basis_bits, exp_range=defaults.e_max - defaults.e_min)
+    if p.accel == "mlg-conv":
+        defaults = MLGConvParams()
+        return MLGConvAccel(c_in=p.c_in, c_out=p.c_out, width=p.width, height=p.height, bi=defaults.bi,
+                            bo=defaults.bo, lanes=defaults.lanes)
     if p.accel in ("qgp-conv", "dense-conv"):
         return ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width, height=p.height,
                          pe="qgp" if p.accel == "qgp-conv" else "dense")
