@@ -470,7 +470,35 @@ def _flat_count(layout):
     return count
 
 
-class SmartDealConvAccel(ConvAccel):
+class _DecodedConvAccel(ConvAccel):
+    """Base of the convolution peripherals whose weights a decode unit (``_source_class``, built with
+    ``_source_params``) regenerates into a :class:`~insitu.hdl.streamconv.StreamConv`. Each start restarts
+    the source at the layer's first weight; ``status.err_address`` (cleared by ``ctrl.clear``) flags
+    out-of-range weight writes."""
+
+    _restart_on_start = True
+    #: elaboratables the source builds in its constructor (silenced on the parameter-checking probe)
+    _source_parts = ()
+
+    def _init(self, *, c_in, c_out, width, height, fifo_depth, source_params, weight_regs):
+        self._conv_params = dict(c_in=c_in, c_out=c_out, k=3)
+        self._source_params = source_params
+        probe = self._make_pe()                                  # checks the parameters
+        for part in (probe, probe.source, *(getattr(probe.source, name) for name in self._source_parts)):
+            part._MustUse__silence = True
+        self._setup(c_in=c_in, c_out=c_out, k=3, width=width, height=height, parallel=1, fifo_depth=fifo_depth,
+                    status=_DecodeStatus, weight_regs=weight_regs)
+
+    def _make_pe(self):
+        return StreamConv(**self._conv_params, source=self._source_class(**self._source_params))
+
+    def _weights(self, m, pe, regs, clear):
+        with m.If(clear):
+            m.d.sync += regs["status"].err_address.eq(0)
+        return self._source_weights(m, pe.source, regs, regs["status"])
+
+
+class SmartDealConvAccel(_DecodedConvAccel):
     """A 3×3 convolution layer whose weights are decoded from SmartDeal's packed form on chip
     (:class:`~insitu.hdl.decode.SmartDealWeights` feeding a :class:`~insitu.hdl.streamconv.StreamConv`),
     as a peripheral: only the packed coefficient rows and the bases are stored.
@@ -500,7 +528,8 @@ class SmartDealConvAccel(ConvAccel):
     fifo_depth : int
     """
 
-    _restart_on_start = True
+    _source_class = SmartDealWeights
+    _source_parts = ("reader", "decoder")
 
     @validated
     def __init__(self, *, c_in, c_out, width=8, height=8, group_size=1, basis_bits=8, exp_range=12,
@@ -517,22 +546,14 @@ class SmartDealConvAccel(ConvAccel):
         groups = c_out // group_size
         if words is None:                                        # every row with three non-zero coefficients
             words = -(-c_out * self._rows * (1 + 3 * (2 + max(1, exp_range.bit_length()))) // 32)
-        self._conv_params = dict(c_in=c_in, c_out=c_out, k=3)
-        self._source_params = dict(words=[0] * words, rows=self._rows,
-                                   c_out=c_out, group_size=group_size, basis=[[[0] * 3] * 3] * groups,
-                                   basis_bits=basis_bits, exp_range=exp_range, writable=True)
-        probe = self._make_pe()                                  # checks the parameters
-        for part in (probe, probe.source, probe.source.reader, probe.source.decoder):
-            part._MustUse__silence = True
         self.words, self.groups, self.basis_bits = words, groups, basis_bits
-        self._setup(c_in=c_in, c_out=c_out, k=3, width=width, height=height, parallel=1, fifo_depth=fifo_depth,
-                    status=_DecodeStatus, weight_regs=[_WAddr("w_addr"), _WData("w_data"), _Basis("basis")])
+        self._init(c_in=c_in, c_out=c_out, width=width, height=height, fifo_depth=fifo_depth,
+                   source_params=dict(words=[0] * words, rows=self._rows, c_out=c_out, group_size=group_size,
+                                      basis=[[[0] * 3] * 3] * groups, basis_bits=basis_bits, exp_range=exp_range,
+                                      writable=True),
+                   weight_regs=[_WAddr("w_addr"), _WData("w_data"), _Basis("basis")])
 
-    def _make_pe(self):
-        return StreamConv(**self._conv_params, source=SmartDealWeights(**self._source_params))
-
-    def _weights(self, m, pe, regs, clear):
-        source, status = pe.source, regs["status"]
+    def _source_weights(self, m, source, regs, status):
         w_addr, w_data, basis = regs["w_addr"], regs["w_data"], regs["basis"]
         addr = _weight_address(m, self.words, w_addr, w_data, status)
         m.d.comb += [source.w_addr.eq(addr), source.w_data.eq(w_data.data), source.w_en.eq(w_data.data_stb)]
@@ -540,8 +561,6 @@ class SmartDealConvAccel(ConvAccel):
         have_weights = Signal()
         with m.If(w_data.data_stb):
             m.d.sync += have_weights.eq(1)
-        with m.If(clear):
-            m.d.sync += status.err_address.eq(0)
         return have_weights
 
 
@@ -550,7 +569,7 @@ class _Element(Register):
     fields = [Field("addr", 8, "w"), Field("elem", 8, "w"), Field("value", 16, "w")]
 
 
-class MLGConvAccel(ConvAccel):
+class MLGConvAccel(_DecodedConvAccel):
     """A 3×3 convolution layer whose weights are generated on chip from MLG factors
     (:class:`~insitu.hdl.insitu.InSituGenerator` feeding a :class:`~insitu.hdl.streamconv.StreamConv`),
     as a peripheral: only the factor codes ``basis``, ``u`` and ``v`` of
@@ -579,7 +598,7 @@ class MLGConvAccel(ConvAccel):
     fifo_depth : int
     """
 
-    _restart_on_start = True
+    _source_class = InSituGenerator
 
     @validated
     def __init__(self, *, c_in, c_out, width=8, height=8, bi=3, bo=4, bits=(3, 6, 3), lanes=1, fifo_depth=64):
@@ -588,20 +607,12 @@ class MLGConvAccel(ConvAccel):
         check_int(bi, "Basis rank bi", 1, 255)
         check_int(bo, "Basis rank bo", 1, 255)
         self.bi, self.bo = bi, bo
-        self._conv_params = dict(c_in=c_in, c_out=c_out, k=3)
-        self._source_params = dict(basis=np.ones((bo, bi, 9), int), u=np.ones((bo, c_in, bi), int),
-                                   v=np.ones((c_out, bo), int), bits=bits, lanes=lanes, writable=True)
-        probe = self._make_pe()                                  # checks the parameters
-        for part in (probe, probe.source):
-            part._MustUse__silence = True
-        self._setup(c_in=c_in, c_out=c_out, k=3, width=width, height=height, parallel=1, fifo_depth=fifo_depth,
-                    status=_DecodeStatus, weight_regs=[_Basis("basis"), _Element("u"), _Element("v")])
+        self._init(c_in=c_in, c_out=c_out, width=width, height=height, fifo_depth=fifo_depth,
+                   source_params=dict(basis=np.ones((bo, bi, 9), int), u=np.ones((bo, c_in, bi), int),
+                                      v=np.ones((c_out, bo), int), bits=bits, lanes=lanes, writable=True),
+                   weight_regs=[_Basis("basis"), _Element("u"), _Element("v")])
 
-    def _make_pe(self):
-        return StreamConv(**self._conv_params, source=InSituGenerator(**self._source_params))
-
-    def _weights(self, m, pe, regs, clear):
-        source, status = pe.source, regs["status"]
+    def _source_weights(self, m, source, regs, status):
         m.d.comb += source.basis.eq(_indexed_registers(m, source.basis.shape(), regs["basis"], status))
         have_weights = Signal()
         for name, words, elems in (("u", self.c_in, self.bo * self.bi), ("v", self.c_out, self.bo)):
@@ -616,6 +627,4 @@ class MLGConvAccel(ConvAccel):
             if name == "v":
                 with m.If(reg.value_stb & ok):
                     m.d.sync += have_weights.eq(1)
-        with m.If(clear):
-            m.d.sync += status.err_address.eq(0)
         return have_weights
