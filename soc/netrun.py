@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ..golden import network
+from ..golden.description import DIGITS_CNN
 from .accel import ConvAccel, DenseAccel
 from .cxxrtl import CompiledSoC
 from .firmware import FIRMWARE_DIR, build_firmware, compiler_description
@@ -42,11 +43,12 @@ def _c_array(name, ctype, array):
 
 def model_header(model, images, parallel):
     """``model.h`` for ``net.c``: weights, shifts and images as C arrays."""
-    methods = [layer.method for layer in model.layers]
-    if methods != ["dense", "qgp", "dense", "dense"]:
-        raise NetworkRunError(f"The SoC firmware runs QGP models (conv2 in QGP, the rest int8), not layers "
-                              f"{', '.join(f'{l.name}={l.method}' for l in model.layers)}")
-    conv1, conv2, fc1, fc2 = model.layers
+    weights = model.weight_layers
+    if [layer.method for layer in weights] != ["dense", "qgp", "dense", "dense"] or \
+            model.description() != network_description():
+        raise NetworkRunError(f"The SoC firmware runs QGP models of the digits CNN (conv2 in QGP, the rest "
+                              f"int8), not layers {', '.join(f'{l.name}={l.method}' for l in weights)}")
+    conv1, conv2, fc1, fc2 = weights
     out = ["/* Generated from a model file by insitu.soc.netrun: do not edit. */\n#include <stdint.h>\n"]
     out.append(f"#define NUM_IMAGES {len(images)}\n#define CONV1_PARALLEL {CONV1_PARALLEL}\n"
                f"#define CONV2_PARALLEL {parallel}\n")
@@ -57,8 +59,14 @@ def model_header(model, images, parallel):
     out.append(_c_array("CONV2_CODES", "uint8_t", conv2.data["codes"]))
     out.append(_c_array("FC1_W", "int8_t", fc1.data["codes"]))
     out.append(_c_array("FC2_W", "int8_t", fc2.data["codes"]))
-    out.append(_c_array("IMAGES", "int8_t", np.asarray(images).reshape(len(images), 64) * network.INPUT_GAIN))
+    out.append(_c_array("IMAGES", "int8_t", network.quantise_input(model, images).reshape(len(images), 64)))
     return "".join(out)
+
+
+def network_description():
+    """The only network ``net.c`` runs: the digits CNN, normalised as a model describes itself."""
+    from ..golden.description import from_dict, to_dict
+    return to_dict(*from_dict(DIGITS_CNN))
 
 
 FC_LANES = {"fc1": 4, "fc2": 2}

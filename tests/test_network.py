@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from insitu.golden import fixed, modelfile, network
+from insitu.golden import description, fixed, methods, modelfile, network
 from insitu.tools import compress
 from insitu.tools.cli import main
 from insitu.tools.evaluate import default_models
@@ -16,20 +16,21 @@ MODELS = dict(zip(("float", "dense", "qgp", "circulant", "smartdeal", "mlg"), de
 
 def random_float_model(seed=0):
     rng = np.random.default_rng(seed)
+    shapes = {"conv1": (8, 1, 3, 3), "conv2": (16, 8, 3, 3), "fc1": (64, 256), "fc2": (10, 64)}
     return compress.float_model({name: rng.normal(size=shape) * np.sqrt(2 / np.prod(shape[1:]))
-                                 for name, _, shape in network.ARCH})
+                                 for name, shape in shapes.items()})
 
 
 def reference_int(model, images):
     """An independent NumPy evaluation: padded loops for the convolutions, dense products elsewhere."""
     x = np.asarray(images, dtype=np.int64) * 7
-    for n, layer in enumerate(model.layers):
+    for n, layer in enumerate(model.weight_layers):
         if layer.method == "circulant":
             from insitu.golden import circulant
-            acc = circulant.matvec(network._method_layer(layer), x)
+            acc = circulant.matvec(methods.get("circulant").decode(layer), x)
         else:
             w, _ = network.integer_weights(layer)
-            if layer.kind == "conv":
+            if layer.kind == "conv2d":
                 xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
                 acc = np.zeros((len(x), w.shape[0], 8, 8), dtype=np.int64)
                 for r in range(3):
@@ -97,10 +98,10 @@ def _rewrite(path, arrays, manifest=None):
 
 
 @pytest.mark.parametrize("case, msg", [
-    ("version", r"unsupported model format version 9 \(this reads 1\)$"),
+    ("version", r"unsupported model format version 9 \(this reads 1 and 2\)$"),
     ("format", r"not an insitu model \(format 'other'\)$"),
     ("missing", r"layer fc1 \(smartdeal\) is missing array 'image'$"),
-    ("shape", r"layer conv2 must be a conv layer of shape \(16, 8, 3, 3\), not conv \(16, 8, 5, 5\)$"),
+    ("shape", r"layer conv2 must be a conv2d layer of shape \(16, 8, 3, 3\), not conv2d \(16, 8, 5, 5\)$"),
     ("array-shape", r"array conv2/image has shape \(3,\), the manifest says \[\d+\]$"),
     ("method", r"layer conv1 has unknown method 'magic'$"),
     ("image", r"layer fc1: SmartDeal data is truncated"),
@@ -115,14 +116,14 @@ def test_corrupt_model_files(tmp_path, case, msg):
     elif case == "missing":
         del arrays["fc1/image"]
     elif case == "shape":
-        manifest["layers"][1]["shape"] = [16, 8, 5, 5]
+        manifest["layers"][2]["shape"] = [16, 8, 5, 5]
     elif case == "array-shape":
         arrays["conv2/image"] = arrays["conv2/image"][:3]
     elif case == "method":
         manifest["layers"][0]["method"] = "magic"
     elif case == "image":
         arrays["fc1/image"] = arrays["fc1/image"][:10]
-        manifest["layers"][2]["arrays"]["image"]["shape"] = [10]
+        manifest["layers"][6]["arrays"]["image"]["shape"] = [10]
     elif case == "no-manifest":
         del arrays["manifest.json"]
         manifest = None
@@ -172,7 +173,7 @@ def test_compress_cli_one_line_errors(tmp_path, capsys):
 
 def test_compress_cli_from_plain_npz(tmp_path, capsys):
     model = random_float_model(5)
-    np.savez(tmp_path / "w.npz", **{layer.name: layer.data["weights"] for layer in model.layers})
+    np.savez(tmp_path / "w.npz", **{layer.name: layer.data["weights"] for layer in model.weight_layers})
     assert main(["compress", str(tmp_path / "w.npz"), "--method", "dense", "-o", str(tmp_path / "d.npz")]) == 0
     assert modelfile.load(tmp_path / "d.npz").meta["method"] == "dense"
     np.savez(tmp_path / "w2.npz", conv1=np.zeros((8, 1, 5, 5)))
@@ -195,9 +196,10 @@ def test_committed_tradeoff_matches_committed_models(method):
     """The sweep's point at the committed settings is the committed model (same memory, same accuracy)."""
     from insitu.tools.evaluate import load_tradeoff
     from insitu.tools.evaluate import evaluate
-    settings = compress._SD_DENSITY if method == "smartdeal" else compress._MLG_RANKS
-    point, = [p for p in load_tradeoff()["points"] if p["method"] == method
-              and p["setting"] == {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}]
+    model = modelfile.load(MODELS[method])
+    settings = {layer.name: layer.params["density"] if method == "smartdeal" else
+                [layer.params["bi"], layer.params["bo"]] for layer in model.weight_layers if layer.method == method}
+    point, = [p for p in load_tradeoff()["points"] if p["method"] == method and p["setting"] == settings]
     row, = evaluate([MODELS[method]])["rows"]
     assert point["stored_bits"] == row["stored_bits"]
     assert point["integer_accuracy"] == row["integer_accuracy"]
@@ -206,9 +208,9 @@ def test_committed_tradeoff_matches_committed_models(method):
 def test_training_smoke():
     pytest.importorskip("torch")
     from insitu.tools import train
-    weights = train.train_float(epochs=1, steps=3, progress=lambda s: None)
-    assert set(weights) == {name for name, _, _ in network.ARCH}
-    model = train.finetune(weights, "qgp", epochs=1, steps=1, progress=lambda s: None)
+    float_model = train.train_float(epochs=1, steps=3, progress=lambda s: None)
+    assert [layer.name for layer in float_model.weight_layers] == ["conv1", "conv2", "fc1", "fc2"]
+    model = train.finetune(float_model, "qgp", epochs=1, steps=1, progress=lambda s: None)
     assert model.meta["method"] == "qgp" and model.layer("conv2").method == "qgp"
 
 

@@ -176,11 +176,32 @@ def cmd_demo(args):
         raise CLIError("hardware simulation disagrees with the golden model")
 
 
+def _dataset(spec):
+    from ..golden import datasets
+    try:
+        return datasets.load(spec)
+    except datasets.DatasetError as error:
+        raise CLIError(str(error)) from None
+
+
+def _description(path):
+    from ..golden import description
+    if path is None:
+        return description.DIGITS_CNN
+    shape, layers = description.load_json(path)
+    return description.to_dict(shape, layers)
+
+
 def cmd_train(args):
     from .train import train_all
     if args.tradeoff:
         return _cmd_tradeoff(args)
-    train_all(args.out_dir, epochs=args.epochs, finetune_epochs=args.finetune_epochs, seed=args.seed)
+    desc = _description(args.arch)
+    data = _dataset(args.data)
+    prefix = args.prefix or ("digits" if args.arch is None and args.data == "digits" else
+                             os.path.splitext(os.path.basename(args.arch or args.data.split(":")[0]))[0])
+    train_all(args.out_dir, desc=desc, data=data, prefix=prefix, epochs=args.epochs,
+              finetune_epochs=args.finetune_epochs, seed=args.seed)
 
 
 def _cmd_tradeoff(args):
@@ -189,10 +210,9 @@ def _cmd_tradeoff(args):
     from .train import tradeoff
     float_path = os.path.join(args.out_dir, "digits-float.npz")
     model = modelfile.load(float_path)
-    weights = {layer.name: layer.data["weights"] for layer in model.layers}
     _, _, xte, yte = network.digits_split()
     reference = network.accuracy(model, xte, yte, integer=False)
-    points = tradeoff(weights, seed=args.seed)
+    points = tradeoff(model, seed=args.seed)
     for point in points:
         point["drop_vs_float_points"] = round(100 * (reference - point["integer_accuracy"]), 2)
     write_json_atomic(args.tradeoff, {"format": "insitu-tradeoff/1", "float_model": float_path,
@@ -200,11 +220,14 @@ def _cmd_tradeoff(args):
     print(f"written: {args.tradeoff}")
 
 
-def _load_float(path):
-    """A float model from an insitu model file, a plain ``.npz`` of layer weights, or a PyTorch state dict."""
+def _load_float(path, desc=None):
+    """A float model from an insitu model file, a plain ``.npz`` of layer weights, or a PyTorch state dict
+    (the last two for the description ``desc``, the digits CNN by default)."""
     import numpy as np
     from ..golden import modelfile
+    from ..golden.description import DIGITS_CNN
     from .compress import float_model
+    desc = desc or DIGITS_CNN
     if str(path).endswith((".pt", ".pth")):
         from .train import require_torch
         torch = require_torch()
@@ -212,31 +235,69 @@ def _load_float(path):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise CLIError(f"Cannot read PyTorch state dict {path}: {str(error).splitlines()[0]}") from None
-        weights = {key.split(".")[0]: value.numpy() for key, value in state.items()}
-        return float_model(weights)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CLIError(f"{path}: not a PyTorch state dict (a dict of tensors), but {type(state).__name__}")
+        weights = {key.rsplit(".", 1)[0]: v.numpy() for key, v in state.items() if key.endswith(".weight")}
+        biases = {key.rsplit(".", 1)[0]: v.numpy() for key, v in state.items() if key.endswith(".bias")}
+        return float_model(weights, desc=desc, biases=biases)
     try:
         return modelfile.load(path)
     except modelfile.ModelFormatError as error:
         if "no manifest.json" not in str(error):
             raise
     with np.load(path, allow_pickle=False) as archive:
-        return float_model({key: archive[key] for key in archive.files})
+        arrays = {key: archive[key] for key in archive.files}
+    weights = {k: v for k, v in arrays.items() if not k.endswith(".bias")}
+    biases = {k[:-5]: v for k, v in arrays.items() if k.endswith(".bias")}
+    return float_model(weights, desc=desc, biases=biases)
 
 
 def cmd_compress(args):
-    from ..golden import modelfile, network
-    from .compress import compress_model
+    from ..golden import modelfile
+    from .compress import compress_model, parse_layer_methods
     from .evaluate import record_accuracy
-    model = _load_float(args.model)
-    if model.meta.get("method") != "float":
+    if args.method is None and args.layer_method is None:
+        raise CLIError("give --method, --layer-method or both")
+    layer_methods = parse_layer_methods(args.layer_method) if args.layer_method else None
+    data = _dataset(args.data)
+    model = _load_float(args.model, _description(args.arch))
+    if any(layer.method != "float" for layer in model.weight_layers):
         raise CLIError(f"{args.model} is already compressed ({model.meta.get('method')}); give a float model")
-    calibration = network.digits_split()[0][:256]
-    out = compress_model(model, args.method, calibration)
-    acc = record_accuracy(out)
+    if model.input_shape != data.input_shape:
+        raise CLIError(f"{args.model} takes {model.input_shape} inputs, the {data.name} images are "
+                       f"{data.input_shape}; choose the data set with --data")
+    model.formats = dict(data.formats)
+    out = compress_model(model, args.method, data.x_train[:256], layer_methods=layer_methods)
+    acc = record_accuracy(out, data)
     modelfile.save(args.output, out)
-    print(f"{args.method}: test accuracy {acc['integer']:.4f} (integer), {acc['float']:.4f} (float path); "
+    chosen = ", ".join(f"{n}={m}" for n, m in out.methods().items())
+    print(f"{chosen}: test accuracy {acc['integer']:.4f} (integer), {acc['float']:.4f} (float path); "
           f"written: {args.output}")
     print("(one-shot compression without fine-tuning; insitu train fine-tunes every method)")
+
+
+def cmd_import(args):
+    from ..golden import modelfile
+    from .evaluate import record_accuracy
+    from .onnx_import import ImportError_, load_onnx
+    data = _dataset(args.data) if args.data else None
+    try:
+        model = load_onnx(args.model, formats=data.formats if data else None)
+    except ImportError_ as error:
+        raise CLIError(str(error)) from None
+    if data is not None and model.input_shape != data.input_shape:
+        raise CLIError(f"{args.model} takes {model.input_shape} inputs, the {data.name} images are "
+                       f"{data.input_shape}")
+    data = data or (_dataset("digits") if model.input_shape == (1, 8, 8) else None)
+    line = " → ".join(f"{layer.name}" + (f" {layer.out_shape}" if layer.is_weight else "")
+                      for layer in model.layers)
+    print(f"input {model.input_shape}: {line}")
+    if data is not None:
+        model.meta["dataset"] = data.meta()
+        acc = record_accuracy(model, data)
+        print(f"float test accuracy on {data.name}: {acc['float']:.4f}")
+    modelfile.save(args.output, model)
+    print(f"written: {args.output}")
 
 
 def cmd_sim(args):
@@ -309,13 +370,33 @@ def make_parser():
     p.add_argument("--tradeoff", metavar="JSON", help="instead of training, fine-tune SmartDeal and MLG at "
                    "several compression settings from DIR/digits-float.npz and write accuracy against memory")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed (default 0)")
+    p.add_argument("--arch", metavar="JSON", help="network description to train (default: the digits CNN)")
+    p.add_argument("--data", default="digits", metavar="SPEC",
+                   help="data set: digits (default) or cifar10:PATH (the CIFAR-10 python directory)")
+    p.add_argument("--prefix", metavar="NAME", help="model file prefix (default digits, or the --arch file name)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compress", help="compress a float model with one method (one-shot, no fine-tuning)")
+    from ..golden import methods
+    method_help = "; ".join(f"{m.name}: {m.help}" for m in methods.METHODS.values() if m.name != "float")
+    p = sub.add_parser("compress", help="compress a float model (one-shot, no fine-tuning)")
     p.add_argument("model", help="float model: insitu .npz, an .npz of layer weights, or a PyTorch .pt state dict")
-    p.add_argument("--method", required=True, choices=["dense", "qgp", "circulant", "smartdeal", "mlg"])
+    p.add_argument("--method", choices=methods.names(compressed=True),
+                   help="for every weight layer it supports but the first and last, which stay int8 (dense). "
+                   + method_help)
+    p.add_argument("--layer-method", metavar="LAYER=M[,...]",
+                   help="a method per layer, e.g. conv2=qgp,fc1=circulant (overrides --method there)")
+    p.add_argument("--arch", metavar="JSON", help="description for an .npz or .pt of weights (default: digits CNN)")
+    p.add_argument("--data", default="digits", metavar="SPEC",
+                   help="calibration and test data: digits (default) or cifar10:PATH")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="compressed model file to write")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("import", help="import a sequential ONNX model (PyTorch exports ONNX) as a float model")
+    p.add_argument("model", metavar="MODEL.onnx", help="ONNX file, opset 13 or newer")
+    p.add_argument("--data", metavar="SPEC", help="data set whose number formats the model takes: digits or "
+                   "cifar10:PATH (default: digits for 1x8x8 inputs, else a float input in [-1, 1])")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="insitu model file to write")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("evaluate", help="accuracy and weight memory of compressed models on the digits test split")
     p.add_argument("models", nargs="*", help="model files (default: the committed digits models)")

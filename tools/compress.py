@@ -1,120 +1,106 @@
-"""Compress a float digits model with one method (NumPy only): which layers each method takes, and how.
+"""Compress a float model (NumPy only): one method for the whole model, or a method per layer.
 
-=========== ============================================ =========================================
-method      compressed layers                            settings
-=========== ============================================ =========================================
-dense       all (int8 weights, one scale per layer)      –
-qgp         conv2 (one ±1 tap per kernel)                one scale per layer
-circulant   fc1 (block-circulant, k = 16)                8-bit spectra
-smartdeal   conv2, fc1 (power-of-two coefficients × basis) one basis per layer, e in [−6, 1], 6-bit
-                                                         basis, densities 25 % (conv2), 6 % (fc1)
-mlg         conv2 (bi 3, bo 8), fc1 as 1×1 (bi 1, bo 6)     bits (3, 6, 3)
-=========== ============================================ =========================================
-
-Layers a method does not take stay int8 (``dense``). Requantisation shifts are calibrated on training images.
-QGP leaves ``conv1`` in int8: with one input channel, one tap per kernel would make each of its filters a
-shifted copy of the image (72 weights, 576 bits, are not worth that).
+``--method M`` gives M to every weight layer it supports except the first and the last weight layers,
+which stay int8 (``dense``): they are the smallest and the most sensitive (for the digits CNN, ``conv1`` has
+one input channel, so one QGP tap per kernel would make each filter a shifted copy of the image, and
+``fc2`` is the classifier). ``--layer-method conv2=qgp,fc1=circulant`` sets layers explicitly; a method
+that cannot take a layer named there is refused in one line. Settings per layer come from the method's
+defaults (:meth:`insitu.golden.methods.Method.defaults`) unless given. Requantisation shifts (and integer
+biases) are calibrated on training images.
 """
 
 import numpy as np
 
-from ..golden import circulant, mlg, network, qgp, smartdeal
+from ..golden import methods, network
+from ..golden.description import DIGITS_CNN
 
-__all__ = ["METHODS", "compress_model", "project", "float_model", "compressed_layers"]
+__all__ = ["METHODS", "compress_model", "plan", "parse_layer_methods", "project", "float_model",
+           "compressed_layers", "layer_settings"]
 
-METHODS = ("dense", "qgp", "circulant", "smartdeal", "mlg")
-_TAKES = {"dense": (), "qgp": ("conv2",), "circulant": ("fc1",),
-          "smartdeal": ("conv2", "fc1"), "mlg": ("conv2", "fc1")}
-_SD_DENSITY = {"conv2": 0.25, "fc1": 0.08}
-_SD_GROUP = {"conv2": 16, "fc1": 16}          # filters (rows of fc1) per 3×3 basis
-_MLG_RANKS = {"conv2": (3, 8), "fc1": (1, 6)}
+#: The methods ``--method`` takes (every compressed one).
+METHODS = methods.names(compressed=True)
 
 
-def _mlg_view(w):
-    """MLG factors 4-D kernels: fully connected layers are 1×1 kernels."""
-    return w if w.ndim == 4 else w[:, :, None, None]
+def float_model(weights, meta=None, desc=DIGITS_CNN, biases=None):
+    """A float model from ``{name: array}`` (and biases) for a description (the digits CNN by default)."""
+    return network.from_description(desc, weights, biases, meta)
 
 
-def compressed_layers(method):
-    """Names of the layers ``method`` compresses (the others are int8)."""
-    return _TAKES[method]
+def parse_layer_methods(text):
+    """``"conv2=qgp,fc1=circulant"`` → ``{"conv2": "qgp", "fc1": "circulant"}`` (ValueError otherwise)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, method = item.partition("=")
+        if not sep or not name.strip() or not method.strip():
+            raise ValueError(f"Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not {item!r}")
+        methods.get(method.strip())
+        out[name.strip()] = method.strip()
+    if not out:
+        raise ValueError("Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not an empty string")
+    return out
 
 
-def float_model(weights, meta=None):
-    """A float model from ``{name: array}``; shapes are checked against :data:`network.ARCH`."""
-    layers = []
-    for name, kind, shape in network.ARCH:
-        if name not in weights:
-            raise ValueError(f"Float model has no weights for layer {name!r}")
-        w = np.asarray(weights[name], dtype=np.float32)
-        if w.shape != shape:
-            raise ValueError(f"Layer {name} weights must be shaped {shape}, not {w.shape}")
-        layers.append(network.Layer(name, kind, shape, "float", {"weights": w}))
-    return network.Model(layers, dict(meta or {}, method="float"))
+def plan(model, method=None, layer_methods=None, settings=None):
+    """``{layer name: (method, settings)}`` for every weight layer (see the module docstring)."""
+    layer_methods = dict(layer_methods or {})
+    settings = settings or {}
+    weights = model.weight_layers
+    known = {layer.name for layer in weights}
+    for name in list(layer_methods) + list(settings):
+        if name not in known:
+            raise ValueError(f"Model has no weight layer {name!r}; its weight layers are {', '.join(known)}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    out = {}
+    for n, layer in enumerate(weights):
+        explicit = layer.name in layer_methods
+        chosen = layer_methods.get(layer.name) or (method if 0 < n < len(weights) - 1 else None) or "dense"
+        entry = methods.get(chosen)
+        chosen_settings = dict(entry.defaults(layer.kind, layer.shape), **settings.get(layer.name, {}))
+        reason = entry.refuses(layer.kind, layer.shape, chosen_settings)
+        if reason and explicit:
+            raise ValueError(f"Layer {layer.name}: {reason}")
+        if reason:
+            entry = methods.get("dense")
+            chosen_settings = {}
+        out[layer.name] = (entry.name, chosen_settings)
+    return out
 
 
-def _layer(name, kind, shape, w, method):
-    """One layer compressed with ``method`` from float weights ``w``."""
-    if method == "dense":
-        scale = max(float(np.abs(w).max()), 1e-12) / 127
-        codes = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        return network.Layer(name, kind, shape, "dense", {"codes": codes, "scale": np.float64(scale)})
-    if method == "qgp":
-        g = qgp.compress(w)
-        return network.Layer(name, kind, shape, "qgp", {"codes": qgp.pack(g).astype(np.uint8),
-                                                       "scale": np.float64(g.scale.mean())})
-    if method == "circulant":
-        c = circulant.compress(w, 16, spectrum_width=8)
-        return network.Layer(name, kind, shape, "circulant",
-                             {"vectors": c.vectors, "spectra_re": c.spectra.real.astype(np.int64),
-                              "spectra_im": c.spectra.imag.astype(np.int64)},
-                             {"k": 16, "spectrum_width": 8, "spectrum_shift": int(c.spectrum_shift),
-                              "mid_shift": int(c.mid_shift)})
-    if method == "smartdeal":
-        sd = _smartdeal(name, w)
-        return network.Layer(name, kind, shape, "smartdeal",
-                             {"image": np.frombuffer(smartdeal.pack(sd), dtype=np.uint8)},
-                             {"group_size": _SD_GROUP[name], "basis_bits": 6, "e_range": [-6, 1],
-                              "density": _SD_DENSITY[name]})
-    if method == "mlg":
-        bi, bo = _MLG_RANKS[name]
-        g, _ = mlg.decompose(_mlg_view(w), bi, bo, bits=(3, 6, 3), iterations=30)
-        return network.Layer(name, kind, shape, "mlg", {"image": np.frombuffer(mlg.pack(g), dtype=np.uint8)},
-                             {"bi": bi, "bo": bo, "bits": [3, 6, 3]})
-    raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+def layer_settings(model, method, layer_methods=None, settings=None):
+    """The settings each layer would be compressed with (for reports and fine-tuning)."""
+    return {name: s for name, (_, s) in plan(model, method, layer_methods, settings).items()}
 
 
-def _smartdeal(name, w, strength=1.0):
-    density = 1.0 - strength * (1.0 - _SD_DENSITY[name])
-    sd, _ = smartdeal.decompose(w, group_size=_SD_GROUP[name], basis_bits=6, e_range=(-6, 1), density=density)
-    return sd
+def compressed_layers(model):
+    """Names of the weight layers that are not int8 or float (all weight layers when none is)."""
+    names = [layer.name for layer in model.weight_layers if layer.method not in ("dense", "float")]
+    return names or [layer.name for layer in model.weight_layers]
 
 
-def project(name, w, method, strength=1.0):
+def project(layer, w, method, settings, strength=1.0):
     """The float weights that ``method`` can represent nearest to ``w`` (for fine-tuning). ``strength`` in
     [0, 1] eases SmartDeal's sparsity in: its density goes from 1 to the layer's target."""
-    kind, shape = next((k, s) for n, k, s in network.ARCH if n == name)
-    w = np.asarray(w, dtype=np.float64)
-    method = method if name in _TAKES[method] else "dense"
-    if method == "smartdeal":      # the same decomposition as _layer, without packing the image
-        sd = _smartdeal(name, w, strength)
-        return smartdeal.reconstruct(sd) * sd.scale
-    if method == "mlg":
-        bi, bo = _MLG_RANKS[name]
-        g, _ = mlg.decompose(_mlg_view(w), bi, bo, bits=(3, 6, 3), iterations=10)
-        return mlg.dequantize(g).reshape(shape)
-    return network.float_weights(_layer(name, kind, shape, w, method)).reshape(shape)
+    return methods.get(method).project(np.asarray(w, dtype=np.float64), layer.kind, settings, strength)
 
 
-def compress_model(model, method, calibration):
-    """Compress every layer ``method`` takes (the others to int8) and calibrate the shifts."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+def compress_model(model, method=None, calibration=None, *, layer_methods=None, settings=None):
+    """Compress every weight layer of a float ``model`` by :func:`plan` and calibrate the shifts."""
+    if calibration is None:
+        raise ValueError("Compression needs calibration images")
+    chosen = plan(model, method, layer_methods, settings)
     layers = []
     for layer in model.layers:
+        if not layer.is_weight:
+            layers.append(network.Layer(layer.name, layer.kind, dict(layer.attrs)))
+            continue
+        name, s = chosen[layer.name]
         w = network.float_weights(layer)
-        layers.append(_layer(layer.name, layer.kind, layer.shape, w,
-                             method if layer.name in _TAKES[method] else "dense"))
-    meta = {k: v for k, v in model.meta.items() if k not in ("method", "accuracy")}
-    out = network.Model(layers, dict(meta, method=method))
+        data, params = methods.get(name).compress(w, layer.kind, s)
+        if "bias" in layer.data:
+            data["bias"] = np.asarray(layer.data["bias"], dtype=np.float32)
+        layers.append(network.Layer(layer.name, layer.kind, dict(layer.attrs), name, data, params))
+    meta = {k: v for k, v in model.meta.items() if k not in ("method", "accuracy", "layer_methods")}
+    label = method if method is not None and not layer_methods else "mixed"
+    out = network.Model(model.input_shape, layers, dict(meta, method=label), model.formats)
     return network.calibrate_shifts(out, calibration)

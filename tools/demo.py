@@ -28,7 +28,7 @@ def run_demo(images=4, parallel=2, progress=print):
     _, _, xte, yte = network.digits_split()
     trace = {}
     network.forward_int(model, xte[:images], trace=trace)
-    frames = fixed.requantize(np.maximum(trace["conv1"], 0), conv1.shift, network.ACT_WIDTH)
+    frames = fixed.requantize(trace["conv1"], conv1.shift, model.formats["act_width"])
     pe = MuxConv(c_in=8, c_out=16, k=3, parallel=parallel, init=qgp.pack(layer))
     dut = Conv2d(pe, width=8, height=8, padding=1)
     progress("")

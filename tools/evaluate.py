@@ -20,9 +20,12 @@ def default_models():
     return [os.path.join(MODEL_DIR, f"digits-{m}.npz") for m in order]
 
 
-def record_accuracy(model):
-    """Store the test-split accuracies (float path, and integer path unless the model is float) in ``meta``."""
-    _, _, xte, yte = network.digits_split()
+def record_accuracy(model, data=None):
+    """Store the test-split accuracies (float path, and integer path unless the model is float) in ``meta``
+    (``data``: a :class:`~insitu.golden.datasets.Dataset`, the digits by default)."""
+    from ..golden import datasets
+    data = data or datasets.digits()
+    xte, yte = data.x_test, data.y_test
     acc = {"float": network.accuracy(model, xte, yte, integer=False),
            "integer": None if model.meta.get("method") == "float" else network.accuracy(model, xte, yte),
            "test_images": int(len(xte))}
@@ -31,7 +34,8 @@ def record_accuracy(model):
 
 
 def _bits(model, names=None):
-    return sum(network.layer_storage_bits(layer) for layer in model.layers if names is None or layer.name in names)
+    return sum(network.layer_storage_bits(layer) for layer in model.weight_layers
+               if names is None or layer.name in names)
 
 
 TRADEOFF_PATH = os.path.join(MODEL_DIR, "digits-tradeoff.json")
@@ -64,14 +68,13 @@ def evaluate(paths, *, json_path=None, plot_path=None, tradeoff=None):
         int_acc = None if method == "float" else network.accuracy(model, xte, yte)
         if method == "float":
             reference = float_acc
-        names = compressed_layers(method) if method in ("qgp", "circulant", "smartdeal", "mlg") else None
-        layer_weights = sum(int(np.prod(layer.shape)) for layer in model.layers
-                            if names is None or layer.name in names)
+        names = compressed_layers(model)
+        layer_weights = sum(int(np.prod(layer.shape)) for layer in model.weight_layers if layer.name in names)
         stored = _bits(model, names)
         rows.append({
             "model": os.path.basename(path), "method": method,
             "float_accuracy": round(float_acc, 4), "integer_accuracy": None if int_acc is None else round(int_acc, 4),
-            "compressed_layers": list(names) if names else [layer.name for layer in model.layers],
+            "compressed_layers": names,
             "stored_bits": stored, "dense_int8_bits": layer_weights * 8, "float32_bits": layer_weights * 32,
             "int8_over_stored": round(layer_weights * 8 / stored, 2),
             "model_bits": _bits(model),
