@@ -26,7 +26,7 @@ one-line :class:`DescriptionError` naming the layer.
 import json
 import math
 
-__all__ = ["DescriptionError", "KINDS", "WEIGHT_KINDS", "POOL_MODES", "normalise", "infer_shapes",
+__all__ = ["BUILTIN", "DescriptionError", "KINDS", "WEIGHT_KINDS", "POOL_MODES", "normalise", "infer_shapes",
            "weight_shape", "from_dict", "to_dict", "load_json", "DIGITS_CNN", "DIGITS_DEEP", "DIGITS_MLP",
            "CIFAR_VGG"]
 
@@ -235,3 +235,6 @@ CIFAR_VGG = {"input": [3, 32, 32], "layers": [
     {"kind": "flatten"},
     {"kind": "linear", "name": "fc1", "features": 128, "bias": True}, {"kind": "relu"},
     {"kind": "linear", "name": "fc2", "features": 10, "bias": True}]}
+
+#: The descriptions that ship with insitu, by the name ``--arch`` accepts.
+BUILTIN = {"digits-cnn": DIGITS_CNN, "digits-deep": DIGITS_DEEP, "digits-mlp": DIGITS_MLP, "cifar-vgg": CIFAR_VGG}

@@ -342,6 +342,8 @@ def calibrate_shifts(model, images, *, percentile=99.99):
     weights = model.weight_layers
     for layer in weights:
         layer.shift = 0
+        layer.data.pop("bias_q", None)
+    check_accumulators(model)                   # before any work: the weights alone may be too wide
     for layer in weights[:-1]:
         _quantise_bias(model, layer)
         trace = {}

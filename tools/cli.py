@@ -188,7 +188,12 @@ def _description(path):
     from ..golden import description
     if path is None:
         return description.DIGITS_CNN
-    shape, layers = description.load_json(path)
+    if path in description.BUILTIN:
+        return description.BUILTIN[path]
+    try:
+        shape, layers = description.load_json(path)
+    except description.DescriptionError as error:
+        raise CLIError(str(error)) from None
     return description.to_dict(shape, layers)
 
 
@@ -370,7 +375,8 @@ def make_parser():
     p.add_argument("--tradeoff", metavar="JSON", help="instead of training, fine-tune SmartDeal and MLG at "
                    "several compression settings from DIR/digits-float.npz and write accuracy against memory")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed (default 0)")
-    p.add_argument("--arch", metavar="JSON", help="network description to train (default: the digits CNN)")
+    p.add_argument("--arch", metavar="JSON", help="network description to train: a JSON file or one of digits-cnn (default), digits-deep, "
+                   "digits-mlp, cifar-vgg")
     p.add_argument("--data", default="digits", metavar="SPEC",
                    help="data set: digits (default) or cifar10:PATH (the CIFAR-10 python directory)")
     p.add_argument("--prefix", metavar="NAME", help="model file prefix (default digits, or the --arch file name)")
@@ -385,7 +391,8 @@ def make_parser():
                    + method_help)
     p.add_argument("--layer-method", metavar="LAYER=M[,...]",
                    help="a method per layer, e.g. conv2=qgp,fc1=circulant (overrides --method there)")
-    p.add_argument("--arch", metavar="JSON", help="description for an .npz or .pt of weights (default: digits CNN)")
+    p.add_argument("--arch", metavar="JSON", help="description for an .npz or .pt of weights: a JSON file or a built-in name "
+                   "(default digits-cnn)")
     p.add_argument("--data", default="digits", metavar="SPEC",
                    help="calibration and test data: digits (default) or cifar10:PATH")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="compressed model file to write")
