@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .packed import CRC_BYTES, seal, unseal
+
 __all__ = ["MLGLayer", "quantize_odd", "decompose", "generate", "dequantize", "pack", "unpack", "storage_bits",
            "FormatError", "SCALE_BITS"]
 
 MAGIC = b"MLG1"
-VERSION = 1
+VERSION = 2           # 2: version 1's layout followed by a CRC-32 (:mod:`insitu.golden.packed`)
 # magic, version, k, bo, bi, c_in, c_out, bits (basis, u, v), scales (basis, u, v) as float32, payload bits
 _HEADER = struct.Struct("<4sBB4H3B3fI")
 
@@ -152,7 +154,7 @@ def pack(layer):
             length += bits
     header = _HEADER.pack(MAGIC, VERSION, layer.k, layer.bo, layer.bi, layer.c_in, layer.c_out,
                           *layer.bits, *layer.scales, length)
-    return header + value.to_bytes((length + 7) // 8, "little")
+    return seal(header + value.to_bytes((length + 7) // 8, "little"))
 
 
 def unpack(data):
@@ -166,18 +168,23 @@ def unpack(data):
     bits, scales, length = tuple(rest[:3]), tuple(rest[3:6]), rest[6]
     if magic != MAGIC:
         raise FormatError(f"Not MLG data (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise FormatError(f"Unsupported MLG format version {version} (this reads {VERSION})")
+    if version not in (1, VERSION):
+        raise FormatError(f"Unsupported MLG format version {version} (this reads 1 and {VERSION})")
     if not (k and bo and bi and c_in and c_out and all(1 <= b <= 16 for b in bits)):
         raise FormatError("MLG header is corrupt (kernel size, ranks, channels or code widths)")
     shapes = [(bo, bi, k * k), (bo, c_in, bi), (c_out, bo)]
     expected = sum(int(np.prod(shape)) * b for shape, b in zip(shapes, bits))
     if length != expected:
         raise FormatError(f"MLG header says {length} payload bits, its shapes need {expected}")
-    payload = data[_HEADER.size:]
+    trailer = CRC_BYTES if version == VERSION else 0
+    payload = data[_HEADER.size:len(data) - trailer]
     if len(payload) != (length + 7) // 8:
         raise FormatError(f"MLG payload is {len(payload)} bytes, the header says {(length + 7) // 8}: "
                           f"truncated or padded")
+    if trailer:
+        unseal(data, FormatError, "MLG")
+    if not all(np.isfinite(scales)) or not all(s > 0 for s in scales):
+        raise FormatError(f"MLG header is corrupt (scales {scales} must be positive and finite)")
     value, pos, factors = int.from_bytes(payload, "little"), 0, []
     for shape, b in zip(shapes, bits):
         top = (1 << b) - 1

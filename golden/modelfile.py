@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def _read(name):
         arrays = {key: archive[key] for key in files if key != "manifest.json"}
     except ModelFormatError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError, KeyError) as error:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, UnicodeDecodeError, KeyError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "allow_pickle" in first or "pickle" in first.lower():
             first = "not an .npz archive of arrays"

@@ -20,11 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .packed import CRC_BYTES, seal, unseal
+
 __all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
            "FormatError"]
 
 MAGIC = b"SDL1"
-VERSION = 1
+VERSION = 2           # 2: version 1's layout followed by a CRC-32 (:mod:`insitu.golden.packed`)
+#: Header limits (checked when packing and unpacking).
+BASIS_FRAC_RANGE = (-32, 32)
+EXP_RANGE = (-32, 32)
 # magic, version, ndim, dims[4], group size, basis bits, basis frac, e_min, e_max
 _HEADER = struct.Struct("<4sBB4HHBbbb")
 
@@ -186,7 +191,11 @@ def row_words(layer, word_bits=32):
 
 
 def pack(layer):
-    """The bit-exact stored image (bytes): header, basis, per-row skip flags and coefficient codes."""
+    """The bit-exact stored image (bytes): header, basis, per-row skip flags and coefficient codes, CRC-32."""
+    if not (BASIS_FRAC_RANGE[0] <= layer.basis_frac <= BASIS_FRAC_RANGE[1]
+            and EXP_RANGE[0] <= layer.e_min <= layer.e_max <= EXP_RANGE[1]):
+        raise ValueError(f"SmartDeal basis_frac {layer.basis_frac} and exponents [{layer.e_min}, {layer.e_max}] "
+                         f"must lie in {BASIS_FRAC_RANGE} and {EXP_RANGE}")
     dims = list(layer.shape) + [0] * (4 - len(layer.shape))
     header = _HEADER.pack(MAGIC, VERSION, len(layer.shape), *dims, layer.group_size, layer.basis_bits,
                           layer.basis_frac, layer.e_min, layer.e_max)
@@ -196,7 +205,7 @@ def pack(layer):
     rows = _row_bits(layer)
     bits.put(rows.value, rows.length)
     payload = bits.value.to_bytes((bits.length + 7) // 8, "little")
-    return header + struct.pack("<I", bits.length) + payload
+    return seal(header + struct.pack("<I", bits.length) + payload)
 
 
 def unpack(data):
@@ -209,17 +218,26 @@ def unpack(data):
     dims, (group, basis_bits, basis_frac, e_min, e_max) = rest[:4], rest[4:]
     if magic != MAGIC:
         raise FormatError(f"Not SmartDeal data (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise FormatError(f"Unsupported SmartDeal format version {version} (this reads {VERSION})")
-    if ndim not in (2, 4) or not all(dims[:ndim]) or not 2 <= basis_bits <= 16 or e_min > e_max or \
-            group < 1 or dims[0] % group:
+    if version not in (1, VERSION):
+        raise FormatError(f"Unsupported SmartDeal format version {version} (this reads 1 and {VERSION})")
+    if ndim not in (2, 4) or not all(dims[:ndim]) or any(dims[ndim:]) or not 2 <= basis_bits <= 16 or \
+            not EXP_RANGE[0] <= e_min <= e_max <= EXP_RANGE[1] or group < 1 or dims[0] % group or \
+            not BASIS_FRAC_RANGE[0] <= basis_frac <= BASIS_FRAC_RANGE[1]:
         raise FormatError("SmartDeal header is corrupt (shape, group, basis width or exponent range)")
     shape = tuple(dims[:ndim])
     (length,) = struct.unpack_from("<I", data, _HEADER.size)
-    payload = data[_HEADER.size + 4:]
+    trailer = CRC_BYTES if version == VERSION else 0
+    payload = data[_HEADER.size + 4:len(data) - trailer]
     if len(payload) != (length + 7) // 8:
         raise FormatError(f"SmartDeal payload is {len(payload)} bytes, the header says "
                           f"{(length + 7) // 8}: truncated or padded")
+    if trailer:
+        unseal(data, FormatError, "SmartDeal")
+    # every size against the payload before allocating: a basis code per group tap and a skip bit per row
+    c_out = shape[0]
+    s = -(-int(np.prod(shape[1:], dtype=object)) // 3)
+    if (c_out // group) * 9 * basis_bits + c_out * s > length:
+        raise FormatError(f"SmartDeal header's shape {shape} needs more than the {length} payload bits")
     value, pos = int.from_bytes(payload, "little"), 0
 
     def take(width):
@@ -230,8 +248,6 @@ def unpack(data):
         pos += width
         return field
 
-    c_out = shape[0]
-    s = -(-int(np.prod(shape[1:])) // 3)
     groups = c_out // group
     basis = np.array([take(basis_bits) for _ in range(groups * 9)], dtype=np.int64)
     basis = np.where(basis >= 1 << (basis_bits - 1), basis - (1 << basis_bits), basis).reshape(groups, 3, 3)

@@ -68,7 +68,7 @@ def image():
 @pytest.mark.parametrize("mangle, msg", [
     (lambda d: d[:10], r"^SmartDeal data is truncated: 10 bytes, the header alone needs \d+$"),
     (lambda d: b"XXXX" + d[4:], r"^Not SmartDeal data \(magic b'XXXX', expected b'SDL1'\)$"),
-    (lambda d: corrupt(d, 4, 9), r"^Unsupported SmartDeal format version 9 \(this reads 1\)$"),
+    (lambda d: corrupt(d, 4, 9), r"^Unsupported SmartDeal format version 9 \(this reads 1 and 2\)$"),
     (lambda d: d[:-3], r"^SmartDeal payload is \d+ bytes, the header says \d+: truncated or padded$"),
     (lambda d: d + b"\0", r"^SmartDeal payload is \d+ bytes, the header says \d+: truncated or padded$"),
     (lambda d: corrupt(d, 5, 3), r"^SmartDeal header is corrupt"),
