@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["check_kernel_size", "check_activations", "pad", "windows", "conv2d", "pack"]
+__all__ = ["check_kernel_size", "check_activations", "check_padding", "pad", "windows", "conv2d", "pack"]
 
 
 def check_kernel_size(k):
@@ -11,8 +11,9 @@ def check_kernel_size(k):
     return int(k)
 
 
-def check_activations(x, c_in=None):
-    """Validate integer activations shaped ``(c_in, h, w)``; return them as ``int64``."""
+def check_activations(x, c_in=None, width=8):
+    """Validate integer activations shaped ``(c_in, h, w)`` that fit signed ``width`` bits (None: any);
+    return them as ``int64``."""
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"Activations must be shaped (c_in, h, w), not {x.shape}")
@@ -20,7 +21,19 @@ def check_activations(x, c_in=None):
         raise TypeError(f"Activations must be integers, not {x.dtype}")
     if c_in is not None and x.shape[0] != c_in:
         raise ValueError(f"Activations have {x.shape[0]} channels, the layer expects {c_in}")
+    if width is not None and x.size:
+        lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+        if x.min() < lo or x.max() > hi:
+            raise ValueError(f"Activations must fit in signed {width}-bit integers [{lo}, {hi}], "
+                             f"not [{x.min()}, {x.max()}]")
     return x.astype(np.int64)
+
+
+def check_padding(padding, k):
+    """Padding of a k×k convolution: an integer in ``[0, k // 2]`` (more would only add zero rows)."""
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or not 0 <= padding <= k // 2:
+        raise ValueError(f"Padding must be an integer in range [0, {k // 2}] for a {k}x{k} kernel, not {padding!r}")
+    return int(padding)
 
 
 def pad(x, padding):
@@ -49,7 +62,7 @@ def windows(x, k, padding):
     return out
 
 
-def conv2d(x, weights, padding):
+def conv2d(x, weights, padding, *, act_width=8):
     """Direct integer convolution (cross-correlation, stride 1): ``(c_in, h, w)`` → ``(c_out, h', w')``.
 
     ``weights`` are integers shaped ``(c_out, c_in, k, k)``; accumulators are exact ``int64``.
@@ -58,8 +71,8 @@ def conv2d(x, weights, padding):
     if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
         raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
     c_out, c_in, k, _ = weights.shape
-    x = check_activations(x, c_in)
-    win = windows(x, k, padding)                                     # (h', w', k², c_in)
+    x = check_activations(x, c_in, act_width)
+    win = windows(x, k, check_padding(padding, k))                                     # (h', w', k², c_in)
     w = weights.astype(np.int64).reshape(c_out, c_in, k * k)         # (c_out, c_in, k²)
     return np.einsum("yxtc,oct->oyx", win, w)
 

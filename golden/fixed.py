@@ -64,7 +64,10 @@ def round_shift(x, shift):
         raise TypeError(f"Shift must be an integer, not {shift!r}")
     if shift < 0:
         raise ValueError(f"Shift must be a non-negative integer, not {shift!r}")
-    x = np.asarray(x, dtype=np.int64)
+    x = np.asarray(x)
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"Accumulators must be integers, not {x.dtype}")
+    x = x.astype(np.int64)
     if shift == 0:
         return x
     return (x + (1 << (int(shift) - 1))) >> int(shift)

@@ -79,13 +79,15 @@ class Method:
         """The float value of one accumulator LSB per unit of input LSB."""
         return self.integer_weights(layer)[1]
 
-    def accumulate(self, layer, x):
-        """Exact integer accumulators (no bias) for a batch ``x``: ``(n, c, h, w)`` or ``(n, features)``."""
+    def accumulate(self, layer, x, act_width=8):
+        """Exact integer accumulators (no bias) for a batch ``x`` of ``act_width``-bit activations:
+        ``(n, c, h, w)`` or ``(n, features)``."""
         w, _ = self.integer_weights(layer)
         if layer.kind == "linear":
             return x @ w.T
         a = layer.attrs
-        return conv_stride(np.stack([conv.conv2d(img, w, a["padding"]) for img in x]), a["stride"])
+        return conv_stride(np.stack([conv.conv2d(img, w, a["padding"], act_width=act_width) for img in x]),
+                           a["stride"])
 
     def storage_bits(self, layer):
         raise NotImplementedError
@@ -122,7 +124,7 @@ class Float(Method):
     def storage_bits(self, layer):
         return layer.data["weights"].size * 32
 
-    def accumulate(self, layer, x):
+    def accumulate(self, layer, x, act_width=8):
         raise ValueError(f"Layer {layer.name} is float: compress the model before integer inference")
 
 
@@ -166,9 +168,10 @@ class QGP(Method):
     def integer_weights(self, layer):
         return qgp.expand(self.decode(layer)), float(layer.data["scale"])
 
-    def accumulate(self, layer, x):
+    def accumulate(self, layer, x, act_width=8):
         g, a = self.decode(layer), layer.attrs
-        return conv_stride(np.stack([qgp.muxconv2d(img, g, a["padding"]) for img in x]), a["stride"])
+        return conv_stride(np.stack([qgp.muxconv2d(img, g, a["padding"], act_width=act_width) for img in x]),
+                           a["stride"])
 
     def storage_bits(self, layer):
         return layer.data["codes"].size * qgp.code_width(layer.shape[2])
@@ -209,7 +212,7 @@ class Circulant(Method):
     def output_scale(self, layer):
         return circulant.output_scale(self.decode(layer))
 
-    def accumulate(self, layer, x):
+    def accumulate(self, layer, x, act_width=8):
         return circulant.matvec(self.decode(layer), x)
 
     def storage_bits(self, layer):

@@ -229,7 +229,7 @@ def forward_int(model, images, *, trace=None):
                 if trace is not None:
                     trace[pending.name] = x
                 x = fixed.requantize(x, pending.shift, width)
-            x = layer.entry.accumulate(layer, x.reshape(len(x), *layer.in_shape))
+            x = layer.entry.accumulate(layer, x.reshape(len(x), *layer.in_shape), width)
             if "bias_q" in layer.data:
                 bias = layer.data["bias_q"].astype(np.int64)
                 x = x + (bias[:, None, None] if layer.kind == "conv2d" else bias)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conv import check_activations, check_kernel_size, pad
+from .conv import check_activations, check_padding, check_kernel_size, pad
 
 __all__ = ["QGPLayer", "compress", "expand", "muxconv2d", "pack", "unpack", "code_width", "storage_bits"]
 
@@ -76,14 +76,14 @@ def expand(layer):
     return dense.reshape(layer.c_out, layer.c_in, k, k)
 
 
-def muxconv2d(x, layer, padding):
+def muxconv2d(x, layer, padding, *, act_width=8):
     """Multiplexer convolution: integer ``(c_in, h, w)`` → integer accumulators ``(c_out, h', w')``.
 
     ``out[o, y, x] = Σ_ci sign[o, ci] · xpad[ci, y + r, x + c]`` with ``(r, c) = divmod(index[o, ci], k)``.
     """
-    x = check_activations(x, layer.c_in)
+    x = check_activations(x, layer.c_in, act_width)
     k = layer.k
-    xp = pad(x, padding)
+    xp = pad(x, check_padding(padding, k))
     ho, wo = xp.shape[1] - k + 1, xp.shape[2] - k + 1
     if ho < 1 or wo < 1:
         raise ValueError(f"Image {x.shape[1]}x{x.shape[2]} with padding {padding} is smaller than the "

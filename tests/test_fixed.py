@@ -94,3 +94,9 @@ def test_requantize_property(values, shift, width):
     lo, hi = fixed.signed_range(width)
     expected = [min(hi, max(lo, math.floor(Fraction(v, 2 ** shift) + Fraction(1, 2)))) for v in values]
     np.testing.assert_array_equal(fixed.requantize(values, shift, width), expected)
+
+
+def test_requantize_refuses_float_accumulators():
+    import pytest
+    with pytest.raises(TypeError, match=r"^Accumulators must be integers, not float64$"):
+        fixed.requantize(np.array([1.5, 2.0]), 1, 8)

@@ -89,3 +89,16 @@ def test_pack_unpack_round_trip_and_code_width():
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+@pytest.mark.parametrize("call, error, msg", [
+    (lambda: qgp.muxconv2d(np.zeros((2, 4, 4), int), qgp.compress(np.ones((1, 2, 3, 3))), 5), ValueError,
+     r"^Padding must be an integer in range \[0, 1\] for a 3x3 kernel, not 5$"),
+    (lambda: qgp.muxconv2d(np.full((2, 4, 4), 300), qgp.compress(np.ones((1, 2, 3, 3))), 1), ValueError,
+     r"^Activations must fit in signed 8-bit integers \[-128, 127\], not \[300, 300\]$"),
+    (lambda: conv.conv2d(np.full((2, 4, 4), -129), np.ones((1, 2, 3, 3), int), 1), ValueError,
+     r"^Activations must fit in signed 8-bit integers"),
+])
+def test_out_of_contract_inputs(call, error, msg):
+    with pytest.raises(error, match=msg):
+        call()

@@ -199,10 +199,39 @@ def test_committed_tradeoff_matches_committed_models(method):
     model = modelfile.load(MODELS[method])
     settings = {layer.name: layer.params["density"] if method == "smartdeal" else
                 [layer.params["bi"], layer.params["bo"]] for layer in model.weight_layers if layer.method == method}
-    point, = [p for p in load_tradeoff()["points"] if p["method"] == method and p["setting"] == settings]
+    sweep = load_tradeoff()
+    point, = [p for p in sweep["points"] if p["method"] == method and p["setting"] == settings]
     row, = evaluate([MODELS[method]])["rows"]
-    assert point["stored_bits"] == row["stored_bits"]
-    assert point["integer_accuracy"] == row["integer_accuracy"]
+    first = sweep["seeds"].index(model.meta["training"]["seed"])
+    assert point["stored_bits"][first] == row["stored_bits"]
+    assert point["integer_accuracy_per_seed"][first] == row["integer_accuracy"]
+
+
+def test_training_reproduces_the_committed_models_bit_for_bit():
+    """Deterministic training: the float model, then MLG fine-tuning from it, equal the committed files."""
+    pytest.importorskip("torch")
+    from insitu.tools import train
+    committed = modelfile.load(MODELS["float"])
+    training = committed.meta["training"]
+    model = train.train_float(epochs=training["epochs"], seed=training["seed"], progress=lambda s: None)
+    for ours, theirs in zip(model.weight_layers, committed.weight_layers):
+        np.testing.assert_array_equal(ours.data["weights"], theirs.data["weights"])
+    epochs, lr = training["finetune"]["mlg"]["epochs"], training["finetune"]["mlg"]["lr"]
+    mlg = train.finetune(committed, "mlg", epochs=epochs, lr=lr, seed=training["seed"], progress=lambda s: None)
+    for ours, theirs in zip(mlg.weight_layers, modelfile.load(MODELS["mlg"]).weight_layers):
+        assert ours.method == theirs.method and ours.shift == theirs.shift
+        for key in theirs.data:
+            np.testing.assert_array_equal(ours.data[key], theirs.data[key])
+
+
+def test_tradeoff_file_errors(tmp_path, capsys):
+    bad = tmp_path / "t.json"
+    bad.write_text('{"format": ')
+    assert main(["evaluate", MODELS["dense"], "--tradeoff", str(bad), "--json", str(tmp_path / "e.json")]) == 1
+    assert "t.json: not a JSON trade-off file" in capsys.readouterr().err
+    assert main(["evaluate", MODELS["dense"], "--tradeoff", str(tmp_path / "nosuch.json")]) == 1
+    assert "Cannot read trade-off file" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
 
 
 def test_training_smoke():

@@ -205,23 +205,38 @@ def cmd_train(args):
     data = _dataset(args.data)
     prefix = args.prefix or ("digits" if args.arch is None and args.data == "digits" else
                              os.path.splitext(os.path.basename(args.arch or args.data.split(":")[0]))[0])
-    train_all(args.out_dir, desc=desc, data=data, prefix=prefix, epochs=args.epochs,
-              finetune_epochs=args.finetune_epochs, seed=args.seed)
+    if args.seeds > 1:
+        from .train import train_seeds
+        train_seeds(args.out_dir, list(range(args.seed, args.seed + args.seeds)), desc=desc, data=data,
+                    prefix=prefix, epochs=args.epochs, finetune_epochs=args.finetune_epochs)
+    else:
+        train_all(args.out_dir, desc=desc, data=data, prefix=prefix, epochs=args.epochs,
+                  finetune_epochs=args.finetune_epochs, seed=args.seed)
 
 
 def _cmd_tradeoff(args):
-    from ..golden import modelfile, network
+    import numpy as np
+    from ..golden import network
     from .build import write_json_atomic
-    from .train import tradeoff
-    float_path = os.path.join(args.out_dir, "digits-float.npz")
-    model = modelfile.load(float_path)
+    from .train import train_float, tradeoff
+    if args.arch is not None or args.data != "digits":
+        raise CLIError("--tradeoff sweeps the digits CNN; it takes no --arch or --data")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    models = {}
+    for seed in seeds:
+        print(f"Training the float model, seed {seed} ...")
+        models[seed] = train_float(epochs=args.epochs, seed=seed, progress=lambda _: None)
     _, _, xte, yte = network.digits_split()
-    reference = network.accuracy(model, xte, yte, integer=False)
-    points = tradeoff(model, seed=args.seed)
+    refs = [network.accuracy(m, xte, yte, integer=False) for m in models.values()]
+    points = tradeoff(models)
     for point in points:
-        point["drop_vs_float_points"] = round(100 * (reference - point["integer_accuracy"]), 2)
-    write_json_atomic(args.tradeoff, {"format": "insitu-tradeoff/1", "float_model": float_path,
-                                      "float_reference_accuracy": reference, "points": points})
+        drops = [100 * (r - a) for r, a in zip(refs, point["integer_accuracy_per_seed"])]
+        point["drop_vs_float_points"] = round(float(np.mean(drops)), 2)
+        point["drop_vs_float_points_std"] = round(float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0, 2)
+    write_json_atomic(args.tradeoff, {"format": "insitu-tradeoff/2", "seeds": seeds, "epochs": args.epochs,
+                                      "float_reference_accuracy": round(float(np.mean(refs)), 4),
+                                      "float_reference_accuracy_per_seed": [round(r, 4) for r in refs],
+                                      "points": points})
     print(f"written: {args.tradeoff}")
 
 
@@ -350,9 +365,13 @@ def cmd_sim(args):
 def cmd_evaluate(args):
     from .evaluate import default_models, evaluate, format_evaluation, load_tradeoff
     paths = args.models or default_models()
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise CLIError(f"--plot writes a PNG image: give a path ending in .png, not {args.plot}")
     result = evaluate(paths, json_path=args.json, plot_path=args.plot, tradeoff=load_tradeoff(args.tradeoff))
     print(format_evaluation(result))
-    print(f"\nwritten: {args.json}, {args.plot}")
+    written = [p for p in (args.json, args.plot) if p]
+    if written:
+        print(f"\nwritten: {', '.join(written)}")
 
 
 def make_parser():
@@ -372,9 +391,13 @@ def make_parser():
     p.add_argument("--epochs", type=_positive, default=40, help="float training epochs (default 40)")
     p.add_argument("--finetune-epochs", type=_positive, help="fine-tuning epochs for every method "
                    "(default per method: qgp 30, circulant 100, smartdeal 60, mlg 30)")
-    p.add_argument("--tradeoff", metavar="JSON", help="instead of training, fine-tune SmartDeal and MLG at "
-                   "several compression settings from DIR/digits-float.npz and write accuracy against memory")
-    p.add_argument("--seed", type=_non_negative, default=0, help="seed (default 0)")
+    p.add_argument("--tradeoff", metavar="JSON", help="instead of training every method, fine-tune SmartDeal "
+                   "and MLG at several compression settings (from a float model per seed) and write accuracy "
+                   "against memory")
+    p.add_argument("--seed", type=_non_negative, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=_positive, default=1, help="seeds to train (--seed, --seed+1, ...): the first "
+                   "seed's models are written, and DIR/<prefix>-seeds.json gets every method's accuracy as mean "
+                   "and standard deviation over the seeds (default 1)")
     p.add_argument("--arch", metavar="JSON", help="network description to train: a JSON file or one of digits-cnn (default), digits-deep, "
                    "digits-mlp, cifar-vgg")
     p.add_argument("--data", default="digits", metavar="SPEC",
@@ -407,9 +430,8 @@ def make_parser():
 
     p = sub.add_parser("evaluate", help="accuracy and weight memory of compressed models on the digits test split")
     p.add_argument("models", nargs="*", help="model files (default: the committed digits models)")
-    p.add_argument("--json", default="evaluate.json", metavar="PATH", help="results (default evaluate.json)")
-    p.add_argument("--plot", default="evaluate.png", metavar="PATH", help="accuracy/memory plot (default "
-                   "evaluate.png)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also plot accuracy against memory (and the trade-off sweep)")
     p.add_argument("--tradeoff", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                       "models", "digits-tradeoff.json"), metavar="JSON",
                    help="trade-off sweep to include (default: the committed models/digits-tradeoff.json)")

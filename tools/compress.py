@@ -84,8 +84,11 @@ def project(layer, w, method, settings, strength=1.0):
     return methods.get(method).project(np.asarray(w, dtype=np.float64), layer.kind, settings, strength)
 
 
-def compress_model(model, method=None, calibration=None, *, layer_methods=None, settings=None):
-    """Compress every weight layer of a float ``model`` by :func:`plan` and calibrate the shifts."""
+def compress_model(model, method=None, calibration=None, *, layer_methods=None, settings=None, stored=None):
+    """Compress every weight layer of a float ``model`` by :func:`plan` and calibrate the shifts.
+
+    ``stored``: ``{layer name: (data, params)}`` already in a method's stored form (from fine-tuning its
+    factors), used as they are."""
     if calibration is None:
         raise ValueError("Compression needs calibration images")
     chosen = plan(model, method, layer_methods, settings)
@@ -95,8 +98,11 @@ def compress_model(model, method=None, calibration=None, *, layer_methods=None, 
             layers.append(network.Layer(layer.name, layer.kind, dict(layer.attrs)))
             continue
         name, s = chosen[layer.name]
-        w = network.float_weights(layer)
-        data, params = methods.get(name).compress(w, layer.kind, s)
+        if stored and layer.name in stored:
+            data, params = stored[layer.name]
+            data = dict(data)
+        else:
+            data, params = methods.get(name).compress(network.float_weights(layer), layer.kind, s)
         if "bias" in layer.data:
             data["bias"] = np.asarray(layer.data["bias"], dtype=np.float32)
         layers.append(network.Layer(layer.name, layer.kind, dict(layer.attrs), name, data, params))

@@ -42,14 +42,21 @@ TRADEOFF_PATH = os.path.join(MODEL_DIR, "digits-tradeoff.json")
 
 
 def load_tradeoff(path=TRADEOFF_PATH):
-    """The trade-off sweep written by ``insitu train --tradeoff`` (``None`` if there is none)."""
+    """The trade-off sweep written by ``insitu train --tradeoff`` (``None`` for no path); a missing or
+    malformed file is a one-line ValueError naming it."""
     import json
-    if not path or not os.path.exists(path):
+    if not path:
         return None
-    with open(path) as f:
-        data = json.load(f)
-    if data.get("format") != "insitu-tradeoff/1":
-        raise ValueError(f"{path} is not an insitu trade-off file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as error:
+        raise ValueError(f"Cannot read trade-off file {path}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON trade-off file ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != "insitu-tradeoff/2" or \
+            not isinstance(data.get("points"), list):
+        raise ValueError(f"{path} is not an insitu trade-off file (format insitu-tradeoff/2)")
     return data
 
 
@@ -131,12 +138,16 @@ def plot(result, path):
     if curves:
         ax = axes[0][1]
         for method in dict.fromkeys(p["method"] for p in curves):
-            pts = sorted((p["int8_over_stored"], 100 * p["integer_accuracy"]) for p in curves if p["method"] == method)
-            ax.plot(*zip(*pts), marker="o", label=method)
+            pts = sorted((p["int8_over_stored"], 100 * p["integer_accuracy"], 100 * p["integer_accuracy_std"])
+                         for p in curves if p["method"] == method)
+            xs, ys, es = zip(*pts)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method} (mean ± sd, {len(curves[0]['seeds'])} seeds)")
         ref = result.get("float_reference_accuracy")
         if ref is not None:
             ax.axhline(100 * ref, color="grey", lw=1, label="float reference")
             ax.axhline(100 * ref - 1, color="grey", lw=1, ls="--", label="1 point below float")
+            low, high = ax.get_ylim()
+            ax.set_ylim(min(low, 100 * ref - 1.5), max(high, 100 * ref + 0.5))   # keep both lines in view
         ax.set_xlabel("int8 bits / stored bits of the compressed layers")
         ax.set_ylabel("test accuracy, integer golden (%)")
         ax.set_title("fine-tuned trade-off sweep")

@@ -12,15 +12,16 @@ import numpy as np
 
 from ..golden import datasets, description, network
 from ..golden.description import DIGITS_CNN
-from . import compress
+from . import compress, qat
 
-__all__ = ["require_torch", "train_float", "finetune", "train_all", "tradeoff", "tradeoff_settings", "FINETUNE",
-           "TRADEOFF"]
+__all__ = ["require_torch", "train_float", "finetune", "train_all", "train_seeds", "tradeoff", "tradeoff_settings",
+           "FINETUNE", "TRADEOFF"]
 
 #: Fine-tuning schedule per method (epochs, Adam learning rate). Circulant projection of fc1 loses most at
-#: first and needs the longest run to recover.
-FINETUNE = {"dense": (30, 2e-3), "qgp": (30, 2e-3), "circulant": (100, 3e-3), "smartdeal": (60, 2e-3),
-            "mlg": (30, 2e-3)}
+#: first and needs the longest run to recover; the factored methods (SmartDeal, MLG, trained through their
+#: factors) take a larger step.
+FINETUNE = {"dense": (30, 2e-3), "qgp": (60, 2e-3), "circulant": (100, 3e-3), "smartdeal": (60, 5e-3),
+            "mlg": (60, 5e-3)}
 
 #: Settings swept by :func:`tradeoff`, loosest first; the last one is what ``insitu train`` commits.
 TRADEOFF = {
@@ -50,9 +51,9 @@ def _net(torch, arrays):
 
 
 def _forward(torch, model, params, x, weights_of=None, act_scales=None):
-    """``model``'s layers in float on ``x`` (the float input); ``weights_of(layer, param)`` gives the weights
-    to use, ``act_scales`` the input LSB of each weight layer after the first, where the integer path
-    requantises (None: float activations)."""
+    """``model``'s layers in float on ``x`` (the float input); ``weights_of(layer)`` gives the weights to
+    use (default: the parameter of the layer's name), ``act_scales`` the input LSB of each weight layer
+    after the first, where the integer path requantises (None: float activations)."""
     F = torch.nn.functional
     first = True
     for layer in model.layers:
@@ -64,8 +65,7 @@ def _forward(torch, model, params, x, weights_of=None, act_scales=None):
                 q = torch.clamp(torch.floor(x / s + 0.5), lo, hi) * s
                 x = x + (q - x).detach()
             first = False
-            p = params[layer.name]
-            w = p if weights_of is None else weights_of(layer, p)
+            w = params[layer.name] if weights_of is None else weights_of(layer)
             b = params.get(layer.name + ".bias")
             x = F.conv2d(x, w, b, stride=a["stride"], padding=a["padding"]) if layer.kind == "conv2d" \
                 else F.linear(x, w, b)
@@ -209,35 +209,57 @@ def finetune(model, method=None, *, layer_methods=None, settings=None, data=None
     chosen = compress.plan(model, method, layer_methods, settings)
     calib = data.x_train[:256]
     with _Deterministic(torch, seed):
+        factors = {}                 # layer name -> its factored parametrisation (tools.qat)
+        arrays = _arrays(model)
+        for layer in model.weight_layers:
+            name, s = chosen[layer.name]
+            f = qat.factored(name, network.float_weights(layer), layer.kind, s)
+            if f is not None:
+                factors[layer.name] = f
+                del arrays[layer.name]
+                arrays.update({f"{layer.name}/{n}": v for n, v in f.init.items()})
         x = torch.tensor(_float_input(model, data.x_train), dtype=torch.float32)
         y = torch.tensor(data.y_train)
-        params = _net(torch, _arrays(model))
+        params = _net(torch, arrays)
         opt = torch.optim.Adam(params.values(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         rng = np.random.default_rng(seed)
         done = 0
         label = method or "mixed"
+        strength = 1.0
+
+        def factor_arrays(lname):
+            return {n: params[f"{lname}/{n}"].detach().numpy().astype(np.float64) for n in factors[lname].init}
 
         def current():
-            return compress.compress_model(_with_params(model, params), method, calib,
-                                           layer_methods=layer_methods, settings=settings)
+            plain = {n: p for n, p in params.items() if "/" not in n}
+            for layer in model.weight_layers:       # factored layers: their stored form is used, not these
+                if layer.name in factors:
+                    plain[layer.name] = torch.tensor(network.float_weights(layer))
+            stored = {n: f.finish(factor_arrays(n)) for n, f in factors.items()}
+            return compress.compress_model(_with_params(model, plain), method, calib, layer_methods=layer_methods,
+                                           settings=settings, stored=stored)
+
+        def weights_of(layer):
+            if layer.name in factors:
+                f = factors[layer.name]
+                q = f.quantised(factor_arrays(layer.name), strength)
+                ste = {}
+                for n in f.init:
+                    p = params[f"{layer.name}/{n}"]
+                    ste[n] = p + (torch.tensor(q[n], dtype=torch.float32) - p).detach()
+                return f.combine(torch, ste)
+            p = params[layer.name]
+            w = p.detach().numpy().astype(np.float64)
+            name, s = chosen[layer.name]
+            target = _qgp_keep(w, phase) if name == "qgp" and phase else compress.project(layer, w, name, s, strength)
+            return p + (torch.tensor(target, dtype=torch.float32) - p).detach()
 
         with _progress(progress, epochs, label) as bar:
             for epoch in range(epochs):
                 phase = 3 if epoch < epochs // 3 else 1 if epoch < 2 * epochs // 3 else 0
                 strength = min(1.0, (epoch + 1) / max(1, 2 * epochs // 3))  # SmartDeal sparsity eases in
-                compressed = current()
-                scales = {name: s[0] for name, s in network.activation_scales(compressed).items()}
-
-                def weights_of(layer, p):
-                    w = p.detach().numpy().astype(np.float64)
-                    name, s = chosen[layer.name]
-                    if name == "qgp" and phase:
-                        target = _qgp_keep(w, phase)
-                    else:
-                        target = compress.project(layer, w, name, s, strength)
-                    return p + (torch.tensor(target, dtype=torch.float32) - p).detach()
-
+                scales = {name: s[0] for name, s in network.activation_scales(current()).items()}
                 for idx in _batches(rng, len(x), batch):
                     out = _forward(torch, model, params, x[idx], weights_of, scales)
                     loss = torch.nn.functional.cross_entropy(out, y[idx])
@@ -293,28 +315,77 @@ def tradeoff_settings(method, setting):
     return {name: {"bi": v[0], "bo": v[1]} for name, v in setting.items()}
 
 
-def tradeoff(model, methods=("smartdeal", "mlg"), *, seed=0, progress=print):
-    """Fine-tune each method at every setting of :data:`TRADEOFF` from the float digits ``model``; returns
-    accuracy against weight memory.
+def train_seeds(out_dir, seeds, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40, finetune_epochs=None,
+                progress=print):
+    """:func:`train_all` for every seed: the first seed's models go to ``out_dir``, the others are measured and
+    dropped. Writes and returns ``<prefix>-seeds.json``: per method the test accuracies of every seed, their
+    mean and standard deviation, the drop against each seed's float model, and the weight memory ratio."""
+    import os
+    import tempfile
+    from ..golden import modelfile
+    from .build import write_json_atomic
+    data = data or datasets.digits()
+    per_seed = {}
+    for n, seed in enumerate(seeds):
+        progress(f"Seed {seed} ({n + 1}/{len(seeds)})")
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = train_all(out_dir if n == 0 else tmp, desc=desc, data=data, prefix=prefix, epochs=epochs,
+                              finetune_epochs=finetune_epochs, seed=seed, progress=progress)
+            per_seed[seed] = {m: modelfile.load(p) for m, p in paths.items()}
+    methods = {}
+    for method in per_seed[seeds[0]]:
+        models = [per_seed[seed][method] for seed in seeds]
+        floats = [per_seed[seed]["float"].meta["accuracy"]["float"] for seed in seeds]
+        ints = [m.meta["accuracy"]["integer"] for m in models]
+        entry = {"float_accuracy": _stats([m.meta["accuracy"]["float"] for m in models])}
+        if ints[0] is not None:
+            entry["integer_accuracy"] = _stats(ints)
+            entry["drop_points"] = _stats([100 * (f - i) for f, i in zip(floats, ints)])
+            layers = [[l for l in m.weight_layers if l.method == method] or m.weight_layers for m in models]
+            entry["int8_over_stored"] = _stats([
+                sum(8 * int(np.prod(l.shape)) for l in ls) / sum(network.layer_storage_bits(l) for l in ls)
+                for ls in layers])
+        methods[method] = entry
+    summary = {"format": "insitu-seeds/1", "dataset": data.meta(), "seeds": list(seeds), "methods": methods}
+    path = os.path.join(out_dir, f"{prefix}-seeds.json")
+    write_json_atomic(path, summary)
+    progress(f"written: {path}")
+    return summary
 
-    Each point is a full fine-tuning run (same schedule as :func:`train_all`), measured in integer golden
-    inference on the test split, with memory counted from the packed arrays of the compressed layers.
+
+def _stats(values):
+    values = [float(v) for v in values]
+    return {"values": [round(v, 4) for v in values], "mean": round(float(np.mean(values)), 4),
+            "std": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)}
+
+
+def tradeoff(float_models, methods=("smartdeal", "mlg"), *, progress=print):
+    """Fine-tune each method at every setting of :data:`TRADEOFF` from each float digits model (one per
+    seed, ``{seed: model}``); returns accuracy (per seed, mean and standard deviation) against weight memory.
+
+    Each point is a full fine-tuning run per seed (same schedule as :func:`train_all`), measured in integer
+    golden inference on the test split, with memory counted from the packed arrays of the compressed layers.
     """
     data = datasets.digits()
     points = []
     for method in methods:
         for n, setting in enumerate(TRADEOFF[method]):
-            progress(f"Trade-off {method} {n + 1}/{len(TRADEOFF[method])}: {setting} ...")
-            ep, lr = FINETUNE[method]
-            m = finetune(model, method, settings=tradeoff_settings(method, setting), data=data, epochs=ep, lr=lr,
-                         seed=seed, progress=progress)
-            layers = [layer for layer in m.weight_layers if layer.method == method]
-            stored = sum(network.layer_storage_bits(layer) for layer in layers)
-            int8 = sum(8 * int(np.prod(layer.shape)) for layer in layers)
+            accs, stored, int8 = [], [], 0
+            for seed, model in float_models.items():
+                progress(f"Trade-off {method} {n + 1}/{len(TRADEOFF[method])}: {setting}, seed {seed} ...")
+                ep, lr = FINETUNE[method]
+                m = finetune(model, method, settings=tradeoff_settings(method, setting), data=data, epochs=ep,
+                             lr=lr, seed=seed, progress=lambda _: None)
+                layers = [layer for layer in m.weight_layers if layer.method == method]
+                stored.append(sum(network.layer_storage_bits(layer) for layer in layers))
+                int8 = sum(8 * int(np.prod(layer.shape)) for layer in layers)
+                accs.append(network.accuracy(m, data.x_test, data.y_test))
+            acc = _stats(accs)
             point = {"method": method, "setting": {k: list(v) if isinstance(v, tuple) else v
                                                    for k, v in setting.items()},
-                     "integer_accuracy": round(network.accuracy(m, data.x_test, data.y_test), 4),
-                     "stored_bits": stored, "dense_int8_bits": int8, "int8_over_stored": round(int8 / stored, 2)}
-            progress(f"  accuracy {point['integer_accuracy']:.4f} at {point['int8_over_stored']}x")
+                     "seeds": list(float_models), "integer_accuracy": acc["mean"], "integer_accuracy_std": acc["std"],
+                     "integer_accuracy_per_seed": acc["values"], "stored_bits": stored, "dense_int8_bits": int8,
+                     "int8_over_stored": round(int8 / float(np.mean(stored)), 2)}
+            progress(f"  accuracy {acc['mean']:.4f} ± {acc['std']:.4f} at {point['int8_over_stored']}x")
             points.append(point)
     return points
