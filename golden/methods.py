@@ -36,6 +36,8 @@ class Method:
     #: Whether the layer has an integer (dense) form; float layers and circulant ones have none.
     integer = True
     help = ""
+    #: Fine-tuning schedule: (epochs, Adam learning rate).
+    finetune = (30, 2e-3)
 
     # -- what it takes
     def defaults(self, kind, shape):
@@ -150,6 +152,7 @@ class Dense(Method):
 class QGP(Method):
     name, arrays, kinds = "qgp", ("codes", "scale"), ("conv2d",)
     help = "one +-1 tap per k x k kernel (Quantized Guided Pruning), convolutions"
+    finetune = (60, 2e-3)              # pruned progressively: 3 taps, 1 tap, then binarised
 
     def refuses(self, kind, shape, settings=None):
         return super().refuses(kind, shape) or (
@@ -180,6 +183,7 @@ class QGP(Method):
 class Circulant(Method):
     name, arrays, kinds, integer = "circulant", ("vectors", "spectra_re", "spectra_im"), ("linear",), False
     help = "block-circulant fully connected layers (CirCNN), FFT-domain weights"
+    finetune = (100, 3e-3)             # the projection loses most at first and needs the longest recovery
 
     def defaults(self, kind, shape):
         return {"k": 16, "spectrum_width": 8}
@@ -225,6 +229,7 @@ class Circulant(Method):
 class SmartDeal(Method):
     name, arrays = "smartdeal", ("image",)
     help = "sparse power-of-two coefficients x a small basis (shift-and-add)"
+    finetune = (60, 5e-3)              # trained through its factors (tools/qat.py)
     #: Default fraction of non-zero coefficients per kind (fully connected layers are more redundant).
     DENSITY = {"conv2d": 0.25, "linear": 0.08}
 
@@ -260,6 +265,7 @@ class SmartDeal(Method):
 class MLG(Method):
     name, arrays = "mlg", ("image",)
     help = "weights generated on chip from low-rank quantised factors (multi-level in-situ generation)"
+    finetune = (60, 5e-3)              # trained through its factors (tools/qat.py)
     #: Default ranks (bi, bo) per kind; fully connected layers are factored as 1×1 kernels.
     RANKS = {"conv2d": (3, 8), "linear": (1, 6)}
 

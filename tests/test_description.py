@@ -245,3 +245,18 @@ def test_train_vgg_on_cifar_stand_in(tmp_path, capsys):
     model = modelfile.load(out / "cifar-vgg-qgp.npz")
     assert model.input_shape == (3, 32, 32) and model.methods()["conv2"] == "qgp"
     assert model.meta["dataset"]["name"] == "cifar10"
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["compress", "m.npz", "--method", "qgp", "-o", "no/such/dir/o.npz"], r"-o no/such/dir/o.npz: directory .* does not exist"),
+    (["evaluate", "--json", "."], r"--json \. is a directory, not a file"),
+    (["evaluate", "--plot", "x.txt"], r"--plot writes a PNG image"),
+    (["import", "net.onnx", "-o", "nowhere/x.npz"], r"-o nowhere/x.npz: directory .* does not exist"),
+])
+def test_outputs_are_checked_before_work(argv, msg, tmp_path, monkeypatch, capsys):
+    import re
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(msg, err)
+    assert list(tmp_path.iterdir()) == []

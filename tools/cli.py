@@ -377,6 +377,12 @@ def cmd_evaluate(args):
 def make_parser():
     parser = _Parser(
         prog="insitu", description="Compressed neural-network accelerator blocks for small FPGAs.")
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        own = version("insitu")
+    except PackageNotFoundError:         # a source tree that was not installed
+        own = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"insitu {own}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo", help="compare the compressed digits models and run QGP conv2 on simulated MuxConv")
@@ -474,11 +480,34 @@ def make_parser():
     return parser
 
 
+#: The options of each command that name a file it writes (checked before any work starts).
+_OUTPUTS = {"compress": ("output",), "import": ("output",), "evaluate": ("json", "plot"), "sim": ("json", "vcd"),
+            "build": ("json",), "bench": ("json",), "demo": ("json",), "train": ("tradeoff",)}
+
+
+def check_outputs(args):
+    """Every output path given must be writable where it points: its directory exists (none is created) and
+    it is not itself a directory. One line naming the option otherwise."""
+    for name in _OUTPUTS.get(args.command, ()):
+        path = getattr(args, name, None)
+        if not path:
+            continue
+        option = "-o" if name == "output" else _option(name)
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise CLIError(f"{option} {path} is a directory, not a file")
+        if not os.path.isdir(parent):
+            raise CLIError(f"{option} {path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise CLIError(f"{option} {path}: directory {parent} is not writable")
+
+
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     from .build import BuildError
     try:
+        check_outputs(args)
         args.func(args)
     except (ValueError, TypeError, BuildError, CLIError, OSError, RuntimeError) as error:
         message = str(error)

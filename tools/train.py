@@ -10,18 +10,15 @@ then one, then binarised; SmartDeal's coefficient density falls to its target ov
 
 import numpy as np
 
-from ..golden import datasets, description, network
+from ..golden import datasets, description, methods, network
 from ..golden.description import DIGITS_CNN
 from . import compress, qat
 
 __all__ = ["require_torch", "train_float", "finetune", "train_all", "train_seeds", "tradeoff", "tradeoff_settings",
            "FINETUNE", "TRADEOFF"]
 
-#: Fine-tuning schedule per method (epochs, Adam learning rate). Circulant projection of fc1 loses most at
-#: first and needs the longest run to recover; the factored methods (SmartDeal, MLG, trained through their
-#: factors) take a larger step.
-FINETUNE = {"dense": (30, 2e-3), "qgp": (60, 2e-3), "circulant": (100, 3e-3), "smartdeal": (60, 5e-3),
-            "mlg": (60, 5e-3)}
+#: Fine-tuning schedule per method (epochs, Adam learning rate), from the method registry.
+FINETUNE = {m: methods.get(m).finetune for m in methods.names(compressed=True)}
 
 #: Settings swept by :func:`tradeoff`, loosest first; the last one is what ``insitu train`` commits.
 TRADEOFF = {
@@ -359,7 +356,7 @@ def _stats(values):
             "std": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)}
 
 
-def tradeoff(float_models, methods=("smartdeal", "mlg"), *, progress=print):
+def tradeoff(float_models, which=("smartdeal", "mlg"), *, progress=print):
     """Fine-tune each method at every setting of :data:`TRADEOFF` from each float digits model (one per
     seed, ``{seed: model}``); returns accuracy (per seed, mean and standard deviation) against weight memory.
 
@@ -368,7 +365,7 @@ def tradeoff(float_models, methods=("smartdeal", "mlg"), *, progress=print):
     """
     data = datasets.digits()
     points = []
-    for method in methods:
+    for method in which:
         for n, setting in enumerate(TRADEOFF[method]):
             accs, stored, int8 = [], [], 0
             for seed, model in float_models.items():
