@@ -35,7 +35,8 @@ BOARDS = {b.name: b for b in [
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
     Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 100, ("DFU_UTIL", "dfu-util"),
-          build_tools={"DFU_SUFFIX": ("dfu-suffix", "Debian's dfu-util package")}),
+          build_tools={"DFU_SUFFIX": ("insitu-dfu-suffix", "insitu itself (pip install -e .), or set DFU_SUFFIX "
+                                                         "to dfu-util's dfu-suffix")}),
 ]}
 
 

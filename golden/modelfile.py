@@ -56,6 +56,7 @@ def save(path, model):
                 "formats": model.formats, "layers": layers}
     arrays["manifest.json"] = np.frombuffer(json.dumps(manifest, indent=1).encode(), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -175,6 +175,7 @@ class CompiledSoC:
         """Write a VCD of every signal but the memories to ``path`` for the next ``cycles`` clocks."""
         if self._sim is None:
             raise SimulationError("No firmware loaded")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if not self._lib.insitu_vcd(self._sim, os.fsencode(path), cycles):
             raise SimulationError(f"Cannot write the VCD file {path}")
 

@@ -1,6 +1,7 @@
 """Board builds: PLL settings, reports, tool errors, and a few real (small) place-and-route runs."""
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -190,10 +191,30 @@ def test_real_build_small_fft(tmp_path, monkeypatch):
 def test_board_build_tool_missing(monkeypatch):
     monkeypatch.delenv("DFU_SUFFIX", raising=False)
     real = build_mod._which
-    monkeypatch.setattr(build_mod, "_which", lambda p: None if p == "dfu-suffix" else real(p))
-    with pytest.raises(build_mod.ToolMissing, match=r"^dfu-suffix not found \(needed by this board's build\); "
-                                                     r"install Debian's dfu-util package or set DFU_SUFFIX"):
+    monkeypatch.setattr(build_mod, "_which", lambda p: None if p == "insitu-dfu-suffix" else real(p))
+    with pytest.raises(build_mod.ToolMissing, match=r"^insitu-dfu-suffix not found \(needed by this board's "
+                                                     r"build\); install insitu itself .* or set DFU_SUFFIX"):
         build_mod.tool_env("ecp5", get_board("orangecrab").build_tools.items())
+
+
+def test_orangecrab_builds_need_no_system_dfu_suffix(monkeypatch, tmp_path):
+    """The DFU suffix is written in Python: the suffix dfu-util's dfu-suffix 0.11 wrote for the same file."""
+    import subprocess
+    from insitu.boards import dfu
+    monkeypatch.delenv("DFU_SUFFIX", raising=False)
+    env = build_mod.tool_env("ecp5", get_board("orangecrab").build_tools.items())
+    assert os.path.basename(env["DFU_SUFFIX"]) == "insitu-dfu-suffix"
+    data = bytes(range(256)) * 4
+    assert dfu.suffix(data, 0x1209, 0x5AF0).hex() == "fffff05a091200015546441046148b73"
+    path = tmp_path / "top.bit"
+    path.write_bytes(data)
+    # the command amaranth-boards' OrangeCrab platform runs
+    subprocess.run([env["DFU_SUFFIX"], "-v", "1209", "-p", "5af0", "-a", str(path)], check=True)
+    assert path.read_bytes() == data + bytes.fromhex("fffff05a091200015546441046148b73")
+    assert dfu.has_suffix(path.read_bytes())
+    done = subprocess.run([env["DFU_SUFFIX"], "-v", "1209", "-p", "5af0", "-a", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "already has a DFU suffix" in done.stderr
 
 
 @pytest.mark.slow

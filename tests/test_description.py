@@ -248,15 +248,24 @@ def test_train_vgg_on_cifar_stand_in(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["compress", "m.npz", "--method", "qgp", "-o", "no/such/dir/o.npz"], r"-o no/such/dir/o.npz: directory .* does not exist"),
+    (["compress", "m.npz", "--method", "qgp", "-o", "afile/o.npz"], r"-o afile/o.npz: .*afile is a file, not a directory"),
     (["evaluate", "--json", "."], r"--json \. is a directory, not a file"),
     (["evaluate", "--plot", "x.txt"], r"--plot writes a PNG image"),
-    (["import", "net.onnx", "-o", "nowhere/x.npz"], r"-o nowhere/x.npz: directory .* does not exist"),
+    (["import", "net.onnx", "-o", "afile/deeper/x.npz"], r"-o afile/deeper/x.npz: .*afile is a file"),
 ])
 def test_outputs_are_checked_before_work(argv, msg, tmp_path, monkeypatch, capsys):
     import re
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(msg, err)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_outputs_get_their_directories(tmp_path, monkeypatch):
+    from insitu.tools.evaluate import MODEL_DIR
+    monkeypatch.chdir(tmp_path)
+    assert main(["compress", f"{MODEL_DIR}/digits-float.npz", "--method", "dense", "-o", "a/b/m.npz"]) == 0
+    assert main(["evaluate", "a/b/m.npz", "--json", "c/e.json", "--plot", "d/e.png"]) == 0
+    assert (tmp_path / "a/b/m.npz").exists() and (tmp_path / "c/e.json").exists() and (tmp_path / "d/e.png").exists()

@@ -486,20 +486,24 @@ _OUTPUTS = {"compress": ("output",), "import": ("output",), "evaluate": ("json",
 
 
 def check_outputs(args):
-    """Every output path given must be writable where it points: its directory exists (none is created) and
-    it is not itself a directory. One line naming the option otherwise."""
+    """Every output path given must be writable where it points, checked before any work: it is not a
+    directory, and its directory exists or can be created (every output's missing directories are created
+    when it is written). One line naming the option otherwise."""
     for name in _OUTPUTS.get(args.command, ()):
         path = getattr(args, name, None)
         if not path:
             continue
         option = "-o" if name == "output" else _option(name)
-        parent = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise CLIError(f"{option} {path} is a directory, not a file")
-        if not os.path.isdir(parent):
-            raise CLIError(f"{option} {path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise CLIError(f"{option} {path}: directory {parent} is not writable")
+        parent = os.path.dirname(os.path.abspath(path))
+        existing = parent
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise CLIError(f"{option} {path}: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK):
+            raise CLIError(f"{option} {path}: directory {existing} is not writable")
 
 
 def main(argv=None):
