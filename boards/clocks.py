@@ -7,7 +7,28 @@ delay has passed (iCE40 block RAMs read as zero for ~3 µs after configuration).
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
 
-__all__ = ["ice40_pll_params", "ecp5_pll_params", "ClockGenerator"]
+__all__ = ["ice40_pll_params", "ecp5_pll_params", "pll_plan", "PLL_RANGE", "ClockGenerator"]
+
+#: Output frequencies (Hz) each family's PLL is specified for: iCE40 sysCLOCK PLLOUT 16–275 MHz
+#: (iCE40 UltraPlus datasheet), ECP5 EHXPLLL CLKOP 3.125–400 MHz (ECP5 sysCLOCK guide).
+PLL_RANGE = {"ice40": (16e6, 275e6), "ecp5": (3.125e6, 400e6)}
+
+
+def pll_plan(family, f_in, f_out):
+    """``(params, f_achieved)`` for a clock of ``f_out`` Hz from an ``f_in`` Hz oscillator: ``params`` is
+    None when the oscillator is used directly. A ValueError (one line) for a frequency the PLL cannot make."""
+    if family not in PLL_RANGE:
+        raise ValueError(f"FPGA family must be 'ice40' or 'ecp5', not {family!r}")
+    if isinstance(f_out, bool) or not isinstance(f_out, (int, float)) or not f_out == f_out or f_out <= 0:
+        raise ValueError(f"Clock frequency must be a positive number, not {f_out!r}")
+    if abs(f_in - f_out) < 1:
+        return None, f_in
+    lo, hi = PLL_RANGE[family]
+    if not lo <= f_out <= hi:
+        raise ValueError(f"Clock frequency {f_out / 1e6:g} MHz is outside what the {family} PLL makes "
+                         f"({lo / 1e6:g} to {hi / 1e6:g} MHz)")
+    params = ice40_pll_params(f_in, f_out) if family == "ice40" else ecp5_pll_params(f_in, f_out)
+    return params, params[-1]
 
 
 def ice40_pll_params(f_in, f_out):
@@ -64,16 +85,8 @@ class ClockGenerator(Elaboratable):
     """
 
     def __init__(self, platform, family, frequency):
-        if family not in ("ice40", "ecp5"):
-            raise ValueError(f"FPGA family must be 'ice40' or 'ecp5', not {family!r}")
         self._family = family
-        f_in = platform.default_clk_frequency
-        if self._family == "ice40":
-            self._params = None if abs(f_in - frequency) < 1 else ice40_pll_params(f_in, frequency)
-            self.frequency = f_in if self._params is None else self._params[-1]
-        else:
-            self._params = ecp5_pll_params(f_in, frequency)
-            self.frequency = self._params[-1]
+        self._params, self.frequency = pll_plan(family, platform.default_clk_frequency, frequency)
 
     def _input_clock(self, m, platform):
         if platform.default_clk == "SB_HFOSC":

@@ -39,8 +39,7 @@ class Harness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain()
-        m.submodules.clocks = clocks = ClockGenerator(platform, self.family, self.frequency)
-        self.achieved_frequency = clocks.frequency
+        m.submodules.clocks = ClockGenerator(platform, self.family, self.frequency)
         m.submodules.dut = dut = self.dut
 
         lfsr = Signal(32, init=(self.seed * 0x9E3779B9) & 0xFFFFFFFF or 1)
@@ -74,8 +73,7 @@ class SoCHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain()
-        m.submodules.clocks = clocks = ClockGenerator(platform, self.family, self.frequency)
-        self.achieved_frequency = clocks.frequency
+        m.submodules.clocks = ClockGenerator(platform, self.family, self.frequency)
         m.submodules.soc = soc = self.dut
         try:
             uart = platform.request("uart", 0, dir={"tx": "-", "rx": "-"})

@@ -332,3 +332,52 @@ def test_soc_design_with_each_accelerator(accel):
     assert names == ["ram", "sys", "timer", "uart", accel.replace("-", "_")]
     info = designs.describe_soc(soc)
     assert info["accelerators"] == [accel.replace("-", "_")] and 0 < info["firmware_bytes"] < 8192
+
+
+@pytest.mark.parametrize("freq, code, msg", [
+    ("0", 2, r"--freq: must be a positive number of MHz, not 0 "),
+    ("-5", 2, r"--freq: must be a positive number of MHz, not -5 "),
+    ("nan", 2, r"--freq: must be a positive number of MHz, not nan"),
+    ("1000", 1, r"icebreaker: Clock frequency 1000 MHz is outside what the ice40 PLL makes \(16 to 275 MHz\)"),
+    ("5", 1, r"outside what the ice40 PLL makes"),
+])
+def test_freq_is_checked_before_any_work(freq, code, msg, tmp_path, monkeypatch, capsys):
+    import re
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if code == 2 else _no_raise():
+        assert main(["build", "--board", "icebreaker", "--design", "muxconv", f"--freq={freq}"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(msg, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_pll_plan_reports_what_it_makes():
+    from insitu.boards.clocks import pll_plan
+    assert pll_plan("ice40", 12e6, 12e6) == (None, 12e6)
+    _, f = pll_plan("ice40", 12e6, 50e6)
+    assert f != 50e6 and abs(f - 50e6) < 1e6
+    with pytest.raises(ValueError, match=r"^Clock frequency 500 MHz is outside what the ecp5 PLL makes"):
+        pll_plan("ecp5", 25e6, 500e6)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["bench", "decode", "--c-in", "4", "--c-out", "4"], r"--group-size 16 must divide --c-out \(4\)"),
+    (["bench", "decode", "--lanes", "2"], r"--lanes 2 must divide the taps of a 3x3 kernel \(9\)"),
+    (["build", "--board", "icebreaker", "--design", "mlg-conv", "--bo", "99"], r"--bo must be in range \[1, 16\]"),
+])
+def test_option_relations_are_checked_before_any_build(argv, msg, tmp_path, monkeypatch, capsys):
+    import re
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(build_mod, "_run_script", lambda *a, **k: pytest.fail("a build started"))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(msg, err)
+    assert list(tmp_path.iterdir()) == []

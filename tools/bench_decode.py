@@ -34,10 +34,11 @@ def decode_runs(smartdeal, mlg):
 
 
 def bench_decode(smartdeal, mlg, boards, *, json_path, synth_opts="", build_root="build/bench", progress=print):
-    runs = decode_runs(smartdeal, mlg)
-    rows = []
+    runs = [(design, params.resolved()) for design, params in decode_runs(smartdeal, mlg)]   # all, before any build
     for board in boards:
         get_board(board)
+    rows = []
+    for board in boards:
         for design, params in runs:
             row = _row(board, design, params, synth_opts, build_root, progress)
             for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..boards import get_board
+from ..boards.clocks import pll_plan
 from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
 from .designs import get_design
@@ -152,7 +153,8 @@ def parse_reports(family, build_dir, name="top"):
                            "available": resources["LC"]["available"]}
     clocks = []
     for clock, fmax in report.get("fmax", {}).items():
-        clocks.append({"name": clock, "achieved_mhz": round(fmax["achieved"], 2),
+        # nextpnr names a clock by its net; ECP5 global buffers prefix it with $glbnet$
+        clocks.append({"name": clock.removeprefix("$glbnet$"), "achieved_mhz": round(fmax["achieved"], 2),
                        "target_mhz": round(fmax["constraint"], 2),
                        "met": fmax["achieved"] >= fmax["constraint"]})
     return resources, clocks
@@ -195,7 +197,8 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     board = get_board(board_name)
     design = get_design(design_name)
     env = tool_env(board.family, board.build_tools.items())
-    frequency = (frequency_mhz or design.default_mhz.get(board.family) or board.target_mhz) * 1e6
+    asked = (frequency_mhz if frequency_mhz is not None else
+             design.default_mhz.get(board.family) or board.target_mhz) * 1e6
     if build_dir is None:
         build_dir = Path("build") / f"{board.name}-{design_name}"
     build_dir = Path(build_dir)
@@ -210,6 +213,12 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         # synth_ecp5 maps multipliers to MULT18X18D by default and has no -dsp option.
         synth_opts = " ".join(opt for opt in synth_opts.split() if opt != "-dsp")
     platform = board.platform()
+    try:
+        _, frequency = pll_plan(board.family, platform.default_clk_frequency, asked)
+    except ValueError as error:
+        raise BuildError(f"{board.name}: {error}") from None
+    if abs(frequency - asked) >= 500:
+        progress(f"The {board.name} PLL makes {frequency / 1e6:.6g} MHz, the nearest it can to {asked / 1e6:g} MHz")
     if not isinstance(params, design.params):
         raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
@@ -250,7 +259,8 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "resources": resources,
         "synth_cells": synth_cells(build_dir / f"{name}.rpt"),
         "clocks": clocks,
-        "target_mhz": round(top.achieved_frequency / 1e6, 3),
+        "target_mhz": round(frequency / 1e6, 3),
+        "requested_mhz": round(asked / 1e6, 3),
         "timing_met": all(c["met"] for c in clocks),
         "tools": tool_versions(board.family),
         "seconds": round(seconds, 1),

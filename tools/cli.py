@@ -98,10 +98,22 @@ def _add_design_args(p, design_names):
                                metavar="X" if meta["kind"] == "fraction" else "N", help=meta["help"] + default)
 
 
+def _mhz(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text.strip()}")
+    return x
+
+
 def _add_build_opts(p):
     b = p.add_argument_group("build options")
-    b.add_argument("--freq", type=float, default=None, metavar="MHZ",
-                   help="clock target (default: 48 MHz on iCE40, 100 MHz on ECP5)")
+    b.add_argument("--freq", type=_mhz, default=None, metavar="MHZ",
+                   help="clock target, made by the board's PLL (iCE40 16-275 MHz, ECP5 3.125-400 MHz; the "
+                   "report gives the frequency the PLL makes). Default: 48 MHz on iCE40 and 100 MHz on ECP5; "
+                   "the SoC 12 MHz on iCE40 and 50 MHz on ECP5")
     b.add_argument("--dsp", action="store_true", help="iCE40: let yosys map multipliers to SB_MAC16 DSP blocks "
                    "(synth -dsp); ECP5 always uses its DSP blocks")
 

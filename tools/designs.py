@@ -29,10 +29,20 @@ def _param(default, help, kind="positive", choices=None):
 
 
 class _Params:
-    """Base of the parameter dataclasses: ``resolved()`` fills in derived defaults (none by default)."""
+    """Base of the parameter dataclasses: ``resolved()`` checks what no single option can (relations between
+    options, named as on the command line) and fills in derived defaults, before anything is built."""
+
+    def check(self):
+        """Raise a one-line ValueError naming the options when they do not fit together."""
 
     def resolved(self):
+        self.check()
         return self
+
+
+def _divides(option, value, what, total):
+    if value < 1 or total % value:
+        raise ValueError(f"--{option} {value} must divide {what} ({total})")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ConvParams(_Params):
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
 
     def resolved(self):
+        self.check()
         pad = self.k // 2 if self.padding is None else self.padding
         return dataclasses.replace(self, padding=pad)
 
@@ -110,6 +121,9 @@ class StreamConvParams(_Params):
 class DenseStreamConvParams(StreamConvParams):
     lanes: int = _param(3, "weights per clock (divides 9)")
 
+    def check(self):
+        _divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
+
 
 @dataclass(frozen=True)
 class SmartDealConvParams(StreamConvParams):
@@ -119,12 +133,27 @@ class SmartDealConvParams(StreamConvParams):
     e_max: int = _param(0, "largest power-of-two exponent", "integer")
     threshold: float = _param(0.25, "zero coefficients below this fraction of the group's largest", "fraction")
 
+    def check(self):
+        _divides("group-size", self.group_size, "--c-out", self.c_out)
+        if not 2 <= self.basis_bits <= 16:
+            raise ValueError(f"--basis-bits must be in range [2, 16], not {self.basis_bits}")
+        if self.e_min > self.e_max:
+            raise ValueError(f"--e-min {self.e_min} must not exceed --e-max {self.e_max}")
+
 
 @dataclass(frozen=True)
 class MLGConvParams(StreamConvParams):
     bi: int = _param(3, "level-1 rank (basis shapes per group)")
     bo: int = _param(4, "level-2 rank (groups)")
     lanes: int = _param(1, "weights generated per clock (divides 9)")
+
+    def check(self):
+        _divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
+        if not 1 <= self.bi <= min(self.c_in, 9):
+            raise ValueError(f"--bi must be in range [1, {min(self.c_in, 9)}] (at most --c-in and 9), not {self.bi}")
+        if not 1 <= self.bo <= min(self.c_out, self.c_in * 9):
+            raise ValueError(f"--bo must be in range [1, {min(self.c_out, self.c_in * 9)}] (at most --c-out and "
+                             f"9 --c-in), not {self.bo}")
 
 
 def sample_layer(p):
