@@ -141,14 +141,35 @@ def fft_bitrev(x, *, width=16, twiddle_width=16, inverse=False):
     return out
 
 
-def fft(x, *, width=16, twiddle_width=16):
-    """Fixed-point forward FFT of integer (real or complex) ``x``: ``≈ numpy.fft.fft(x) / n``, natural order."""
+def check_range(x, width):
+    """Raise a one-line ValueError unless every sample's complex modulus is below ``2**(width − 1)``: the range
+    in which no butterfly saturates and :func:`error_bound` holds."""
+    x = np.asarray(x)
+    re, im = np.real(x).astype(np.float64), np.imag(x).astype(np.float64)
+    limit = 2.0 ** (width - 1)
+    if re.size and max(np.abs(re).max(), np.abs(im).max()) > limit:
+        return                       # parts that do not fit: fft_bitrev says so, in its own words
+    power = re ** 2 + im ** 2
+    if power.size and power.max() >= limit ** 2:
+        raise ValueError(f"Input modulus {np.sqrt(power.max()):.1f} is not below 2**{width - 1}: the transform "
+                         f"would saturate (pass strict=False to accept what the hardware computes)")
+
+
+def fft(x, *, width=16, twiddle_width=16, strict=True):
+    """Fixed-point forward FFT of integer (real or complex) ``x``: ``≈ numpy.fft.fft(x) / n``, natural order.
+
+    ``strict``: refuse inputs outside the range of :func:`check_range`; without it they saturate exactly as
+    the hardware does (:func:`fft_bitrev` never checks)."""
+    if strict:
+        check_range(x, width)
     y = fft_bitrev(x, width=width, twiddle_width=twiddle_width)
     return y[..., bit_reverse(y.shape[-1])]
 
 
-def ifft(x, *, width=16, twiddle_width=16):
-    """Fixed-point inverse FFT: ``≈ numpy.fft.ifft(x)``, natural order."""
+def ifft(x, *, width=16, twiddle_width=16, strict=True):
+    """Fixed-point inverse FFT: ``≈ numpy.fft.ifft(x)``, natural order (``strict`` as for :func:`fft`)."""
+    if strict:
+        check_range(x, width)
     y = fft_bitrev(x, width=width, twiddle_width=twiddle_width, inverse=True)
     return y[..., bit_reverse(y.shape[-1])]
 

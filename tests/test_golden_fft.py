@@ -87,3 +87,15 @@ def test_plan_is_radix_2_squared():
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+def test_out_of_range_inputs_are_refused_or_saturate_as_the_hardware():
+    """Parts that fit 16 bits but a modulus of 2**15 or more would saturate inside the transform (up to
+    hundreds of LSBs from the float result): refused by default, computed as the hardware does on request."""
+    x = np.full(16, 30000 + 30000j)
+    with pytest.raises(ValueError, match=r"^Input modulus 42426\.4 is not below 2\*\*15: the transform would "
+                                         r"saturate"):
+        F.fft(x)
+    np.testing.assert_array_equal(F.fft(x, strict=False), F.fft_bitrev(x)[F.bit_reverse(16)])
+    edge = np.full(16, 23170 + 23170j)                  # modulus just below 2**15: accepted, within the bound
+    assert np.abs(F.fft(edge) - np.fft.fft(edge) / 16).max() <= F.error_bound(16)
