@@ -176,11 +176,18 @@ class SPRAM(wiring.Component):
     bus : In(wishbone_signature(14 or 15))
     """
 
-    @validated
-    def __init__(self, *, size=65536):
-        if size not in (65536, 131072):
+    SIZES = (65536, 131072)
+
+    @staticmethod
+    def check_size(size):
+        """Raise a one-line ValueError unless ``size`` is one an SPRAM can have (call before building)."""
+        if size not in SPRAM.SIZES:
             raise ValueError(f"SPRAM size must be 65536 or 131072 bytes (2 or 4 of the iCE40UP5K's blocks), "
                              f"not {size!r}")
+
+    @validated
+    def __init__(self, *, size=65536):
+        self.check_size(size)
         self._size = size
         super().__init__({"bus": In(wishbone_signature((size // 4 - 1).bit_length()))})
 

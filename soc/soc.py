@@ -122,6 +122,12 @@ class SoC(wiring.Component):
         return m
 
 
+def check_layout(ram_size, rom_size=None):
+    """Raise a one-line ValueError for a RAM/ROM layout :class:`SoC` cannot build, before anything is built."""
+    if rom_size is not None:
+        SPRAM.check_size(ram_size)
+
+
 def memory_map(soc=None):
     """The SoC's memory map (from a :class:`SoC`, or a default one)."""
     if soc is None:

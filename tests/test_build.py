@@ -247,7 +247,8 @@ def test_stream_conv_designs_describe_storage(design):
     from insitu.golden import mlg, smartdeal
     d = designs.get_design(design)
     p = d.params(c_in=3, c_out=4, width=4, height=4, **({"group_size": 2} if design == "smartdeal-conv" else {}))
-    info = d.describe(d.make(p))
+    with unbuilt():
+        info = d.describe(d.make(p))
     if design == "smartdeal-conv":
         layer, _ = designs.smartdeal_layer(p)
         assert info["weight_bits"] == 8 * len(smartdeal.pack(layer))
@@ -286,14 +287,18 @@ def test_dsp_option_is_ice40_only(tmp_path, monkeypatch):
 
     def fake_prepare(self, top, **kwargs):
         seen.update(kwargs)
+        tops.append(top)
         raise Stop
+    tops = []
     from amaranth.build import Platform
     monkeypatch.setattr(Platform, "prepare", fake_prepare)
     monkeypatch.chdir(tmp_path)
     p = designs.ConvParams(c_in=1, c_out=1, k=1, width=2, height=2)
     for board, expected in (("ulx3s-85f", ""), ("icebreaker", "-dsp")):
-        with pytest.raises(Stop):
-            build_mod.build(board, "muxconv", p, synth_opts="-dsp", progress=lambda s: None)
+        with unbuilt():
+            with pytest.raises(Stop):
+                build_mod.build(board, "muxconv", p, synth_opts="-dsp", progress=lambda s: None)
+            tops.clear()
         assert seen["synth_opts"] == expected
 
 
@@ -327,11 +332,31 @@ def test_soc_design_with_each_accelerator(accel):
     """Every --accel choice makes an SoC whose memory map (and so firmware header) has the peripheral."""
     from insitu.soc.soc import memory_map
     p = designs.SoCParams(accel=accel, c_in=2, c_out=8, width=4, height=4, block=4).resolved()
-    soc = designs.get_design("soc").make(p, frequency=12e6)
-    names = [name for name, *_ in memory_map(soc).entries]
+
+    def inspect():
+        soc = designs.get_design("soc").make(p, frequency=12e6)
+        return [name for name, *_ in memory_map(soc).entries], designs.describe_soc(soc)
+    with unbuilt():
+        names, info = inspect()
     assert names == ["ram", "sys", "timer", "uart", accel.replace("-", "_")]
-    info = designs.describe_soc(soc)
     assert info["accelerators"] == [accel.replace("-", "_")] and 0 < info["firmware_bytes"] < 8192
+
+
+class unbuilt:
+    """Around code that makes components only to inspect them: they are dropped (collected) on exit without
+    the warning that they were never elaborated. Keep no reference to them outside."""
+
+    def __enter__(self):
+        import warnings
+        from amaranth.hdl import UnusedElaboratable
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", UnusedElaboratable)
+
+    def __exit__(self, *exc):
+        import gc
+        gc.collect()
+        return self._warnings.__exit__(*exc)
 
 
 @pytest.mark.parametrize("freq, code, msg", [

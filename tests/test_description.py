@@ -269,3 +269,21 @@ def test_outputs_get_their_directories(tmp_path, monkeypatch):
     assert main(["compress", f"{MODEL_DIR}/digits-float.npz", "--method", "dense", "-o", "a/b/m.npz"]) == 0
     assert main(["evaluate", "a/b/m.npz", "--json", "c/e.json", "--plot", "d/e.png"]) == 0
     assert (tmp_path / "a/b/m.npz").exists() and (tmp_path / "c/e.json").exists() and (tmp_path / "d/e.png").exists()
+
+
+def test_compress_refuses_other_files_in_one_line(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    torch.save([1, 2], tmp_path / "l.pt")
+    torch.save(torch.zeros(3), tmp_path / "t.pt")
+    (tmp_path / "x.pt").write_text("hello")
+    (tmp_path / "r.npz").write_bytes(np.random.default_rng(0).bytes(300))
+    cases = {"l.pt": r"l.pt: not a PyTorch state dict \(a dict of tensors\), but list$",
+             "t.pt": r"t.pt: not a PyTorch state dict \(a dict of tensors\), but Tensor$",
+             "x.pt": r"x.pt: not a PyTorch file \(\w+\)$",
+             "r.npz": r"r.npz: corrupt model archive \(not an .npz archive of arrays\)$"}
+    import re
+    for name, msg in cases.items():
+        assert main(["compress", str(tmp_path / name), "--method", "qgp", "-o", str(tmp_path / "o.npz")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search(msg, err.strip()), err
+    assert not (tmp_path / "o.npz").exists()

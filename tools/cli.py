@@ -265,8 +265,10 @@ def _load_float(path, desc=None):
         torch = require_torch()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CLIError(f"Cannot read PyTorch state dict {path}: {str(error).splitlines()[0]}") from None
+        except OSError as error:
+            raise CLIError(f"Cannot read PyTorch state dict {path}: {error.strerror}") from None
+        except Exception as error:          # torch raises many kinds on a file that is not its own
+            raise CLIError(f"{path}: not a PyTorch file ({type(error).__name__})") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CLIError(f"{path}: not a PyTorch state dict (a dict of tensors), but {type(state).__name__}")
         weights = {key.rsplit(".", 1)[0]: v.numpy() for key, v in state.items() if key.endswith(".weight")}

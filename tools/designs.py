@@ -376,11 +376,12 @@ def soc(p, *, frequency):
     import tempfile
 
     from ..soc.firmware import FIRMWARE_DIR, build_firmware
-    from ..soc.soc import SoC, memory_map
+    from ..soc.soc import SoC, check_layout, memory_map
     if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
         raise ValueError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
     if p.rom_size is not None and (p.rom_size & (p.rom_size - 1) or not 256 <= p.rom_size <= 1 << 16):
         raise ValueError(f"ROM size must be a power of two in range [256, 65536], not {p.rom_size}")
+    check_layout(p.ram_size, p.rom_size)
     divisor = round(frequency / p.baud) - 1
     if divisor < 1:
         raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
