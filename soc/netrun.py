@@ -99,12 +99,13 @@ def pysim_speed(make_soc, image, cycles):
 
 
 def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cycles=2_000_000_000, vcd=None,
-                vcd_cycles=100_000, pysim_cycles=0):
+                vcd_cycles=100_000, pysim_cycles=0, on_image=None):
     """Build the firmware, run it on the compiled SoC and compare with the golden model.
 
     Returns a dict with per-image predictions, scores, cycles of both paths, the speedup and the
     simulation speed. ``vcd`` names a VCD file for the first ``vcd_cycles`` clocks. With ``pysim_cycles``
-    the same SoC and firmware also run that many clocks in Amaranth's simulator, for the speed ratio."""
+    the same SoC and firmware also run that many clocks in Amaranth's simulator, for the speed ratio.
+    ``on_image(done, cycles)`` is called as each image finishes (default: a progress line)."""
     from pathlib import Path
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,16 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
         progress(f"Tracing the first {vcd_cycles} clocks to {vcd} ...")
     progress(f"Running {len(images)} images ...")
     start = time.monotonic()
-    code, cycles, text = sim.run(max_cycles)
+    code, cycles, text, reported = None, 0, "", 0
+    if on_image is None:
+        def on_image(done, cycles):
+            progress(f"  image {done}/{len(images)} after {cycles / 1e6:.1f} M cycles")
+    while code is None and cycles < max_cycles:          # in slices, to report each image as it finishes
+        code, cycles, part = sim.run(min(2_000_000, max_cycles - cycles))
+        text += part
+        while reported < min(len(images), sum(line.startswith("img ") for line in text.splitlines())):
+            reported += 1
+            on_image(reported, cycles)
     seconds = time.monotonic() - start
     if code is None:
         raise NetworkRunError(f"Firmware did not finish within {max_cycles} cycles; UART: {text[-200:]!r}")

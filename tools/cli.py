@@ -62,40 +62,32 @@ def _option(name):
 
 
 def _add_design_args(p, design_names):
-    """One option per design parameter field (``c_in`` → ``--c-in``), grouped by parameter class."""
-    seen = {}
-    for name in design_names:
-        params = designs.DESIGNS[name].params
-        if params in seen:
-            seen[params].append(name)
-            continue
-        seen[params] = [name]
-    added = set()
-    for params, names in seen.items():
-        g = p.add_argument_group(f"{'/'.join(names)} parameters")
-        for f in dataclasses.fields(params):
-            if f.name in added:     # shared by several designs (e.g. --seed): listed once
-                continue
-            added.add(f.name)
-            meta = f.metadata
-            defaults = {}
-            for design in design_names:
-                for g_field in dataclasses.fields(designs.DESIGNS[design].params):
-                    if g_field.name == f.name and g_field.default is not None:
-                        defaults.setdefault(g_field.default, []).append(design)
-            if len(defaults) > 1:
-                default = " (default " + "; ".join(f"{v} for {', '.join(d)}" for v, d in defaults.items()) + ")"
-            else:
-                default = "" if f.default is None else f" (default {f.default})"
-            if meta["kind"] == "flag":
-                g.add_argument(_option(f.name), action="store_true", default=argparse.SUPPRESS,
-                               help=meta["help"])
-            elif meta["kind"] == "choice":
-                g.add_argument(_option(f.name), choices=meta["choices"], default=argparse.SUPPRESS,
-                               help=meta["help"] + default)
-            else:
-                g.add_argument(_option(f.name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
-                               metavar="X" if meta["kind"] == "fraction" else "N", help=meta["help"] + default)
+    """One option per design parameter field (``c_in`` → ``--c-in``), each listed once with the designs that
+    take it and their defaults."""
+    fields = {}
+    for design in design_names:
+        for f in dataclasses.fields(designs.DESIGNS[design].params):
+            fields.setdefault(f.name, []).append((design, f))
+    g = p.add_argument_group("design parameters (each applies to the designs in brackets)")
+    for name, uses in fields.items():
+        meta = uses[0][1].metadata
+        defaults = {}
+        for design, f in uses:
+            if f.default is not None:
+                defaults.setdefault(f.default, []).append(design)
+        if len(defaults) > 1:
+            default = "; default " + "; ".join(f"{v} for {', '.join(d)}" for v, d in defaults.items())
+        else:
+            default = "" if not defaults else f"; default {next(iter(defaults))}"
+        which = ", ".join(d for d, _ in uses) if len(uses) < len(design_names) else "all"
+        text = f"{meta['help']} [{which}{default}]"
+        if meta["kind"] == "flag":
+            g.add_argument(_option(name), action="store_true", default=argparse.SUPPRESS, help=text)
+        elif meta["kind"] == "choice":
+            g.add_argument(_option(name), choices=meta["choices"], default=argparse.SUPPRESS, help=text)
+        else:
+            g.add_argument(_option(name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
+                           metavar="X" if meta["kind"] == "fraction" else "N", help=text)
 
 
 def _mhz(text):
@@ -342,9 +334,12 @@ def cmd_sim(args):
         raise CLIError(f"--images must be in range [1, 360] (the digits test split), not {args.images}")
     model = modelfile.load(args.model)
     _, _, xte, _ = network.digits_split()
+    from .progress import Progress
     try:
-        result = run_network(model, xte[:args.images], args.build_dir, parallel=args.parallel, vcd=args.vcd,
-                             vcd_cycles=args.vcd_cycles, pysim_cycles=args.pysim_cycles)
+        with Progress(args.images, "images") as bar:
+            result = run_network(model, xte[:args.images], args.build_dir, parallel=args.parallel, vcd=args.vcd,
+                                 vcd_cycles=args.vcd_cycles, pysim_cycles=args.pysim_cycles,
+                                 on_image=lambda done, cycles: bar.step(f"{cycles / 1e6:.1f} M cycles"))
     except NetworkRunError as error:
         raise CLIError(str(error)) from None
     rows = [(n, p["golden_prediction"], p["software_prediction"], p["accelerator_prediction"],

@@ -13,6 +13,7 @@ import numpy as np
 from ..golden import datasets, description, methods, network
 from ..golden.description import DIGITS_CNN
 from . import compress, qat
+from .progress import Progress
 
 __all__ = ["require_torch", "train_float", "finetune", "train_all", "train_seeds", "tradeoff", "tradeoff_settings",
            "FINETUNE", "TRADEOFF"]
@@ -143,7 +144,7 @@ def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch
         opt = torch.optim.Adam(params.values(), lr=lr)
         rng = np.random.default_rng(seed)
         done = 0
-        with _progress(progress, epochs, "float") as bar:
+        with Progress(epochs, "float epochs", progress) as bar:
             for epoch in range(epochs):
                 for idx in _batches(rng, len(x), batch):
                     loss = torch.nn.functional.cross_entropy(_forward(torch, model, params, x[idx]), y[idx])
@@ -153,7 +154,7 @@ def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch
                     done += 1
                     if steps is not None and done >= steps:
                         break
-                bar(f"loss {loss.item():.4f}")
+                bar.step(f"loss {loss.item():.4f}")
                 if steps is not None and done >= steps:
                     break
     return _with_params(model, params, meta={"dataset": data.meta()})
@@ -166,23 +167,6 @@ def _with_params(model, params, meta=None):
     biases = {n[:-5]: v for n, v in arrays.items() if n.endswith(".bias")}
     return network.from_description(model.description(), weights, biases, dict(meta or model.meta),
                                     model.formats)
-
-
-class _progress:
-    """Per-epoch progress lines (``progress`` is a print-like callable), one per epoch."""
-
-    def __init__(self, progress, epochs, what):
-        self.progress, self.epochs, self.what, self.epoch = progress, epochs, what, 0
-
-    def __enter__(self):
-        return self
-
-    def __call__(self, text):
-        self.epoch += 1
-        self.progress(f"  {self.what} epoch {self.epoch}/{self.epochs}: {text}")
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _qgp_keep(w, taps):
@@ -252,7 +236,7 @@ def finetune(model, method=None, *, layer_methods=None, settings=None, data=None
             target = _qgp_keep(w, phase) if name == "qgp" and phase else compress.project(layer, w, name, s, strength)
             return p + (torch.tensor(target, dtype=torch.float32) - p).detach()
 
-        with _progress(progress, epochs, label) as bar:
+        with Progress(epochs, f"{label} epochs", progress) as bar:
             for epoch in range(epochs):
                 phase = 3 if epoch < epochs // 3 else 1 if epoch < 2 * epochs // 3 else 0
                 strength = min(1.0, (epoch + 1) / max(1, 2 * epochs // 3))  # SmartDeal sparsity eases in
@@ -267,7 +251,7 @@ def finetune(model, method=None, *, layer_methods=None, settings=None, data=None
                     if steps is not None and done >= steps:
                         break
                 sched.step()
-                bar(f"loss {loss.item():.4f}")
+                bar.step(f"loss {loss.item():.4f}")
                 if steps is not None and done >= steps:
                     break
         return current()
@@ -365,24 +349,28 @@ def tradeoff(float_models, which=("smartdeal", "mlg"), *, progress=print):
     """
     data = datasets.digits()
     points = []
-    for method in which:
-        for n, setting in enumerate(TRADEOFF[method]):
-            accs, stored, int8 = [], [], 0
-            for seed, model in float_models.items():
-                progress(f"Trade-off {method} {n + 1}/{len(TRADEOFF[method])}: {setting}, seed {seed} ...")
-                ep, lr = FINETUNE[method]
-                m = finetune(model, method, settings=tradeoff_settings(method, setting), data=data, epochs=ep,
-                             lr=lr, seed=seed, progress=lambda _: None)
-                layers = [layer for layer in m.weight_layers if layer.method == method]
-                stored.append(sum(network.layer_storage_bits(layer) for layer in layers))
-                int8 = sum(8 * int(np.prod(layer.shape)) for layer in layers)
-                accs.append(network.accuracy(m, data.x_test, data.y_test))
-            acc = _stats(accs)
-            point = {"method": method, "setting": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in setting.items()},
-                     "seeds": list(float_models), "integer_accuracy": acc["mean"], "integer_accuracy_std": acc["std"],
-                     "integer_accuracy_per_seed": acc["values"], "stored_bits": stored, "dense_int8_bits": int8,
-                     "int8_over_stored": round(int8 / float(np.mean(stored)), 2)}
-            progress(f"  accuracy {acc['mean']:.4f} ± {acc['std']:.4f} at {point['int8_over_stored']}x")
-            points.append(point)
+    runs = sum(len(TRADEOFF[method]) for method in which) * len(float_models)
+    with Progress(runs, "trade-off runs", progress) as bar:
+        for method in which:
+            for setting in TRADEOFF[method]:
+                accs, stored, int8 = [], [], 0
+                for seed, model in float_models.items():
+                    ep, lr = FINETUNE[method]
+                    m = finetune(model, method, settings=tradeoff_settings(method, setting), data=data, epochs=ep,
+                                 lr=lr, seed=seed, progress=lambda _: None)
+                    layers = [layer for layer in m.weight_layers if layer.method == method]
+                    stored.append(sum(network.layer_storage_bits(layer) for layer in layers))
+                    int8 = sum(8 * int(np.prod(layer.shape)) for layer in layers)
+                    accs.append(network.accuracy(m, data.x_test, data.y_test))
+                    bar.step(f"{method} {setting} seed {seed}: accuracy {accs[-1]:.4f}")
+                acc = _stats(accs)
+                point = {"method": method, "setting": {k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in setting.items()},
+                         "seeds": list(float_models), "integer_accuracy": acc["mean"],
+                         "integer_accuracy_std": acc["std"], "integer_accuracy_per_seed": acc["values"],
+                         "stored_bits": stored, "dense_int8_bits": int8,
+                         "int8_over_stored": round(int8 / float(np.mean(stored)), 2)}
+                progress(f"{method} {setting}: accuracy {acc['mean']:.4f} ± {acc['std']:.4f} at "
+                         f"{point['int8_over_stored']}x")
+                points.append(point)
     return points
