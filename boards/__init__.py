@@ -22,6 +22,9 @@ class Board:
     target_mhz: float
     programmer: tuple           # (env var, default program)
     build_tools: dict = field(default_factory=dict)   # env var -> (program, where to get it), at build time
+    #: (logic cells, their name, bits of RAM: block RAM and SPRAM, plus LUT RAM on ECP5) for the estimate a
+    #: build checks before elaborating anything
+    capacity: tuple = None
 
     def platform(self):
         import importlib
@@ -29,14 +32,26 @@ class Board:
         return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
 
 
+#: iCE40UP5K: 5,280 LCs, 30 EBR of 4 kbit, 4 SPRAM of 256 kbit.
+_UP5K = (5280, "LC", 30 * 4096 + 4 * 262144)
+
+
+def _ecp5(luts, ebr):
+    """ECP5: LUT4s, EBR of 18 kbit, and LUT RAM (16 bits per LUT at most)."""
+    return (luts, "LUT", ebr * 18432 + 16 * luts)
+
+
 BOARDS = {b.name: b for b in [
-    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 48, ("ICEPROG", "iceprog")),
-    Board("upduino", "upduino_v3:UpduinoV3Platform", "ice40", 48, ("ICEPROG", "iceprog")),
-    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
-    Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader")),
+    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 48, ("ICEPROG", "iceprog"),
+          capacity=_UP5K),
+    Board("upduino", "upduino_v3:UpduinoV3Platform", "ice40", 48, ("ICEPROG", "iceprog"), capacity=_UP5K),
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader"),
+          capacity=_ecp5(83640, 208)),
+    Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader"),
+          capacity=_ecp5(12096, 32)),
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 100, ("DFU_UTIL", "dfu-util"),
           build_tools={"DFU_SUFFIX": ("insitu-dfu-suffix", "insitu itself (pip install -e .), or set DFU_SUFFIX "
-                                                         "to dfu-util's dfu-suffix")}),
+                                                         "to dfu-util's dfu-suffix")}, capacity=_ecp5(24288, 56)),
 ]}
 
 

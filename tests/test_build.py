@@ -406,3 +406,25 @@ def test_option_relations_are_checked_before_any_build(argv, msg, tmp_path, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(msg, err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sizes_beyond_the_board_are_refused_before_elaboration(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "icebreaker", "--design", "muxconv", "--c-in", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("insitu build: error: Too large for iCE40UP5K: needs at least 799,992 LC (1 adder tree(s) of "
+                   "100000 8-bit terms), it has 5,280; try a smaller layer or --parallel\n")
+    assert main(["build", "--board", "ulx3s-12f", "--design", "densematvec", "--rows", "4096", "--cols", "4096"]) == 1
+    assert "needs at least 134,217,728 bits of RAM (a 4096x4096 int8 matrix)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_place_failure_is_said_in_the_board_s_terms(tmp_path):
+    (tmp_path / "build_top.sh").write_text(
+        "cat > top.tim <<'X'\nInfo: Device utilisation:\nInfo:      ICESTORM_LC: 33807/ 5280   640%\n"
+        "Info:     ICESTORM_DSP:     0/    8     0%\nX\n"
+        "echo \"ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'\"\n"
+        "exit 1\n")
+    with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): too large for iCE40UP5K: needs "
+                                                  r"33,807 LC, has 5,280; try --dsp or a smaller --parallel or layer"):
+        build_mod._run_script(tmp_path, dict(os.environ), lambda s: None, device="iCE40UP5K")

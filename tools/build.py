@@ -160,7 +160,12 @@ def parse_reports(family, build_dir, name="top"):
     return resources, clocks
 
 
-def _run_script(build_dir, env, progress, name="top"):
+_CELL_NAMES = {"ICESTORM_LC": "LC", "ICESTORM_RAM": "EBR", "ICESTORM_DSP": "DSP (SB_MAC16)",
+               "ICESTORM_SPRAM": "SPRAM", "TRELLIS_COMB": "LUT", "TRELLIS_SLICE": "slices", "DP16KD": "EBR",
+               "MULT18X18D": "DSP (MULT18X18D)", "TRELLIS_FF": "FF"}
+
+
+def _run_script(build_dir, env, progress, name="top", device=None):
     """Run Amaranth's build script, logging to ``build.log`` and reporting each stage as it starts."""
     log_path = Path(build_dir) / "build.log"
     # A stage has started once the previous one's product exists.
@@ -178,10 +183,30 @@ def _run_script(build_dir, env, progress, name="top"):
     if proc.returncode != 0:
         lines = log_path.read_text(errors="replace").strip().splitlines()
         first_error = next((line.strip() for line in lines if line.startswith("ERROR")), "")
+        used = packed_utilisation(Path(build_dir) / f"{name}.tim")
+        over = [(cell, u) for cell, u in used.items() if u["used"] > u["available"]]
+        if "Unable to place cell" in first_error and over:
+            cell, u = over[0]
+            hint = "--dsp or " if cell == "ICESTORM_LC" and used.get("ICESTORM_DSP", {}).get("used") == 0 else ""
+            first_error = (f"too large for {device or 'the device'}: needs {u['used']:,} {_CELL_NAMES.get(cell, cell)}, "
+                           f"has {u['available']:,}; try {hint}a smaller --parallel or layer")
         raise BuildError(f"Build failed (exit {proc.returncode}): {first_error or 'see the log'}\n"
                          f"last lines of {log_path}:\n  " + "\n  ".join(lines[-15:]),
                          synth_cells(Path(build_dir) / f"{name}.rpt"),
                          packed_utilisation(Path(build_dir) / f"{name}.tim"))
+
+
+def check_fit(board, device, floor):
+    """Refuse, before anything is elaborated, a design whose lower bounds (``Design.floor``) exceed the
+    board's logic cells or RAM bits: one line naming the resource."""
+    if board.capacity is None:
+        return
+    cells, unit, memory_bits = board.capacity
+    for key, have, name in (("logic", cells, unit), ("memory", memory_bits, "bits of RAM")):
+        if key in floor and floor[key][0] > have:
+            need, why = floor[key]
+            raise BuildError(f"Too large for {device}: needs at least {need:,} {name} ({why}), it has {have:,}; "
+                             f"try a smaller layer or --parallel")
 
 
 def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
@@ -222,6 +247,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     if not isinstance(params, design.params):
         raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
+    check_fit(board, platform.device, design.floor(params))
     component = design.make(params, frequency=frequency) if design.needs_clock else design.make(params)
     top = (SoCHarness if design.harness == "soc" else Harness)(component, board.family, frequency, seed=params.seed)
     name = "top"
@@ -236,7 +262,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))
     try:
-        _run_script(build_dir, env, progress, name)
+        _run_script(build_dir, env, progress, name, platform.device)
     except BuildError as error:
         error.design_info = design.describe(component)
         raise

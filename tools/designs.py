@@ -35,6 +35,11 @@ class _Params:
     def check(self):
         """Raise a one-line ValueError naming the options when they do not fit together."""
 
+    def floor(self):
+        """Lower bounds of what the design needs, from its parameters alone (nothing is built):
+        ``{"logic": (cells, why), "memory": (bits, why)}``, either may be missing."""
+        return {}
+
     def resolved(self):
         self.check()
         return self
@@ -62,6 +67,14 @@ class ConvParams(_Params):
         pad = self.k // 2 if self.padding is None else self.padding
         return dataclasses.replace(self, padding=pad)
 
+    def floor(self, *, dense=False):
+        from ..golden.qgp import code_width
+        terms = self.c_in * self.k ** 2 if dense else self.c_in
+        bits = self.c_out * self.c_in * (self.k ** 2 * 8 if dense else code_width(self.k))
+        return {"logic": (self.parallel * (terms - 1) * self.act_width,
+                          f"{self.parallel} adder tree(s) of {terms} {self.act_width}-bit terms"),
+                "memory": (bits, f"{self.c_out}x{self.c_in} kernels of weights")}
+
 
 @dataclass(frozen=True)
 class FFTParams(_Params):
@@ -86,6 +99,9 @@ class DenseMatVecParams(_Params):
     cols: int = _param(64, "columns (n) of the matrix")
     lanes: int = _param(4, "multiply-accumulates per clock")
     seed: int = _param(1, "seed of the generated weights and stimulus", "non-negative")
+
+    def floor(self):
+        return {"memory": (self.rows * self.cols * 8, f"a {self.rows}x{self.cols} int8 matrix")}
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,9 @@ class StreamConvParams(_Params):
 @dataclass(frozen=True)
 class DenseStreamConvParams(StreamConvParams):
     lanes: int = _param(3, "weights per clock (divides 9)")
+
+    def floor(self):
+        return {"memory": (self.c_out * self.c_in * 9 * 8, f"{self.c_out}x{self.c_in} int8 3x3 kernels")}
 
     def check(self):
         _divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
@@ -418,11 +437,14 @@ class Design:
     default_mhz: dict = field(default_factory=dict)
     #: board top that wraps the component (default: the stream :class:`~insitu.boards.harness.Harness`)
     harness: str = "stream"
+    #: lower bounds of the resources it needs (default: its parameters' :meth:`_Params.floor`)
+    floor: Callable = lambda p: p.floor()
 
 
 DESIGNS = {d.name: d for d in [
     Design("muxconv", ConvParams, muxconv, describe_conv, "QGP multiplexer convolution layer"),
-    Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)"),
+    Design("denseconv", ConvParams, denseconv, describe_conv, "dense int8 convolution layer (baseline)",
+           floor=lambda p: p.floor(dense=True)),
     Design("fft", FFTParams, fft, describe_fft, "streaming radix-2² SDF FFT"),
     Design("circulant", CirculantParams, circulant, describe_circulant, "block-circulant matrix-vector product"),
     Design("densematvec", DenseMatVecParams, densematvec, describe_densematvec,
