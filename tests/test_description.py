@@ -287,3 +287,32 @@ def test_compress_refuses_other_files_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and re.search(msg, err.strip()), err
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_small_promises(tmp_path, monkeypatch, capsys):
+    """evaluate writes nothing unasked; model files are written like any file (umask); the compiled
+    simulation's cache follows XDG_CACHE_HOME; ECP5 clock names are plain; --version."""
+    import os
+    from insitu.soc.cxxrtl import cache_dir
+    from insitu.tools.build import parse_reports
+    from insitu.tools.evaluate import MODEL_DIR
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", f"{MODEL_DIR}/digits-dense.npz"]) == 0
+    assert list(tmp_path.iterdir()) == [] and "written" not in capsys.readouterr().out
+    old = os.umask(0o022)
+    try:
+        modelfile.save(tmp_path / "m.npz", modelfile.load(f"{MODEL_DIR}/digits-dense.npz"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
+    monkeypatch.delenv("INSITU_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "insitu" / "cxxrtl"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_text(json.dumps(
+        {"utilization": {}, "fmax": {"$glbnet$clk": {"achieved": 120.5, "constraint": 100.0}}}))
+    _, clocks = parse_reports("ecp5", tmp_path / "b")
+    assert clocks == [{"name": "clk", "achieved_mhz": 120.5, "target_mhz": 100.0, "met": True}]
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("insitu ")

@@ -127,6 +127,7 @@ def plot(result, path):
         acc = r["integer_accuracy"] if r["integer_accuracy"] is not None else r["float_accuracy"]
         ax.scatter(r["model_bits"] / 8192, 100 * acc, s=40)
         ax.annotate(r["method"], (r["model_bits"] / 8192, 100 * acc), textcoords="offset points", xytext=(5, 4))
+    ax.margins(x=0.2, y=0.1)              # room for the method labels inside the frame
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
