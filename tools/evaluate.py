@@ -94,6 +94,7 @@ def evaluate(paths, *, json_path=None, plot_path=None, tradeoff=None):
               "float_reference_accuracy": reference, "rows": rows}
     if tradeoff:
         result["tradeoff"] = tradeoff["points"]
+        result["tradeoff_float_reference_accuracy"] = tradeoff["float_reference_accuracy"]
     if plot_path:
         plot(result, plot_path)
         result["plot"] = plot_path
@@ -123,11 +124,13 @@ def plot(result, path):
     curves = result.get("tradeoff")
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4), squeeze=False)
     ax = axes[0][0]
-    for r in result["rows"]:
+    markers = "osD^vP*X"
+    for n, r in enumerate(result["rows"]):
         acc = r["integer_accuracy"] if r["integer_accuracy"] is not None else r["float_accuracy"]
-        ax.scatter(r["model_bits"] / 8192, 100 * acc, s=40)
-        ax.annotate(r["method"], (r["model_bits"] / 8192, 100 * acc), textcoords="offset points", xytext=(5, 4))
-    ax.margins(x=0.2, y=0.1)              # room for the method labels inside the frame
+        ax.scatter(r["model_bits"] / 8192, 100 * acc, s=50, marker=markers[n % len(markers)],
+                   label=f"{r['method']}: {r['model_bits'] / 8192:.1f} KiB, {100 * acc:.2f} %")
+    ax.margins(x=0.2, y=0.15)
+    ax.legend(fontsize=8, loc="lower right")     # methods often share a point: a legend, not labels
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -143,7 +146,8 @@ def plot(result, path):
                          for p in curves if p["method"] == method)
             xs, ys, es = zip(*pts)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method} (mean ± sd, {len(curves[0]['seeds'])} seeds)")
-        ref = result.get("float_reference_accuracy")
+        # the sweep's own reference: its float models (the mean over its seeds)
+        ref = result.get("tradeoff_float_reference_accuracy")
         if ref is not None:
             ax.axhline(100 * ref, color="grey", lw=1, label="float reference")
             ax.axhline(100 * ref - 1, color="grey", lw=1, ls="--", label="1 point below float")
