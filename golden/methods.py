@@ -16,7 +16,7 @@ Adding a method is one :class:`Method` subclass here, registered in :data:`METHO
 
 import numpy as np
 
-from . import circulant, conv, mlg, qgp, smartdeal
+from . import circulant, conv, escalate, mlg, qgp, smartdeal
 
 __all__ = ["Method", "METHODS", "get", "names", "conv_stride"]
 
@@ -302,8 +302,51 @@ class MLG(Method):
         return layer.data["image"].size * 8
 
 
+class Escalate(Method):
+    name, arrays, kinds = "escalate", ("image",), ("conv2d",)
+    help = "basis-first decomposed convolution (ESCALATE): a few basis kernels, sparse power-of-two coefficients"
+    finetune = (60, 5e-3)              # trained through its factors (tools/qat.py)
+
+    def defaults(self, kind, shape):
+        if kind != "conv2d":
+            return {}
+        return {"bases": min(2, shape[2] * shape[3]), "shared": True, "basis_bits": 8, "mode": "pow2",
+                "coef_bits": 4, "density": 0.3}
+
+    def refuses(self, kind, shape, settings=None):
+        return super().refuses(kind, shape) or (
+            "escalate needs kernels of more than one tap (k > 1)" if shape[2] == 1 else None)
+
+    def _decompose(self, w, s):
+        return escalate.decompose(w, s["bases"], shared=s["shared"], basis_bits=s["basis_bits"], mode=s["mode"],
+                                  coef_bits=s["coef_bits"], density=s["density"])[0]
+
+    def compress(self, w, kind, settings):
+        return {"image": np.frombuffer(escalate.pack(self._decompose(w, settings)), dtype=np.uint8)}, dict(settings)
+
+    def project(self, w, kind, settings, strength=1.0):
+        s = dict(settings, density=1.0 - strength * (1.0 - settings["density"]))
+        e = self._decompose(np.asarray(w, dtype=np.float64), s)
+        return escalate.weights(e) * e.scale
+
+    def decode(self, layer):
+        return escalate.unpack(layer.data["image"].tobytes())
+
+    def integer_weights(self, layer):
+        e = self.decode(layer)
+        return escalate.weights(e), e.scale
+
+    def accumulate(self, layer, x, act_width=8):
+        e, a = self.decode(layer), layer.attrs          # basis first: the contract the hardware follows
+        return conv_stride(np.stack([escalate.conv2d(img, e, a["padding"], act_width=act_width) for img in x]),
+                           a["stride"])
+
+    def storage_bits(self, layer):
+        return layer.data["image"].size * 8
+
+
 #: Every method, by name.
-METHODS = {m.name: m for m in (Float(), Dense(), QGP(), Circulant(), SmartDeal(), MLG())}
+METHODS = {m.name: m for m in (Float(), Dense(), QGP(), Circulant(), SmartDeal(), MLG(), Escalate())}
 
 
 def names(*, compressed=False):

@@ -220,14 +220,14 @@ def _load_weights(name, layer, entry, shape, arrays):
 
 def _check_packed(name, model):
     """Decode every weight layer once so that a corrupt image is reported at load time."""
-    from . import mlg, smartdeal
+    from . import escalate, mlg, smartdeal
     for layer in model.weight_layers:
         try:
             layer.entry.decode(layer)
             w, _ = layer.entry.integer_weights(layer)
             if w is not None and w.shape != layer.shape:
                 raise ValueError(f"it decodes to shape {w.shape}, not {layer.shape}")
-        except (smartdeal.FormatError, mlg.FormatError) as error:
+        except (smartdeal.FormatError, mlg.FormatError, escalate.FormatError) as error:
             raise ModelFormatError(f"{name}: layer {layer.name}: {error}") from None
         except (ValueError, TypeError, KeyError) as error:
             raise ModelFormatError(f"{name}: layer {layer.name} ({layer.method}) is inconsistent: {error}") \

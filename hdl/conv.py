@@ -5,6 +5,7 @@ from amaranth.lib import wiring
 
 from ._params import validated
 from .pe import ConvPE
+from .basisfirst import BasisFirstConv
 from .streamconv import StreamConv
 from .window import SlidingWindow
 
@@ -35,8 +36,9 @@ class Conv2d(wiring.Component):
 
     @validated
     def __init__(self, pe, *, width, height, padding):
-        if not isinstance(pe, (ConvPE, StreamConv)):
-            raise TypeError(f"Processing element must be a MuxConv, DenseConv or StreamConv, not {pe!r}")
+        if not isinstance(pe, (ConvPE, StreamConv, BasisFirstConv)):
+            raise TypeError(f"Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, "
+                            f"not {pe!r}")
         self._pe = pe
         self._window = SlidingWindow(channels=pe.c_in, act_width=pe.act_width, k=pe.k,
                                      width=width, height=height, padding=padding)

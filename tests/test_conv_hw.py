@@ -181,7 +181,7 @@ def test_sliding_window_matches_golden_windows():
     (lambda: SlidingWindow(channels=1, act_width=8, k=5, width=2, height=8, padding=1), ValueError,
      r"^Image width must be an integer >= 3, not 2$"),
     (lambda: Conv2d("pe", width=4, height=4, padding=1), TypeError,
-     r"^Processing element must be a MuxConv, DenseConv or StreamConv, not 'pe'$"),
+     r"^Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, not 'pe'$"),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_errors(call, exc, msg):

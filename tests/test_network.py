@@ -11,7 +11,7 @@ from insitu.tools import compress
 from insitu.tools.cli import main
 from insitu.tools.evaluate import default_models
 
-MODELS = dict(zip(("float", "dense", "qgp", "circulant", "smartdeal", "mlg"), default_models()))
+MODELS = dict(zip(methods.names(), default_models()))
 
 
 def random_float_model(seed=0):

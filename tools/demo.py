@@ -1,6 +1,7 @@
 """``insitu demo``: the committed digits models, what each compression method costs and saves, and the QGP
 layer run on the simulated ``MuxConv`` hardware against the golden model."""
 
+import os
 import time
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from ..golden import fixed, modelfile, network, qgp
 from ..hdl import Conv2d, MuxConv
 from ..hdl.testing import simulate_conv2d
-from .evaluate import default_models, evaluate, format_evaluation
+from .evaluate import MODEL_DIR, default_models, evaluate, format_evaluation
 
 __all__ = ["run_demo"]
 
@@ -22,7 +23,7 @@ def run_demo(images=4, parallel=2, progress=print):
     result = evaluate(default_models())
     progress(format_evaluation(result))
 
-    model = modelfile.load(default_models()[2])                          # digits-qgp.npz
+    model = modelfile.load(os.path.join(MODEL_DIR, "digits-qgp.npz"))
     conv1, conv2 = model.layer("conv1"), model.layer("conv2")
     layer = qgp.unpack(conv2.data["codes"], 3)
     _, _, xte, yte = network.digits_split()

@@ -15,9 +15,9 @@ MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def default_models():
-    """The committed digits models, float first."""
-    order = ("float", "dense", "qgp", "circulant", "smartdeal", "mlg")
-    return [os.path.join(MODEL_DIR, f"digits-{m}.npz") for m in order]
+    """The committed digits models, float first, then every method of the registry."""
+    from ..golden import methods
+    return [os.path.join(MODEL_DIR, f"digits-{m}.npz") for m in methods.names()]
 
 
 def record_accuracy(model, data=None):

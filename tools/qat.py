@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..golden import mlg, smartdeal
+from ..golden import escalate, mlg, smartdeal
 
 __all__ = ["FACTORED", "factored"]
 
@@ -100,8 +100,42 @@ class _SmartDeal:
         return {"image": np.frombuffer(smartdeal.pack(layer), dtype=np.uint8)}, dict(self.settings)
 
 
+class _Escalate:
+    """``W[o, c] = Σ_m C[o, c, m] · B[c, m]``: the basis in ``basis_bits``, the coefficients sparse and low-bit,
+    each quantised as :mod:`insitu.golden.escalate` stores them (density eased in like SmartDeal's)."""
+    names = ("basis", "coef")
+
+    def __init__(self, w, kind, settings):
+        self.shape, self.s = np.shape(w), settings
+        e, _ = escalate.decompose(w, settings["bases"], shared=settings["shared"], basis_bits=settings["basis_bits"],
+                                  mode=settings["mode"], coef_bits=settings["coef_bits"], density=1.0)
+        basis = e.basis * e.basis_scale
+        self.init = {"basis": basis, "coef": escalate.refit(np.asarray(w, dtype=np.float64), basis)}
+
+    def _codes(self, factors, strength):
+        b, bs = escalate.quantise_basis(factors["basis"], self.s["basis_bits"])
+        density = 1.0 - strength * (1.0 - self.s["density"])
+        c, cs = escalate.quantise_coefficients(factors["coef"], self.s["mode"], self.s["coef_bits"], density)
+        return b, bs, c, cs
+
+    def quantised(self, factors, strength=1.0):
+        b, bs, c, cs = self._codes(factors, strength)
+        return {"basis": b * bs, "coef": c * cs}
+
+    def combine(self, torch, f):
+        basis = f["basis"].expand(self.shape[1], *f["basis"].shape) if self.s["shared"] else f["basis"]
+        return torch.einsum("ocm,cmij->ocij", f["coef"], basis)
+
+    def finish(self, factors):
+        b, bs, c, cs = self._codes(factors, 1.0)
+        layer = escalate.EscalateLayer(basis=b, coef=c, basis_bits=self.s["basis_bits"], mode=self.s["mode"],
+                                       coef_bits=self.s["coef_bits"], basis_scale=float(np.float32(bs)),
+                                       coef_scale=float(np.float32(cs)))
+        return {"image": np.frombuffer(escalate.pack(layer), dtype=np.uint8)}, dict(self.s)
+
+
 #: Factored parametrisations by method name.
-FACTORED = {"mlg": _MLG, "smartdeal": _SmartDeal}
+FACTORED = {"mlg": _MLG, "smartdeal": _SmartDeal, "escalate": _Escalate}
 
 
 def factored(method, w, kind, settings):

@@ -1,0 +1,219 @@
+"""ESCALATE's basis-first convolution PE: basis convolutions streamed straight into a sparse coefficient stage.
+
+Golden twin: :func:`insitu.golden.escalate.conv2d` (stage 1 ``P[c, m] = x[c] ⋆ B[c, m]``, stage 2
+``y[o] = Σ_{c,m} C[o, c, m] · P[c, m]``).
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._params import check_int, check_kernel, signed_width, validated
+from .window import window_layout
+
+__all__ = ["BasisFirstConv"]
+
+
+class BasisFirstConv(wiring.Component):
+    """Convolution PE of a basis-decomposed layer (ESCALATE), one intermediate map value per clock.
+
+    For every window (one output pixel) it steps through the ``c_in · M`` pairs (input channel ``c``,
+    basis kernel ``m``), ``c`` major: the basis stage computes ``P[c, m]``, the dot product of channel
+    ``c``'s k×k window with basis kernel ``B[c, m]`` (``k²`` multipliers and an adder tree), and the
+    coefficient stage adds ``C[o, c, m] · P[c, m]`` into all ``c_out`` accumulators at once: a shift (and a
+    negation) for power-of-two coefficients, a small multiplier for integer ones, nothing for a zero. The
+    intermediate maps are never stored. After the last pair the accumulators go to an output buffer that
+    emits ``c_out`` results, one output channel per transfer, while the next window accumulates.
+
+    Throughput: one window per ``max(c_in · M, c_out)`` clocks (:attr:`cycles_per_window`). Latency:
+    :attr:`latency` clocks from a window's transfer to its first result, when the output is idle. Basis and
+    coefficients are constants of the build (LUT ROMs indexed by the pair).
+
+    Parameters
+    ----------
+    basis : (c_in, M, k, k) or shared (M, k, k) array of int
+        Signed ``basis_bits``-bit basis codes (:attr:`insitu.golden.escalate.EscalateLayer.basis`).
+    coef : (c_out, c_in, M) array of int
+        Coefficient codes: ``0``, ``±2**j`` (``mode="pow2"``, ``j < coef_bits``) or ``coef_bits``-bit
+        integers (``mode="int"``).
+    basis_bits, coef_bits : int
+    mode : "pow2" or "int"
+    act_width : int
+
+    Members
+    -------
+    i : In(stream.Signature(window_layout(c_in, act_width, k)))
+    o : Out(stream.Signature(ArrayLayout(signed(acc_width), 1)))
+    """
+
+    parallel = 1
+
+    @validated
+    def __init__(self, *, basis, coef, basis_bits=8, coef_bits=4, mode="pow2", act_width=8):
+        check_int(basis_bits, "Basis width", 2, 16)
+        check_int(act_width, "Activation width", 2, 16)
+        if mode not in ("pow2", "int"):
+            raise ValueError(f"Coefficient mode must be 'pow2' or 'int', not {mode!r}")
+        check_int(coef_bits, "Coefficient width" if mode == "int" else "Coefficient exponent levels", 2,
+                  8 if mode == "int" else 16)
+        try:
+            coef = [[[int(v) for v in row] for row in plane] for plane in coef]
+            basis_list = _nested(basis)
+        except (TypeError, ValueError):
+            raise TypeError("Basis and coefficients must be arrays of integers") from None
+        if not coef or not coef[0] or not coef[0][0] or \
+                len({len(p) for p in coef}) != 1 or len({len(r) for p in coef for r in p}) != 1:
+            raise ValueError("Coefficients must be shaped (c_out, c_in, M)")
+        c_out, c_in, bases = len(coef), len(coef[0]), len(coef[0][0])
+        shape = _shape(basis_list)
+        if len(shape) == 3:
+            basis_list, shape = [basis_list] * c_in, (c_in, *shape)
+        if len(shape) != 4 or shape[:2] != (c_in, bases) or shape[2] != shape[3]:
+            raise ValueError(f"Basis must be shaped ({c_in}, {bases}, k, k) or ({bases}, k, k), not {shape}")
+        k = check_kernel(shape[2])
+        lo, hi = -(1 << (basis_bits - 1)) + 1, (1 << (basis_bits - 1)) - 1
+        if any(not lo <= v <= hi for c in basis_list for b in c for r in b for v in r):
+            raise ValueError(f"Basis codes must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
+        flat = [v for p in coef for r in p for v in r]
+        if mode == "pow2":
+            bad = [v for v in flat if v and (abs(v) & (abs(v) - 1) or abs(v) >= 1 << coef_bits)]
+            if bad:
+                raise ValueError(f"Coefficients must be 0 or ±2**j with j < {coef_bits}, not {bad[0]}")
+            top = 1 << (coef_bits - 1)
+        else:
+            top = (1 << (coef_bits - 1)) - 1
+            if any(abs(v) > top for v in flat):
+                raise ValueError(f"Coefficients must fit in [{-top}, {top}]")
+        self._c_in, self._c_out, self._k, self._bases = c_in, c_out, k, bases
+        self._basis = [[[v for r in basis_list[c][m] for v in r] for m in range(bases)] for c in range(c_in)]
+        self._coef, self._mode, self._coef_bits = coef, mode, coef_bits
+        self._basis_bits, self._act_width = basis_bits, act_width
+        a = 1 << (act_width - 1)
+        self._p_range = (-a * hi * k * k, a * hi * k * k)
+        self._p_width = signed_width(*self._p_range)
+        steps = c_in * bases
+        self._acc_width = signed_width(self._p_range[0] * top * steps, self._p_range[1] * top * steps)
+        super().__init__({
+            "i": In(stream.Signature(window_layout(c_in, act_width, k))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(self._acc_width), 1))),
+        })
+
+    c_in = property(lambda self: self._c_in)
+    c_out = property(lambda self: self._c_out)
+    k = property(lambda self: self._k)
+    bases = property(lambda self: self._bases)
+    mode = property(lambda self: self._mode)
+    act_width = property(lambda self: self._act_width)
+    acc_width = property(lambda self: self._acc_width)
+    groups = property(lambda self: self._c_out)            # output transfers per window
+    steps = property(lambda self: self._c_in * self._bases)
+    latency = 3
+
+    @property
+    def cycles_per_window(self):
+        """Clocks per output pixel without stalls: a pair per clock, or the output buffer's drain."""
+        return max(self.steps, self._c_out)
+
+    @property
+    def multipliers(self):
+        """Multipliers the block builds: ``k²`` in the basis stage, plus ``c_out`` for integer coefficients."""
+        return self._k ** 2 + (self._c_out if self._mode == "int" else 0)
+
+    def elaborate(self, platform):
+        m = Module()
+        steps, c_out, taps, bases = self.steps, self._c_out, self._k ** 2, self._bases
+
+        out_count = Signal(range(c_out + 1))
+        v2, last2 = Signal(), Signal()
+        en = Signal()
+        # The whole pipeline waits only when a finished window finds the output buffer still draining.
+        m.d.comb += en.eq(~(v2 & last2 & (out_count != 0)))
+
+        # Stage 0: the pair (c, m) of the next step; operands registered.
+        step = Signal(range(steps))
+        last_step = Signal(init=steps == 1)
+        m.d.comb += self.i.ready.eq(en & last_step)
+        issue = Signal()
+        m.d.comb += issue.eq(en & self.i.valid)
+        chan, mi = Signal(range(self._c_in)), Signal(range(bases))     # step = chan · M + mi
+        with m.If(issue):
+            m.d.sync += [step.eq(Mux(last_step, 0, step + 1)),
+                         last_step.eq(Mux(last_step, steps == 1, step == steps - 2))]
+            with m.If(last_step | (mi == bases - 1)):
+                m.d.sync += [mi.eq(0), chan.eq(Mux(last_step, 0, chan + 1))]
+            with m.Else():
+                m.d.sync += mi.eq(mi + 1)
+        window = self.i.payload
+        acts = Array(Array(window[t][c] for t in range(taps)) for c in range(self._c_in))
+        basis_rom = Array(Array(Const(self._basis[s // bases][s % bases][t], signed(self._basis_bits))
+                                for t in range(taps)) for s in range(steps))
+        act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(taps)]
+        bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(taps)]
+        v0, first0, last0, step0 = Signal(), Signal(), Signal(), Signal(range(steps))
+        with m.If(en):
+            m.d.sync += [v0.eq(issue), first0.eq(step == 0), last0.eq(last_step), step0.eq(step)]
+            for t in range(taps):
+                m.d.sync += [act[t].eq(acts[chan][t]), bas[t].eq(basis_rom[step][t])]
+
+        # Stage 1: the k² products. Stage 2: their sum, P[c, m].
+        prods = [Signal(signed(self._act_width + self._basis_bits), name=f"prod{t}") for t in range(taps)]
+        v1, first1, last1, step1 = Signal(), Signal(), Signal(), Signal(range(steps))
+        with m.If(en):
+            m.d.sync += [v1.eq(v0), first1.eq(first0), last1.eq(last0), step1.eq(step0)]
+            m.d.sync += [prods[t].eq(act[t] * bas[t]) for t in range(taps)]
+        p = Signal(signed(self._p_width))
+        first2, step2 = Signal(), Signal(range(steps))
+        with m.If(en):
+            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), step2.eq(step1), p.eq(sum(prods))]
+
+        # Stage 3: every output channel adds C[o, c, m] · P (shift-and-add for powers of two).
+        accs = [Signal(signed(self._acc_width), name=f"acc{o}") for o in range(c_out)]
+        nexts = []
+        for o in range(c_out):
+            codes = [self._coef[o][s // bases][s % bases] for s in range(steps)]
+            term = Signal(signed(self._acc_width), name=f"term{o}")
+            if self._mode == "pow2":
+                exps = Array(Const(abs(v).bit_length() - 1 if v else 0, range(self._coef_bits)) for v in codes)
+                negs = Array(Const(v < 0) for v in codes)
+                zeros = Array(Const(v == 0) for v in codes)
+                shifted = Signal(signed(self._acc_width), name=f"shifted{o}")
+                m.d.comb += shifted.eq(p << exps[step2])
+                m.d.comb += term.eq(Mux(zeros[step2], 0, Mux(negs[step2], -shifted, shifted)))
+            else:
+                values = Array(Const(v, signed(self._coef_bits)) for v in codes)
+                m.d.comb += term.eq(p * values[step2])
+            nxt = Signal(signed(self._acc_width), name=f"next{o}")
+            m.d.comb += nxt.eq(Mux(first2, 0, accs[o]) + term)
+            nexts.append(nxt)
+        out_buf = Array(Signal(signed(self._acc_width), name=f"out{o}") for o in range(c_out))
+        with m.If(en & v2):
+            m.d.sync += [accs[o].eq(nexts[o]) for o in range(c_out)]
+            with m.If(last2):
+                m.d.sync += [out_buf[o].eq(nexts[o]) for o in range(c_out)]
+                m.d.sync += out_count.eq(c_out)
+
+        # Output buffer: one channel per transfer, in order.
+        m.d.comb += [self.o.valid.eq(out_count != 0), self.o.payload[0].eq(out_buf[c_out - out_count])]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_count.eq(out_count - 1)
+        return m
+
+
+def _nested(a):
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if isinstance(a, (list, tuple)):
+        return [_nested(x) for x in a]
+    if isinstance(a, bool) or not isinstance(a, int):
+        raise TypeError
+    return int(a)
+
+
+def _shape(a):
+    shape = []
+    while isinstance(a, list):
+        shape.append(len(a))
+        if not a:
+            break
+        a = a[0]
+    return tuple(shape)
