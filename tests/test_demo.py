@@ -12,7 +12,7 @@ def test_demo_runs_hardware_and_matches_golden(tmp_path, capsys):
     assert result["all_bit_exact"] and result["weight_memory_ratio"] == 72 / 5
     assert result["cycles_per_image"] >= result["ideal_cycles_per_image"]
     methods = [r["method"] for r in result["evaluation"]["rows"]]
-    assert methods == ["float", "dense", "qgp", "circulant", "smartdeal", "mlg"]
+    assert methods == ["float", "dense", "qgp", "circulant", "smartdeal", "mlg", "escalate"]
 
 
 def test_demo_image_count_error(capsys):
