@@ -15,7 +15,8 @@ __all__ = ["BasisFirstConv"]
 
 
 class BasisFirstConv(wiring.Component):
-    """Convolution PE of a basis-decomposed layer (ESCALATE), one intermediate map value per clock.
+    """Convolution PE of a basis-decomposed layer (ESCALATE), one intermediate map value per ``k² / lanes``
+    clocks.
 
     For every window (one output pixel) it steps through the ``c_in · M`` pairs (input channel ``c``,
     basis kernel ``m``), ``c`` major: the basis stage computes ``P[c, m]``, the dot product of channel
@@ -25,7 +26,7 @@ class BasisFirstConv(wiring.Component):
     intermediate maps are never stored. After the last pair the accumulators go to an output buffer that
     emits ``c_out`` results, one output channel per transfer, while the next window accumulates.
 
-    Throughput: one window per ``max(c_in · M, c_out)`` clocks (:attr:`cycles_per_window`). Latency:
+    Throughput: one window per ``max(c_in · M · k² / lanes, c_out)`` clocks (:attr:`cycles_per_window`). Latency:
     :attr:`latency` clocks from a window's transfer to its first result, when the output is idle. Basis and
     coefficients are constants of the build (LUT ROMs indexed by the pair).
 
@@ -39,6 +40,9 @@ class BasisFirstConv(wiring.Component):
     basis_bits, coef_bits : int
     mode : "pow2" or "int"
     act_width : int
+    lanes : int or None
+        Basis taps multiplied per clock (divides ``k²``; default ``k²``, one pair per clock). Fewer lanes,
+        fewer multipliers: ``k² / lanes`` clocks per pair.
 
     Members
     -------
@@ -49,7 +53,7 @@ class BasisFirstConv(wiring.Component):
     parallel = 1
 
     @validated
-    def __init__(self, *, basis, coef, basis_bits=8, coef_bits=4, mode="pow2", act_width=8):
+    def __init__(self, *, basis, coef, basis_bits=8, coef_bits=4, mode="pow2", act_width=8, lanes=None):
         check_int(basis_bits, "Basis width", 2, 16)
         check_int(act_width, "Activation width", 2, 16)
         if mode not in ("pow2", "int"):
@@ -71,6 +75,11 @@ class BasisFirstConv(wiring.Component):
         if len(shape) != 4 or shape[:2] != (c_in, bases) or shape[2] != shape[3]:
             raise ValueError(f"Basis must be shaped ({c_in}, {bases}, k, k) or ({bases}, k, k), not {shape}")
         k = check_kernel(shape[2])
+        lanes = k * k if lanes is None else lanes
+        check_int(lanes, "Basis lane count", 1, k * k)
+        if (k * k) % lanes:
+            raise ValueError(f"Basis lane count must divide k² ({k * k}), not {lanes!r}")
+        self._lanes = lanes
         lo, hi = -(1 << (basis_bits - 1)) + 1, (1 << (basis_bits - 1)) - 1
         if any(not lo <= v <= hi for c in basis_list for b in c for r in b for v in r):
             raise ValueError(f"Basis codes must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
@@ -79,7 +88,6 @@ class BasisFirstConv(wiring.Component):
             bad = [v for v in flat if v and (abs(v) & (abs(v) - 1) or abs(v) >= 1 << coef_bits)]
             if bad:
                 raise ValueError(f"Coefficients must be 0 or ±2**j with j < {coef_bits}, not {bad[0]}")
-            top = 1 << (coef_bits - 1)
         else:
             top = (1 << (coef_bits - 1)) - 1
             if any(abs(v) > top for v in flat):
@@ -88,11 +96,14 @@ class BasisFirstConv(wiring.Component):
         self._basis = [[[v for r in basis_list[c][m] for v in r] for m in range(bases)] for c in range(c_in)]
         self._coef, self._mode, self._coef_bits = coef, mode, coef_bits
         self._basis_bits, self._act_width = basis_bits, act_width
+        # Widths from the codes themselves: the exact worst case over any input, no wider.
         a = 1 << (act_width - 1)
-        self._p_range = (-a * hi * k * k, a * hi * k * k)
-        self._p_width = signed_width(*self._p_range)
-        steps = c_in * bases
-        self._acc_width = signed_width(self._p_range[0] * top * steps, self._p_range[1] * top * steps)
+        p_max = [[a * sum(abs(v) for v in self._basis[c][mm]) for mm in range(bases)] for c in range(c_in)]
+        peak = max(max(row) for row in p_max)
+        self._p_width = signed_width(-peak, peak)
+        worst = max(sum(abs(coef[o][c][mm]) * p_max[c][mm] for c in range(c_in) for mm in range(bases))
+                    for o in range(c_out))
+        self._acc_width = signed_width(-max(worst, 1), max(worst, 1))
         super().__init__({
             "i": In(stream.Signature(window_layout(c_in, act_width, k))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(self._acc_width), 1))),
@@ -106,89 +117,122 @@ class BasisFirstConv(wiring.Component):
     act_width = property(lambda self: self._act_width)
     acc_width = property(lambda self: self._acc_width)
     groups = property(lambda self: self._c_out)            # output transfers per window
-    steps = property(lambda self: self._c_in * self._bases)
-    latency = 3
+    lanes = property(lambda self: self._lanes)
+    steps = property(lambda self: self._c_in * self._bases * (self._k ** 2 // self._lanes))
+    latency = 5
 
     @property
     def cycles_per_window(self):
-        """Clocks per output pixel without stalls: a pair per clock, or the output buffer's drain."""
+        """Clocks per output pixel without stalls: ``lanes`` basis taps per clock, or the output buffer's
+        drain."""
         return max(self.steps, self._c_out)
 
     @property
     def multipliers(self):
-        """Multipliers the block builds: ``k²`` in the basis stage, plus ``c_out`` for integer coefficients."""
-        return self._k ** 2 + (self._c_out if self._mode == "int" else 0)
+        """Multipliers the block builds: ``lanes`` in the basis stage, plus ``c_out`` for integer coefficients."""
+        return self._lanes + (self._c_out if self._mode == "int" else 0)
 
     def elaborate(self, platform):
         m = Module()
-        steps, c_out, taps, bases = self.steps, self._c_out, self._k ** 2, self._bases
+        pairs, c_out, taps, bases, lanes = self._c_in * self._bases, self._c_out, self._k ** 2, self._bases, self._lanes
+        subs = taps // lanes                           # clocks per pair
+        steps = self.steps
 
         out_count = Signal(range(c_out + 1))
-        v2, last2 = Signal(), Signal()
+        v_end, last_end = Signal(), Signal()
         en = Signal()
         # The whole pipeline waits only when a finished window finds the output buffer still draining.
-        m.d.comb += en.eq(~(v2 & last2 & (out_count != 0)))
+        m.d.comb += en.eq(~(v_end & last_end & (out_count != 0)))
 
-        # Stage 0: the pair (c, m) of the next step; operands registered.
-        step = Signal(range(steps))
-        last_step = Signal(init=steps == 1)
+        # Stage 0: the next step: pair (c, m), c major, and its block q of `lanes` taps; operands registered.
+        pair, chan, mi, q = Signal(range(pairs)), Signal(range(self._c_in)), Signal(range(bases)), Signal(range(subs))
+        last_q, last_pair = Signal(init=subs == 1), Signal(init=pairs == 1)
+        last_step = Signal()
+        m.d.comb += last_step.eq(last_q & last_pair)
         m.d.comb += self.i.ready.eq(en & last_step)
         issue = Signal()
         m.d.comb += issue.eq(en & self.i.valid)
-        chan, mi = Signal(range(self._c_in)), Signal(range(bases))     # step = chan · M + mi
         with m.If(issue):
-            m.d.sync += [step.eq(Mux(last_step, 0, step + 1)),
-                         last_step.eq(Mux(last_step, steps == 1, step == steps - 2))]
-            with m.If(last_step | (mi == bases - 1)):
-                m.d.sync += [mi.eq(0), chan.eq(Mux(last_step, 0, chan + 1))]
+            with m.If(last_q):
+                m.d.sync += [q.eq(0), last_q.eq(subs == 1)]
+                m.d.sync += [pair.eq(Mux(last_pair, 0, pair + 1)),
+                             last_pair.eq(Mux(last_pair, pairs == 1, pair == pairs - 2))]
+                with m.If(last_pair | (mi == bases - 1)):
+                    m.d.sync += [mi.eq(0), chan.eq(Mux(last_pair, 0, chan + 1))]
+                with m.Else():
+                    m.d.sync += mi.eq(mi + 1)
             with m.Else():
-                m.d.sync += mi.eq(mi + 1)
+                m.d.sync += [q.eq(q + 1), last_q.eq(q == subs - 2)]
         window = self.i.payload
-        acts = Array(Array(window[t][c] for t in range(taps)) for c in range(self._c_in))
-        basis_rom = Array(Array(Const(self._basis[s // bases][s % bases][t], signed(self._basis_bits))
-                                for t in range(taps)) for s in range(steps))
-        act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(taps)]
-        bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(taps)]
-        v0, first0, last0, step0 = Signal(), Signal(), Signal(), Signal(range(steps))
+        acts = Array(Array(Array(window[b * lanes + lane][c] for lane in range(lanes)) for b in range(subs))
+                     for c in range(self._c_in))
+        basis_rom = Array(Array(Array(Const(self._basis[s // bases][s % bases][b * lanes + lane],
+                                            signed(self._basis_bits)) for lane in range(lanes))
+                                for b in range(subs)) for s in range(pairs))
+        act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(lanes)]
+        bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(lanes)]
+        v0, first0, last0, qfirst0, qlast0 = Signal(), Signal(), Signal(), Signal(), Signal()
+        pair0 = Signal(range(pairs))
         with m.If(en):
-            m.d.sync += [v0.eq(issue), first0.eq(step == 0), last0.eq(last_step), step0.eq(step)]
-            for t in range(taps):
-                m.d.sync += [act[t].eq(acts[chan][t]), bas[t].eq(basis_rom[step][t])]
+            m.d.sync += [v0.eq(issue), first0.eq(pair == 0), last0.eq(last_step),
+                         qfirst0.eq(q == 0), qlast0.eq(last_q), pair0.eq(pair)]
+            for t in range(lanes):
+                m.d.sync += [act[t].eq(acts[chan][q][t]), bas[t].eq(basis_rom[pair][q][t])]
 
-        # Stage 1: the k² products. Stage 2: their sum, P[c, m].
-        prods = [Signal(signed(self._act_width + self._basis_bits), name=f"prod{t}") for t in range(taps)]
-        v1, first1, last1, step1 = Signal(), Signal(), Signal(), Signal(range(steps))
+        # Stage 1: the products. Stage 2: sums of three. Stage 3: P[c, m], summed over the pair's blocks of taps.
+        def follow(name, flags, valid=None):
+            """The next stage's copies of the flags (valid optionally narrowed), advanced with ``en``."""
+            out = {k: Signal.like(v, name=f"{k}_{name}") for k, v in flags.items()}
+            with m.If(en):
+                m.d.sync += [out[k].eq(v) for k, v in flags.items() if k != "v"]
+                m.d.sync += out["v"].eq(flags["v"] if valid is None else valid)
+            return out
+
+        f0 = {"v": v0, "first": first0, "last": last0, "qfirst": qfirst0, "qlast": qlast0, "pair": pair0}
+        prods = [Signal(signed(self._act_width + self._basis_bits), name=f"prod{t}") for t in range(lanes)]
+        f1 = follow("s1", f0)
         with m.If(en):
-            m.d.sync += [v1.eq(v0), first1.eq(first0), last1.eq(last0), step1.eq(step0)]
-            m.d.sync += [prods[t].eq(act[t] * bas[t]) for t in range(taps)]
+            m.d.sync += [prods[t].eq(act[t] * bas[t]) for t in range(lanes)]
+        groups = [prods[g:g + 3] for g in range(0, lanes, 3)]
+        gsums = [Signal(signed(self._p_width), name=f"gsum{g}") for g in range(len(groups))]
+        f2 = follow("s2", f1)
+        with m.If(en):
+            m.d.sync += [gs.eq(sum(group)) for gs, group in zip(gsums, groups)]
         p = Signal(signed(self._p_width))
-        first2, step2 = Signal(), Signal(range(steps))
-        with m.If(en):
-            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), step2.eq(step1), p.eq(sum(prods))]
+        f3 = follow("s3", f2, valid=f2["v"] & f2["qlast"])
+        with m.If(en & f2["v"]):
+            m.d.sync += p.eq(Mux(f2["qfirst"], 0, p) + sum(gsums))
 
-        # Stage 3: every output channel adds C[o, c, m] · P (shift-and-add for powers of two).
-        accs = [Signal(signed(self._acc_width), name=f"acc{o}") for o in range(c_out)]
-        nexts = []
+        # Stage 4: every output channel's term C[o, c, m] · P (shift and negation for powers of two).
+        # Stage 5: the accumulators; after the window's last pair they go to the output buffer.
+        terms = []
         for o in range(c_out):
-            codes = [self._coef[o][s // bases][s % bases] for s in range(steps)]
+            codes = [self._coef[o][s // bases][s % bases] for s in range(pairs)]
             term = Signal(signed(self._acc_width), name=f"term{o}")
             if self._mode == "pow2":
                 exps = Array(Const(abs(v).bit_length() - 1 if v else 0, range(self._coef_bits)) for v in codes)
                 negs = Array(Const(v < 0) for v in codes)
                 zeros = Array(Const(v == 0) for v in codes)
                 shifted = Signal(signed(self._acc_width), name=f"shifted{o}")
-                m.d.comb += shifted.eq(p << exps[step2])
-                m.d.comb += term.eq(Mux(zeros[step2], 0, Mux(negs[step2], -shifted, shifted)))
+                m.d.comb += shifted.eq(p << exps[f3["pair"]])
+                value = Mux(zeros[f3["pair"]], 0, Mux(negs[f3["pair"]], -shifted, shifted))
             else:
-                values = Array(Const(v, signed(self._coef_bits)) for v in codes)
-                m.d.comb += term.eq(p * values[step2])
+                value = p * Array(Const(v, signed(self._coef_bits)) for v in codes)[f3["pair"]]
+            with m.If(en):
+                m.d.sync += term.eq(value)
+            terms.append(term)
+        f4 = follow("s4", f3)
+        m.d.comb += [v_end.eq(f4["v"]), last_end.eq(f4["last"])]
+        accs = [Signal(signed(self._acc_width), name=f"acc{o}") for o in range(c_out)]
+        nexts = []
+        for o in range(c_out):
             nxt = Signal(signed(self._acc_width), name=f"next{o}")
-            m.d.comb += nxt.eq(Mux(first2, 0, accs[o]) + term)
+            m.d.comb += nxt.eq(Mux(f4["first"], 0, accs[o]) + terms[o])
             nexts.append(nxt)
         out_buf = Array(Signal(signed(self._acc_width), name=f"out{o}") for o in range(c_out))
-        with m.If(en & v2):
+        with m.If(en & f4["v"]):
             m.d.sync += [accs[o].eq(nexts[o]) for o in range(c_out)]
-            with m.If(last2):
+            with m.If(f4["last"]):
                 m.d.sync += [out_buf[o].eq(nexts[o]) for o in range(c_out)]
                 m.d.sync += out_count.eq(c_out)
 

@@ -14,35 +14,38 @@ def layer(seed, c_out, c_in, bases, shared, mode, coef_bits=4, density=0.6):
     return E.decompose(w, bases, shared=shared, mode=mode, coef_bits=coef_bits, density=density)[0]
 
 
-def pe_of(e):
-    return BasisFirstConv(basis=e.basis, coef=e.coef, basis_bits=e.basis_bits, coef_bits=e.coef_bits, mode=e.mode)
+def pe_of(e, lanes=None):
+    return BasisFirstConv(basis=e.basis, coef=e.coef, basis_bits=e.basis_bits, coef_bits=e.coef_bits, mode=e.mode,
+                          lanes=lanes)
 
 
-@pytest.mark.parametrize("seed, c_out, c_in, bases, shared, mode, stall", [
-    (0, 4, 2, 2, True, "pow2", 0.0),
-    (1, 3, 3, 2, False, "pow2", 0.3),
-    (2, 5, 2, 1, False, "int", 0.3),
-    (3, 2, 4, 3, True, "int", 0.5),
-    (4, 8, 1, 2, True, "pow2", 0.2),          # c_out > c_in·M: the output buffer sets the pace
+@pytest.mark.parametrize("seed, c_out, c_in, bases, shared, mode, stall, lanes", [
+    (0, 4, 2, 2, True, "pow2", 0.0, None),
+    (1, 3, 3, 2, False, "pow2", 0.3, None),
+    (2, 5, 2, 1, False, "int", 0.3, 3),
+    (3, 2, 4, 3, True, "int", 0.5, 1),
+    (4, 8, 1, 2, True, "pow2", 0.2, None),    # c_out > c_in·M: the output buffer sets the pace
+    (5, 4, 3, 2, True, "pow2", 0.4, 3),
 ])
-def test_bit_exact_against_golden(seed, c_out, c_in, bases, shared, mode, stall):
+def test_bit_exact_against_golden(seed, c_out, c_in, bases, shared, mode, stall, lanes):
     e = layer(seed, c_out, c_in, bases, shared, mode)
     rng = np.random.default_rng(100 + seed)
     frames = rng.integers(-128, 128, size=(2, c_in, 4, 5))
     frames[0, :, 0, 0] = -128                      # extremes
     frames[1, :, 1, 1] = 127
-    dut = Conv2d(pe_of(e), width=5, height=4, padding=1)
+    dut = Conv2d(pe_of(e, lanes), width=5, height=4, padding=1)
     got, _ = simulate_conv2d(dut, frames, seed=seed, stall=stall)
     for f in range(len(frames)):
         np.testing.assert_array_equal(got[f], E.conv2d(frames[f], e, 1))
 
 
-def test_throughput_and_latency_are_exact():
+@pytest.mark.parametrize("lanes", [None, 3])
+def test_throughput_and_latency_are_exact(lanes):
     """No stalls: the last window's first result appears `latency` clocks after its transfer, and windows
     follow each other every `cycles_per_window` clocks."""
     from amaranth.sim import Simulator
     e = layer(5, 3, 2, 2, True, "pow2")
-    dut = pe_of(e)
+    dut = pe_of(e, lanes)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     n = 4
@@ -68,7 +71,7 @@ def test_throughput_and_latency_are_exact():
 
     sim.add_testbench(feed)
     sim.add_testbench(drain)
-    sim.run_until(1e-6 * 500)
+    sim.run_until(1e-6 * 2000)
     firsts = [log["out"][i * dut.c_out][0] for i in range(n)]
     assert firsts[0] == dut.steps + dut.latency      # the window leaves on the tick ending its last pair
     assert np.diff(firsts).tolist() == [dut.cycles_per_window] * (n - 1)

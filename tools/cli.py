@@ -160,6 +160,11 @@ def cmd_bench(args):
             split.append(designs.get_design(name).params(**{k: v for k, v in given.items() if k in own}))
         result = bench_decode(*split, args.boards, json_path=json_path, synth_opts=_synth_opts(args))
         table = format_bench_decode(result)
+    elif args.bench == "escalate":
+        from .bench_escalate import bench_escalate, format_bench_escalate
+        result = bench_escalate(_params(args, "escalate-conv"), args.boards, json_path=json_path,
+                                synth_opts=_synth_opts(args))
+        table = format_bench_escalate(result)
     else:
         from .bench_circulant import bench_circulant, format_bench_circulant
         result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
@@ -480,11 +485,11 @@ def make_parser():
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
-    p.add_argument("bench", choices=["muxconv", "circulant", "decode"])
+    p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
     _add_build_opts(p)
-    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv"])
+    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv"])
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -175,6 +175,59 @@ class MLGConvParams(StreamConvParams):
                              f"9 --c-in), not {self.bo}")
 
 
+@dataclass(frozen=True)
+class EscalateConvParams(StreamConvParams):
+    bases: int = _param(2, "ESCALATE basis kernels per input channel (shared: in all)")
+    per_channel: bool = _param(False, "a basis per input channel instead of one shared by all", "flag")
+    coef_mode: str = _param("pow2", "ESCALATE coefficients: pow2 (shift-and-add) or int (small multipliers)",
+                            "choice", choices=("pow2", "int"))
+    coef_bits: int = _param(4, "ESCALATE coefficient bits (int) or exponent levels (pow2)")
+    density: float = _param(0.3, "fraction of ESCALATE coefficients kept", "fraction")
+    lanes: int = _param(9, "basis taps multiplied per clock (divides 9)")
+
+    def check(self):
+        _divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
+        most = 9 if not self.per_channel else min(self.c_out, 9)
+        if not 1 <= self.bases <= most:
+            raise ValueError(f"--bases must be in range [1, {most}], not {self.bases}")
+        top = 8 if self.coef_mode == "int" else 16
+        if not 2 <= self.coef_bits <= top:
+            raise ValueError(f"--coef-bits must be in range [2, {top}] with --coef-mode {self.coef_mode}, "
+                             f"not {self.coef_bits}")
+        if not self.density > 0:
+            raise ValueError(f"--density must be above 0, not {self.density}")
+
+
+def escalate_layer(p):
+    from ..golden import escalate
+    return escalate.decompose(sample_layer(p), p.bases, shared=not p.per_channel, mode=p.coef_mode,
+                              coef_bits=p.coef_bits, density=p.density)
+
+
+def escalate_conv(p):
+    from ..golden import escalate
+    from ..hdl import BasisFirstConv
+    layer, error = escalate_layer(p)
+    pe = BasisFirstConv(basis=layer.basis, coef=layer.coef, basis_bits=layer.basis_bits, coef_bits=layer.coef_bits,
+                        mode=layer.mode, act_width=p.act_width, lanes=p.lanes)
+    conv = Conv2d(pe, width=p.width, height=p.height, padding=1)
+    conv.info = {"packed_weight_bits": escalate.storage_bits(layer), "relative_error": round(error, 4)}
+    return conv
+
+
+def describe_escalate_conv(component):
+    pe = component.pe
+    weights = pe.c_out * pe.c_in * pe.k * pe.k
+    info = {"basis_kernels": pe.bases, "coefficient_mode": pe.mode, "multipliers": pe.multipliers,
+            "basis_lanes": pe.lanes,
+            "clocks_per_output_pixel": pe.cycles_per_window, "latency": pe.latency,
+            "accumulator_width": pe.acc_width, "dense_int8_weight_bits": weights * 8,
+            "float32_weight_bits": weights * 32}
+    info.update(getattr(component, "info", {}))
+    info["weight_bits"] = info["packed_weight_bits"]
+    return info
+
+
 def sample_layer(p):
     """The float 3×3 layer a decode design compresses: Gaussian, from the design's seed."""
     return np.random.default_rng(p.seed).normal(size=(p.c_out, p.c_in, 3, 3))
@@ -456,6 +509,8 @@ DESIGNS = {d.name: d for d in [
            "3×3 conv layer, weights decoded from packed SmartDeal rows"),
     Design("mlg-conv", MLGConvParams, mlg_conv, describe_stream_conv,
            "3×3 conv layer, weights generated from MLG factors"),
+    Design("escalate-conv", EscalateConvParams, escalate_conv, describe_escalate_conv,
+           "ESCALATE basis-first convolution layer (BasisFirstConv)"),
     Design("dense-stream-conv", DenseStreamConvParams, dense_stream_conv, describe_stream_conv,
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
     Design("soc", SoCParams, soc, describe_soc, "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
