@@ -5,7 +5,7 @@ Golden twin: :func:`insitu.golden.escalate.conv2d` (stage 1 ``P[c, m] = x[c] ⋆
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._params import check_int, check_kernel, signed_width, validated
@@ -28,7 +28,8 @@ class BasisFirstConv(wiring.Component):
 
     Throughput: one window per ``max(c_in · M · k² / lanes, c_out)`` clocks (:attr:`cycles_per_window`). Latency:
     :attr:`latency` clocks from a window's transfer to its first result, when the output is idle. Basis and
-    coefficients are constants of the build (LUT ROMs indexed by the pair).
+    coefficients are constants of the build: the basis a LUT ROM, the coefficients one word per pair in a
+    block-RAM ROM.
 
     Parameters
     ----------
@@ -203,43 +204,54 @@ class BasisFirstConv(wiring.Component):
         with m.If(en & f2["v"]):
             m.d.sync += p.eq(Mux(f2["qfirst"], 0, p) + sum(gsums))
 
-        # Stage 4: every output channel's term C[o, c, m] · P (shift and negation for powers of two).
-        # Stage 5: the accumulators; after the window's last pair they go to the output buffer.
+        # Stage 4: every output channel's term C[o, c, m] · P (shift and negation for powers of two); the
+        # coefficients of a pair are one word of a ROM in block RAM, read while stage 3 forms P.
+        if self._mode == "pow2":
+            field = data.StructLayout({"zero": 1, "neg": 1, "exp": range(self._coef_bits)})
+            words = [[{"zero": int(self._coef[o][s // bases][s % bases] == 0),
+                       "neg": int(self._coef[o][s // bases][s % bases] < 0),
+                       "exp": max(abs(self._coef[o][s // bases][s % bases]).bit_length() - 1, 0)}
+                      for o in range(c_out)] for s in range(pairs)]
+        else:
+            field = signed(self._coef_bits)
+            words = [[self._coef[o][s // bases][s % bases] for o in range(c_out)] for s in range(pairs)]
+        m.submodules.coef = rom = memory.Memory(shape=data.ArrayLayout(field, c_out), depth=pairs, init=words)
+        rd = rom.read_port()
+        m.d.comb += [rd.addr.eq(f2["pair"]), rd.en.eq(en)]
         terms = []
         for o in range(c_out):
-            codes = [self._coef[o][s // bases][s % bases] for s in range(pairs)]
             term = Signal(signed(self._acc_width), name=f"term{o}")
+            code = rd.data[o]
             if self._mode == "pow2":
-                exps = Array(Const(abs(v).bit_length() - 1 if v else 0, range(self._coef_bits)) for v in codes)
-                negs = Array(Const(v < 0) for v in codes)
-                zeros = Array(Const(v == 0) for v in codes)
                 shifted = Signal(signed(self._acc_width), name=f"shifted{o}")
-                m.d.comb += shifted.eq(p << exps[f3["pair"]])
-                value = Mux(zeros[f3["pair"]], 0, Mux(negs[f3["pair"]], -shifted, shifted))
+                m.d.comb += shifted.eq(p << code.exp)
+                value = Mux(code.zero, 0, Mux(code.neg, -shifted, shifted))
             else:
-                value = p * Array(Const(v, signed(self._coef_bits)) for v in codes)[f3["pair"]]
+                value = p * code
             with m.If(en):
                 m.d.sync += term.eq(value)
             terms.append(term)
         f4 = follow("s4", f3)
         m.d.comb += [v_end.eq(f4["v"]), last_end.eq(f4["last"])]
+
+        # Stage 5: the accumulators. After the window's last pair they load the output buffer, a shift
+        # register that emits one output channel per transfer (no multiplexer on the output).
         accs = [Signal(signed(self._acc_width), name=f"acc{o}") for o in range(c_out)]
         nexts = []
         for o in range(c_out):
             nxt = Signal(signed(self._acc_width), name=f"next{o}")
             m.d.comb += nxt.eq(Mux(f4["first"], 0, accs[o]) + terms[o])
             nexts.append(nxt)
-        out_buf = Array(Signal(signed(self._acc_width), name=f"out{o}") for o in range(c_out))
+        out_buf = [Signal(signed(self._acc_width), name=f"out{o}") for o in range(c_out)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_count.eq(out_count - 1)
+            m.d.sync += [out_buf[o].eq(out_buf[o + 1]) for o in range(c_out - 1)]
         with m.If(en & f4["v"]):
             m.d.sync += [accs[o].eq(nexts[o]) for o in range(c_out)]
             with m.If(f4["last"]):
                 m.d.sync += [out_buf[o].eq(nexts[o]) for o in range(c_out)]
                 m.d.sync += out_count.eq(c_out)
-
-        # Output buffer: one channel per transfer, in order.
-        m.d.comb += [self.o.valid.eq(out_count != 0), self.o.payload[0].eq(out_buf[c_out - out_count])]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += out_count.eq(out_count - 1)
+        m.d.comb += [self.o.valid.eq(out_count != 0), self.o.payload[0].eq(out_buf[0])]
         return m
 
 

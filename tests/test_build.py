@@ -428,3 +428,29 @@ def test_place_failure_is_said_in_the_board_s_terms(tmp_path):
     with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): too large for iCE40UP5K: needs "
                                                   r"33,807 LC, has 5,280; try --dsp or a smaller --parallel or layer"):
         build_mod._run_script(tmp_path, dict(os.environ), lambda s: None, device="iCE40UP5K")
+
+
+def test_escalate_design_describes_storage_and_pace():
+    from insitu.golden import escalate
+    d = designs.get_design("escalate-conv")
+    p = d.params(c_in=3, c_out=4, width=4, height=4, lanes=3).resolved()
+    with unbuilt():
+        info = d.describe(d.make(p))
+    layer, _ = designs.escalate_layer(p)
+    assert info["weight_bits"] == escalate.storage_bits(layer)
+    assert info["clocks_per_output_pixel"] == max(3 * 2 * 3, 4) and info["multipliers"] == 3
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["bench", "escalate", "--lanes", "2"], r"--lanes 2 must divide the taps of a 3x3 kernel \(9\)"),
+    (["bench", "escalate", "--bases", "12"], r"--bases must be in range \[1, 9\], not 12"),
+    (["build", "--board", "icebreaker", "--design", "escalate-conv", "--coef-mode", "int", "--coef-bits", "12"],
+     r"--coef-bits must be in range \[2, 8\] with --coef-mode int, not 12"),
+])
+def test_escalate_options_are_checked_before_any_build(argv, msg, tmp_path, monkeypatch, capsys):
+    import re
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(build_mod, "_run_script", lambda *a, **k: pytest.fail("a build started"))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(msg, err)
