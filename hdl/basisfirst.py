@@ -26,7 +26,7 @@ class BasisFirstConv(wiring.Component):
     intermediate maps are never stored. After the last pair the accumulators go to an output buffer that
     emits ``c_out`` results, one output channel per transfer, while the next window accumulates.
 
-    Throughput: one window per ``max(c_in · M · k² / lanes, c_out)`` clocks (:attr:`cycles_per_window`). Latency:
+    Throughput: one window per ``passes · max(c_in · M · k² / lanes, outputs)`` clocks (:attr:`cycles_per_window`). Latency:
     :attr:`latency` clocks from a window's transfer to its first result, when the output is idle. Basis and
     coefficients are constants of the build: the basis a LUT ROM, the coefficients one word per pair in a
     block-RAM ROM.
@@ -44,6 +44,10 @@ class BasisFirstConv(wiring.Component):
     lanes : int or None
         Basis taps multiplied per clock (divides ``k²``; default ``k²``, one pair per clock). Fewer lanes,
         fewer multipliers: ``k² / lanes`` clocks per pair.
+    outputs : int or None
+        Output channels accumulated at once (divides ``c_out``; default ``c_out``). Fewer accumulators and
+        shift-adders; the pairs are stepped through ``c_out / outputs`` times per window (the basis stage
+        recomputes ``P``), and each pass emits its ``outputs`` results.
 
     Members
     -------
@@ -54,7 +58,8 @@ class BasisFirstConv(wiring.Component):
     parallel = 1
 
     @validated
-    def __init__(self, *, basis, coef, basis_bits=8, coef_bits=4, mode="pow2", act_width=8, lanes=None):
+    def __init__(self, *, basis, coef, basis_bits=8, coef_bits=4, mode="pow2", act_width=8, lanes=None,
+                 outputs=None):
         check_int(basis_bits, "Basis width", 2, 16)
         check_int(act_width, "Activation width", 2, 16)
         if mode not in ("pow2", "int"):
@@ -81,6 +86,11 @@ class BasisFirstConv(wiring.Component):
         if (k * k) % lanes:
             raise ValueError(f"Basis lane count must divide k² ({k * k}), not {lanes!r}")
         self._lanes = lanes
+        outputs = c_out if outputs is None else outputs
+        check_int(outputs, "Accumulator count", 1, c_out)
+        if c_out % outputs:
+            raise ValueError(f"Accumulator count must divide the output channel count ({c_out}), not {outputs!r}")
+        self._outputs = outputs
         lo, hi = -(1 << (basis_bits - 1)) + 1, (1 << (basis_bits - 1)) - 1
         if any(not lo <= v <= hi for c in basis_list for b in c for r in b for v in r):
             raise ValueError(f"Basis codes must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
@@ -119,25 +129,27 @@ class BasisFirstConv(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     groups = property(lambda self: self._c_out)            # output transfers per window
     lanes = property(lambda self: self._lanes)
-    steps = property(lambda self: self._c_in * self._bases * (self._k ** 2 // self._lanes))
+    outputs = property(lambda self: self._outputs)
+    passes = property(lambda self: self._c_out // self._outputs)
+    steps = property(lambda self: self._c_in * self._bases * (self._k ** 2 // self._lanes))   # per pass
     latency = 5
 
     @property
     def cycles_per_window(self):
-        """Clocks per output pixel without stalls: ``lanes`` basis taps per clock, or the output buffer's
-        drain."""
-        return max(self.steps, self._c_out)
+        """Clocks per output pixel without stalls: per pass, ``lanes`` basis taps per clock, or the output
+        buffer's drain."""
+        return self.passes * max(self.steps, self._outputs)
 
     @property
     def multipliers(self):
-        """Multipliers the block builds: ``lanes`` in the basis stage, plus ``c_out`` for integer coefficients."""
-        return self._lanes + (self._c_out if self._mode == "int" else 0)
+        """Multipliers the block builds: ``lanes`` in the basis stage, plus ``outputs`` for integer coefficients."""
+        return self._lanes + (self._outputs if self._mode == "int" else 0)
 
     def elaborate(self, platform):
         m = Module()
-        pairs, c_out, taps, bases, lanes = self._c_in * self._bases, self._c_out, self._k ** 2, self._bases, self._lanes
+        pairs, taps, bases, lanes = self._c_in * self._bases, self._k ** 2, self._bases, self._lanes
+        c_out, passes = self._outputs, self.passes  # accumulators; passes over the pairs per window
         subs = taps // lanes                           # clocks per pair
-        steps = self.steps
 
         out_count = Signal(range(c_out + 1))
         v_end, last_end = Signal(), Signal()
@@ -145,11 +157,13 @@ class BasisFirstConv(wiring.Component):
         # The whole pipeline waits only when a finished window finds the output buffer still draining.
         m.d.comb += en.eq(~(v_end & last_end & (out_count != 0)))
 
-        # Stage 0: the next step: pair (c, m), c major, and its block q of `lanes` taps; operands registered.
+        # Stage 0: the next step: pass, pair (c, m), c major, and its block q of `lanes` taps; operands
+        # registered. `slot` (pass · pairs + pair) addresses the coefficient ROM.
         pair, chan, mi, q = Signal(range(pairs)), Signal(range(self._c_in)), Signal(range(bases)), Signal(range(subs))
-        last_q, last_pair = Signal(init=subs == 1), Signal(init=pairs == 1)
-        last_step = Signal()
-        m.d.comb += last_step.eq(last_q & last_pair)
+        slot, npass = Signal(range(pairs * passes)), Signal(range(passes))
+        last_q, last_pair, last_pass = Signal(init=subs == 1), Signal(init=pairs == 1), Signal(init=passes == 1)
+        last_step, commit = Signal(), Signal()
+        m.d.comb += [commit.eq(last_q & last_pair), last_step.eq(commit & last_pass)]
         m.d.comb += self.i.ready.eq(en & last_step)
         issue = Signal()
         m.d.comb += issue.eq(en & self.i.valid)
@@ -157,11 +171,15 @@ class BasisFirstConv(wiring.Component):
             with m.If(last_q):
                 m.d.sync += [q.eq(0), last_q.eq(subs == 1)]
                 m.d.sync += [pair.eq(Mux(last_pair, 0, pair + 1)),
-                             last_pair.eq(Mux(last_pair, pairs == 1, pair == pairs - 2))]
+                             last_pair.eq(Mux(last_pair, pairs == 1, pair == pairs - 2)),
+                             slot.eq(Mux(last_step, 0, slot + 1))]
                 with m.If(last_pair | (mi == bases - 1)):
                     m.d.sync += [mi.eq(0), chan.eq(Mux(last_pair, 0, chan + 1))]
                 with m.Else():
                     m.d.sync += mi.eq(mi + 1)
+                with m.If(last_pair):
+                    m.d.sync += [npass.eq(Mux(last_pass, 0, npass + 1)),
+                                 last_pass.eq(Mux(last_pass, passes == 1, npass == passes - 2))]
             with m.Else():
                 m.d.sync += [q.eq(q + 1), last_q.eq(q == subs - 2)]
         window = self.i.payload
@@ -173,10 +191,10 @@ class BasisFirstConv(wiring.Component):
         act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(lanes)]
         bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(lanes)]
         v0, first0, last0, qfirst0, qlast0 = Signal(), Signal(), Signal(), Signal(), Signal()
-        pair0 = Signal(range(pairs))
+        pair0 = Signal(range(pairs * passes))
         with m.If(en):
-            m.d.sync += [v0.eq(issue), first0.eq(pair == 0), last0.eq(last_step),
-                         qfirst0.eq(q == 0), qlast0.eq(last_q), pair0.eq(pair)]
+            m.d.sync += [v0.eq(issue), first0.eq(pair == 0), last0.eq(commit),
+                         qfirst0.eq(q == 0), qlast0.eq(last_q), pair0.eq(slot)]
             for t in range(lanes):
                 m.d.sync += [act[t].eq(acts[chan][q][t]), bas[t].eq(basis_rom[pair][q][t])]
 
@@ -208,14 +226,17 @@ class BasisFirstConv(wiring.Component):
         # coefficients of a pair are one word of a ROM in block RAM, read while stage 3 forms P.
         if self._mode == "pow2":
             field = data.StructLayout({"zero": 1, "neg": 1, "exp": range(self._coef_bits)})
-            words = [[{"zero": int(self._coef[o][s // bases][s % bases] == 0),
-                       "neg": int(self._coef[o][s // bases][s % bases] < 0),
-                       "exp": max(abs(self._coef[o][s // bases][s % bases]).bit_length() - 1, 0)}
-                      for o in range(c_out)] for s in range(pairs)]
+        codes = [[self._coef[(s // pairs) * c_out + o][s % pairs // bases][s % bases] for o in range(c_out)]
+                 for s in range(pairs * passes)]
+        if self._mode == "pow2":
+            field = data.StructLayout({"zero": 1, "neg": 1, "exp": range(self._coef_bits)})
+            words = [[{"zero": int(v == 0), "neg": int(v < 0), "exp": max(abs(v).bit_length() - 1, 0)} for v in word]
+                     for word in codes]
         else:
             field = signed(self._coef_bits)
-            words = [[self._coef[o][s // bases][s % bases] for o in range(c_out)] for s in range(pairs)]
-        m.submodules.coef = rom = memory.Memory(shape=data.ArrayLayout(field, c_out), depth=pairs, init=words)
+            words = codes
+        m.submodules.coef = rom = memory.Memory(shape=data.ArrayLayout(field, c_out), depth=pairs * passes,
+                                                init=words)
         rd = rom.read_port()
         m.d.comb += [rd.addr.eq(f2["pair"]), rd.en.eq(en)]
         terms = []

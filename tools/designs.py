@@ -184,9 +184,12 @@ class EscalateConvParams(StreamConvParams):
     coef_bits: int = _param(4, "ESCALATE coefficient bits (int) or exponent levels (pow2)")
     density: float = _param(0.3, "fraction of ESCALATE coefficients kept", "fraction")
     lanes: int = _param(9, "basis taps multiplied per clock (divides 9)")
+    outputs: int = _param(None, "output channels accumulated at once (divides --c-out; default all)")
 
     def check(self):
         _divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
+        if self.outputs is not None:
+            _divides("outputs", self.outputs, "--c-out", self.c_out)
         most = 9 if not self.per_channel else min(self.c_out, 9)
         if not 1 <= self.bases <= most:
             raise ValueError(f"--bases must be in range [1, {most}], not {self.bases}")
@@ -209,7 +212,7 @@ def escalate_conv(p):
     from ..hdl import BasisFirstConv
     layer, error = escalate_layer(p)
     pe = BasisFirstConv(basis=layer.basis, coef=layer.coef, basis_bits=layer.basis_bits, coef_bits=layer.coef_bits,
-                        mode=layer.mode, act_width=p.act_width, lanes=p.lanes)
+                        mode=layer.mode, act_width=p.act_width, lanes=p.lanes, outputs=p.outputs)
     conv = Conv2d(pe, width=p.width, height=p.height, padding=1)
     conv.info = {"packed_weight_bits": escalate.storage_bits(layer), "relative_error": round(error, 4)}
     return conv
@@ -219,7 +222,7 @@ def describe_escalate_conv(component):
     pe = component.pe
     weights = pe.c_out * pe.c_in * pe.k * pe.k
     info = {"basis_kernels": pe.bases, "coefficient_mode": pe.mode, "multipliers": pe.multipliers,
-            "basis_lanes": pe.lanes,
+            "basis_lanes": pe.lanes, "accumulators": pe.outputs, "passes": pe.passes,
             "clocks_per_output_pixel": pe.cycles_per_window, "latency": pe.latency,
             "accumulator_width": pe.acc_width, "dense_int8_weight_bits": weights * 8,
             "float32_weight_bits": weights * 32}
