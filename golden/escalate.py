@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conv import check_activations, check_padding, windows
-from .packed import CRC_BYTES, seal, unseal
+from .packed import CRC_BYTES, BitWriter, seal, unseal
 
 __all__ = ["EscalateLayer", "FormatError", "decompose", "weights", "stage1", "stage2", "conv2d", "pack",
            "unpack", "storage_bits", "quantise_basis", "quantise_coefficients", "MODES"]
@@ -168,14 +168,6 @@ def conv2d(x, layer, padding, *, act_width=8):
     return stage2(stage1(x, layer, check_padding(padding, layer.k)), layer)
 
 
-class _Bits:
-    def __init__(self):
-        self.value, self.length = 0, 0
-
-    def put(self, value, width):
-        self.value |= (int(value) & ((1 << width) - 1)) << self.length
-        self.length += width
-
 
 def _exp_bits(levels):
     return max(1, math.ceil(math.log2(levels)))
@@ -185,7 +177,7 @@ def pack(layer):
     """The bit-exact stored image (bytes); see the module docstring."""
     _check_mode(layer.mode, layer.coef_bits)
     flags = int(layer.shared) | (2 if layer.mode == "pow2" else 0)
-    bits = _Bits()
+    bits = BitWriter()
     for code in layer.basis.ravel():
         bits.put(code, layer.basis_bits)
     for c in layer.coef.ravel():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .packed import CRC_BYTES, seal, unseal
+from .packed import CRC_BYTES, BitWriter, seal, unseal
 
 __all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
            "FormatError"]
@@ -154,19 +154,11 @@ def reconstruct(layer):
     return rows.reshape(c_out, -1)[:, :size].reshape(layer.shape)
 
 
-class _Bits:
-    def __init__(self):
-        self.value, self.length = 0, 0
-
-    def put(self, value, width):
-        self.value |= (int(value) & ((1 << width) - 1)) << self.length
-        self.length += width
-
 
 def _row_bits(layer):
     """The row section of the packed image: per row a skip bit and, unless skipped, per coefficient a zero
-    flag and, unless zero, a sign bit and an exponent code. Returns a :class:`_Bits`."""
-    bits = _Bits()
+    flag and, unless zero, a sign bit and an exponent code. Returns a :class:`~insitu.golden.packed.BitWriter`."""
+    bits = BitWriter()
     for o in range(layer.zero.shape[0]):
         for r in range(layer.zero.shape[1]):
             skip = bool(layer.zero[o, r].all())
@@ -199,7 +191,7 @@ def pack(layer):
     dims = list(layer.shape) + [0] * (4 - len(layer.shape))
     header = _HEADER.pack(MAGIC, VERSION, len(layer.shape), *dims, layer.group_size, layer.basis_bits,
                           layer.basis_frac, layer.e_min, layer.e_max)
-    bits = _Bits()
+    bits = BitWriter()
     for code in layer.basis.ravel():
         bits.put(code, layer.basis_bits)
     rows = _row_bits(layer)
