@@ -4,7 +4,19 @@ from ..boards import get_board
 from .build import BuildError, ToolMissing, build, write_json_atomic
 from .report import format_table
 
-__all__ = ["bench_muxconv"]
+__all__ = ["bench_muxconv", "write_bench"]
+
+#: The layer the decode and ESCALATE benches compress.
+GAUSSIAN_LAYER = "Gaussian random 3×3 layer from the seed (no structure to exploit: a worst case)"
+
+
+def write_bench(bench, runs, synth_opts, rows, json_path, **extra):
+    """The result of a bench over ``runs`` (``(design, params)`` pairs), written to ``json_path``."""
+    result = {"format": "insitu-bench/1", "bench": bench,
+              "parameters": {design: params.__dict__ for design, params in runs}, "synth_opts": synth_opts,
+              **extra, "rows": rows}
+    write_json_atomic(json_path, result)
+    return result
 
 
 def _lc(report_resources):

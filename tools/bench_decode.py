@@ -15,8 +15,7 @@ import dataclasses
 
 from ..boards import get_board
 from . import designs
-from .bench import _row
-from .build import write_json_atomic
+from .bench import GAUSSIAN_LAYER, _row, write_bench
 from .report import format_table
 
 __all__ = ["bench_decode", "format_bench_decode", "decode_runs"]
@@ -53,12 +52,7 @@ def bench_decode(smartdeal, mlg, boards, *, json_path, synth_opts="", build_root
             row["mweights_per_second"] = (round(row["weights_per_clock"] * row["fmax_mhz"], 1)
                                           if row.get("fmax_mhz") else None)
             rows.append(row)
-    result = {"format": "insitu-bench/1", "bench": "decode",
-              "parameters": {design: params.__dict__ for design, params in runs}, "synth_opts": synth_opts,
-              "layer": "Gaussian random 3×3 layer from the seed (no structure to exploit: a worst case)",
-              "rows": rows}
-    write_json_atomic(json_path, result)
-    return result
+    return write_bench("decode", runs, synth_opts, rows, json_path, layer=GAUSSIAN_LAYER)
 
 
 def format_bench_decode(result):

@@ -11,8 +11,7 @@ import dataclasses
 
 from ..boards import get_board
 from . import designs
-from .bench import _row
-from .build import write_json_atomic
+from .bench import GAUSSIAN_LAYER, _row, write_bench
 from .report import format_table
 
 __all__ = ["bench_escalate", "format_bench_escalate", "escalate_runs"]
@@ -42,12 +41,7 @@ def bench_escalate(escalate, boards, *, json_path, synth_opts="", build_root="bu
             row["mpixels_per_second"] = (round(row["fmax_mhz"] / clocks, 3)
                                          if row.get("fmax_mhz") and clocks else None)
             rows.append(row)
-    result = {"format": "insitu-bench/1", "bench": "escalate",
-              "parameters": {design: params.__dict__ for design, params in runs}, "synth_opts": synth_opts,
-              "layer": "Gaussian random 3×3 layer from the seed (no structure to exploit: a worst case)",
-              "rows": rows}
-    write_json_atomic(json_path, result)
-    return result
+    return write_bench("escalate", runs, synth_opts, rows, json_path, layer=GAUSSIAN_LAYER)
 
 
 def format_bench_escalate(result):
