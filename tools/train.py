@@ -93,6 +93,21 @@ def _float_input(model, raw):
     return raw * model.formats["input_scale"]
 
 
+def _epoch(opt, batches, budget, loss_of):
+    """One optimiser step per batch (``loss_of(indices)`` gives its loss), at most ``budget`` steps (None: all);
+    returns the last loss and the steps taken."""
+    taken = 0
+    for idx in batches:
+        loss = loss_of(idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        taken += 1
+        if budget is not None and taken >= budget:
+            break
+    return loss, taken
+
+
 def _batches(rng, n, size):
     order = rng.permutation(n)
     return [order[i:i + size] for i in range(0, n, size)]
@@ -146,14 +161,10 @@ def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch
         done = 0
         with Progress(epochs, "float epochs", progress) as bar:
             for epoch in range(epochs):
-                for idx in _batches(rng, len(x), batch):
-                    loss = torch.nn.functional.cross_entropy(_forward(torch, model, params, x[idx]), y[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    done += 1
-                    if steps is not None and done >= steps:
-                        break
+                loss, taken = _epoch(opt, _batches(rng, len(x), batch), None if steps is None else steps - done,
+                                     lambda idx: torch.nn.functional.cross_entropy(
+                                         _forward(torch, model, params, x[idx]), y[idx]))
+                done += taken
                 bar.step(f"loss {loss.item():.4f}")
                 if steps is not None and done >= steps:
                     break
@@ -241,15 +252,10 @@ def finetune(model, method=None, *, layer_methods=None, settings=None, data=None
                 phase = 3 if epoch < epochs // 3 else 1 if epoch < 2 * epochs // 3 else 0
                 strength = min(1.0, (epoch + 1) / max(1, 2 * epochs // 3))  # SmartDeal sparsity eases in
                 scales = {name: s[0] for name, s in network.activation_scales(current()).items()}
-                for idx in _batches(rng, len(x), batch):
-                    out = _forward(torch, model, params, x[idx], weights_of, scales)
-                    loss = torch.nn.functional.cross_entropy(out, y[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    done += 1
-                    if steps is not None and done >= steps:
-                        break
+                loss, taken = _epoch(opt, _batches(rng, len(x), batch), None if steps is None else steps - done,
+                                     lambda idx: torch.nn.functional.cross_entropy(
+                                         _forward(torch, model, params, x[idx], weights_of, scales), y[idx]))
+                done += taken
                 sched.step()
                 bar.step(f"loss {loss.item():.4f}")
                 if steps is not None and done >= steps:
