@@ -26,8 +26,10 @@ class BasisFirstConv(wiring.Component):
     intermediate maps are never stored. After the last pair the accumulators go to an output buffer that
     emits ``c_out`` results, one output channel per transfer, while the next window accumulates.
 
-    Throughput: one window per ``passes · max(c_in · M · k² / lanes, outputs)`` clocks (:attr:`cycles_per_window`). Latency:
-    :attr:`latency` clocks from a window's transfer to its first result, when the output is idle. Basis and
+    Throughput: one window per ``passes · max(c_in · M · k² / lanes, outputs)`` clocks
+    (:attr:`cycles_per_window`). Latency: :attr:`latency` clocks from a window's transfer to its first result,
+    when the output is idle. Every select ahead of a multiplier or adder is one register stage deep, and the
+    pipeline's stall enable is itself a register (48 MHz on the iCE40UP5K). Basis and
     coefficients are constants of the build: the basis a LUT ROM, the coefficients one word per pair in a
     block-RAM ROM.
 
@@ -132,7 +134,7 @@ class BasisFirstConv(wiring.Component):
     outputs = property(lambda self: self._outputs)
     passes = property(lambda self: self._c_out // self._outputs)
     steps = property(lambda self: self._c_in * self._bases * (self._k ** 2 // self._lanes))   # per pass
-    latency = 5
+    latency = 6
 
     @property
     def cycles_per_window(self):
@@ -152,22 +154,26 @@ class BasisFirstConv(wiring.Component):
         subs = taps // lanes                           # clocks per pair
 
         out_count = Signal(range(c_out + 1))
-        v_end, last_end = Signal(), Signal()
-        en = Signal()
-        # The whole pipeline waits only when a finished window finds the output buffer still draining.
-        m.d.comb += en.eq(~(v_end & last_end & (out_count != 0)))
+        # The whole pipeline waits only when a pass's last pair reaches the accumulators and finds the
+        # output buffer still draining. `en` is that condition one clock ahead, registered, so that the
+        # enable of the whole pipeline starts at a flip-flop (see the end of this method).
+        en = Signal(init=1)
 
         # Stage 0: the next step: pass, pair (c, m), c major, and its block q of `lanes` taps; operands
         # registered. `slot` (pass · pairs + pair) addresses the coefficient ROM.
         pair, chan, mi, q = Signal(range(pairs)), Signal(range(self._c_in)), Signal(range(bases)), Signal(range(subs))
         slot, npass = Signal(range(pairs * passes)), Signal(range(passes))
         last_q, last_pair, last_pass = Signal(init=subs == 1), Signal(init=pairs == 1), Signal(init=passes == 1)
-        last_step, commit = Signal(), Signal()
-        m.d.comb += [commit.eq(last_q & last_pair), last_step.eq(commit & last_pass)]
-        m.d.comb += self.i.ready.eq(en & last_step)
+        # `last_step` (the window's last step: it takes the window) is kept as its own flip-flop, so that
+        # `ready` is one gate from registers.
+        last_step, commit = Signal(init=subs == 1 and pairs == 1 and passes == 1), Signal()
+        m.d.comb += [commit.eq(last_q & last_pair), self.i.ready.eq(en & last_step)]
         issue = Signal()
         m.d.comb += issue.eq(en & self.i.valid)
         with m.If(issue):
+            m.d.sync += last_step.eq(Mux(last_q, subs == 1, q == subs - 2)
+                                     & Mux(last_q, Mux(last_pair, pairs == 1, pair == pairs - 2), last_pair)
+                                     & Mux(commit, Mux(last_pass, passes == 1, npass == passes - 2), last_pass))
             with m.If(last_q):
                 m.d.sync += [q.eq(0), last_q.eq(subs == 1)]
                 m.d.sync += [pair.eq(Mux(last_pair, 0, pair + 1)),
@@ -182,23 +188,7 @@ class BasisFirstConv(wiring.Component):
                                  last_pass.eq(Mux(last_pass, passes == 1, npass == passes - 2))]
             with m.Else():
                 m.d.sync += [q.eq(q + 1), last_q.eq(q == subs - 2)]
-        window = self.i.payload
-        acts = Array(Array(Array(window[b * lanes + lane][c] for lane in range(lanes)) for b in range(subs))
-                     for c in range(self._c_in))
-        basis_rom = Array(Array(Array(Const(self._basis[s // bases][s % bases][b * lanes + lane],
-                                            signed(self._basis_bits)) for lane in range(lanes))
-                                for b in range(subs)) for s in range(pairs))
-        act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(lanes)]
-        bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(lanes)]
-        v0, first0, last0, qfirst0, qlast0 = Signal(), Signal(), Signal(), Signal(), Signal()
-        pair0 = Signal(range(pairs * passes))
-        with m.If(en):
-            m.d.sync += [v0.eq(issue), first0.eq(pair == 0), last0.eq(commit),
-                         qfirst0.eq(q == 0), qlast0.eq(last_q), pair0.eq(slot)]
-            for t in range(lanes):
-                m.d.sync += [act[t].eq(acts[chan][q][t]), bas[t].eq(basis_rom[pair][q][t])]
 
-        # Stage 1: the products. Stage 2: sums of three. Stage 3: P[c, m], summed over the pair's blocks of taps.
         def follow(name, flags, valid=None):
             """The next stage's copies of the flags (valid optionally narrowed), advanced with ``en``."""
             out = {k: Signal.like(v, name=f"{k}_{name}") for k, v in flags.items()}
@@ -207,7 +197,31 @@ class BasisFirstConv(wiring.Component):
                 m.d.sync += out["v"].eq(flags["v"] if valid is None else valid)
             return out
 
-        f0 = {"v": v0, "first": first0, "last": last0, "qfirst": qfirst0, "qlast": qlast0, "pair": pair0}
+        # Stage 0 registers the issued channel's k² taps (one select over c_in channels). Stage 0b picks the
+        # block q of `lanes` taps from them and the basis codes from the ROM: two short selects instead of
+        # one c_in · k²/lanes-way select ahead of the multipliers.
+        window = self.i.payload
+        ctaps = [Signal(signed(self._act_width), name=f"ctap{t}") for t in range(taps)]
+        v0, last0, qfirst0, qlast0 = Signal(), Signal(), Signal(), Signal()
+        slot0, pair0, q0 = Signal(range(pairs * passes)), Signal(range(pairs)), Signal(range(subs))
+        with m.If(en):
+            m.d.sync += [v0.eq(issue), last0.eq(commit),
+                         qfirst0.eq(q == 0), qlast0.eq(last_q), slot0.eq(slot), pair0.eq(pair), q0.eq(q)]
+            for t in range(taps):
+                m.d.sync += ctaps[t].eq(_pick([window[t][c] for c in range(self._c_in)], chan))
+        act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(lanes)]
+        bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(lanes)]
+
+        f0 = follow("s0b", {"v": v0, "last": last0, "qfirst": qfirst0, "qlast": qlast0,
+                            "pair": slot0})
+        with m.If(en):
+            for t in range(lanes):
+                m.d.sync += act[t].eq(_pick([ctaps[b * lanes + t] for b in range(subs)], q0))
+                codes = [[self._basis[s // bases][s % bases][b * lanes + t] for b in range(subs)] for s in range(pairs)]
+                m.d.sync += bas[t].eq(_pick([_pick([Const(v, signed(self._basis_bits)) for v in row], q0)
+                                             for row in codes], pair0))
+
+        # Stage 1: the products. Stage 2: sums of three. Stage 3: P[c, m], summed over the pair's blocks of taps.
         prods = [Signal(signed(self._act_width + self._basis_bits), name=f"prod{t}") for t in range(lanes)]
         f1 = follow("s1", f0)
         with m.If(en):
@@ -217,15 +231,17 @@ class BasisFirstConv(wiring.Component):
         f2 = follow("s2", f1)
         with m.If(en):
             m.d.sync += [gs.eq(sum(group)) for gs, group in zip(gsums, groups)]
-        p = Signal(signed(self._p_width))
+        # P and -P accumulate side by side, so that a negative power-of-two coefficient costs a select, not
+        # a negation per output channel.
+        p, p_neg = Signal(signed(self._p_width)), Signal(signed(self._p_width))
         f3 = follow("s3", f2, valid=f2["v"] & f2["qlast"])
         with m.If(en & f2["v"]):
             m.d.sync += p.eq(Mux(f2["qfirst"], 0, p) + sum(gsums))
+            if self._mode == "pow2":
+                m.d.sync += p_neg.eq(Mux(f2["qfirst"], 0, p_neg) - sum(gsums))
 
         # Stage 4: every output channel's term C[o, c, m] · P (shift and negation for powers of two); the
         # coefficients of a pair are one word of a ROM in block RAM, read while stage 3 forms P.
-        if self._mode == "pow2":
-            field = data.StructLayout({"zero": 1, "neg": 1, "exp": range(self._coef_bits)})
         codes = [[self._coef[(s // pairs) * c_out + o][s % pairs // bases][s % bases] for o in range(c_out)]
                  for s in range(pairs * passes)]
         if self._mode == "pow2":
@@ -244,36 +260,48 @@ class BasisFirstConv(wiring.Component):
             term = Signal(signed(self._acc_width), name=f"term{o}")
             code = rd.data[o]
             if self._mode == "pow2":
-                shifted = Signal(signed(self._acc_width), name=f"shifted{o}")
-                m.d.comb += shifted.eq(p << code.exp)
-                value = Mux(code.zero, 0, Mux(code.neg, -shifted, shifted))
+                value = Mux(code.zero, 0, Mux(code.neg, p_neg, p) << code.exp)
             else:
                 value = p * code
             with m.If(en):
                 m.d.sync += term.eq(value)
             terms.append(term)
         f4 = follow("s4", f3)
-        m.d.comb += [v_end.eq(f4["v"]), last_end.eq(f4["last"])]
 
-        # Stage 5: the accumulators. After the window's last pair they load the output buffer, a shift
-        # register that emits one output channel per transfer (no multiplexer on the output).
+        # Stage 5: the accumulators. After the pass's last pair they load the output buffer, a shift
+        # register that emits one output channel per transfer (no multiplexer on the output), and clear, so
+        # that the next pass starts from zero without a select ahead of the adders.
         accs = [Signal(signed(self._acc_width), name=f"acc{o}") for o in range(c_out)]
         nexts = []
         for o in range(c_out):
             nxt = Signal(signed(self._acc_width), name=f"next{o}")
-            m.d.comb += nxt.eq(Mux(f4["first"], 0, accs[o]) + terms[o])
+            m.d.comb += nxt.eq(accs[o] + terms[o])
             nexts.append(nxt)
         out_buf = [Signal(signed(self._acc_width), name=f"out{o}") for o in range(c_out)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += out_count.eq(out_count - 1)
             m.d.sync += [out_buf[o].eq(out_buf[o + 1]) for o in range(c_out - 1)]
         with m.If(en & f4["v"]):
-            m.d.sync += [accs[o].eq(nexts[o]) for o in range(c_out)]
             with m.If(f4["last"]):
+                m.d.sync += [accs[o].eq(0) for o in range(c_out)]
                 m.d.sync += [out_buf[o].eq(nexts[o]) for o in range(c_out)]
                 m.d.sync += out_count.eq(c_out)
+            with m.Else():
+                m.d.sync += [accs[o].eq(nexts[o]) for o in range(c_out)]
         m.d.comb += [self.o.valid.eq(out_count != 0), self.o.payload[0].eq(out_buf[0])]
+
+        # Next clock's `en`: not (a pass ends in stage 4 and the output buffer still holds results).
+        pop = self.o.valid & self.o.ready
+        ends_next = Mux(en, f3["v"] & f3["last"], f4["v"] & f4["last"])
+        busy_next = (en & f4["v"] & f4["last"]) | (out_count > 1) | ((out_count == 1) & ~pop)
+        m.d.sync += en.eq(~(ends_next & busy_next))
         return m
+
+
+def _pick(items, index):
+    """``items[index]``; a single item needs no select (and yosys' abc9 mis-maps a select on a zero-width
+    index)."""
+    return items[0] if len(items) == 1 else Array(items)[index]
 
 
 def _nested(a):
