@@ -165,7 +165,7 @@ _CELL_NAMES = {"ICESTORM_LC": "LC", "ICESTORM_RAM": "EBR", "ICESTORM_DSP": "DSP 
                "MULT18X18D": "DSP (MULT18X18D)", "TRELLIS_FF": "FF"}
 
 
-def _run_script(build_dir, env, progress, name="top", device=None):
+def _run_script(build_dir, env, progress, name="top", device=None, knobs=("--parallel",)):
     """Run Amaranth's build script, logging to ``build.log`` and reporting each stage as it starts."""
     log_path = Path(build_dir) / "build.log"
     # A stage has started once the previous one's product exists.
@@ -189,7 +189,7 @@ def _run_script(build_dir, env, progress, name="top", device=None):
             cell, u = over[0]
             hint = "--dsp or " if cell == "ICESTORM_LC" and used.get("ICESTORM_DSP", {}).get("used") == 0 else ""
             first_error = (f"too large for {device or 'the device'}: needs {u['used']:,} {_CELL_NAMES.get(cell, cell)}, "
-                           f"has {u['available']:,}; try {hint}a smaller --parallel or layer")
+                           f"has {u['available']:,}; try {hint}a smaller {' or '.join(knobs)} or layer")
         raise BuildError(f"Build failed (exit {proc.returncode}): {first_error or 'see the log'}\n"
                          f"last lines of {log_path}:\n  " + "\n  ".join(lines[-15:]),
                          synth_cells(Path(build_dir) / f"{name}.rpt"),
@@ -262,7 +262,8 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))
     try:
-        _run_script(build_dir, env, progress, name, platform.device)
+        knobs = tuple(f"--{f.replace('_', '-')}" for f in ("parallel", "lanes", "outputs") if hasattr(params, f))
+        _run_script(build_dir, env, progress, name, platform.device, knobs or ("--parallel",))
     except BuildError as error:
         error.design_info = design.describe(component)
         raise
