@@ -17,7 +17,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, validated
+from .params import check_int, validated
 
 __all__ = ["COLLISION_FREE", "YOSYS_SCRIPT", "block_ram", "BlockFIFO"]
 

@@ -5,7 +5,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, validated
+from .params import check_int, validated
 from .fft import FFT
 from .requantize import Requantize, round_saturate
 

@@ -3,7 +3,7 @@
 from amaranth import Module
 from amaranth.lib import wiring
 
-from ._params import validated
+from .params import validated
 from .pe import ConvPE
 from .basisfirst import BasisFirstConv
 from .streamconv import StreamConv

@@ -6,7 +6,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, validated
+from .params import check_int, validated, validating
 
 __all__ = ["Pow2Decoder", "RowReader", "SmartDealWeights", "basis_layout", "coefficient_row_layout"]
 
@@ -277,12 +277,12 @@ class SmartDealWeights(wiring.Component):
     def __init__(self, *, words, rows, c_out, group_size, basis, basis_bits, exp_range, writable=False):
         self._decoder = Pow2Decoder(basis=basis, basis_bits=basis_bits, exp_range=exp_range,
                                     external_basis=writable)
-        if self._decoder.groups * group_size != c_out:
-            self._decoder._MustUse__used = True
-            raise ValueError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups of "
-                             f"{group_size} need {c_out // group_size}")
-        self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
-                                 exp_bits=self._decoder.exp_bits, writable=writable)
+        with validating(self._decoder):                  # a refused reader abandons the decoder too
+            if self._decoder.groups * group_size != c_out:
+                raise ValueError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups "
+                                 f"of {group_size} need {c_out // group_size}")
+            self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
+                                     exp_bits=self._decoder.exp_bits, writable=writable)
         members = {"o": self._decoder.signature.members["o"]}
         if writable:
             members.update({name: self._reader.signature.members[name] for name in ("w_addr", "w_data", "w_en")})

@@ -1,7 +1,7 @@
 """Dense integer convolution: the multiply-accumulate baseline every compression ratio is measured against."""
 
 from .pe import ConvPE
-from ._params import check_int, validated
+from .params import check_int, validated
 
 __all__ = ["DenseConv"]
 

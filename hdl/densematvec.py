@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, signed_width, validated
+from .params import check_int, signed_width, validated
 
 __all__ = ["DenseMatVec"]
 

@@ -13,7 +13,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, validated
+from .params import check_int, validated
 from .requantize import round_saturate
 
 __all__ = ["FFT", "complex_layout", "stage_plan", "pair_twiddles"]

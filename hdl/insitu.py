@@ -5,7 +5,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, signed_width, validated
+from .params import check_int, signed_width, validated
 
 __all__ = ["InSituGenerator"]
 
@@ -65,8 +65,8 @@ class InSituGenerator(wiring.Component):
         if k * k != taps:
             raise ValueError(f"Basis must hold k² taps, not {taps}")
         c_in, c_out = u.shape[1], v.shape[0]
-        if len(bits) != 3:
-            raise ValueError(f"Bits must be a (basis, u, v) triple, not {bits!r}")
+        if not isinstance(bits, (tuple, list)) or len(bits) != 3:
+            raise TypeError(f"Bits must be a (basis, u, v) triple of integers, not {bits!r}")
         for b in bits:
             check_int(b, "Code width", 1, 16)
         self._basis = _codes(basis, (bo, bi, taps), bits[0], "Basis")

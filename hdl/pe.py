@@ -11,7 +11,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, check_kernel, signed_width, validated
+from .params import check_int, check_kernel, signed_width, validated
 from .bram import block_ram
 from .requantize import Requantize
 from .window import window_layout

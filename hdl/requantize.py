@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, validated
+from .params import check_int, validated
 
 __all__ = ["Requantize", "round_saturate"]
 

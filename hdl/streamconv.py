@@ -11,7 +11,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, check_kernel, signed_width, validated
+from .params import check_int, check_kernel, signed_width, validated
 from .requantize import Requantize
 from .window import window_layout
 

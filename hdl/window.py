@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._params import check_int, check_kernel, validated
+from .params import check_int, check_kernel, validated
 from .bram import block_ram
 
 __all__ = ["SlidingWindow", "pixel_layout", "window_layout"]

@@ -14,10 +14,10 @@ from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hdl._params import validated
+from ..hdl.params import validated
 from ..hdl.bram import block_ram
 
-__all__ = ["wishbone_signature", "Decoder", "SRAM", "SPRAM"]
+__all__ = ["wishbone_signature", "check_window", "Decoder", "SRAM", "SPRAM"]
 
 
 def wishbone_signature(addr_width=30):
@@ -26,6 +26,20 @@ def wishbone_signature(addr_width=30):
         "adr": Out(addr_width), "dat_w": Out(32), "dat_r": In(32), "sel": Out(4),
         "cyc": Out(1), "stb": Out(1), "we": Out(1), "ack": In(1),
     })
+
+
+def check_window(name, base, size, windows):
+    """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 bytes, ``base`` is aligned to it,
+    the window fits in 32 bits and overlaps none of ``windows`` (``(name, base, size)``)."""
+    if size < 4 or size & (size - 1):
+        raise ValueError(f"Window {name!r}: size must be a power of two >= 4 bytes, not {size:#x}")
+    if base % size:
+        raise ValueError(f"Window {name!r}: base {base:#x} is not aligned to its size {size:#x}")
+    if base + size > 1 << 32:
+        raise ValueError(f"Window {name!r}: {base:#x} + {size:#x} is outside the 32-bit address space")
+    for other, obase, osize in windows:
+        if base < obase + osize and obase < base + size:
+            raise ValueError(f"Window {name!r} at {base:#x} overlaps {other!r} at {obase:#x}")
 
 
 class Decoder(wiring.Component):
@@ -56,15 +70,7 @@ class Decoder(wiring.Component):
 
         ``idle_zero``: the subordinate drives ``dat_r`` to zero except when it acknowledges a read (as
         :class:`~insitu.soc.csr.RegisterBank` does), so its read data is ORed in without a multiplexer."""
-        if size < 4 or size & (size - 1):
-            raise ValueError(f"Window {name!r}: size must be a power of two >= 4 bytes, not {size:#x}")
-        if base % size:
-            raise ValueError(f"Window {name!r}: base {base:#x} is not aligned to its size {size:#x}")
-        if base + size > 1 << 32:
-            raise ValueError(f"Window {name!r}: {base:#x} + {size:#x} is outside the 32-bit address space")
-        for other, obase, osize, *_ in self._windows:
-            if base < obase + osize and obase < base + size:
-                raise ValueError(f"Window {name!r} at {base:#x} overlaps {other!r} at {obase:#x}")
+        check_window(name, base, size, self.windows)
         need = (size // 4 - 1).bit_length()
         if len(sub_bus.adr) < need:
             raise ValueError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, the window needs {need}")
@@ -124,14 +130,19 @@ class SRAM(wiring.Component):
     bus : In(wishbone_signature(addr_width))
     """
 
+    @staticmethod
+    def check_size(size, image_bytes=0, writable=True):
+        """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 holding ``image_bytes``."""
+        if not isinstance(size, int) or isinstance(size, bool) or size < 4 or size & (size - 1):
+            raise ValueError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, not {size!r}")
+        if image_bytes > size:
+            raise ValueError(f"Image of {image_bytes} bytes does not fit in {size} bytes of "
+                             f"{'RAM' if writable else 'ROM'}")
+
     @validated
     def __init__(self, *, size, init=None, writable=True):
-        if size < 4 or size & (size - 1):
-            raise ValueError(f"SRAM size must be a power of two >= 4 bytes, not {size}")
         init = bytes(init or b"")
-        if len(init) > size:
-            raise ValueError(f"Image of {len(init)} bytes does not fit in {size} bytes of "
-                             f"{'RAM' if writable else 'ROM'}")
+        self.check_size(size, len(init), writable)
         init = init + bytes(-len(init) % 4)
         self._size, self._writable = size, writable
         self._init = [int.from_bytes(init[i:i + 4], "little") for i in range(0, len(init), 4)]

@@ -19,65 +19,130 @@ A register access is acknowledged one clock later; byte selects gate writes per 
 (:meth:`~insitu.soc.bus.Decoder.add` with ``idle_zero=True``).
 """
 
+import keyword
 import operator
 from functools import reduce
 
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
-from .bus import wishbone_signature
+from ..hdl.params import validated
+from .bus import check_window, wishbone_signature
 
-__all__ = ["Field", "Register", "RegisterBank", "MemoryMap", "c_header", "python_map"]
+__all__ = ["Field", "Register", "RegisterBank", "MemoryMap", "attach_bank", "bank_size", "bank_bus_signature",
+           "c_header", "python_map"]
 
 _ACCESS = ("r", "rw", "w", "rc")
 
 
+def _check_name(kind, name):
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        raise ValueError(f"{kind} name must be a Python identifier not starting with '_', not {name!r}")
+
+
 class Field:
+    """One field of a register: ``width`` bits, an access mode (see the module), a reset value (``rw``)."""
+
     def __init__(self, name, width, access, *, reset=0, doc=""):
+        _check_name("Field", name)
         if access not in _ACCESS:
             raise ValueError(f"Field {name!r}: access must be one of {', '.join(_ACCESS)}, not {access!r}")
-        if not 1 <= width <= 32:
-            raise ValueError(f"Field {name!r}: width must be in range [1, 32], not {width}")
+        if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 32:
+            raise ValueError(f"Field {name!r}: width must be an integer in range [1, 32], not {width!r}")
+        _check_reset(name, width, reset)
         self.name, self.width, self.access, self.reset, self.doc = name, width, access, reset, doc
 
 
+def _check_reset(name, width, value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << width:
+        raise ValueError(f"Field {name!r}: reset value must be an integer in range [0, {(1 << width) - 1}], "
+                         f"not {value!r}")
+
+
 class Register:
-    """Subclass with ``fields = [Field(...), ...]`` and a docstring; instances hold the field signals."""
+    """A register description. Subclass with ``fields = [Field(...), ...]`` and a docstring (it becomes the
+    header's comment); an instance names the register and may override ``rw`` reset values.
+
+    Its signals belong to the bank: :meth:`signature` is the register's member of
+    :class:`RegisterBank`'s signature (``r``/``rc`` fields flow into the bank, ``rw``/``w`` fields and the
+    ``<field>_stb``/``<field>_rd`` strobes out of it)."""
     fields = []
 
     def __init__(self, name, *, reset=None):
+        _check_name("Register", name)
         self.name = name
-        reset = dict(reset or {})
-        offset = 0
-        self.layout = []
+        names = [f.name for f in self.fields]
+        derived = [f.name + {"w": "_stb", "rc": "_rd"}[f.access] for f in self.fields if f.access in ("w", "rc")]
+        clash = sorted({n for n in names + derived if (names + derived).count(n) > 1})
+        if clash:
+            raise ValueError(f"Register {name!r}: field name {clash[0]!r} is used twice")
+        self.layout, offset = [], 0
         for f in self.fields:
             self.layout.append((f, offset))
             offset += f.width
         if offset > 32:
             raise ValueError(f"Register {name!r}: fields take {offset} bits, more than 32")
-        if reset and not set(reset) <= {f.name for f in self.fields}:
-            raise ValueError(f"Register {name!r} has no field {sorted(set(reset) - {f.name for f in self.fields})[0]!r}")
-        for f, _ in self.layout:
-            setattr(self, f.name, Signal(f.width, name=f"{name}_{f.name}", init=reset.pop(f.name, f.reset)))
+        reset = dict(reset or {})
+        unknown = sorted(set(reset) - {f.name for f in self.fields if f.access == "rw"})
+        if unknown:
+            raise ValueError(f"Register {name!r} has no read-write field {unknown[0]!r} to reset")
+        for f in self.fields:
+            if f.name in reset:
+                _check_reset(f.name, f.width, reset[f.name])
+        self.resets = {f.name: reset.get(f.name, f.reset) for f in self.fields}
+
+    def signature(self):
+        members = {}
+        for f in self.fields:
+            if f.access in ("r", "rc"):
+                members[f.name] = In(f.width)
+            else:
+                members[f.name] = Out(f.width, init=self.resets[f.name] if f.access == "rw" else 0)
             if f.access == "w":
-                setattr(self, f.name + "_stb", Signal(name=f"{name}_{f.name}_stb"))
+                members[f.name + "_stb"] = Out(1)
             if f.access == "rc":
-                setattr(self, f.name + "_rd", Signal(name=f"{name}_{f.name}_rd"))
+                members[f.name + "_rd"] = Out(1)
+        return wiring.Signature(members)
+
+
+def _check_registers(name, registers):
+    registers = list(registers)
+    if not registers or not all(isinstance(r, Register) for r in registers):
+        raise TypeError(f"Bank {name!r}: registers must be a non-empty list of Register, not {registers!r}")
+    names = [r.name for r in registers]
+    if len(set(names)) != len(names) or "bus" in names:
+        raise ValueError(f"Bank {name!r}: register names must be unique and not 'bus', not {names}")
+    return registers
+
+
+def bank_size(registers):
+    """Bytes of address space a bank of ``registers`` takes: a power of two, 4 per register."""
+    return 4 << max(0, (len(registers) - 1).bit_length())
+
+
+def bank_bus_signature(registers):
+    """The (subordinate-side) Wishbone signature of a bank of ``registers``."""
+    return wishbone_signature(max(1, (bank_size(registers) // 4 - 1).bit_length()))
 
 
 class RegisterBank(wiring.Component):
-    """A list of registers on a Wishbone subordinate port; register ``n`` is at byte offset ``4·n``."""
+    """A list of registers on a Wishbone subordinate port; register ``n`` is at byte offset ``4·n``.
 
+    Members
+    -------
+    bus : In(bank_bus_signature(registers))
+    <register> : Out(register.signature())
+        One member per register: ``bank.<register>.<field>``.
+    """
+
+    @validated
     def __init__(self, name, registers):
         self.name = name
-        self.registers = list(registers)
-        names = [r.name for r in self.registers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Bank {name!r}: register names must be unique, not {names}")
-        self.size = 4 << max(0, (len(self.registers) - 1).bit_length())
-        super().__init__({"bus": In(wishbone_signature(max(1, (self.size // 4 - 1).bit_length())))})
-        self._MustUse__silence = True        # banks also describe the memory map without being elaborated
+        self.registers = _check_registers(name, registers)
+        self.size = bank_size(self.registers)
+        super().__init__({"bus": In(bank_bus_signature(self.registers)),
+                          **{r.name: Out(r.signature()) for r in self.registers}})
 
     def offset(self, register_name):
         return 4 * next(n for n, r in enumerate(self.registers) if r.name == register_name)
@@ -92,24 +157,22 @@ class RegisterBank(wiring.Component):
         reads = []
         for n, reg in enumerate(self.registers):
             sel = access & (bus.adr == n)
+            port = getattr(self, reg.name)
             word = 0
             for f, offset in reg.layout:
-                sig = getattr(reg, f.name)
+                sig = getattr(port, f.name)
                 if f.access in ("r", "rw", "rc"):
                     word = word | (sig.as_unsigned() << offset)
-                if f.access in ("rw", "w"):
-                    if f.access == "rw":
-                        bits = [Mux(bus.sel[(offset + b) // 8], bus.dat_w[offset + b], sig[b])
-                                for b in range(f.width)]
-                        with m.If(sel & bus.we):
-                            for b in range(f.width):
-                                m.d.sync += sig[b].eq(bits[b])
-                    else:       # combinational: no storage for write-only values
-                        stb = getattr(reg, f.name + "_stb")
-                        m.d.comb += [stb.eq(sel & bus.we & bus.sel[offset // 8]),
-                                     sig.eq(bus.dat_w[offset:offset + f.width])]
-                if f.access == "rc":
-                    m.d.sync += getattr(reg, f.name + "_rd").eq(sel & ~bus.we)
+                if f.access == "rw":
+                    bits = [Mux(bus.sel[(offset + b) // 8], bus.dat_w[offset + b], sig[b]) for b in range(f.width)]
+                    with m.If(sel & bus.we):
+                        for b in range(f.width):
+                            m.d.sync += sig[b].eq(bits[b])
+                elif f.access == "w":       # combinational: no storage for write-only values
+                    m.d.comb += [getattr(port, f.name + "_stb").eq(sel & bus.we & bus.sel[offset // 8]),
+                                 sig.eq(bus.dat_w[offset:offset + f.width])]
+                elif f.access == "rc":
+                    m.d.sync += getattr(port, f.name + "_rd").eq(sel & ~bus.we)
             reads.append((sel & ~bus.we, word))
         # Read data only in the acknowledging clock, zero otherwise (an OR of the selected words).
         m.d.sync += dat_r.eq(reduce(operator.or_, (Mux(read, word, 0) for read, word in reads), 0))
@@ -117,22 +180,32 @@ class RegisterBank(wiring.Component):
         return m
 
 
+def attach_bank(m, name, registers, bus):
+    """Build the bank of ``registers`` as submodule ``bank`` of ``m``, serving ``bus`` (a peripheral's
+    ``bus`` member, ``In(bank_bus_signature(registers))``); return ``{register name: its port}``."""
+    m.submodules.bank = bank = RegisterBank(name, registers)
+    wiring.connect(m, wiring.flipped(bus), bank.bus)
+    return {r.name: getattr(bank, r.name) for r in bank.registers}
+
+
 class MemoryMap:
-    """Named windows of the SoC's address space: register banks and plain memories."""
+    """Named windows of the SoC's address space: register banks (their :class:`Register` lists) and plain
+    memories. Windows are checked as they are added (power-of-two size, aligned, no overlap)."""
 
     def __init__(self):
-        self.entries = []     # (name, base, size, bank or None, doc)
+        self.entries = []     # (name, base, size, registers or None, doc)
         self.constants = {}   # name → int, emitted into the header too
 
-    def add(self, name, base, size, bank=None, doc=""):
-        self.entries.append((name, base, size, bank, doc))
+    def add(self, name, base, size, registers=None, doc=""):
+        check_window(name, base, size, [(n, b, s) for n, b, s, *_ in self.entries])
+        if registers is not None:
+            registers = _check_registers(name, registers)
+        self.entries.append((name, base, size, registers, doc))
 
     def registers(self):
         """``(peripheral, register, byte address, [(field, offset, width, access)])`` for every register."""
-        for name, base, _, bank, _ in self.entries:
-            if bank is None:
-                continue
-            for n, reg in enumerate(bank.registers):
+        for name, base, _, registers, _ in self.entries:
+            for n, reg in enumerate(registers or ()):
                 yield name, reg, base + 4 * n, [(f.name, off, f.width, f.access) for f, off in reg.layout]
 
 
@@ -143,7 +216,7 @@ def c_header(memmap, guard="INSITU_SOC_REGS_H"):
              "#define INSITU_REG(addr) (*(volatile uint32_t *)(addr))", ""]
     for name, value in memmap.constants.items():
         lines.append(f"#define {name.upper()} 0x{value:08x}u")
-    for name, base, size, bank, doc in memmap.entries:
+    for name, base, size, _, doc in memmap.entries:
         up = name.upper()
         lines.append(f"#define {up}_BASE 0x{base:08x}u")
         lines.append(f"#define {up}_SIZE 0x{size:x}u")

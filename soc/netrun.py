@@ -14,10 +14,10 @@ import numpy as np
 
 from ..golden import network
 from ..golden.description import DIGITS_CNN
-from .accel import ConvAccel, DenseAccel
+from .accel import ConvAccel, DenseAccel, StagedWeights
 from .cxxrtl import CompiledSoC, compiler_description as simulator_compiler
 from .firmware import FIRMWARE_DIR, build_firmware, compiler_description
-from .soc import SoC, memory_map
+from .soc import SoC
 
 __all__ = ["model_header", "run_network", "NetworkRunError", "RAM_SIZE", "make_soc"]
 
@@ -76,8 +76,8 @@ CONV1_PARALLEL = 1
 def make_soc(parallel=2, firmware=b""):
     """The SoC the network firmware runs on: 64 KB RAM; peripherals ``conv1`` (dense), ``conv2`` (QGP,
     ``parallel`` output channels per clock), ``fc1`` and ``fc2`` (dense)."""
-    accels = {"conv1": ConvAccel(c_in=1, c_out=8, parallel=CONV1_PARALLEL, pe="dense"),
-              "conv2": ConvAccel(c_in=8, c_out=16, parallel=parallel),
+    accels = {"conv1": ConvAccel(c_in=1, c_out=8, weights=StagedWeights("dense", parallel=CONV1_PARALLEL)),
+              "conv2": ConvAccel(c_in=8, c_out=16, weights=StagedWeights("qgp", parallel=parallel)),
               "fc1": DenseAccel(m=64, n=256, lanes=FC_LANES["fc1"]),
               "fc2": DenseAccel(m=10, n=64, lanes=FC_LANES["fc2"])}
     return SoC(firmware=firmware, ram_size=RAM_SIZE, uart_divisor=1, accelerators=accels)
@@ -111,10 +111,11 @@ def run_network(model, images, build_dir, *, parallel=2, progress=print, max_cyc
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "model.h").write_text(model_header(model, images, parallel))
     progress("Building the firmware (ziglang, -O2) ...")
-    image = build_firmware([FIRMWARE_DIR / "net.c"], build_dir, memory_map=memory_map(make_soc(parallel)),
+    soc = make_soc(parallel)
+    image = build_firmware([FIRMWARE_DIR / "net.c"], build_dir, memory_map=soc.memory_map(),
                            ram_size=RAM_SIZE, progress=progress)
     progress("Preparing the compiled simulation (CXXRTL) ...")
-    sim = CompiledSoC(lambda: make_soc(parallel), progress=progress)
+    sim = CompiledSoC(lambda: soc, progress=progress)
     sim.load(image)
     if vcd:
         sim.trace(vcd, vcd_cycles)

@@ -5,8 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hdl.bram import BlockFIFO
-from .bus import wishbone_signature
-from .csr import Field, Register, RegisterBank
+from .csr import Field, Register, attach_bank, bank_bus_signature
 
 __all__ = ["System", "Timer", "UART", "SYSTEM_ID"]
 
@@ -43,17 +42,16 @@ class System(wiring.Component):
     exit_stb, exit_code : Out, the firmware's ``sim_exit`` write
     """
 
+    REGISTERS = [_Id("id"), _BusError("fault"), _BusErrorAddr("fault_address"), _SimExit("sim_exit")]
+
     def __init__(self):
-        self.regs = [_Id("id"), _BusError("fault"), _BusErrorAddr("fault_address"), _SimExit("sim_exit")]
-        self.bank = RegisterBank("sys", self.regs)
-        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr))),
+        self.registers = self.REGISTERS
+        super().__init__({"bus": In(bank_bus_signature(self.registers)),
                           "unmapped": In(1), "unmapped_addr": In(32), "exit_stb": Out(1), "exit_code": Out(32)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        ident, err, addr, sim_exit = self.regs
+        ident, err, addr, sim_exit = attach_bank(m, "sys", self.registers, self.bus).values()
         m.d.comb += [ident.value.eq(SYSTEM_ID), err.unmapped.eq(self.unmapped), addr.addr.eq(self.unmapped_addr),
                      self.exit_stb.eq(sim_exit.code_stb), self.exit_code.eq(sim_exit.code)]
         return m
@@ -72,16 +70,15 @@ class _CyclesHi(Register):
 class Timer(wiring.Component):
     """A free-running 64-bit cycle counter (read ``cycles_lo``, then ``cycles_hi``)."""
 
+    REGISTERS = [_CyclesLo("cycles_lo"), _CyclesHi("cycles_hi")]
+
     def __init__(self):
-        self.regs = [_CyclesLo("cycles_lo"), _CyclesHi("cycles_hi")]
-        self.bank = RegisterBank("timer", self.regs)
-        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr)))})
+        self.registers = self.REGISTERS
+        super().__init__({"bus": In(bank_bus_signature(self.registers))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        lo, hi = self.regs
+        lo, hi = attach_bank(m, "timer", self.registers, self.bus).values()
         count = Signal(64)
         m.d.sync += count.eq(count + 1)
         m.d.comb += lo.value.eq(count[:32])
@@ -129,18 +126,18 @@ class UART(wiring.Component):
         A byte left the transmit FIFO for the line (for simulation logs).
     """
 
+    #: the register layout (the divisor's reset value is the instance's)
+    REGISTERS = [_Tx("tx"), _Rx("rx"), _Status("status"), _Divisor("divisor", reset={"value": 103})]
+
     def __init__(self, *, divisor=103, depth=16):
         self._depth = depth
-        self.regs = [_Tx("tx"), _Rx("rx"), _Status("status"), _Divisor("divisor", reset={"value": divisor})]
-        self.bank = RegisterBank("uart", self.regs)
-        super().__init__({"bus": In(wishbone_signature(len(self.bank.bus.adr))), "tx": Out(1, init=1),
+        self.registers = [_Tx("tx"), _Rx("rx"), _Status("status"), _Divisor("divisor", reset={"value": divisor})]
+        super().__init__({"bus": In(bank_bus_signature(self.registers)), "tx": Out(1, init=1),
                           "rx": In(1, init=1), "sent_stb": Out(1), "sent_data": Out(8)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bank = self.bank
-        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
-        tx_reg, rx_reg, status, divisor = self.regs
+        tx_reg, rx_reg, status, divisor = attach_bank(m, "uart", self.registers, self.bus).values()
         m.submodules.tx_fifo = tx_fifo = BlockFIFO(width=8, depth=self._depth)
         m.submodules.rx_fifo = rx_fifo = BlockFIFO(width=8, depth=self._depth)
         m.d.comb += [tx_fifo.w_data.eq(tx_reg.data), tx_fifo.w_en.eq(tx_reg.data_stb)]

@@ -19,8 +19,9 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hdl.params import check_int
 from .bus import SPRAM, SRAM, Decoder
-from .csr import MemoryMap
+from .csr import MemoryMap, bank_size
 from .peripherals import SYSTEM_ID, UART, System, Timer
 
 __all__ = ["SoC", "memory_map", "RAM_BASE", "ROM_BASE", "DATA_RAM_BASE", "SYS_BASE", "TIMER_BASE", "UART_BASE", "ACCEL_BASE"]
@@ -65,87 +66,95 @@ class SoC(wiring.Component):
     """
 
     def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None, rom_size=None):
-        if rom_size is None:
-            self.rom = None
-            self.ram = SRAM(size=ram_size, init=firmware)
-        else:
-            self.ram = SPRAM(size=ram_size)         # checked first: nothing else is built for a bad size
-            self.rom = SRAM(size=rom_size, init=firmware, writable=False)
-        self.decoder = Decoder()
-        if rom_size is None:
-            self.decoder.add("ram", self.ram.bus, base=RAM_BASE, size=ram_size)
-        else:
-            self.decoder.add("rom", self.rom.bus, base=ROM_BASE, size=rom_size)
-            self.decoder.add("ram", self.ram.bus, base=DATA_RAM_BASE, size=ram_size)
-        self.system = System()
-        self.timer = Timer()
-        self.uart = UART(divisor=uart_divisor)
-        self.decoder.add("sys", self.system.bus, base=SYS_BASE, size=self.system.bank.size, idle_zero=True)
-        self.decoder.add("timer", self.timer.bus, base=TIMER_BASE, size=self.timer.bank.size, idle_zero=True)
-        self.decoder.add("uart", self.uart.bus, base=UART_BASE, size=self.uart.bank.size, idle_zero=True)
+        check_layout(ram_size, rom_size, len(firmware))
+        check_int(uart_divisor, "UART divisor", 1, 0xFFFF)
+        self._firmware, self._ram_size, self._rom_size = bytes(firmware), ram_size, rom_size
+        self._uart_divisor = uart_divisor
         self.accelerators = dict(accelerators or {})
-        for n, (name, accel) in enumerate(self.accelerators.items()):
-            self.decoder.add(name, accel.bus, base=ACCEL_BASE + 0x1000 * n, size=accel.bank.size, idle_zero=True)
+        # The one memory map: the decoder is built from it at elaboration, the header and host map from it.
+        self._map = memory_map(ram_size=ram_size, rom_size=rom_size, accelerators={
+            name: accel.registers for name, accel in self.accelerators.items()})
         super().__init__({"uart_tx": Out(1, init=1), "uart_rx": In(1, init=1), "exit_stb": Out(1),
                           "exit_code": Out(32), "uart_sent_stb": Out(1), "uart_sent_data": Out(8)})
 
-    ram_size = property(lambda self: self.ram.size)
-    rom_size = property(lambda self: None if self.rom is None else self.rom.size)
-    ram_base = property(lambda self: RAM_BASE if self.rom is None else DATA_RAM_BASE)
+    @property
+    def firmware(self):
+        """The memory image the RAM (or ROM) starts with. Settable until elaboration, so that firmware
+        linked for this SoC's own memory map can be loaded into it."""
+        return self._firmware
+
+    @firmware.setter
+    def firmware(self, image):
+        check_layout(self._ram_size, self._rom_size, len(image))
+        self._firmware = bytes(image)
+
+    ram_size = property(lambda self: self._ram_size)
+    rom_size = property(lambda self: self._rom_size)
+    ram_base = property(lambda self: RAM_BASE if self._rom_size is None else DATA_RAM_BASE)
 
     def memory_map(self):
-        return memory_map(self)
+        return self._map
 
     def elaborate(self, platform):
         from sentinel_cpu.top import Top
         m = Module()
         m.submodules.cpu = cpu = Top()
-        m.submodules.decoder = self.decoder
-        m.submodules.ram = self.ram
-        if self.rom is not None:
-            m.submodules.rom = self.rom
-        m.submodules.system = self.system
-        m.submodules.timer = self.timer
-        m.submodules.uart = self.uart
+        # The children, built here (once per elaboration), each serving its window of the map.
+        if self._rom_size is None:
+            m.submodules.ram = ram = SRAM(size=self._ram_size, init=self._firmware)
+            windows = {"ram": ram.bus}
+        else:
+            m.submodules.rom = rom = SRAM(size=self._rom_size, init=self._firmware, writable=False)
+            m.submodules.ram = ram = SPRAM(size=self._ram_size)
+            windows = {"rom": rom.bus, "ram": ram.bus}
+        m.submodules.system = system = System()
+        m.submodules.timer = timer = Timer()
+        m.submodules.uart = uart = UART(divisor=self._uart_divisor)
+        windows.update(sys=system.bus, timer=timer.bus, uart=uart.bus)
         for name, accel in self.accelerators.items():
             m.submodules[f"accel_{name}"] = accel
+            windows[name] = accel.bus
+        m.submodules.decoder = decoder = Decoder()
+        for name, base, size, registers, _ in self._map.entries:
+            decoder.add(name, windows[name], base=base, size=size, idle_zero=registers is not None)
         # sentinel's bus is a plain Signature with the Wishbone member names: connect member by member.
         for name in ("adr", "dat_w", "sel", "cyc", "stb", "we"):
-            m.d.comb += getattr(self.decoder.bus, name).eq(getattr(cpu.bus, name))
-        m.d.comb += [cpu.bus.dat_r.eq(self.decoder.bus.dat_r), cpu.bus.ack.eq(self.decoder.bus.ack)]
+            m.d.comb += getattr(decoder.bus, name).eq(getattr(cpu.bus, name))
+        m.d.comb += [cpu.bus.dat_r.eq(decoder.bus.dat_r), cpu.bus.ack.eq(decoder.bus.ack)]
         m.d.comb += [
-            self.system.unmapped.eq(self.decoder.unmapped), self.system.unmapped_addr.eq(self.decoder.unmapped_addr),
-            self.exit_stb.eq(self.system.exit_stb), self.exit_code.eq(self.system.exit_code),
-            self.uart_tx.eq(self.uart.tx), self.uart.rx.eq(self.uart_rx),
-            self.uart_sent_stb.eq(self.uart.sent_stb), self.uart_sent_data.eq(self.uart.sent_data),
+            system.unmapped.eq(decoder.unmapped), system.unmapped_addr.eq(decoder.unmapped_addr),
+            self.exit_stb.eq(system.exit_stb), self.exit_code.eq(system.exit_code),
+            self.uart_tx.eq(uart.tx), uart.rx.eq(self.uart_rx),
+            self.uart_sent_stb.eq(uart.sent_stb), self.uart_sent_data.eq(uart.sent_data),
         ]
         return m
 
 
-def check_layout(ram_size, rom_size=None):
+def check_layout(ram_size, rom_size=None, firmware_bytes=0):
     """Raise a one-line ValueError for a RAM/ROM layout :class:`SoC` cannot build, before anything is built."""
-    if rom_size is not None:
+    if rom_size is None:
+        SRAM.check_size(ram_size, firmware_bytes)
+    else:
         SPRAM.check_size(ram_size)
+        SRAM.check_size(rom_size, firmware_bytes, writable=False)
 
 
-def memory_map(soc=None):
-    """The SoC's memory map (from a :class:`SoC`, or a default one)."""
-    if soc is None:
-        soc = SoC()
-    # Read for its layout, maybe never elaborated (e.g. to generate the header): do not warn about that.
-    for part in (soc, soc.ram, *([soc.rom] if soc.rom is not None else []), soc.system, soc.timer, soc.uart, soc.decoder, soc.system.bank, soc.timer.bank,
-                 soc.uart.bank, *soc.accelerators.values()):
-        part._MustUse__used = True
+def memory_map(soc=None, *, ram_size=16384, rom_size=None, accelerators=None):
+    """The SoC's memory map: ``soc``'s, or the one of that layout, with ``accelerators`` (name → register
+    list) ``0x1000`` apart from :data:`ACCEL_BASE`. Pure: nothing is built."""
+    if soc is not None:
+        return soc.memory_map()
     mm = MemoryMap()
     mm.constants["SYSTEM_ID"] = SYSTEM_ID
-    if soc.rom is None:
-        mm.add("ram", RAM_BASE, soc.ram_size, doc="program and data")
+    if rom_size is None:
+        mm.add("ram", RAM_BASE, ram_size, doc="program and data")
     else:
-        mm.add("rom", ROM_BASE, soc.rom_size, doc="program (read-only)")
-        mm.add("ram", DATA_RAM_BASE, soc.ram_size, doc="data and stack")
-    mm.add("sys", SYS_BASE, soc.system.bank.size, soc.system.bank, doc="system registers")
-    mm.add("timer", TIMER_BASE, soc.timer.bank.size, soc.timer.bank, doc="cycle counter")
-    mm.add("uart", UART_BASE, soc.uart.bank.size, soc.uart.bank, doc="UART")
-    for n, (name, accel) in enumerate(soc.accelerators.items()):
-        mm.add(name, ACCEL_BASE + 0x1000 * n, accel.bank.size, accel.bank, doc="accelerator")
+        mm.add("rom", ROM_BASE, rom_size, doc="program (read-only)")
+        mm.add("ram", DATA_RAM_BASE, ram_size, doc="data and stack")
+    for name, base, registers, doc in (("sys", SYS_BASE, System.REGISTERS, "system registers"),
+                                       ("timer", TIMER_BASE, Timer.REGISTERS, "cycle counter"),
+                                       ("uart", UART_BASE, UART.REGISTERS, "UART")):
+        mm.add(name, base, bank_size(registers), registers, doc=doc)
+    for n, (name, registers) in enumerate((accelerators or {}).items()):
+        mm.add(name, ACCEL_BASE + 0x1000 * n, bank_size(registers), registers, doc="accelerator")
     return mm

@@ -330,11 +330,14 @@ def test_real_build_soc_rom_and_spram(tmp_path, monkeypatch):
 @pytest.mark.parametrize("accel", designs.SOC_ACCELS)
 def test_soc_design_with_each_accelerator(accel):
     """Every --accel choice makes an SoC whose memory map (and so firmware header) has the peripheral."""
+    from amaranth.hdl import Fragment
+
     from insitu.soc.soc import memory_map
     p = designs.SoCParams(accel=accel, c_in=2, c_out=8, width=4, height=4, block=4).resolved()
 
     def inspect():
         soc = designs.get_design("soc").make(p, frequency=12e6)
+        Fragment.get(soc, None)                      # and it elaborates, peripheral included
         return [name for name, *_ in memory_map(soc).entries], designs.describe_soc(soc)
     with unbuilt():
         names, info = inspect()

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from insitu.golden import fixed
 from insitu.hdl import Requantize
-from insitu.hdl._params import signed_width as hdl_signed_width
+from insitu.hdl.params import signed_width as hdl_signed_width
 from insitu.hdl.testing import run, stream_get, stream_put
 
 

@@ -4,39 +4,15 @@ import re
 
 import pytest
 from amaranth import Module
+from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 
 from insitu.hdl.testing import run
-from insitu.soc.bus import SRAM, Decoder, wishbone_signature
+from insitu.soc.bus import SRAM, Decoder, check_window, wishbone_signature
 from insitu.soc.csr import Field, Register, RegisterBank, c_header, python_map
+from insitu.soc.driver import Registers, wb_read, wb_write
 from insitu.soc.firmware import FIRMWARE_DIR, CompilerMissing, FirmwareError, build_firmware
 from insitu.soc.soc import SoC, memory_map
-
-
-async def wb_write(ctx, bus, addr, data, sel=0xF):
-    ctx.set(bus.adr, addr >> 2)
-    ctx.set(bus.dat_w, data)
-    ctx.set(bus.sel, sel)
-    ctx.set(bus.we, 1)
-    ctx.set(bus.cyc, 1)
-    ctx.set(bus.stb, 1)
-    await ctx.tick().until(bus.ack)
-    ctx.set(bus.cyc, 0)
-    ctx.set(bus.stb, 0)
-    await ctx.tick()
-
-
-async def wb_read(ctx, bus, addr):
-    ctx.set(bus.adr, addr >> 2)
-    ctx.set(bus.sel, 0xF)
-    ctx.set(bus.we, 0)
-    ctx.set(bus.cyc, 1)
-    ctx.set(bus.stb, 1)
-    _, data = await ctx.tick().sample(bus.ack, bus.dat_r).until(bus.ack)
-    ctx.set(bus.cyc, 0)
-    ctx.set(bus.stb, 0)
-    await ctx.tick()
-    return data
 
 
 class _Ctrl(Register):
@@ -70,7 +46,7 @@ class Fabric(wiring.Component):
         m = Module()
         m.submodules += [self.sram, self.bank, self.decoder]
         wiring.connect(m, wiring.flipped(self.bus), self.decoder.bus)
-        m.d.comb += self.regs[2].value.eq(0xABC)
+        m.d.comb += self.bank.stat.value.eq(0xABC)
         return m
 
 
@@ -87,7 +63,7 @@ def test_decoder_sram_and_registers():
         log["ctrl_reset"] = await wb_read(ctx, bus, 0x2000)
         await wb_write(ctx, bus, 0x2000, 0x00123481)
         log["ctrl"] = await wb_read(ctx, bus, 0x2000)
-        log["enable"] = ctx.get(dut.regs[0].enable)
+        log["enable"] = ctx.get(dut.bank.ctrl.enable)
         await wb_write(ctx, bus, 0x2000, 0xFFFFFF00, sel=0b0010)       # only byte 1: count[7:0]
         log["ctrl_byte"] = await wb_read(ctx, bus, 0x2000)
         log["stat"] = await wb_read(ctx, bus, 0x2008)
@@ -117,7 +93,7 @@ def test_register_strobes():
         await wb_read(ctx, dut.bus, 0x2004)        # write-only: reads 0
 
     async def watch(ctx):
-        async for _, _, stb, op, rd in ctx.tick().sample(dut.regs[1].op_stb, dut.regs[1].op, dut.regs[2].pop_rd):
+        async for _, _, stb, op, rd in ctx.tick().sample(dut.bank.cmd.op_stb, dut.bank.cmd.op, dut.bank.stat.pop_rd):
             if stb:
                 seen.append(("op", op))
             if rd:
@@ -131,24 +107,31 @@ def test_register_strobes():
     assert seen == [("op", 0x5A), "pop"]
 
 
-def _unused(*parts):
-    """Components built only to be refused: not elaborated, on purpose."""
-    for part in parts:
-        part._MustUse__used = True
-    return parts[0]
+def _bus(address_bits):
+    """A subordinate-side bus interface (no component behind it: only its address width matters here)."""
+    return wishbone_signature(address_bits).flip().create()
 
 
-@pytest.mark.parametrize("call, msg", [
-    (lambda d: d.add("a", _unused(SRAM(size=64)).bus, base=0x10, size=64), r"base 0x10 is not aligned to its size 0x40"),
-    (lambda d: d.add("a", _unused(SRAM(size=64)).bus, base=0, size=48), r"size must be a power of two >= 4 bytes, not 0x30"),
-    (lambda d: (d.add("a", _unused(SRAM(size=64)).bus, base=0, size=64),
-                d.add("b", _unused(SRAM(size=64)).bus, base=0, size=64)),
-     r"Window 'b' at 0x0 overlaps 'a' at 0x0"),
-    (lambda d: d.add("a", _unused(SRAM(size=16)).bus, base=0, size=64), r"its bus has 2 address bits, the window needs 4"),
+@pytest.mark.parametrize("windows, msg", [
+    ([("a", 0x10, 64)], r"base 0x10 is not aligned to its size 0x40"),
+    ([("a", 0, 48)], r"size must be a power of two >= 4 bytes, not 0x30"),
+    ([("a", 0, 64), ("b", 0, 64)], r"Window 'b' at 0x0 overlaps 'a' at 0x0"),
+    ([("a", 0xFFFF_FFC0, 128)], r"is not aligned|outside the 32-bit address space"),
 ])
-def test_decoder_errors(call, msg):
+def test_window_errors(windows, msg):
     with pytest.raises(ValueError, match=msg):
-        call(_unused(Decoder()))
+        for n, (name, base, size) in enumerate(windows):
+            check_window(name, base, size, windows[:n])
+
+
+def test_decoder_checks_windows_and_bus_width():
+    decoder = Decoder()
+    decoder.add("a", _bus(4), base=0, size=64)
+    with pytest.raises(ValueError, match=r"Window 'b' at 0x20 overlaps 'a' at 0x0"):
+        decoder.add("b", _bus(4), base=0x20, size=32)
+    with pytest.raises(ValueError, match=r"its bus has 2 address bits, the window needs 4"):
+        decoder.add("c", _bus(2), base=0x40, size=64)
+    Fragment.get(decoder, None)         # a decoder with one window elaborates
 
 
 def test_register_errors():
@@ -160,6 +143,39 @@ def test_register_errors():
         Field("f", 1, "x")
     with pytest.raises(ValueError, match=r"^Image of 100 bytes does not fit in 64 bytes of RAM$"):
         SRAM(size=64, init=bytes(100))
+
+    class Twice(Register):
+        fields = [Field("a", 1, "rw"), Field("a", 2, "r")]
+    with pytest.raises(ValueError, match=r"^Register 'x': field name 'a' is used twice$"):
+        Twice("x")
+
+    class Strobe(Register):
+        fields = [Field("go", 1, "w"), Field("go_stb", 1, "r")]
+    with pytest.raises(ValueError, match=r"field name 'go_stb' is used twice"):
+        Strobe("x")
+    with pytest.raises(ValueError, match=r"^Field 'f': reset value must be an integer in range \[0, 7\], not 8$"):
+        Field("f", 3, "rw", reset=8)
+    with pytest.raises(ValueError, match=r"reset value must be an integer in range \[0, 127\], not 200"):
+        _Ctrl("c", reset={"mode": 200})
+    with pytest.raises(ValueError, match=r"has no read-write field 'nope' to reset"):
+        _Ctrl("c", reset={"nope": 1})
+    with pytest.raises(ValueError, match=r"Field name must be a Python identifier"):
+        Field("2x", 1, "r")
+    with pytest.raises(ValueError, match=r"register names must be unique and not 'bus'"):
+        RegisterBank("dev", [_Cmd("bus")])
+
+
+def test_register_driver_encodes_from_the_map():
+    regs = Registers([_Ctrl("ctrl"), _Cmd("cmd"), _Stat("stat")], base=0x2000)
+    assert regs.address("stat") == 0x2008
+    assert regs.encode("ctrl", enable=1, mode=5, count=0x1234) == 1 | 5 << 1 | 0x1234 << 8
+    assert regs.encode("ctrl", count=-1) == 0xFFFF << 8
+    assert regs.decode("stat", 0xABC | 0x12 << 12) == {"value": 0xABC, "pop": 0x12}
+    assert regs.mask("ctrl", "mode") == 0x7F << 1
+    with pytest.raises(KeyError, match="has no field 'speed'"):
+        regs.encode("ctrl", speed=1)
+    with pytest.raises(ValueError, match="ctrl.mode: 200 does not fit in 7 bits"):
+        regs.encode("ctrl", mode=200)
 
 
 def test_header_matches_register_map():
@@ -228,14 +244,14 @@ int main(void) {
 }
 ''')
     layout = dict(ram_size=65536, rom_size=2048)
-    mm = memory_map(SoC(**layout))
+    mm = memory_map(**layout)
     assert [(n, b, s) for n, b, s, bank, _ in mm.entries if bank is None] == [("rom", 0, 2048), ("ram", 1 << 28, 65536)]
     image = build_firmware([src], tmp_path / "build", memory_map=mm, ram_size=65536, stack=256)
     assert len(image) < 2048
     text, res = run_soc(image, 12000, **layout)
     assert text == "14 7 1\n" and res["code"] == 0
     with pytest.raises(FirmwareError, match=r"^Firmware does not fit in 256 bytes of ROM"):
-        build_firmware([src], tmp_path / "small", memory_map=memory_map(SoC(ram_size=65536, rom_size=256)),
+        build_firmware([src], tmp_path / "small", memory_map=memory_map(ram_size=65536, rom_size=256),
                        ram_size=65536)
 
 

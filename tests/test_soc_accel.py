@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 
 from insitu.hdl.testing import run
-from test_soc import wb_read, wb_write
+from insitu.soc.driver import Registers, wb_read, wb_write
 
 
 def _accel_bench(dut):
-    off = {reg.name: dut.bank.offset(reg.name) for reg in dut.regs}
-    fields = {name: {f.name: o for f, o in reg.layout} for name, reg in zip(off, dut.regs)}
-    bit = lambda reg, field: 1 << fields[reg][field]     # noqa: E731
-    return off, bit
+    """Register addresses and single-bit masks from the peripheral's own register list."""
+    regs = Registers(dut.registers)
+    return {reg.name: regs.address(reg.name) for reg in dut.registers}, regs.mask
+
+
+def _enc(dut, name, **values):
+    return Registers(dut.registers).encode(name, **values)
 
 
 async def _load_codes(ctx, dut, off, codes):
@@ -21,7 +24,7 @@ async def _load_codes(ctx, dut, off, codes):
     for o in range(c_out):
         for ci in range(c_in):
             await wb_write(ctx, dut.bus, off["w_stage"], int(codes[o, ci]))
-        await wb_write(ctx, dut.bus, off["w_commit"], (o // par) | ((o % par) << 16))
+        await wb_write(ctx, dut.bus, off["w_commit"], _enc(dut, "w_commit", group=o // par, lane=o % par))
 
 
 def _unpack(fmt):
@@ -68,7 +71,7 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
     """Weights through w_stage/w_commit, pixels through in_data with random gaps, accumulators (or, with a
     shift, ReLU-requantised outputs packed four per word) from out_data."""
     from insitu.golden import conv, fixed, qgp
-    from insitu.soc.accel import ConvAccel
+    from insitu.soc.accel import ConvAccel, StagedWeights
     rng = np.random.default_rng(seed)
     c_out, size = 4, 5
     x = rng.integers(-128, 128, (c_in, size, size))
@@ -83,7 +86,8 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
         want = np.clip(want, -(1 << 15), (1 << 15) - 1)
     elif shift is not None:
         want = np.maximum(fixed.requantize(want, shift, 8), 0)
-    dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, parallel=parallel, pe=pe, fifo_depth=4)
+    dut = ConvAccel(c_in=c_in, c_out=c_out, width=size, height=size, fifo_depth=4,
+                    weights=StagedWeights(pe, parallel=parallel))
     off, bit = _accel_bench(dut)
     got = []
 
@@ -92,7 +96,7 @@ def test_conv_accel_matches_golden(pe, c_in, parallel, seed, shift):
         if shift == "pair":
             await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pair"))
         elif shift is not None:
-            await wb_write(ctx, dut.bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
+            await wb_write(ctx, dut.bus, off["out_cfg"], _enc(dut, "out_cfg", pack=1, shift=shift))
         got.extend(await _conv_frame(ctx, dut, off, bit, rng, x, shift))
 
     run(dut, [tb])
@@ -159,7 +163,7 @@ def test_dense_accel_matches_golden(m, n, lanes, seed, shift):
         bus = dut.bus
         await wb_write(ctx, bus, off["w_addr"], 0)
         if shift is not None:
-            await wb_write(ctx, bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
+            await wb_write(ctx, bus, off["out_cfg"], _enc(dut, "out_cfg", pack=1, shift=shift))
         for g in range(m // lanes):
             for c in range(n):
                 word = sum((int(weights[g * lanes + lane, c]) & 255) << 8 * lane for lane in range(lanes))
@@ -217,7 +221,7 @@ def test_circulant_accel_matches_golden(m, n, k, seed, shift):
         if shift == "pair":
             await wb_write(ctx, bus, off["out_cfg"], bit("out_cfg", "pair"))
         elif shift is not None:
-            await wb_write(ctx, bus, off["out_cfg"], bit("out_cfg", "pack") | shift << 1)
+            await wb_write(ctx, bus, off["out_cfg"], _enc(dut, "out_cfg", pack=1, shift=shift))
         for v in np.ravel(layer.spectra):
             await wb_write(ctx, bus, off["w_data"], (int(v.real) & 0xFFFF) | (int(v.imag) & 0xFFFF) << 16)
         got.extend(await _stream_vectors(ctx, dut, off, rng, xs, 2 * m, shift))
@@ -274,7 +278,7 @@ def test_smartdeal_conv_accel_matches_golden(seed, group_size, threshold):
             for word in smartdeal.row_words(layer):
                 await wb_write(ctx, dut.bus, off["w_data"], word)
             for n, v in enumerate(np.ravel(layer.basis)):
-                await wb_write(ctx, dut.bus, off["basis"], n | (int(v) & 0xFFFF) << 16)
+                await wb_write(ctx, dut.bus, off["basis"], _enc(dut, "basis", index=n, value=int(v)))
             got.append(await _conv_frame(ctx, dut, off, bit, rng, x, None))
         assert not await wb_read(ctx, dut.bus, off["status"]) & bit("status", "err_address")
 
@@ -328,11 +332,11 @@ def test_mlg_conv_accel_matches_golden(seed, lanes):
         bus = dut.bus
         for layer, x in zip(layers, xs):
             for n, v in enumerate(np.ravel(layer.basis)):
-                await wb_write(ctx, bus, off["basis"], n | (int(v) & 0xFFFF) << 16)
+                await wb_write(ctx, bus, off["basis"], _enc(dut, "basis", index=n, value=int(v)))
             for b, ci, i in np.ndindex(*layer.u.shape):
-                await wb_write(ctx, bus, off["u"], ci | (b * bi + i) << 8 | (int(layer.u[b, ci, i]) & 0xFFFF) << 16)
+                await wb_write(ctx, bus, off["u"], _enc(dut, "u", addr=ci, elem=b * bi + i, value=int(layer.u[b, ci, i])))
             for o, b in np.ndindex(*layer.v.shape):
-                await wb_write(ctx, bus, off["v"], o | b << 8 | (int(layer.v[o, b]) & 0xFFFF) << 16)
+                await wb_write(ctx, bus, off["v"], _enc(dut, "v", addr=o, elem=b, value=int(layer.v[o, b])))
             got.append(await _conv_frame(ctx, dut, off, bit, rng, x, None))
         assert not await wb_read(ctx, bus, off["status"]) & bit("status", "err_address")
 

@@ -426,7 +426,7 @@ class SoCParams(_Params):
 
 def soc_accelerator(p):
     """The peripheral that ``--accel`` names, sized by the SoC parameters."""
-    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel, MLGConvAccel, SmartDealConvAccel
+    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel, MLGConvAccel, SmartDealConvAccel, StagedWeights
     if p.accel == "smartdeal-conv":
         defaults = SmartDealConvParams()
         return SmartDealConvAccel(c_in=p.c_in, c_out=p.c_out, width=p.width, height=p.height, group_size=p.c_out,
@@ -436,8 +436,8 @@ def soc_accelerator(p):
         return MLGConvAccel(c_in=p.c_in, c_out=p.c_out, width=p.width, height=p.height, bi=defaults.bi,
                             bo=defaults.bo, lanes=defaults.lanes)
     if p.accel in ("qgp-conv", "dense-conv"):
-        return ConvAccel(c_in=p.c_in, c_out=p.c_out, parallel=p.parallel, width=p.width, height=p.height,
-                         pe="qgp" if p.accel == "qgp-conv" else "dense")
+        return ConvAccel(c_in=p.c_in, c_out=p.c_out, width=p.width, height=p.height,
+                         weights=StagedWeights("qgp" if p.accel == "qgp-conv" else "dense", parallel=p.parallel))
     if p.accel == "fc":
         return DenseAccel(m=p.c_out, n=4 * p.c_in, lanes=4)
     # A compressed random layer gives the spectra's scale (mid_shift); the CPU writes the spectra.
@@ -451,7 +451,8 @@ def soc(p, *, frequency):
     import tempfile
 
     from ..soc.firmware import FIRMWARE_DIR, build_firmware
-    from ..soc.soc import SoC, check_layout, memory_map
+    from ..hdl.params import abandon
+    from ..soc.soc import SoC, check_layout
     if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
         raise ValueError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
     if p.rom_size is not None and (p.rom_size & (p.rom_size - 1) or not 256 <= p.rom_size <= 1 << 16):
@@ -461,14 +462,16 @@ def soc(p, *, frequency):
     if divisor < 1:
         raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
 
-    def make(firmware=b""):
-        accels = {} if p.accel is None else {p.accel.replace("-", "_"): soc_accelerator(p)}
-        return SoC(firmware=firmware, ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor,
-                   accelerators=accels)
-    with tempfile.TemporaryDirectory() as tmp:
-        image = build_firmware([FIRMWARE_DIR / "hello.c"], tmp, memory_map=memory_map(make()), ram_size=p.ram_size,
-                               stack=256)
-    top = make(image)
+    accels = {} if p.accel is None else {p.accel.replace("-", "_"): soc_accelerator(p)}
+    top = SoC(ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor, accelerators=accels)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            top.firmware = build_firmware([FIRMWARE_DIR / "hello.c"], tmp, memory_map=top.memory_map(),
+                                          ram_size=p.ram_size, stack=256)
+    except Exception:
+        abandon(top, *accels.values())           # refused: nothing was built as far as the user is concerned
+        raise
+    image = top.firmware
     top.firmware_bytes = len(image)
     top.baud = frequency / (divisor + 1)
     return top

@@ -1,9 +1,10 @@
-"""Parameter validation shared by the components: one message shape, ``TypeError`` vs ``ValueError``."""
+"""Parameter validation shared by the components (``hdl``, ``soc``): one message shape, ``TypeError`` for a
+value of the wrong type, ``ValueError`` for one out of range."""
 
 import functools
 from contextlib import contextmanager
 
-__all__ = ["check_int", "check_kernel", "signed_width", "validating", "validated"]
+__all__ = ["check_int", "check_kernel", "signed_width", "abandon", "validating", "validated"]
 
 
 def check_int(value, name, minimum, maximum=None, *, what="an integer"):
@@ -28,14 +29,26 @@ def check_kernel(k):
     return k
 
 
+class _Abandoned:
+    """What a component becomes when its constructor refused its parameters: a plain object, which nothing
+    elaborates and which therefore has nothing to warn about when it is collected."""
+
+
+def abandon(*components):
+    """Turn half-built components (their constructor is raising) into inert objects, so that the parameter
+    error is the only thing the user sees (no ``UnusedElaboratable`` warning for an object that never
+    existed as far as they are concerned). Plain Python: no Amaranth internals."""
+    for component in components:
+        component.__class__ = _Abandoned
+
+
 @contextmanager
 def validating(component):
-    """Wrap a component's parameter checks: if one fails, the half-built component does not also warn
-    that it was never elaborated (Amaranth's ``UnusedElaboratable``)."""
+    """Wrap a component's parameter checks: if one fails, the half-built component is abandoned."""
     try:
         yield
     except Exception:
-        component._MustUse__used = True
+        abandon(component)
         raise
 
 
