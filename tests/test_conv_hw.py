@@ -183,7 +183,6 @@ def test_sliding_window_matches_golden_windows():
     (lambda: Conv2d("pe", width=4, height=4, padding=1), TypeError,
      r"^Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, not 'pe'$"),
 ])
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()

@@ -62,7 +62,6 @@ def test_accumulator_width():
     (lambda: Requantize(16, 0, 2), ValueError, r"^Output width must be an integer >= 1, not 0$"),
     (lambda: Requantize(16, 8, 2, lanes="2"), TypeError, r"^Lane count must be an integer, not '2'$"),
 ])
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_errors(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
