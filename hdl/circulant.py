@@ -5,7 +5,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, validated
+from .params import abandon, check_int, validated
 from .fft import FFT
 from .requantize import Requantize, round_saturate
 
@@ -86,9 +86,15 @@ class CirculantMatVec(wiring.Component):
             raise ValueError(f"Spectra must be shaped ({p}, {q}, {h})") from None
         self._m, self._n, self._k, self._mid_shift = m, n, k, mid_shift
         self._act_width, self._fft_width, self._spectrum_width = act_width, fft_width, spectrum_width
+        if requant is not None and (not isinstance(requant, tuple) or len(requant) != 2):
+            raise TypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
         self._fwd = FFT(n=k, width=fft_width, twiddle_width=twiddle_width)
         self._inv = FFT(n=k, width=fft_width, twiddle_width=twiddle_width, inverse=True)
-        self._requant = None if requant is None else Requantize(fft_width, requant[1], requant[0])
+        try:
+            self._requant = None if requant is None else Requantize(fft_width, requant[1], requant[0])
+        except Exception:
+            abandon(self._fwd, self._inv)
+            raise
         out_width = fft_width if requant is None else requant[1]
         members = {
             "i": In(stream.Signature(signed(act_width))),

@@ -48,6 +48,11 @@ def test_errors(kwargs, msg):
         CirculantMatVec(spectra=np.zeros((2, 2, 9)), mid_shift=4, **kwargs)
 
 
+def test_requant_must_be_a_pair():
+    with pytest.raises(TypeError, match=r"^Requantisation must be a \(shift, out_width\) tuple or None, not 3$"):
+        CirculantMatVec(spectra=np.zeros((2, 2, 5)), m=8, n=8, k=4, mid_shift=4, requant=3)
+
+
 def test_weight_bits_and_cycles():
     """k = 16 stores 16 spectrum integers per 16x16 block: 8x fewer bits than dense int8 at 16-bit width."""
     rng = np.random.default_rng(11)

@@ -45,6 +45,11 @@ def test_errors(kwargs, msg):
         InSituGenerator(**args)
 
 
+def test_bits_must_be_a_triple():
+    with pytest.raises(TypeError, match=r"^Bits must be a \(basis, u, v\) triple of integers, not 3$"):
+        InSituGenerator(basis=np.ones((2, 1, 9), int), u=np.ones((2, 3, 1), int), v=np.ones((4, 2), int), bits=3)
+
+
 @pytest.mark.parametrize("bo", [1, 2, 4, 5])
 def test_one_transfer_per_clock_and_latency(bo):
     layer, _ = mlg.decompose(np.random.default_rng(bo).normal(size=(6, 4, 3, 3)), 2, bo, iterations=2)

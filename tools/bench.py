@@ -4,7 +4,7 @@ from ..boards import get_board
 from .build import BuildError, ToolMissing, build, write_json_atomic
 from .report import format_table
 
-__all__ = ["bench_muxconv", "write_bench"]
+__all__ = ["bench_muxconv", "build_row", "write_bench"]
 
 #: The layer the decode and ESCALATE benches compress.
 GAUSSIAN_LAYER = "Gaussian random 3×3 layer from the seed (no structure to exploit: a worst case)"
@@ -24,7 +24,7 @@ def _lc(report_resources):
     return r["used"] if r else None
 
 
-def _row(board, design, params, synth_opts, build_root, progress):
+def build_row(board, design, params, synth_opts, build_root, progress):
     row = {"board": board, "design": design}
     try:
         report = build(board, design, params, synth_opts=synth_opts,
@@ -68,7 +68,7 @@ def bench_muxconv(params, boards, *, json_path, synth_opts="", build_root="build
     for board in boards:
         get_board(board)
         for design in ("muxconv", "denseconv"):
-            rows.append(_row(board, design, params, synth_opts, build_root, progress))
+            rows.append(build_row(board, design, params, synth_opts, build_root, progress))
     def ratio(a, b):
         return round(a / b, 4) if a and b else None
 

@@ -5,7 +5,7 @@ import numpy as np
 from ..boards import get_board
 from ..hdl.testing import simulate_stream
 from . import designs
-from .bench import _row
+from .bench import build_row
 from .build import write_json_atomic
 from .report import format_table
 
@@ -30,7 +30,7 @@ def bench_circulant(params, boards, *, lanes=4, json_path, synth_opts="", build_
     for board in boards:
         get_board(board)
         for design, p in runs:
-            row = _row(board, design, p, synth_opts, build_root, progress)
+            row = build_row(board, design, p, synth_opts, build_root, progress)
             row["cycles_per_matvec"] = cycles[design]
             for key in ("kernel_ops_per_clock", "lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
                 row.pop(key, None)

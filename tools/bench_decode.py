@@ -15,7 +15,7 @@ import dataclasses
 
 from ..boards import get_board
 from . import designs
-from .bench import GAUSSIAN_LAYER, _row, write_bench
+from .bench import GAUSSIAN_LAYER, build_row, write_bench
 from .report import format_table
 
 __all__ = ["bench_decode", "format_bench_decode", "decode_runs"]
@@ -39,7 +39,7 @@ def bench_decode(smartdeal, mlg, boards, *, json_path, synth_opts="", build_root
     rows = []
     for board in boards:
         for design, params in runs:
-            row = _row(board, design, params, synth_opts, build_root, progress)
+            row = build_row(board, design, params, synth_opts, build_root, progress)
             for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
                 row.pop(key, None)
             if design == "denseconv":

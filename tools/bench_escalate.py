@@ -11,7 +11,7 @@ import dataclasses
 
 from ..boards import get_board
 from . import designs
-from .bench import GAUSSIAN_LAYER, _row, write_bench
+from .bench import GAUSSIAN_LAYER, build_row, write_bench
 from .report import format_table
 
 __all__ = ["bench_escalate", "format_bench_escalate", "escalate_runs"]
@@ -32,7 +32,7 @@ def bench_escalate(escalate, boards, *, json_path, synth_opts="", build_root="bu
     rows = []
     for board in boards:
         for design, params in runs:
-            row = _row(board, design, params, synth_opts, build_root, progress)
+            row = build_row(board, design, params, synth_opts, build_root, progress)
             for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
                 row.pop(key, None)
             bits, clocks = row.get("weight_bits"), row.get("clocks_per_output_pixel")
