@@ -248,7 +248,7 @@ def test_stream_conv_designs_describe_storage(design):
     d = designs.get_design(design)
     p = d.params(c_in=3, c_out=4, width=4, height=4, **({"group_size": 2} if design == "smartdeal-conv" else {}))
     with unbuilt():
-        info = d.describe(d.make(p))
+        info = designs.instantiate(d, p)[1]
     if design == "smartdeal-conv":
         layer, _ = designs.smartdeal_layer(p)
         assert info["weight_bits"] == 8 * len(smartdeal.pack(layer))
@@ -336,9 +336,9 @@ def test_soc_design_with_each_accelerator(accel):
     p = designs.SoCParams(accel=accel, c_in=2, c_out=8, width=4, height=4, block=4).resolved()
 
     def inspect():
-        soc = designs.get_design("soc").make(p, frequency=12e6)
+        soc, info = designs.instantiate(designs.get_design("soc"), p, frequency=12e6)
         Fragment.get(soc, None)                      # and it elaborates, peripheral included
-        return [name for name, *_ in memory_map(soc).entries], designs.describe_soc(soc)
+        return [name for name, *_ in memory_map(soc).entries], info
     with unbuilt():
         names, info = inspect()
     assert names == ["ram", "sys", "timer", "uart", accel.replace("-", "_")]
@@ -438,7 +438,7 @@ def test_escalate_design_describes_storage_and_pace():
     d = designs.get_design("escalate-conv")
     p = d.params(c_in=3, c_out=4, width=4, height=4, lanes=3).resolved()
     with unbuilt():
-        info = d.describe(d.make(p))
+        info = designs.instantiate(d, p)[1]
     layer, _ = designs.escalate_layer(p)
     assert info["weight_bits"] == escalate.storage_bits(layer)
     assert info["clocks_per_output_pixel"] == max(3 * 2 * 3, 4) and info["multipliers"] == 3

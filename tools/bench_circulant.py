@@ -14,7 +14,7 @@ __all__ = ["bench_circulant", "format_bench_circulant"]
 
 def cycles_per_matvec(design, params, seed=0):
     """Clocks from reset to the last output of one matrix-vector product, simulated without stalls."""
-    dut = designs.get_design(design).make(params)
+    dut, _ = designs.instantiate(designs.get_design(design), params)
     x = np.random.default_rng(seed).integers(-128, 128, size=dut.n)
     _, cycles = simulate_stream(dut, [int(v) for v in x], dut.m, deadline=100 * dut.m * dut.n)
     return cycles

@@ -23,7 +23,7 @@ from ..boards import get_board
 from ..boards.clocks import pll_plan
 from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
-from .designs import get_design
+from .designs import get_design, instantiate
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
 
@@ -248,7 +248,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
     check_fit(board, platform.device, design.floor(params))
-    component = design.make(params, frequency=frequency) if design.needs_clock else design.make(params)
+    component, design_info = instantiate(design, params, frequency=frequency)
     top = (SoCHarness if design.harness == "soc" else Harness)(component, board.family, frequency, seed=params.seed)
     name = "top"
     nextpnr_opts = f"--timing-allow-fail --report report.json --seed {params.seed}"
@@ -265,7 +265,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         knobs = tuple(f"--{f.replace('_', '-')}" for f in ("parallel", "lanes", "outputs") if hasattr(params, f))
         _run_script(build_dir, env, progress, name, platform.device, knobs or ("--parallel",))
     except BuildError as error:
-        error.design_info = design.describe(component)
+        error.design_info = design_info
         raise
     seconds = time.monotonic() - start
 
@@ -281,7 +281,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "package": platform.package,
         "design": design_name,
         "parameters": dict(params.__dict__),
-        "design_info": design.describe(component),
+        "design_info": design_info,
         "synth_opts": synth_opts,
         "resources": resources,
         "synth_cells": synth_cells(build_dir / f"{name}.rpt"),
