@@ -43,7 +43,7 @@ def test_compiled_errors(hello):
 def test_digits_network_on_compiled_soc(tmp_path):
     """Firmware runs every layer on the CPU and again with conv2 on the QGP peripheral: both equal golden."""
     pytest.importorskip("ziglang")
-    from insitu.soc.netrun import run_network
+    from insitu.tools.netrun import run_network
     model = modelfile.load(os.path.join(MODEL_DIR, "digits-qgp.npz"))
     _, _, xte, yte = network.digits_split()
     images = xte[5:8]
@@ -59,7 +59,7 @@ def test_digits_network_on_compiled_soc(tmp_path):
 
 
 def test_network_runner_refuses_other_models(tmp_path):
-    from insitu.soc.netrun import NetworkRunError, model_header
+    from insitu.tools.netrun import NetworkRunError, model_header
     model = modelfile.load(os.path.join(MODEL_DIR, "digits-mlg.npz"))
     with pytest.raises(NetworkRunError, match=r"runs QGP models .*not layers conv1=dense, conv2=mlg, fc1=mlg"):
         model_header(model, np.zeros((1, 1, 8, 8)), 2)

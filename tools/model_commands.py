@@ -156,7 +156,7 @@ def cmd_import(args):
 
 def cmd_sim(args):
     from ..golden import modelfile, network
-    from ..soc.netrun import NetworkRunError, run_network
+    from .netrun import NetworkRunError, run_network
     from .build import write_json_atomic
     if not 1 <= args.images <= 360:
         raise CLIError(f"--images must be in range [1, 360] (the digits test split), not {args.images}")

@@ -14,10 +14,10 @@ import numpy as np
 
 from ..golden import network
 from ..golden.description import DIGITS_CNN
-from .accel import ConvAccel, DenseAccel, StagedWeights
-from .cxxrtl import CompiledSoC, compiler_description as simulator_compiler
-from .firmware import FIRMWARE_DIR, build_firmware, compiler_description
-from .soc import SoC
+from ..soc.accel import ConvAccel, DenseAccel, StagedWeights
+from ..soc.cxxrtl import CompiledSoC, compiler_description as simulator_compiler
+from ..soc.firmware import FIRMWARE_DIR, build_firmware, compiler_description
+from ..soc.soc import SoC
 
 __all__ = ["model_header", "run_network", "NetworkRunError", "RAM_SIZE", "make_soc"]
 

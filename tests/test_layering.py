@@ -1,0 +1,48 @@
+"""The import direction between the packages, read from the sources: ``golden`` (the NumPy reference) and
+``hdl`` (the blocks) stand alone, ``soc`` builds on ``hdl``, ``boards`` on ``hdl`` and ``soc``, and only
+``tools`` (the command line) brings the golden models and the hardware together."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("golden", "hdl", "soc", "boards", "tools")
+ALLOWED = {"golden": set(), "hdl": set(), "soc": {"hdl"}, "boards": {"hdl", "soc"},
+           "tools": {"golden", "hdl", "soc", "boards"}}
+
+
+def imported_packages(path):
+    """The insitu packages a module imports (relative imports resolved against its own location)."""
+    module = path.relative_to(ROOT).with_suffix("").parts      # e.g. ("soc", "accel", "conv")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module[:len(module) - node.level]
+                parts = (*base, *(node.module.split(".") if node.module else ()))
+            else:
+                parts = tuple((node.module or "").split("."))
+                parts = parts[1:] if parts[:1] == ("insitu",) else ()
+            if parts and parts[0] in PACKAGES:
+                found.add(parts[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "insitu" and len(parts) > 1 and parts[1] in PACKAGES:
+                    found.add(parts[1])
+    return found
+
+
+def test_import_direction():
+    wrong = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for other in imported_packages(path) - ALLOWED[package] - {package}:
+                wrong.append(f"{path.relative_to(ROOT)} imports {other}")
+    assert wrong == []
+
+
+def test_the_reader_sees_relative_imports():
+    """The checker itself: a relative import two levels up is resolved to its package."""
+    assert "hdl" in imported_packages(ROOT / "soc" / "accel" / "conv.py")
+    assert "golden" in imported_packages(ROOT / "tools" / "netrun.py")
