@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass, field
 
+from ..hdl.params import ParameterError
+
 __all__ = ["Board", "BOARDS", "get_board", "UnknownBoard"]
 
 
-class UnknownBoard(ValueError):
+class UnknownBoard(ParameterError):
     pass
 
 

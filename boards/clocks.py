@@ -7,6 +7,8 @@ delay has passed (iCE40 block RAMs read as zero for ~3 µs after configuration).
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
 
+from ..hdl.params import ParameterError
+
 __all__ = ["ice40_pll_params", "ecp5_pll_params", "pll_plan", "PLL_RANGE", "ClockGenerator"]
 
 #: Output frequencies (Hz) each family's PLL is specified for: iCE40 sysCLOCK PLLOUT 16–275 MHz
@@ -18,14 +20,14 @@ def pll_plan(family, f_in, f_out):
     """``(params, f_achieved)`` for a clock of ``f_out`` Hz from an ``f_in`` Hz oscillator: ``params`` is
     None when the oscillator is used directly. A ValueError (one line) for a frequency the PLL cannot make."""
     if family not in PLL_RANGE:
-        raise ValueError(f"FPGA family must be 'ice40' or 'ecp5', not {family!r}")
+        raise ParameterError(f"FPGA family must be 'ice40' or 'ecp5', not {family!r}")
     if isinstance(f_out, bool) or not isinstance(f_out, (int, float)) or not f_out == f_out or f_out <= 0:
-        raise ValueError(f"Clock frequency must be a positive number, not {f_out!r}")
+        raise ParameterError(f"Clock frequency must be a positive number, not {f_out!r}")
     if abs(f_in - f_out) < 1:
         return None, f_in
     lo, hi = PLL_RANGE[family]
     if not lo <= f_out <= hi:
-        raise ValueError(f"Clock frequency {f_out / 1e6:g} MHz is outside what the {family} PLL makes "
+        raise ParameterError(f"Clock frequency {f_out / 1e6:g} MHz is outside what the {family} PLL makes "
                          f"({lo / 1e6:g} to {hi / 1e6:g} MHz)")
     params = ice40_pll_params(f_in, f_out) if family == "ice40" else ecp5_pll_params(f_in, f_out)
     return params, params[-1]
@@ -52,7 +54,7 @@ def ice40_pll_params(f_in, f_out):
                                         if f_pfd < lim) if f_pfd < 101e6 else 6
                     best = (divr, divf, divq, filter_range, f)
     if best is None:
-        raise ValueError(f"No iCE40 PLL setting reaches {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz")
+        raise ParameterError(f"No iCE40 PLL setting reaches {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz")
     return best
 
 
@@ -71,7 +73,7 @@ def ecp5_pll_params(f_in, f_out):
                         best = (clki_div, clkfb_div, clkop_div, f)
                     break
     if best is None or not 3.125e6 <= best[3] <= 400e6:
-        raise ValueError(f"No ECP5 PLL setting reaches {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz")
+        raise ParameterError(f"No ECP5 PLL setting reaches {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz")
     return best
 
 

@@ -13,6 +13,8 @@ import os
 import sys
 import zlib
 
+from ..hdl.params import ParameterError
+
 __all__ = ["add_suffix", "has_suffix", "suffix", "main", "SUFFIX_LENGTH"]
 
 SUFFIX_LENGTH = 16
@@ -26,7 +28,7 @@ def suffix(data, vendor, product, device=0xFFFF):
     """The 16 suffix bytes for firmware ``data``."""
     for name, value in (("vendor", vendor), ("product", product), ("device", device)):
         if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-            raise ValueError(f"DFU {name} ID must be a 16-bit number, not {value!r}")
+            raise ParameterError(f"DFU {name} ID must be a 16-bit number, not {value!r}")
     head = device.to_bytes(2, "little") + product.to_bytes(2, "little") + vendor.to_bytes(2, "little") + \
         (0x0100).to_bytes(2, "little") + b"UFD" + bytes([SUFFIX_LENGTH])
     return head + _crc(bytes(data) + head).to_bytes(4, "little")
@@ -42,7 +44,7 @@ def has_suffix(data):
 def add_suffix(data, vendor, product, device=0xFFFF):
     """``data`` with a DFU suffix; a ValueError when it already has one."""
     if has_suffix(data):
-        raise ValueError("the file already has a DFU suffix")
+        raise ParameterError("the file already has a DFU suffix")
     return bytes(data) + suffix(data, vendor, product, device)
 
 

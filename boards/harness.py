@@ -10,6 +10,7 @@ from amaranth import Cat, ClockDomain, Elaboratable, Module, Signal, Value
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer
 
+from ..hdl.params import ParameterError
 from .clocks import ClockGenerator
 
 __all__ = ["Harness", "SoCHarness", "request_led"]
@@ -23,7 +24,7 @@ def request_led(platform):
         except Exception:
             continue
         return res if sub is None else getattr(res, sub)
-    raise ValueError(f"{type(platform).__name__} has no LED resource")
+    raise ParameterError(f"{type(platform).__name__} has no LED resource")
 
 
 class Harness(Elaboratable):
@@ -78,7 +79,7 @@ class SoCHarness(Elaboratable):
         try:
             uart = platform.request("uart", 0, dir={"tx": "-", "rx": "-"})
         except Exception:
-            raise ValueError(f"{type(platform).__name__} has no UART resource for the SoC") from None
+            raise ParameterError(f"{type(platform).__name__} has no UART resource for the SoC") from None
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.d.comb += tx.o.eq(soc.uart_tx)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fft as F
+from .errors import InputError
 from .fixed import requantize, round_shift, saturate
 
 __all__ = ["CirculantLayer", "compress", "expand", "matvec", "output_scale", "error_bound", "storage_bits"]
@@ -55,11 +56,11 @@ class CirculantLayer:
 def _check(weights, k):
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 2:
-        raise ValueError(f"Weights must be a matrix (m, n), not shape {w.shape}")
+        raise InputError(f"Weights must be a matrix (m, n), not shape {w.shape}")
     if not isinstance(k, (int, np.integer)) or k < 2 or k & (k - 1):
-        raise ValueError(f"Block size must be a power of two >= 2, not {k!r}")
+        raise InputError(f"Block size must be a power of two >= 2, not {k!r}")
     if w.shape[0] % k or w.shape[1] % k:
-        raise ValueError(f"Block size {k} must divide both matrix dimensions, not {w.shape[0]}x{w.shape[1]}")
+        raise InputError(f"Block size {k} must divide both matrix dimensions, not {w.shape[0]}x{w.shape[1]}")
     return w
 
 
@@ -70,10 +71,10 @@ def compress(weights, k, *, act_width=8, fft_width=16, twiddle_width=16, spectru
     """
     w = _check(weights, k)
     if not 2 <= act_width < fft_width - 1:
-        raise ValueError(f"Activation width must be in range [2, {fft_width - 2}], not {act_width!r}")
+        raise InputError(f"Activation width must be in range [2, {fft_width - 2}], not {act_width!r}")
     F.check_fft_params(k, fft_width, twiddle_width)
     if not isinstance(spectrum_width, (int, np.integer)) or not 4 <= spectrum_width <= 32:
-        raise ValueError(f"Spectrum width must be an integer in range [4, 32], not {spectrum_width!r}")
+        raise InputError(f"Spectrum width must be an integer in range [4, 32], not {spectrum_width!r}")
     m, n = w.shape
     blocks = w.reshape(m // k, k, n // k, k).transpose(0, 2, 1, 3)          # (p, q, r, c)
     r = np.arange(k)
@@ -126,12 +127,12 @@ def output_scale(layer):
 def _spectra_of_input(layer, x):
     x = np.asarray(x)
     if x.shape[-1] != layer.n:
-        raise ValueError(f"Input must have {layer.n} elements in its last axis, not shape {x.shape}")
+        raise InputError(f"Input must have {layer.n} elements in its last axis, not shape {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
         raise TypeError(f"Input must be integers, not {x.dtype}")
     lo, hi = -(1 << (layer.act_width - 1)), (1 << (layer.act_width - 1)) - 1
     if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"Input must fit in signed {layer.act_width}-bit integers [{lo}, {hi}]")
+        raise InputError(f"Input must fit in signed {layer.act_width}-bit integers [{lo}, {hi}]")
     blocks = x.astype(np.int64).reshape(x.shape[:-1] + (layer.n // layer.k, layer.k)) << layer.pre_shift
     X = F.fft(blocks, width=layer.fft_width, twiddle_width=layer.twiddle_width)
     return X[..., :layer.k // 2 + 1]                                            # (..., q, k/2+1)

@@ -2,12 +2,14 @@
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["check_kernel_size", "check_activations", "check_padding", "pad", "windows", "conv2d", "pack"]
 
 
 def check_kernel_size(k):
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 or k % 2 == 0:
-        raise ValueError(f"Kernel size must be an odd integer >= 1, not {k!r}")
+        raise InputError(f"Kernel size must be an odd integer >= 1, not {k!r}")
     return int(k)
 
 
@@ -16,15 +18,15 @@ def check_activations(x, c_in=None, width=8):
     return them as ``int64``."""
     x = np.asarray(x)
     if x.ndim != 3:
-        raise ValueError(f"Activations must be shaped (c_in, h, w), not {x.shape}")
+        raise InputError(f"Activations must be shaped (c_in, h, w), not {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
         raise TypeError(f"Activations must be integers, not {x.dtype}")
     if c_in is not None and x.shape[0] != c_in:
-        raise ValueError(f"Activations have {x.shape[0]} channels, the layer expects {c_in}")
+        raise InputError(f"Activations have {x.shape[0]} channels, the layer expects {c_in}")
     if width is not None and x.size:
         lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
         if x.min() < lo or x.max() > hi:
-            raise ValueError(f"Activations must fit in signed {width}-bit integers [{lo}, {hi}], "
+            raise InputError(f"Activations must fit in signed {width}-bit integers [{lo}, {hi}], "
                              f"not [{x.min()}, {x.max()}]")
     return x.astype(np.int64)
 
@@ -32,13 +34,13 @@ def check_activations(x, c_in=None, width=8):
 def check_padding(padding, k):
     """Padding of a k×k convolution: an integer in ``[0, k // 2]`` (more would only add zero rows)."""
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or not 0 <= padding <= k // 2:
-        raise ValueError(f"Padding must be an integer in range [0, {k // 2}] for a {k}x{k} kernel, not {padding!r}")
+        raise InputError(f"Padding must be an integer in range [0, {k // 2}] for a {k}x{k} kernel, not {padding!r}")
     return int(padding)
 
 
 def pad(x, padding):
     if not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"Padding must be a non-negative integer, not {padding!r}")
+        raise InputError(f"Padding must be a non-negative integer, not {padding!r}")
     return np.pad(x, ((0, 0), (padding, padding), (padding, padding)))
 
 
@@ -53,7 +55,7 @@ def windows(x, k, padding):
     c, hp, wp = xp.shape
     ho, wo = hp - k + 1, wp - k + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"Image {x.shape[1]}x{x.shape[2]} with padding {padding} is smaller than the "
+        raise InputError(f"Image {x.shape[1]}x{x.shape[2]} with padding {padding} is smaller than the "
                          f"{k}x{k} kernel")
     out = np.empty((ho, wo, k * k, c), dtype=xp.dtype)
     for r in range(k):
@@ -69,7 +71,7 @@ def conv2d(x, weights, padding, *, act_width=8):
     """
     weights = np.asarray(weights)
     if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
     c_out, c_in, k, _ = weights.shape
     x = check_activations(x, c_in, act_width)
     win = windows(x, k, check_padding(padding, k))                                     # (h', w', k², c_in)
@@ -85,10 +87,10 @@ def pack(weights, weight_width=8):
     """
     weights = np.asarray(weights)
     if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k), not {weights.shape}")
     lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
     if weights.size and (weights.min() < lo or weights.max() > hi):
-        raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+        raise InputError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
     c_out, c_in, k, _ = weights.shape
     flat = weights.reshape(c_out, c_in, k * k).astype(np.int64) & ((1 << weight_width) - 1)
     return [[sum(int(v) << (t * weight_width) for t, v in enumerate(flat[o, ci])) for ci in range(c_in)]

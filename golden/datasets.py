@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["Dataset", "DatasetError", "digits", "cifar10", "load", "CIFAR10_URL"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A data set that cannot be read (missing directory, corrupt batch)."""
 
 

@@ -26,6 +26,8 @@ one-line :class:`DescriptionError` naming the layer.
 import json
 import math
 
+from .errors import InputError
+
 __all__ = ["BUILTIN", "DescriptionError", "KINDS", "WEIGHT_KINDS", "POOL_MODES", "normalise", "infer_shapes",
            "weight_shape", "from_dict", "to_dict", "load_json", "DIGITS_CNN", "DIGITS_DEEP", "DIGITS_MLP",
            "CIFAR_VGG"]
@@ -46,7 +48,7 @@ _ATTRS = {      # kind -> {attribute: default}; ``...`` marks a required attribu
 MAX_DIM = 65535
 
 
-class DescriptionError(ValueError):
+class DescriptionError(InputError):
     """A network description that cannot be built: unknown kind, bad attribute, shapes that do not chain."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conv import check_activations, check_padding, windows
+from .errors import InputError
 from .packed import CRC_BYTES, BitWriter, seal, unseal
 
 __all__ = ["EscalateLayer", "FormatError", "decompose", "weights", "stage1", "stage2", "conv2d", "pack",
@@ -42,7 +43,7 @@ MODES = ("int", "pow2")
 _HEADER = struct.Struct("<4sBBBHHBBBffI")
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """Corrupt or truncated packed ESCALATE data."""
 
 
@@ -70,11 +71,11 @@ class EscalateLayer:
 
 def _check_mode(mode, coef_bits):
     if mode not in MODES:
-        raise ValueError(f"Coefficient mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise InputError(f"Coefficient mode must be one of {', '.join(MODES)}, not {mode!r}")
     top = 8 if mode == "int" else 16
     if isinstance(coef_bits, bool) or not isinstance(coef_bits, (int, np.integer)) or not 2 <= coef_bits <= top:
         what = "bits" if mode == "int" else "exponent levels"
-        raise ValueError(f"Coefficient {what} must be an integer in range [2, {top}], not {coef_bits!r}")
+        raise InputError(f"Coefficient {what} must be an integer in range [2, {top}], not {coef_bits!r}")
 
 
 def quantise_basis(basis, bits):
@@ -108,16 +109,16 @@ def decompose(w, bases, *, shared=False, basis_bits=8, mode="pow2", coef_bits=4,
     basis, then made sparse and quantised. Returns ``(layer, relative_error)``."""
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
     c_out, c_in, k, _ = w.shape
     most = k * k if shared else min(c_out, k * k)
     if isinstance(bases, bool) or not isinstance(bases, (int, np.integer)) or not 1 <= bases <= most:
-        raise ValueError(f"Basis kernels per channel must be an integer in range [1, {most}], not {bases!r}")
+        raise InputError(f"Basis kernels per channel must be an integer in range [1, {most}], not {bases!r}")
     if not isinstance(basis_bits, (int, np.integer)) or not 2 <= basis_bits <= 16:
-        raise ValueError(f"Basis bits must be an integer in range [2, 16], not {basis_bits!r}")
+        raise InputError(f"Basis bits must be an integer in range [2, 16], not {basis_bits!r}")
     _check_mode(mode, coef_bits)
     if not isinstance(density, (int, float)) or not 0 < density <= 1:
-        raise ValueError(f"Density must be a number in (0, 1], not {density!r}")
+        raise InputError(f"Density must be a number in (0, 1], not {density!r}")
     if shared:
         rows = w.reshape(c_out * c_in, k * k)
         _, s, vt = np.linalg.svd(rows, full_matrices=False)

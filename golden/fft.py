@@ -37,6 +37,7 @@ twiddle_width)`` (rounding, plus the twiddle error ``|ΔW| ≤ √2·2**−(twid
 
 import numpy as np
 
+from .errors import InputError
 from .fixed import round_shift, saturate
 
 __all__ = ["check_fft_params", "stage_plan", "pair_twiddles", "fft", "ifft", "fft_bitrev", "bit_reverse",
@@ -45,11 +46,11 @@ __all__ = ["check_fft_params", "stage_plan", "pair_twiddles", "fft", "ifft", "ff
 
 def check_fft_params(n, width, twiddle_width):
     if not isinstance(n, (int, np.integer)) or n < 2 or n & (n - 1):
-        raise ValueError(f"FFT size must be a power of two >= 2, not {n!r}")
+        raise InputError(f"FFT size must be a power of two >= 2, not {n!r}")
     if not isinstance(width, (int, np.integer)) or not 4 <= width <= 32:
-        raise ValueError(f"Data width must be an integer in range [4, 32], not {width!r}")
+        raise InputError(f"Data width must be an integer in range [4, 32], not {width!r}")
     if not isinstance(twiddle_width, (int, np.integer)) or not 4 <= twiddle_width <= 25:
-        raise ValueError(f"Twiddle width must be an integer in range [4, 25], not {twiddle_width!r}")
+        raise InputError(f"Twiddle width must be an integer in range [4, 25], not {twiddle_width!r}")
 
 
 def bit_reverse(n):
@@ -62,7 +63,7 @@ def bit_reverse(n):
 def _split(x, n, width):
     x = np.asarray(x)
     if x.shape[-1] != n:
-        raise ValueError(f"Input must have {n} samples in its last axis, not shape {x.shape}")
+        raise InputError(f"Input must have {n} samples in its last axis, not shape {x.shape}")
     if np.iscomplexobj(x):
         re, im = np.real(x), np.imag(x)
     else:
@@ -73,7 +74,7 @@ def _split(x, n, width):
     re, im = re.astype(np.int64), im.astype(np.int64)
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     if re.size and (min(re.min(), im.min()) < lo or max(re.max(), im.max()) > hi):
-        raise ValueError(f"Input parts must fit in signed {width}-bit integers [{lo}, {hi}]")
+        raise InputError(f"Input parts must fit in signed {width}-bit integers [{lo}, {hi}]")
     return re, im
 
 
@@ -151,7 +152,7 @@ def check_range(x, width):
         return                       # parts that do not fit: fft_bitrev says so, in its own words
     power = re ** 2 + im ** 2
     if power.size and power.max() >= limit ** 2:
-        raise ValueError(f"Input modulus {np.sqrt(power.max()):.1f} is not below 2**{width - 1}: the transform "
+        raise InputError(f"Input modulus {np.sqrt(power.max()):.1f} is not below 2**{width - 1}: the transform "
                          f"would saturate (pass strict=False to accept what the hardware computes)")
 
 

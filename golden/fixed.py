@@ -12,6 +12,8 @@ The rules are:
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
     "signed_range", "signed_width", "saturate", "round_shift", "requantize",
     "accumulator_width", "check_signed",
@@ -22,7 +24,7 @@ def _check_width(width, name="Width"):
     if not isinstance(width, (int, np.integer)) or isinstance(width, bool):
         raise TypeError(f"{name} must be an integer, not {width!r}")
     if width < 1:
-        raise ValueError(f"{name} must be a positive integer, not {width!r}")
+        raise InputError(f"{name} must be a positive integer, not {width!r}")
     return int(width)
 
 
@@ -36,7 +38,7 @@ def signed_width(lo, hi):
     """Return the smallest signed width that holds every integer in ``[lo, hi]``."""
     lo, hi = int(lo), int(hi)
     if lo > hi:
-        raise ValueError(f"Range is empty: lo={lo} > hi={hi}")
+        raise InputError(f"Range is empty: lo={lo} > hi={hi}")
     width = 1
     while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
         width += 1
@@ -48,7 +50,7 @@ def check_signed(x, width, name="value"):
     lo, hi = signed_range(width)
     x = np.asarray(x)
     if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"{name} must fit in signed {width}-bit integers [{lo}, {hi}], "
+        raise InputError(f"{name} must fit in signed {width}-bit integers [{lo}, {hi}], "
                          f"got values in [{x.min()}, {x.max()}]")
 
 
@@ -63,7 +65,7 @@ def round_shift(x, shift):
     if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool):
         raise TypeError(f"Shift must be an integer, not {shift!r}")
     if shift < 0:
-        raise ValueError(f"Shift must be a non-negative integer, not {shift!r}")
+        raise InputError(f"Shift must be a non-negative integer, not {shift!r}")
     x = np.asarray(x)
     if x.dtype == bool or not np.issubdtype(x.dtype, np.integer):
         raise TypeError(f"Accumulators must be integers, not {x.dtype}")
@@ -95,5 +97,5 @@ def accumulator_width(term_lo, term_hi, terms):
     worst case, so no accumulator can wrap.
     """
     if not isinstance(terms, (int, np.integer)) or terms < 1:
-        raise ValueError(f"Number of terms must be a positive integer, not {terms!r}")
+        raise InputError(f"Number of terms must be a positive integer, not {terms!r}")
     return signed_width(min(0, term_lo * terms), max(0, term_hi * terms))

@@ -17,6 +17,7 @@ Adding a method is one :class:`Method` subclass here, registered in :data:`METHO
 import numpy as np
 
 from . import circulant, conv, escalate, mlg, qgp, smartdeal
+from .errors import InputError
 
 __all__ = ["Method", "METHODS", "get", "names", "conv_stride"]
 
@@ -127,7 +128,7 @@ class Float(Method):
         return layer.data["weights"].size * 32
 
     def accumulate(self, layer, x, act_width=8):
-        raise ValueError(f"Layer {layer.name} is float: compress the model before integer inference")
+        raise InputError(f"Layer {layer.name} is float: compress the model before integer inference")
 
 
 class Dense(Method):
@@ -359,4 +360,4 @@ def get(name):
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"Unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
+        raise InputError(f"Unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None

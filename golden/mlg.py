@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .packed import CRC_BYTES, seal, unseal
 
 __all__ = ["MLGLayer", "quantize_odd", "decompose", "generate", "dequantize", "pack", "unpack", "storage_bits",
@@ -27,7 +28,7 @@ VERSION = 2           # 2: version 1's layout followed by a CRC-32 (:mod:`insitu
 _HEADER = struct.Struct("<4sBB4H3B3fI")
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """Corrupt or truncated packed MLG data."""
 
 #: Bits stored per factor scale (a float32).
@@ -58,7 +59,7 @@ def quantize_odd(x, bits):
     around ``max|x| / (2**bits − 1)``, choosing the one with the smallest squared error.
     """
     if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
-        raise ValueError(f"Quantiser bits must be an integer in range [1, 16], not {bits!r}")
+        raise InputError(f"Quantiser bits must be an integer in range [1, 16], not {bits!r}")
     x = np.asarray(x, dtype=np.float64)
     top = (1 << bits) - 1
     peak = np.abs(x).max()
@@ -87,14 +88,14 @@ def decompose(weights, bi, bo, bits=(3, 6, 3), iterations=100):
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
     c_out, c_in, k, _ = w.shape
     if not isinstance(bo, (int, np.integer)) or not 1 <= bo <= min(c_out, c_in * k * k):
-        raise ValueError(f"bo must be an integer in range [1, {min(c_out, c_in * k * k)}], not {bo!r}")
+        raise InputError(f"bo must be an integer in range [1, {min(c_out, c_in * k * k)}], not {bo!r}")
     if not isinstance(bi, (int, np.integer)) or not 1 <= bi <= min(c_in, k * k):
-        raise ValueError(f"bi must be an integer in range [1, {min(c_in, k * k)}], not {bi!r}")
+        raise InputError(f"bi must be an integer in range [1, {min(c_in, k * k)}], not {bi!r}")
     if len(bits) != 3:
-        raise ValueError(f"Bits must be a (basis, u, v) triple, not {bits!r}")
+        raise InputError(f"Bits must be a (basis, u, v) triple, not {bits!r}")
     flat = w.reshape(c_out, c_in * k * k)
     left, sing, right = np.linalg.svd(flat, full_matrices=False)
     v_f = left[:, :bo] * np.sqrt(sing[:bo])

@@ -22,6 +22,7 @@ import zlib
 import numpy as np
 
 from . import description, methods
+from .errors import InputError
 from .network import FORMATS, Layer, Model, check_accumulators
 
 __all__ = ["save", "load", "ModelFormatError", "FORMAT", "VERSION"]
@@ -32,7 +33,7 @@ VERSION = 2
 _BIAS = ("bias", "bias_q")
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(InputError):
     """A model file that cannot be read: corrupt archive, wrong version, missing or misshapen arrays."""
 
 
@@ -226,7 +227,7 @@ def _check_packed(name, model):
             layer.entry.decode(layer)
             w, _ = layer.entry.integer_weights(layer)
             if w is not None and w.shape != layer.shape:
-                raise ValueError(f"it decodes to shape {w.shape}, not {layer.shape}")
+                raise InputError(f"it decodes to shape {w.shape}, not {layer.shape}")
         except (smartdeal.FormatError, mlg.FormatError, escalate.FormatError) as error:
             raise ModelFormatError(f"{name}: layer {layer.name}: {error}") from None
         except (ValueError, TypeError, KeyError) as error:

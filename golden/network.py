@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import description, fixed, methods
+from .errors import InputError
 
 __all__ = ["Layer", "Model", "FORMATS", "forward_int", "forward_float", "predict", "integer_weights",
            "float_weights", "layer_storage_bits", "accuracy", "calibrate_shifts", "digits_split",
@@ -142,15 +143,15 @@ def from_description(desc, weights, biases=None, meta=None, formats=None):
         shape = description.weight_shape(spec, i)
         if shape is not None:
             if spec["name"] not in weights:
-                raise ValueError(f"Float model has no weights for layer {spec['name']!r}")
+                raise InputError(f"Float model has no weights for layer {spec['name']!r}")
             w = _finite(weights[spec["name"]], f"Layer {spec['name']} weights")
             if w.shape != shape:
-                raise ValueError(f"Layer {spec['name']} weights must be shaped {shape}, not {w.shape}")
+                raise InputError(f"Layer {spec['name']} weights must be shaped {shape}, not {w.shape}")
             layer.method, layer.data = "float", {"weights": w.astype(np.float32)}
             if spec.get("bias"):
                 b = _finite(biases.get(spec["name"], np.zeros(shape[0])), f"Layer {spec['name']} bias")
                 if b.shape != (shape[0],):
-                    raise ValueError(f"Layer {spec['name']} bias must be shaped ({shape[0]},), not {b.shape}")
+                    raise InputError(f"Layer {spec['name']} bias must be shaped ({shape[0]},), not {b.shape}")
                 layer.data["bias"] = b.astype(np.float32)
         layers.append(layer)
     return Model(input_shape, layers, dict(meta or {}, method="float"), formats)
@@ -162,7 +163,7 @@ def _finite(value, what):
     except (TypeError, ValueError):
         raise TypeError(f"{what} must be a numeric array, not {type(value).__name__}") from None
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contain NaN or infinite values")
+        raise InputError(f"{what} contain NaN or infinite values")
     return array
 
 
@@ -193,14 +194,14 @@ def quantise_input(model, images):
     if x.dtype == object or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise TypeError(f"Images must be a numeric array, not {x.dtype}")
     if x.ndim != len(model.input_shape) + 1 or x.shape[1:] != model.input_shape:
-        raise ValueError(f"Images must be shaped (n, {', '.join(map(str, model.input_shape))}), not {x.shape}")
+        raise InputError(f"Images must be shaped (n, {', '.join(map(str, model.input_shape))}), not {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("Images contain NaN or infinite values")
+        raise InputError("Images contain NaN or infinite values")
     q = np.floor(x.astype(np.float64) * model.formats["input_gain"] + 0.5)
     lo, hi = fixed.signed_range(model.formats["act_width"])
     if q.size and (q.min() < lo or q.max() > hi):
         bad = x.min() if q.min() < lo else x.max()
-        raise ValueError(f"Image value {bad} is out of range: at input gain {model.formats['input_gain']} "
+        raise InputError(f"Image value {bad} is out of range: at input gain {model.formats['input_gain']} "
                          f"the integer input must fit in [{lo}, {hi}]")
     return q.astype(np.int64)
 
@@ -247,7 +248,7 @@ def forward_float(model, images):
     """Outputs (float) of the dequantised weights, float activations: the reference path."""
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != len(model.input_shape) + 1 or x.shape[1:] != model.input_shape:
-        raise ValueError(f"Images must be shaped (n, {', '.join(map(str, model.input_shape))}), not {x.shape}")
+        raise InputError(f"Images must be shaped (n, {', '.join(map(str, model.input_shape))}), not {x.shape}")
     x = x * model.formats["input_scale"]
     for layer in model.layers:
         if layer.is_weight:
@@ -330,7 +331,7 @@ def check_accumulators(model):
         else:
             continue
         if worst > hi:
-            raise ValueError(f"Layer {name}: accumulators may reach {worst}, more than {ACC_WIDTH} bits hold "
+            raise InputError(f"Layer {name}: accumulators may reach {worst}, more than {ACC_WIDTH} bits hold "
                              f"({hi}); use fewer inputs per output or a smaller pooling window")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conv import check_activations, check_padding, check_kernel_size, pad
+from .errors import InputError
 
 __all__ = ["QGPLayer", "compress", "expand", "muxconv2d", "pack", "unpack", "code_width", "storage_bits"]
 
@@ -36,13 +37,13 @@ class QGPLayer:
         k = check_kernel_size(self.k)
         index, sign = np.asarray(self.index), np.asarray(self.sign)
         if index.ndim != 2 or sign.shape != index.shape:
-            raise ValueError(f"Index and sign must both be shaped (c_out, c_in), not {index.shape} and {sign.shape}")
+            raise InputError(f"Index and sign must both be shaped (c_out, c_in), not {index.shape} and {sign.shape}")
         if index.size and (index.min() < 0 or index.max() >= k * k):
-            raise ValueError(f"Tap index must be in range [0, {k * k}) for k={k}")
+            raise InputError(f"Tap index must be in range [0, {k * k}) for k={k}")
         if not np.all(np.isin(sign, (-1, 1))):
-            raise ValueError("Sign must be -1 or +1")
+            raise InputError("Sign must be -1 or +1")
         if np.shape(self.scale) != (index.shape[0],):
-            raise ValueError(f"Scale must be shaped ({index.shape[0]},), not {np.shape(self.scale)}")
+            raise InputError(f"Scale must be shaped ({index.shape[0]},), not {np.shape(self.scale)}")
 
     c_out = property(lambda self: self.index.shape[0])
     c_in = property(lambda self: self.index.shape[1])
@@ -57,7 +58,7 @@ def compress(weights):
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k), not {w.shape}")
     c_out, c_in, k, _ = w.shape
     check_kernel_size(k)
     flat = w.reshape(c_out, c_in, k * k)
@@ -86,7 +87,7 @@ def muxconv2d(x, layer, padding, *, act_width=8):
     xp = pad(x, check_padding(padding, k))
     ho, wo = xp.shape[1] - k + 1, xp.shape[2] - k + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"Image {x.shape[1]}x{x.shape[2]} with padding {padding} is smaller than the "
+        raise InputError(f"Image {x.shape[1]}x{x.shape[2]} with padding {padding} is smaller than the "
                          f"{k}x{k} kernel")
     out = np.zeros((layer.c_out, ho, wo), dtype=np.int64)
     for o in range(layer.c_out):
@@ -115,7 +116,7 @@ def unpack(codes, k, scale=None):
     codes = np.asarray(codes, dtype=np.int64)
     index_width = code_width(k) - 1
     if codes.size and (codes.min() < 0 or codes.max() >= 1 << (index_width + 1)):
-        raise ValueError(f"QGP codes for k={k} must be in range [0, {1 << (index_width + 1)})")
+        raise InputError(f"QGP codes for k={k} must be in range [0, {1 << (index_width + 1)})")
     index = codes & ((1 << index_width) - 1)
     sign = np.where(codes >> index_width, -1, 1)
     if scale is None:

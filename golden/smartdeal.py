@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .packed import CRC_BYTES, BitWriter, seal, unseal
 
 __all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
@@ -34,7 +35,7 @@ EXP_RANGE = (-32, 32)
 _HEADER = struct.Struct("<4sBB4HHBbbb")
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """Corrupt or truncated packed SmartDeal data."""
 
 
@@ -64,7 +65,7 @@ class SmartDealLayer:
 def _rows(weights):
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim not in (2, 4):
-        raise ValueError(f"Weights must be shaped (c_out, c_in, k, k) or (out, in), not {w.shape}")
+        raise InputError(f"Weights must be shaped (c_out, c_in, k, k) or (out, in), not {w.shape}")
     flat = w.reshape(w.shape[0], -1)
     pad = (-flat.shape[1]) % 3
     return np.pad(flat, ((0, 0), (0, pad))).reshape(w.shape[0], -1, 3), w.shape
@@ -93,14 +94,14 @@ def decompose(weights, *, group_size=1, basis_bits=8, e_range=(-7, 5), threshold
     rows, shape = _rows(weights)
     c_out = rows.shape[0]
     if not isinstance(group_size, int) or not 1 <= group_size or c_out % group_size:
-        raise ValueError(f"Group size must be a positive integer dividing {c_out}, not {group_size!r}")
+        raise InputError(f"Group size must be a positive integer dividing {c_out}, not {group_size!r}")
     e_min, e_max = e_range
     if not (isinstance(e_min, int) and isinstance(e_max, int) and e_min <= e_max):
-        raise ValueError(f"Exponent range must be two integers (e_min <= e_max), not {e_range!r}")
+        raise InputError(f"Exponent range must be two integers (e_min <= e_max), not {e_range!r}")
     if not isinstance(basis_bits, int) or not 2 <= basis_bits <= 16:
-        raise ValueError(f"Basis bits must be an integer in range [2, 16], not {basis_bits!r}")
+        raise InputError(f"Basis bits must be an integer in range [2, 16], not {basis_bits!r}")
     if density is not None and not (isinstance(density, (int, float)) and 0 < density <= 1):
-        raise ValueError(f"Density must be a number in (0, 1], not {density!r}")
+        raise InputError(f"Density must be a number in (0, 1], not {density!r}")
 
     def cut(c):
         """The magnitude under which coefficients are zeroed."""
@@ -186,7 +187,7 @@ def pack(layer):
     """The bit-exact stored image (bytes): header, basis, per-row skip flags and coefficient codes, CRC-32."""
     if not (BASIS_FRAC_RANGE[0] <= layer.basis_frac <= BASIS_FRAC_RANGE[1]
             and EXP_RANGE[0] <= layer.e_min <= layer.e_max <= EXP_RANGE[1]):
-        raise ValueError(f"SmartDeal basis_frac {layer.basis_frac} and exponents [{layer.e_min}, {layer.e_max}] "
+        raise InputError(f"SmartDeal basis_frac {layer.basis_frac} and exponents [{layer.e_min}, {layer.e_max}] "
                          f"must lie in {BASIS_FRAC_RANGE} and {EXP_RANGE}")
     dims = list(layer.shape) + [0] * (4 - len(layer.shape))
     header = _HEADER.pack(MAGIC, VERSION, len(layer.shape), *dims, layer.group_size, layer.basis_bits,

@@ -8,7 +8,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, check_kernel, signed_width, validated
+from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
 from .window import window_layout
 
 __all__ = ["BasisFirstConv"]
@@ -65,46 +65,46 @@ class BasisFirstConv(wiring.Component):
         check_int(basis_bits, "Basis width", 2, 16)
         check_int(act_width, "Activation width", 2, 16)
         if mode not in ("pow2", "int"):
-            raise ValueError(f"Coefficient mode must be 'pow2' or 'int', not {mode!r}")
+            raise ParameterError(f"Coefficient mode must be 'pow2' or 'int', not {mode!r}")
         check_int(coef_bits, "Coefficient width" if mode == "int" else "Coefficient exponent levels", 2,
                   8 if mode == "int" else 16)
         try:
             coef = [[[int(v) for v in row] for row in plane] for plane in coef]
             basis_list = _nested(basis)
         except (TypeError, ValueError):
-            raise TypeError("Basis and coefficients must be arrays of integers") from None
+            raise ParameterTypeError("Basis and coefficients must be arrays of integers") from None
         if not coef or not coef[0] or not coef[0][0] or \
                 len({len(p) for p in coef}) != 1 or len({len(r) for p in coef for r in p}) != 1:
-            raise ValueError("Coefficients must be shaped (c_out, c_in, M)")
+            raise ParameterError("Coefficients must be shaped (c_out, c_in, M)")
         c_out, c_in, bases = len(coef), len(coef[0]), len(coef[0][0])
         shape = _shape(basis_list)
         if len(shape) == 3:
             basis_list, shape = [basis_list] * c_in, (c_in, *shape)
         if len(shape) != 4 or shape[:2] != (c_in, bases) or shape[2] != shape[3]:
-            raise ValueError(f"Basis must be shaped ({c_in}, {bases}, k, k) or ({bases}, k, k), not {shape}")
+            raise ParameterError(f"Basis must be shaped ({c_in}, {bases}, k, k) or ({bases}, k, k), not {shape}")
         k = check_kernel(shape[2])
         lanes = k * k if lanes is None else lanes
         check_int(lanes, "Basis lane count", 1, k * k)
         if (k * k) % lanes:
-            raise ValueError(f"Basis lane count must divide k² ({k * k}), not {lanes!r}")
+            raise ParameterError(f"Basis lane count must divide k² ({k * k}), not {lanes!r}")
         self._lanes = lanes
         outputs = c_out if outputs is None else outputs
         check_int(outputs, "Accumulator count", 1, c_out)
         if c_out % outputs:
-            raise ValueError(f"Accumulator count must divide the output channel count ({c_out}), not {outputs!r}")
+            raise ParameterError(f"Accumulator count must divide the output channel count ({c_out}), not {outputs!r}")
         self._outputs = outputs
         lo, hi = -(1 << (basis_bits - 1)) + 1, (1 << (basis_bits - 1)) - 1
         if any(not lo <= v <= hi for c in basis_list for b in c for r in b for v in r):
-            raise ValueError(f"Basis codes must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
+            raise ParameterError(f"Basis codes must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
         flat = [v for p in coef for r in p for v in r]
         if mode == "pow2":
             bad = [v for v in flat if v and (abs(v) & (abs(v) - 1) or abs(v) >= 1 << coef_bits)]
             if bad:
-                raise ValueError(f"Coefficients must be 0 or ±2**j with j < {coef_bits}, not {bad[0]}")
+                raise ParameterError(f"Coefficients must be 0 or ±2**j with j < {coef_bits}, not {bad[0]}")
         else:
             top = (1 << (coef_bits - 1)) - 1
             if any(abs(v) > top for v in flat):
-                raise ValueError(f"Coefficients must fit in [{-top}, {top}]")
+                raise ParameterError(f"Coefficients must fit in [{-top}, {top}]")
         self._c_in, self._c_out, self._k, self._bases = c_in, c_out, k, bases
         self._basis = [[[v for r in basis_list[c][m] for v in r] for m in range(bases)] for c in range(c_in)]
         self._coef, self._mode, self._coef_bits = coef, mode, coef_bits

@@ -5,7 +5,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import abandon, check_int, validated
+from .params import ParameterError, ParameterTypeError, abandon, check_int, validated
 from .fft import FFT
 from .requantize import Requantize, round_saturate
 
@@ -58,11 +58,11 @@ class CirculantMatVec(wiring.Component):
                  spectrum_width=16, requant=None, writable=False):
         check_int(k, "Block size", 4, 256)
         if k & (k - 1):
-            raise ValueError(f"Block size must be a power of two in range [4, 256], not {k!r}")
+            raise ParameterError(f"Block size must be a power of two in range [4, 256], not {k!r}")
         check_int(m, "Row count", k)
         check_int(n, "Column count", k)
         if m % k or n % k:
-            raise ValueError(f"Block size {k} must divide both matrix dimensions, not {m}x{n}")
+            raise ParameterError(f"Block size {k} must divide both matrix dimensions, not {m}x{n}")
         check_int(fft_width, "FFT width", 4, 25)
         check_int(act_width, "Activation width", 2, fft_width - 2)
         check_int(spectrum_width, "Spectrum width", 4, 18)
@@ -79,15 +79,15 @@ class CirculantMatVec(wiring.Component):
                         v = complex(spectra[i][j][b])
                         re, im = int(v.real), int(v.imag)
                         if re != v.real or im != v.imag or not (lo <= re <= hi and lo <= im <= hi):
-                            raise ValueError(f"Spectrum values must be complex integers with parts in "
+                            raise ParameterError(f"Spectrum values must be complex integers with parts in "
                                              f"[{lo}, {hi}], not {v!r} at ({i}, {j}, {b})")
                         self._words.append({"re": re, "im": im})
         except (TypeError, IndexError):
-            raise ValueError(f"Spectra must be shaped ({p}, {q}, {h})") from None
+            raise ParameterError(f"Spectra must be shaped ({p}, {q}, {h})") from None
         self._m, self._n, self._k, self._mid_shift = m, n, k, mid_shift
         self._act_width, self._fft_width, self._spectrum_width = act_width, fft_width, spectrum_width
         if requant is not None and (not isinstance(requant, tuple) or len(requant) != 2):
-            raise TypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
+            raise ParameterTypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
         self._fwd = FFT(n=k, width=fft_width, twiddle_width=twiddle_width)
         self._inv = FFT(n=k, width=fft_width, twiddle_width=twiddle_width, inverse=True)
         try:

@@ -3,7 +3,7 @@
 from amaranth import Module
 from amaranth.lib import wiring
 
-from .params import validated
+from .params import ParameterTypeError, validated
 from .pe import ConvPE
 from .basisfirst import BasisFirstConv
 from .streamconv import StreamConv
@@ -37,7 +37,7 @@ class Conv2d(wiring.Component):
     @validated
     def __init__(self, pe, *, width, height, padding):
         if not isinstance(pe, (ConvPE, StreamConv, BasisFirstConv)):
-            raise TypeError(f"Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, "
+            raise ParameterTypeError(f"Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, "
                             f"not {pe!r}")
         self._pe = pe
         self._window = SlidingWindow(channels=pe.c_in, act_width=pe.act_width, k=pe.k,

@@ -6,7 +6,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, validated, validating
+from .params import ParameterError, ParameterTypeError, check_int, validated, validating
 
 __all__ = ["Pow2Decoder", "RowReader", "SmartDealWeights", "basis_layout", "coefficient_row_layout"]
 
@@ -59,11 +59,11 @@ class Pow2Decoder(wiring.Component):
         try:
             self._basis = [[[int(v) for v in row] for row in group] for group in basis]
         except TypeError:
-            raise TypeError("Basis must be a (groups, 3, 3) array of integers") from None
+            raise ParameterTypeError("Basis must be a (groups, 3, 3) array of integers") from None
         if not self._basis or any(len(g) != 3 or any(len(r) != 3 for r in g) for g in self._basis):
-            raise ValueError("Basis must be shaped (groups, 3, 3)")
+            raise ParameterError("Basis must be shaped (groups, 3, 3)")
         if any(not lo <= v <= hi for g in self._basis for r in g for v in r):
-            raise ValueError(f"Basis values must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
+            raise ParameterError(f"Basis values must fit in signed {basis_bits}-bit integers [{lo}, {hi}]")
         self._basis_bits, self._exp_range = basis_bits, exp_range
         self._exp_bits = max(1, exp_range.bit_length())
         self._out_width = basis_bits + exp_range + 2     # three terms of basis_bits + exp_range bits
@@ -152,16 +152,16 @@ class RowReader(wiring.Component):
         check_int(c_out, "Output channel count", 1)
         check_int(group_size, "Group size", 1, c_out)
         if c_out % group_size:
-            raise ValueError(f"Group size must divide the output channel count ({c_out}), not {group_size!r}")
+            raise ParameterError(f"Group size must divide the output channel count ({c_out}), not {group_size!r}")
         check_int(exp_bits, "Exponent code width", 1, 8)
         try:
             words = [int(w) for w in words]
         except (TypeError, ValueError):
-            raise TypeError("Words must be a sequence of 32-bit integers") from None
+            raise ParameterTypeError("Words must be a sequence of 32-bit integers") from None
         if not words or any(not 0 <= w < 1 << 32 for w in words):
-            raise ValueError("Words must be a non-empty sequence of integers in range [0, 2**32 - 1]")
+            raise ParameterError("Words must be a non-empty sequence of integers in range [0, 2**32 - 1]")
         if len(words) * 32 < rows * c_out:
-            raise ValueError(f"{len(words)} words cannot hold {rows * c_out} rows (at least one bit each)")
+            raise ParameterError(f"{len(words)} words cannot hold {rows * c_out} rows (at least one bit each)")
         self._words, self._rows, self._c_out, self._group_size = words, rows, c_out, group_size
         self._exp_bits = exp_bits
         members = {"o": Out(stream.Signature(coefficient_row_layout(exp_bits, c_out // group_size)))}
@@ -279,7 +279,7 @@ class SmartDealWeights(wiring.Component):
                                     external_basis=writable)
         with validating(self._decoder):                  # a refused reader abandons the decoder too
             if self._decoder.groups * group_size != c_out:
-                raise ValueError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups "
+                raise ParameterError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups "
                                  f"of {group_size} need {c_out // group_size}")
             self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
                                      exp_bits=self._decoder.exp_bits, writable=writable)

@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, signed_width, validated
+from .params import ParameterError, ParameterTypeError, check_int, signed_width, validated
 
 __all__ = ["DenseMatVec"]
 
@@ -44,20 +44,20 @@ class DenseMatVec(wiring.Component):
         check_int(weight_width, "Weight width", 2, 18)
         check_int(lanes, "Lane count", 1, m)
         if m % lanes:
-            raise ValueError(f"Lane count must divide the row count ({m}), not {lanes!r}")
+            raise ParameterError(f"Lane count must divide the row count ({m}), not {lanes!r}")
         lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
         if weights is None:
             if not writable:
-                raise ValueError("Weights are required unless the weight memory is writable")
+                raise ParameterError("Weights are required unless the weight memory is writable")
             weights = [[0] * n for _ in range(m)]
         try:
             rows = [[int(v) for v in row] for row in weights]
         except TypeError:
-            raise TypeError(f"Weights must be a 2-D sequence of integers shaped ({m}, {n})") from None
+            raise ParameterTypeError(f"Weights must be a 2-D sequence of integers shaped ({m}, {n})") from None
         if len(rows) != m or any(len(row) != n for row in rows):
-            raise ValueError(f"Weights must be shaped ({m}, {n})")
+            raise ParameterError(f"Weights must be shaped ({m}, {n})")
         if any(not lo <= v <= hi for row in rows for v in row):
-            raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+            raise ParameterError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
         self._m, self._n, self._lanes = m, n, lanes
         self._act_width, self._weight_width = act_width, weight_width
         self._word = data.ArrayLayout(signed(weight_width), lanes)

@@ -13,7 +13,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, validated
+from .params import ParameterError, ParameterTypeError, check_int, validated
 from .requantize import round_saturate
 
 __all__ = ["FFT", "complex_layout", "stage_plan", "pair_twiddles"]
@@ -85,11 +85,11 @@ class FFT(wiring.Component):
     def __init__(self, *, n, width=16, twiddle_width=16, inverse=False):
         check_int(n, "FFT size", 4, 256)
         if n & (n - 1):
-            raise ValueError(f"FFT size must be a power of two in range [4, 256], not {n!r}")
+            raise ParameterError(f"FFT size must be a power of two in range [4, 256], not {n!r}")
         check_int(width, "Data width", 4, 25)
         check_int(twiddle_width, "Twiddle width", 4, 18)
         if not isinstance(inverse, bool):
-            raise TypeError(f"Inverse must be a bool, not {inverse!r}")
+            raise ParameterTypeError(f"Inverse must be a bool, not {inverse!r}")
         self._n, self._width, self._twiddle_width, self._inverse = n, width, twiddle_width, inverse
         super().__init__({
             "i": In(stream.Signature(complex_layout(width))),

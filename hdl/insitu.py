@@ -5,7 +5,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, signed_width, validated
+from .params import ParameterError, ParameterTypeError, check_int, signed_width, validated
 
 __all__ = ["InSituGenerator"]
 
@@ -13,12 +13,12 @@ __all__ = ["InSituGenerator"]
 def _codes(a, shape, bits, name):
     """Validate an array of odd codes of ``bits`` bits and return it as nested lists."""
     if not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must be an array of integers, not {a.dtype}")
+        raise ParameterTypeError(f"{name} must be an array of integers, not {a.dtype}")
     if a.shape != shape:
-        raise ValueError(f"{name} must be shaped {shape}, not {a.shape}")
+        raise ParameterError(f"{name} must be shaped {shape}, not {a.shape}")
     top = (1 << bits) - 1
     if a.size and (np.abs(a).max() > top or not np.all(a % 2 == 1)):
-        raise ValueError(f"{name} codes must be odd integers in [-{top}, {top}]")
+        raise ParameterError(f"{name} codes must be odd integers in [-{top}, {top}]")
     return a.astype(int).tolist()
 
 
@@ -59,14 +59,14 @@ class InSituGenerator(wiring.Component):
     def __init__(self, *, basis, u, v, bits=(3, 6, 3), lanes=1, writable=False):
         basis, u, v = np.asarray(basis), np.asarray(u), np.asarray(v)
         if basis.ndim != 3 or u.ndim != 3 or v.ndim != 2:
-            raise ValueError("Factors must be shaped basis (bo, bi, k²), u (bo, c_in, bi), v (c_out, bo)")
+            raise ParameterError("Factors must be shaped basis (bo, bi, k²), u (bo, c_in, bi), v (c_out, bo)")
         bo, bi, taps = basis.shape
         k = int(round(taps ** 0.5))
         if k * k != taps:
-            raise ValueError(f"Basis must hold k² taps, not {taps}")
+            raise ParameterError(f"Basis must hold k² taps, not {taps}")
         c_in, c_out = u.shape[1], v.shape[0]
         if not isinstance(bits, (tuple, list)) or len(bits) != 3:
-            raise TypeError(f"Bits must be a (basis, u, v) triple of integers, not {bits!r}")
+            raise ParameterTypeError(f"Bits must be a (basis, u, v) triple of integers, not {bits!r}")
         for b in bits:
             check_int(b, "Code width", 1, 16)
         self._basis = _codes(basis, (bo, bi, taps), bits[0], "Basis")
@@ -74,7 +74,7 @@ class InSituGenerator(wiring.Component):
         self._v = _codes(v, (c_out, bo), bits[2], "V")
         check_int(lanes, "Lane count", 1, taps)
         if taps % lanes:
-            raise ValueError(f"Lane count must divide k² ({taps}), not {lanes!r}")
+            raise ParameterError(f"Lane count must divide k² ({taps}), not {lanes!r}")
         self._bo, self._bi, self._taps, self._k = bo, bi, taps, k
         self._c_in, self._c_out, self._bits, self._lanes = c_in, c_out, tuple(bits), lanes
         tb, ub, vb = ((1 << b) - 1 for b in bits)

@@ -2,6 +2,7 @@
 
 from amaranth import Array
 
+from .params import ParameterError
 from .pe import ConvPE
 
 __all__ = ["MuxConv"]
@@ -58,7 +59,7 @@ class MuxConv(ConvPE):
     def _check_code(self, code):
         super()._check_code(code)
         if code & ((1 << self.index_width) - 1) >= self.k * self.k:
-            raise ValueError(f"Weight code {code!r} selects tap {code & ((1 << self.index_width) - 1)}, "
+            raise ParameterError(f"Weight code {code!r} selects tap {code & ((1 << self.index_width) - 1)}, "
                              f"but a {self.k}x{self.k} kernel has {self.k * self.k} taps")
 
     def _operands(self, window, codes):

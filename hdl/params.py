@@ -4,16 +4,24 @@ value of the wrong type, ``ValueError`` for one out of range."""
 import functools
 from contextlib import contextmanager
 
-__all__ = ["check_int", "check_kernel", "signed_width", "abandon", "validating", "validated"]
+__all__ = ["ParameterError", "ParameterTypeError", "check_int", "check_kernel", "signed_width", "abandon", "validating", "validated"]
+
+
+class ParameterError(ValueError):
+    """A parameter out of range: a one-line message naming it (the command line reports it as is)."""
+
+
+class ParameterTypeError(TypeError):
+    """A parameter of the wrong type: a one-line message naming it."""
 
 
 def check_int(value, name, minimum, maximum=None, *, what="an integer"):
     """Validate an integer parameter; raise ``TypeError``/``ValueError`` with the project's message shape."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be {what}, not {value!r}")
+        raise ParameterTypeError(f"{name} must be {what}, not {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in range [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {what} {bound}, not {value!r}")
+        raise ParameterError(f"{name} must be {what} {bound}, not {value!r}")
     return value
 
 
@@ -25,7 +33,7 @@ def signed_width(lo, hi):
 def check_kernel(k):
     """Validate a kernel size: an odd integer >= 1."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
-        raise ValueError(f"Kernel size must be an odd integer >= 1, not {k!r}")
+        raise ParameterError(f"Kernel size must be an odd integer >= 1, not {k!r}")
     return k
 
 

@@ -11,7 +11,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, check_kernel, signed_width, validated
+from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
 from .bram import block_ram
 from .requantize import Requantize
 from .window import window_layout
@@ -46,7 +46,7 @@ class ConvPE(wiring.Component):
         check_int(act_width, "Activation width", 2, 32)
         check_int(parallel, "Parallel output channel count", 1, c_out)
         if c_out % parallel:
-            raise ValueError(f"Parallel output channel count must divide the output channel count "
+            raise ParameterError(f"Parallel output channel count must divide the output channel count "
                              f"({c_out}), not {parallel!r}")
         self._c_in, self._c_out, self._k = c_in, c_out, k
         self._act_width, self._parallel = act_width, parallel
@@ -55,7 +55,7 @@ class ConvPE(wiring.Component):
         self._acc_width = signed_width(lo * self.terms_per_lane, hi * self.terms_per_lane)
         if requant is not None:
             if not (isinstance(requant, tuple) and len(requant) == 2):
-                raise TypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
+                raise ParameterTypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
             check_int(requant[0], "Requantisation shift", 0, self._acc_width - 1)
             check_int(requant[1], "Requantisation output width", 2, 32)
         self._requant = requant
@@ -107,10 +107,10 @@ class ConvPE(wiring.Component):
         try:
             rows = [[int(v) for v in row] for row in init]
         except TypeError:
-            raise TypeError(f"Weight init must be a 2-D sequence of integer codes shaped "
+            raise ParameterTypeError(f"Weight init must be a 2-D sequence of integer codes shaped "
                             f"({self.c_out}, {self.c_in})") from None
         if len(rows) != self.c_out or any(len(row) != self.c_in for row in rows):
-            raise ValueError(f"Weight init must be shaped ({self.c_out}, {self.c_in}), "
+            raise ParameterError(f"Weight init must be shaped ({self.c_out}, {self.c_in}), "
                              f"not ({len(rows)}, {', '.join(sorted({str(len(r)) for r in rows}))})")
         for row in rows:
             for v in row:
@@ -120,7 +120,7 @@ class ConvPE(wiring.Component):
 
     def _check_code(self, code):
         if not 0 <= code < (1 << self.code_width):
-            raise ValueError(f"Weight code must be in range [0, {(1 << self.code_width) - 1}], not {code!r}")
+            raise ParameterError(f"Weight code must be in range [0, {(1 << self.code_width) - 1}], not {code!r}")
 
     def elaborate(self, platform):
         m = Module()

@@ -11,7 +11,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, check_kernel, signed_width, validated
+from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
 from .requantize import Requantize
 from .window import window_layout
 
@@ -68,12 +68,12 @@ class StreamConv(wiring.Component):
                 if not shape.elem_shape.signed:
                     raise AttributeError
             except (AttributeError, KeyError):
-                raise TypeError(f"Weight source must be a component with an output stream 'o' of signed weight "
+                raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed weight "
                                 f"lanes, not {source!r}") from None
         check_int(weight_width, "Weight width", 2, 32)
         check_int(lanes, "Weight lane count", 1, k * k)
         if (k * k) % lanes:
-            raise ValueError(f"Weight lane count must divide k² ({k * k}), not {lanes!r}")
+            raise ParameterError(f"Weight lane count must divide k² ({k * k}), not {lanes!r}")
         self._c_in, self._c_out, self._k, self._act_width = c_in, c_out, k, act_width
         self._source, self._weight_width, self._lanes = source, weight_width, lanes
 
@@ -83,7 +83,7 @@ class StreamConv(wiring.Component):
         self._acc_width = signed_width(self._term[0] * n, self._term[1] * n)
         if requant is not None:
             if not (isinstance(requant, tuple) and len(requant) == 2):
-                raise TypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
+                raise ParameterTypeError(f"Requantisation must be a (shift, out_width) tuple or None, not {requant!r}")
             check_int(requant[0], "Requantisation shift", 0, self._acc_width - 1)
             check_int(requant[1], "Requantisation output width", 2, 32)
         self._requant = requant
@@ -229,15 +229,15 @@ class WeightMemory(wiring.Component):
             flat = [int(v) for v in np.asarray(weights).reshape(-1)]
             shape = np.asarray(weights).shape
         except (TypeError, ValueError):
-            raise TypeError("Weights must be an array of integers") from None
+            raise ParameterTypeError("Weights must be an array of integers") from None
         if len(shape) != 4 or shape[2] != shape[3]:
-            raise ValueError(f"Weights must be shaped (c_out, c_in, k, k), not {shape}")
+            raise ParameterError(f"Weights must be shaped (c_out, c_in, k, k), not {shape}")
         if (shape[1] * shape[2] * shape[3]) % lanes:
-            raise ValueError(f"Weight lane count must divide c_in·k² ({shape[1] * shape[2] * shape[3]}), "
+            raise ParameterError(f"Weight lane count must divide c_in·k² ({shape[1] * shape[2] * shape[3]}), "
                              f"not {lanes!r}")
         lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
         if any(not lo <= v <= hi for v in flat):
-            raise ValueError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
+            raise ParameterError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")
         self._rows = [flat[n:n + lanes] for n in range(0, len(flat), lanes)]
         self._weight_width, self._lanes = weight_width, lanes
         super().__init__({"o": Out(weight_stream_signature(weight_width, lanes))})

@@ -14,8 +14,8 @@ from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hdl.params import validated
 from ..hdl.bram import block_ram
+from ..hdl.params import ParameterError, validated
 
 __all__ = ["wishbone_signature", "check_window", "Decoder", "SRAM", "SPRAM"]
 
@@ -32,14 +32,14 @@ def check_window(name, base, size, windows):
     """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 bytes, ``base`` is aligned to it,
     the window fits in 32 bits and overlaps none of ``windows`` (``(name, base, size)``)."""
     if size < 4 or size & (size - 1):
-        raise ValueError(f"Window {name!r}: size must be a power of two >= 4 bytes, not {size:#x}")
+        raise ParameterError(f"Window {name!r}: size must be a power of two >= 4 bytes, not {size:#x}")
     if base % size:
-        raise ValueError(f"Window {name!r}: base {base:#x} is not aligned to its size {size:#x}")
+        raise ParameterError(f"Window {name!r}: base {base:#x} is not aligned to its size {size:#x}")
     if base + size > 1 << 32:
-        raise ValueError(f"Window {name!r}: {base:#x} + {size:#x} is outside the 32-bit address space")
+        raise ParameterError(f"Window {name!r}: {base:#x} + {size:#x} is outside the 32-bit address space")
     for other, obase, osize in windows:
         if base < obase + osize and obase < base + size:
-            raise ValueError(f"Window {name!r} at {base:#x} overlaps {other!r} at {obase:#x}")
+            raise ParameterError(f"Window {name!r} at {base:#x} overlaps {other!r} at {obase:#x}")
 
 
 class Decoder(wiring.Component):
@@ -73,7 +73,7 @@ class Decoder(wiring.Component):
         check_window(name, base, size, self.windows)
         need = (size // 4 - 1).bit_length()
         if len(sub_bus.adr) < need:
-            raise ValueError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, the window needs {need}")
+            raise ParameterError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, the window needs {need}")
         self._windows.append((name, base, size, sub_bus, idle_zero))
 
     def elaborate(self, platform):
@@ -134,9 +134,9 @@ class SRAM(wiring.Component):
     def check_size(size, image_bytes=0, writable=True):
         """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 holding ``image_bytes``."""
         if not isinstance(size, int) or isinstance(size, bool) or size < 4 or size & (size - 1):
-            raise ValueError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, not {size!r}")
+            raise ParameterError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, not {size!r}")
         if image_bytes > size:
-            raise ValueError(f"Image of {image_bytes} bytes does not fit in {size} bytes of "
+            raise ParameterError(f"Image of {image_bytes} bytes does not fit in {size} bytes of "
                              f"{'RAM' if writable else 'ROM'}")
 
     @validated
@@ -193,7 +193,7 @@ class SPRAM(wiring.Component):
     def check_size(size):
         """Raise a one-line ValueError unless ``size`` is one an SPRAM can have (call before building)."""
         if size not in SPRAM.SIZES:
-            raise ValueError(f"SPRAM size must be 65536 or 131072 bytes (2 or 4 of the iCE40UP5K's blocks), "
+            raise ParameterError(f"SPRAM size must be 65536 or 131072 bytes (2 or 4 of the iCE40UP5K's blocks), "
                              f"not {size!r}")
 
     @validated

@@ -27,7 +27,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hdl.params import validated
+from ..hdl.params import ParameterError, ParameterTypeError, validated
 from .bus import check_window, wishbone_signature
 
 __all__ = ["Field", "Register", "RegisterBank", "MemoryMap", "attach_bank", "bank_size", "bank_bus_signature",
@@ -38,7 +38,7 @@ _ACCESS = ("r", "rw", "w", "rc")
 
 def _check_name(kind, name):
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
-        raise ValueError(f"{kind} name must be a Python identifier not starting with '_', not {name!r}")
+        raise ParameterError(f"{kind} name must be a Python identifier not starting with '_', not {name!r}")
 
 
 class Field:
@@ -47,16 +47,16 @@ class Field:
     def __init__(self, name, width, access, *, reset=0, doc=""):
         _check_name("Field", name)
         if access not in _ACCESS:
-            raise ValueError(f"Field {name!r}: access must be one of {', '.join(_ACCESS)}, not {access!r}")
+            raise ParameterError(f"Field {name!r}: access must be one of {', '.join(_ACCESS)}, not {access!r}")
         if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 32:
-            raise ValueError(f"Field {name!r}: width must be an integer in range [1, 32], not {width!r}")
+            raise ParameterError(f"Field {name!r}: width must be an integer in range [1, 32], not {width!r}")
         _check_reset(name, width, reset)
         self.name, self.width, self.access, self.reset, self.doc = name, width, access, reset, doc
 
 
 def _check_reset(name, width, value):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << width:
-        raise ValueError(f"Field {name!r}: reset value must be an integer in range [0, {(1 << width) - 1}], "
+        raise ParameterError(f"Field {name!r}: reset value must be an integer in range [0, {(1 << width) - 1}], "
                          f"not {value!r}")
 
 
@@ -76,17 +76,17 @@ class Register:
         derived = [f.name + {"w": "_stb", "rc": "_rd"}[f.access] for f in self.fields if f.access in ("w", "rc")]
         clash = sorted({n for n in names + derived if (names + derived).count(n) > 1})
         if clash:
-            raise ValueError(f"Register {name!r}: field name {clash[0]!r} is used twice")
+            raise ParameterError(f"Register {name!r}: field name {clash[0]!r} is used twice")
         self.layout, offset = [], 0
         for f in self.fields:
             self.layout.append((f, offset))
             offset += f.width
         if offset > 32:
-            raise ValueError(f"Register {name!r}: fields take {offset} bits, more than 32")
+            raise ParameterError(f"Register {name!r}: fields take {offset} bits, more than 32")
         reset = dict(reset or {})
         unknown = sorted(set(reset) - {f.name for f in self.fields if f.access == "rw"})
         if unknown:
-            raise ValueError(f"Register {name!r} has no read-write field {unknown[0]!r} to reset")
+            raise ParameterError(f"Register {name!r} has no read-write field {unknown[0]!r} to reset")
         for f in self.fields:
             if f.name in reset:
                 _check_reset(f.name, f.width, reset[f.name])
@@ -109,10 +109,10 @@ class Register:
 def _check_registers(name, registers):
     registers = list(registers)
     if not registers or not all(isinstance(r, Register) for r in registers):
-        raise TypeError(f"Bank {name!r}: registers must be a non-empty list of Register, not {registers!r}")
+        raise ParameterTypeError(f"Bank {name!r}: registers must be a non-empty list of Register, not {registers!r}")
     names = [r.name for r in registers]
     if len(set(names)) != len(names) or "bus" in names:
-        raise ValueError(f"Bank {name!r}: register names must be unique and not 'bus', not {names}")
+        raise ParameterError(f"Bank {name!r}: register names must be unique and not 'bus', not {names}")
     return registers
 
 
@@ -236,7 +236,7 @@ def c_header(memmap, guard="INSITU_SOC_REGS_H"):
     names = [line.split()[1] for line in lines if line.startswith("#define ")]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise ValueError(f"Register map gives clashing C names: {', '.join(clash)}")
+        raise ParameterError(f"Register map gives clashing C names: {', '.join(clash)}")
     lines.append(f"#endif /* {guard} */")
     return "\n".join(lines) + "\n"
 

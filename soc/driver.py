@@ -4,6 +4,8 @@ bit position by hand; :class:`SimDriver` drives them over a Wishbone bus in an A
 
 The firmware's C header is generated from the same register lists (:func:`insitu.soc.csr.c_header`)."""
 
+from ..hdl.params import ParameterError
+
 __all__ = ["Registers", "SimDriver", "wb_read", "wb_write"]
 
 
@@ -32,7 +34,7 @@ class Registers:
                 raise KeyError(f"Register {name!r} has no field {field!r}; it has {', '.join(fields)}")
             offset, f = fields[field]
             if not -(1 << f.width) < value < 1 << f.width:
-                raise ValueError(f"{name}.{field}: {value} does not fit in {f.width} bits")
+                raise ParameterError(f"{name}.{field}: {value} does not fit in {f.width} bits")
             word |= (value & ((1 << f.width) - 1)) << offset
         return word
 

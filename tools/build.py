@@ -23,6 +23,7 @@ from ..boards import get_board
 from ..boards.clocks import pll_plan
 from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
+from ..hdl.params import ParameterTypeError
 from .designs import get_design, instantiate
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
@@ -245,7 +246,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     if abs(frequency - asked) >= 500:
         progress(f"The {board.name} PLL makes {frequency / 1e6:.6g} MHz, the nearest it can to {asked / 1e6:g} MHz")
     if not isinstance(params, design.params):
-        raise TypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
+        raise ParameterTypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
     check_fit(board, platform.device, design.floor(params))
     component, design_info = instantiate(design, params, frequency=frequency)

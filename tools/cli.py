@@ -315,14 +315,28 @@ def check_outputs(args):
             raise CLIError(f"{option} {path}: directory {existing} is not writable")
 
 
+def _user_errors():
+    """The project's own error classes: each carries a one-line message for the user. Anything else is a
+    bug and surfaces with its traceback."""
+    from ..golden.errors import InputError
+    from ..hdl.params import ParameterError, ParameterTypeError
+    from ..soc.cxxrtl import SimulationError
+    from ..soc.firmware import FirmwareError
+    from .build import BuildError
+    from .netrun import NetworkRunError
+    from .train import TorchMissing
+    return (CLIError, InputError, ParameterError, ParameterTypeError, BuildError, FirmwareError, SimulationError,
+            NetworkRunError, TorchMissing, OSError)
+
+
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
-    from .build import BuildError
+    _USER_ERRORS = _user_errors()
     try:
         check_outputs(args)
         args.func(args)
-    except (ValueError, TypeError, BuildError, CLIError, OSError, RuntimeError) as error:
+    except _USER_ERRORS as error:
         message = str(error)
         print(f"insitu {args.command}: error: {message}", file=sys.stderr)
         return 1

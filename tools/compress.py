@@ -13,6 +13,7 @@ import numpy as np
 
 from ..golden import methods, network
 from ..golden.description import DIGITS_CNN
+from ..hdl.params import ParameterError
 
 __all__ = ["METHODS", "compress_model", "plan", "parse_layer_methods", "project", "float_model",
            "compressed_layers", "layer_settings"]
@@ -32,11 +33,11 @@ def parse_layer_methods(text):
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, method = item.partition("=")
         if not sep or not name.strip() or not method.strip():
-            raise ValueError(f"Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not {item!r}")
+            raise ParameterError(f"Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not {item!r}")
         methods.get(method.strip())
         out[name.strip()] = method.strip()
     if not out:
-        raise ValueError("Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not an empty string")
+        raise ParameterError("Layer methods must read LAYER=METHOD[,LAYER=METHOD...], not an empty string")
     return out
 
 
@@ -48,9 +49,9 @@ def plan(model, method=None, layer_methods=None, settings=None):
     known = {layer.name for layer in weights}
     for name in list(layer_methods) + list(settings):
         if name not in known:
-            raise ValueError(f"Model has no weight layer {name!r}; its weight layers are {', '.join(known)}")
+            raise ParameterError(f"Model has no weight layer {name!r}; its weight layers are {', '.join(known)}")
     if method is not None and method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        raise ParameterError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     out = {}
     for n, layer in enumerate(weights):
         explicit = layer.name in layer_methods
@@ -59,7 +60,7 @@ def plan(model, method=None, layer_methods=None, settings=None):
         chosen_settings = dict(entry.defaults(layer.kind, layer.shape), **settings.get(layer.name, {}))
         reason = entry.refuses(layer.kind, layer.shape, chosen_settings)
         if reason and explicit:
-            raise ValueError(f"Layer {layer.name}: {reason}")
+            raise ParameterError(f"Layer {layer.name}: {reason}")
         if reason:
             entry = methods.get("dense")
             chosen_settings = {}
@@ -90,7 +91,7 @@ def compress_model(model, method=None, calibration=None, *, layer_methods=None, 
     ``stored``: ``{layer name: (data, params)}`` already in a method's stored form (from fine-tuning its
     factors), used as they are."""
     if calibration is None:
-        raise ValueError("Compression needs calibration images")
+        raise ParameterError("Compression needs calibration images")
     chosen = plan(model, method, layer_methods, settings)
     layers = []
     for layer in model.layers:

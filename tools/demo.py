@@ -8,6 +8,7 @@ import numpy as np
 
 from ..golden import fixed, modelfile, network, qgp
 from ..hdl import Conv2d, MuxConv
+from ..hdl.params import ParameterError
 from ..hdl.testing import simulate_conv2d
 from .evaluate import MODEL_DIR, default_models, evaluate, format_evaluation
 
@@ -17,7 +18,7 @@ __all__ = ["run_demo"]
 def run_demo(images=4, parallel=2, progress=print):
     """Evaluate the committed models (golden), then run the QGP model's ``conv2`` on simulated hardware."""
     if not 1 <= images <= 360:
-        raise ValueError(f"Image count must be in range [1, 360], not {images}")
+        raise ParameterError(f"Image count must be in range [1, 360], not {images}")
     progress("Digits CNN (conv 1→8, conv 8→16, 2×2 sum pool, fc 256→64, fc 64→10), committed models,")
     progress("evaluated on the 360 test images in the integer golden model:")
     result = evaluate(default_models())

@@ -2,6 +2,8 @@
 
 from dataclasses import field
 
+from ..hdl.params import ParameterError
+
 __all__ = ["param", "Params", "divides"]
 
 
@@ -28,4 +30,4 @@ class Params:
 
 def divides(option, value, what, total):
     if value < 1 or total % value:
-        raise ValueError(f"--{option} {value} must divide {what} ({total})")
+        raise ParameterError(f"--{option} {value} must divide {what} ({total})")

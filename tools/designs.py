@@ -15,6 +15,7 @@ import numpy as np
 from ..golden import conv, qgp
 from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
+from ..hdl.params import ParameterError
 from .design_params import Params, param
 from .designs_soc import SOC_ACCELS, SoCParams, describe_soc, soc
 from .designs_stream import (DenseStreamConvParams, EscalateConvParams, MLGConvParams, SmartDealConvParams,
@@ -28,7 +29,7 @@ __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "instantiate", "C
            "smartdeal_layer", "mlg_layer", "escalate_layer", "SoCParams", "SOC_ACCELS"]
 
 
-class UnknownDesign(ValueError):
+class UnknownDesign(ParameterError):
     pass
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hdl.params import ParameterError
 from .design_params import Params, param
 from .designs_stream import MLGConvParams, SmartDealConvParams
 
@@ -71,13 +72,13 @@ def soc(p, *, frequency):
     from ..hdl.params import abandon
     from ..soc.soc import SoC, check_layout
     if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
-        raise ValueError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
+        raise ParameterError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
     if p.rom_size is not None and (p.rom_size & (p.rom_size - 1) or not 256 <= p.rom_size <= 1 << 16):
-        raise ValueError(f"ROM size must be a power of two in range [256, 65536], not {p.rom_size}")
+        raise ParameterError(f"ROM size must be a power of two in range [256, 65536], not {p.rom_size}")
     check_layout(p.ram_size, p.rom_size)
     divisor = round(frequency / p.baud) - 1
     if divisor < 1:
-        raise ValueError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
+        raise ParameterError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
 
     accels = {} if p.accel is None else {p.accel.replace("-", "_"): soc_accelerator(p)}
     top = SoC(ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor, accelerators=accels)

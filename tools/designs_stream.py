@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hdl import Conv2d
+from ..hdl.params import ParameterError
 from .design_params import Params, divides, param
 
 __all__ = ["StreamConvParams", "DenseStreamConvParams", "SmartDealConvParams", "MLGConvParams",
@@ -45,9 +46,9 @@ class SmartDealConvParams(StreamConvParams):
     def check(self):
         divides("group-size", self.group_size, "--c-out", self.c_out)
         if not 2 <= self.basis_bits <= 16:
-            raise ValueError(f"--basis-bits must be in range [2, 16], not {self.basis_bits}")
+            raise ParameterError(f"--basis-bits must be in range [2, 16], not {self.basis_bits}")
         if self.e_min > self.e_max:
-            raise ValueError(f"--e-min {self.e_min} must not exceed --e-max {self.e_max}")
+            raise ParameterError(f"--e-min {self.e_min} must not exceed --e-max {self.e_max}")
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ class MLGConvParams(StreamConvParams):
     def check(self):
         divides("lanes", self.lanes, "the taps of a 3x3 kernel", 9)
         if not 1 <= self.bi <= min(self.c_in, 9):
-            raise ValueError(f"--bi must be in range [1, {min(self.c_in, 9)}] (at most --c-in and 9), not {self.bi}")
+            raise ParameterError(f"--bi must be in range [1, {min(self.c_in, 9)}] (at most --c-in and 9), not {self.bi}")
         if not 1 <= self.bo <= min(self.c_out, self.c_in * 9):
-            raise ValueError(f"--bo must be in range [1, {min(self.c_out, self.c_in * 9)}] (at most --c-out and "
+            raise ParameterError(f"--bo must be in range [1, {min(self.c_out, self.c_in * 9)}] (at most --c-out and "
                              f"9 --c-in), not {self.bo}")
 
 
@@ -82,13 +83,13 @@ class EscalateConvParams(StreamConvParams):
             divides("outputs", self.outputs, "--c-out", self.c_out)
         most = 9 if not self.per_channel else min(self.c_out, 9)
         if not 1 <= self.bases <= most:
-            raise ValueError(f"--bases must be in range [1, {most}], not {self.bases}")
+            raise ParameterError(f"--bases must be in range [1, {most}], not {self.bases}")
         top = 8 if self.coef_mode == "int" else 16
         if not 2 <= self.coef_bits <= top:
-            raise ValueError(f"--coef-bits must be in range [2, {top}] with --coef-mode {self.coef_mode}, "
+            raise ParameterError(f"--coef-bits must be in range [2, {top}] with --coef-mode {self.coef_mode}, "
                              f"not {self.coef_bits}")
         if not self.density > 0:
-            raise ValueError(f"--density must be above 0, not {self.density}")
+            raise ParameterError(f"--density must be above 0, not {self.density}")
 
 
 def escalate_layer(p):

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from ..golden import modelfile, network
+from ..hdl.params import ParameterError
 from .build import write_json_atomic
 from .compress import compressed_layers
 from .report import format_table
@@ -51,12 +52,12 @@ def load_tradeoff(path=TRADEOFF_PATH):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as error:
-        raise ValueError(f"Cannot read trade-off file {path}: {error.strerror}") from None
+        raise ParameterError(f"Cannot read trade-off file {path}: {error.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON trade-off file ({error})") from None
+        raise ParameterError(f"{path}: not a JSON trade-off file ({error})") from None
     if not isinstance(data, dict) or data.get("format") != "insitu-tradeoff/2" or \
             not isinstance(data.get("points"), list):
-        raise ValueError(f"{path} is not an insitu trade-off file (format insitu-tradeoff/2)")
+        raise ParameterError(f"{path} is not an insitu trade-off file (format insitu-tradeoff/2)")
     return data
 
 

@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from ..golden import description, network
+from ..golden.errors import InputError
 
 __all__ = ["ImportError_", "load_onnx", "from_torch", "SUPPORTED", "MIN_OPSET"]
 
@@ -31,7 +32,7 @@ SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "Flatten", "Reshape", "Ge
              "Identity", "Dropout")
 
 
-class ImportError_(ValueError):
+class ImportError_(InputError):
     """An ONNX model insitu cannot import (one line: the node, the op, what is supported)."""
 
 

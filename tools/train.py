@@ -13,6 +13,7 @@ import numpy as np
 from ..golden import datasets, description, methods, network
 from ..golden.description import DIGITS_CNN
 from . import compress, qat
+from ..hdl.params import ParameterError
 from .progress import Progress
 
 __all__ = ["require_torch", "train_float", "finetune", "train_all", "train_seeds", "tradeoff", "tradeoff_settings",
@@ -140,7 +141,7 @@ def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch
     data = data or datasets.digits()
     input_shape, specs = description.from_dict(desc)
     if input_shape != data.input_shape:
-        raise ValueError(f"The description's input is {input_shape}, the data set's images are {data.input_shape}")
+        raise ParameterError(f"The description's input is {input_shape}, the data set's images are {data.input_shape}")
     with _Deterministic(torch, seed):
         g = torch.Generator().manual_seed(seed)
         weights, biases = {}, {}

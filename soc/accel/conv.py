@@ -20,7 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ...hdl import Conv2d, DenseConv, MuxConv
-from ...hdl.params import check_int, check_kernel, validated
+from ...hdl.params import ParameterError, check_int, check_kernel, validated
 from ..csr import attach_bank, bank_bus_signature
 from .common import (Count, Ctrl, InData, Levels, OutCfg, OutData, Status, WCommit, WStage, fifos,
                      output_words)
@@ -42,7 +42,7 @@ class StagedWeights:
 
     def __init__(self, pe="qgp", *, k=3, parallel=1):
         if pe not in self._PES:
-            raise ValueError(f"PE must be one of {', '.join(map(repr, self._PES))}, not {pe!r}")
+            raise ParameterError(f"PE must be one of {', '.join(map(repr, self._PES))}, not {pe!r}")
         self._pe, self._k = pe, check_kernel(k)
         self._parallel = check_int(parallel, "Parallel output channel count", 1)
         self.registers = [WStage("w_stage"), WCommit("w_commit")]
@@ -67,7 +67,7 @@ class StagedWeights:
 
     def check(self, c_in, c_out):
         if c_out % self._parallel or self._parallel > c_out:
-            raise ValueError(f"Parallel output channel count must divide the output channel count ({c_out}), "
+            raise ParameterError(f"Parallel output channel count must divide the output channel count ({c_out}), "
                              f"not {self._parallel!r}")
 
     def build_pe(self, c_in, c_out):

@@ -31,7 +31,7 @@ from amaranth import Cat, Mux, Signal
 
 from ...hdl.decode import SmartDealWeights, basis_layout
 from ...hdl.insitu import InSituGenerator
-from ...hdl.params import check_int
+from ...hdl.params import ParameterError, ParameterTypeError, check_int
 from ...hdl.streamconv import StreamConv
 from .common import Basis, DecodeStatus, Element, WAddr, WData, indexed_registers, weight_address
 from .conv import ConvAccel
@@ -91,7 +91,7 @@ class SmartDealRows(_Decoded):
 
     def check(self, c_in, c_out):
         if self._group_size > c_out or c_out % self._group_size:
-            raise ValueError(f"Group size must divide the output channel count ({c_out}), not {self._group_size!r}")
+            raise ParameterError(f"Group size must divide the output channel count ({c_out}), not {self._group_size!r}")
 
     def _source(self, c_in, c_out):
         groups, words = c_out // self._group_size, self.words(c_in, c_out)
@@ -129,12 +129,12 @@ class MLGFactors(_Decoded):
         self._bi = check_int(bi, "Basis rank bi", 1, 255)
         self._bo = check_int(bo, "Basis rank bo", 1, 255)
         if not isinstance(bits, (tuple, list)) or len(bits) != 3:
-            raise TypeError(f"Bits must be a (basis, u, v) triple of integers, not {bits!r}")
+            raise ParameterTypeError(f"Bits must be a (basis, u, v) triple of integers, not {bits!r}")
         for b in bits:
             check_int(b, "Code width", 1, 16)
         check_int(lanes, "Lane count", 1, 9)
         if 9 % lanes:
-            raise ValueError(f"Lane count must divide k² (9), not {lanes!r}")
+            raise ParameterError(f"Lane count must divide k² (9), not {lanes!r}")
         self._bits, self._lanes = tuple(bits), lanes
         self.registers = [Basis("basis"), Element("u"), Element("v")]
 
@@ -143,7 +143,7 @@ class MLGFactors(_Decoded):
 
     def check(self, c_in, c_out):
         if c_in > 255 or c_out > 255:
-            raise ValueError(f"MLG factors address at most 255 channels, not {c_in} → {c_out}")
+            raise ParameterError(f"MLG factors address at most 255 channels, not {c_in} → {c_out}")
 
     def _source(self, c_in, c_out):
         bo, bi = self._bo, self._bi

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In
 
 from ...hdl.circulant import CirculantMatVec
 from ...hdl.densematvec import DenseMatVec
-from ...hdl.params import check_int, validated
+from ...hdl.params import ParameterError, check_int, validated
 from ..csr import attach_bank, bank_bus_signature
 from .common import DenseCtrl, DenseStatus, InData, Levels, OutCfg, OutData, WAddr, WData, fifos, output_words, \
     weight_address
@@ -79,7 +79,7 @@ class MatVecAccel(wiring.Component):
 def _check_columns(n):
     check_int(n, "Column count", 4)
     if n % 4:
-        raise ValueError(f"Column count must be a positive multiple of 4, not {n!r}")
+        raise ParameterError(f"Column count must be a positive multiple of 4, not {n!r}")
 
 
 class _Dense:
@@ -90,7 +90,7 @@ class _Dense:
         _check_columns(n)
         check_int(lanes, "Lane count", 1, 4)
         if m % lanes:
-            raise ValueError(f"Lane count must divide the row count ({m}), not {lanes!r}")
+            raise ParameterError(f"Lane count must divide the row count ({m}), not {lanes!r}")
         self.m, self.n, self.lanes = m, n, lanes
         self.words = m // lanes * n
 
@@ -118,10 +118,10 @@ class _Circulant:
         _check_columns(n)
         check_int(k, "Block size", 4, 256)
         if k & (k - 1):
-            raise ValueError(f"Block size must be a power of two in range [4, 256], not {k!r}")
+            raise ParameterError(f"Block size must be a power of two in range [4, 256], not {k!r}")
         check_int(m, "Row count", k)
         if m % k or n % k:
-            raise ValueError(f"Block size {k} must divide both matrix dimensions, not {m}x{n}")
+            raise ParameterError(f"Block size {k} must divide both matrix dimensions, not {m}x{n}")
         check_int(mid_shift, "Mid shift", 0, 63)
         check_int(spectrum_width, "Spectrum width", 4, 16)
         self.m, self.n, self.k, self.mid_shift, self.spectrum_width = m, n, k, mid_shift, spectrum_width

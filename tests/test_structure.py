@@ -1,6 +1,7 @@
-"""The import direction between the packages, read from the sources: ``golden`` (the NumPy reference) and
+"""How the project holds together. The import direction between the packages, read from the sources: ``golden`` (the NumPy reference) and
 ``hdl`` (the blocks) stand alone, ``soc`` builds on ``hdl``, ``boards`` on ``hdl`` and ``soc``, and only
-``tools`` (the command line) brings the golden models and the hardware together."""
+``tools`` (the command line) brings the golden models and the hardware together. And the command line
+reports the project's own errors in one line, and nothing else."""
 
 import ast
 from pathlib import Path
@@ -46,3 +47,23 @@ def test_the_reader_sees_relative_imports():
     """The checker itself: a relative import two levels up is resolved to its package."""
     assert "hdl" in imported_packages(ROOT / "soc" / "accel" / "conv.py")
     assert "golden" in imported_packages(ROOT / "tools" / "netrun.py")
+
+
+def test_the_command_line_reports_only_the_projects_errors(monkeypatch, capsys):
+    """A parameter error is one line; a plain ValueError (a bug, not the user's input) keeps its traceback."""
+    import pytest
+
+    from insitu.hdl.params import ParameterError
+    from insitu.tools import cli, demo
+
+    def refuse(**kwargs):
+        raise ParameterError("Image count must be positive")
+    monkeypatch.setattr(demo, "run_demo", refuse)
+    assert cli.main(["demo"]) == 1
+    assert capsys.readouterr().err == "insitu demo: error: Image count must be positive\n"
+
+    def bug(**kwargs):
+        raise ValueError("operands could not be broadcast together")
+    monkeypatch.setattr(demo, "run_demo", bug)
+    with pytest.raises(ValueError, match="broadcast"):
+        cli.main(["demo"])
