@@ -120,3 +120,23 @@ def test_unpack_stray_bits():
 def test_errors(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def test_format_pinned_by_a_hand_made_image():
+    """Version 2 (and 1) byte for byte, written from the format description, not from pack(): k = 1,
+    bo = bi = c_in = 1, c_out = 2, code widths (2, 2, 1), scales 0.5, 0.25, 2."""
+    import struct
+    import zlib
+    layer = mlg.MLGLayer(basis=np.array([[[3]]]), u=np.array([[[-1]]]), v=np.array([[1], [-1]]),
+                       scales=(0.5, 0.25, 2.0), bits=(2, 2, 1), k=1)
+    header = (b"MLG1" + bytes([2, 1]) + bytes([1, 0, 1, 0, 1, 0, 2, 0]) + bytes([2, 2, 1])
+              + bytes.fromhex("0000003f" "0000803e" "00000040") + (6).to_bytes(4, "little"))
+    # codes stored as (c + 2**b − 1) / 2, LSB first: basis 3 -> 0b11, u -1 -> 0b01, v 1 -> 1, v -1 -> 0
+    body = header + bytes([0b010111])
+    image = body + zlib.crc32(body).to_bytes(4, "little")
+    assert struct.unpack("<3f", header[17:29]) == (0.5, 0.25, 2.0)
+    assert mlg.pack(layer) == image
+    for data in (image, b"MLG1" + bytes([1]) + body[5:]):
+        back = mlg.unpack(data)
+        np.testing.assert_array_equal(mlg.generate(back), mlg.generate(layer))
+        assert back.scales == layer.scales and back.bits == layer.bits

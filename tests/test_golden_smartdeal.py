@@ -111,3 +111,25 @@ def test_density_keeps_that_fraction(density):
 def test_density_error():
     with pytest.raises(ValueError, match=r"^Density must be a number in \(0, 1\], not 0$"):
         S.decompose(np.ones((2, 2, 3, 3)), density=0)
+
+
+def test_format_pinned_by_a_hand_made_image():
+    """Version 2 (and 1) byte for byte, written from the format description, not from pack(): a 1×3 linear
+    layer, 4-bit basis, exponents [0, 1] (1-bit codes), one row: +2¹, zero, −2⁰."""
+    import zlib
+    basis = np.array([[[1, 2, 3], [-1, 0, 7], [-8, 4, 5]]])
+    layer = S.SmartDealLayer(shape=(1, 3), group_size=1, basis=basis, basis_bits=4, basis_frac=0,
+                             zero=np.array([[[False, True, False]]]), sign=np.array([[[False, False, True]]]),
+                             exp=np.array([[[1, 0, 0]]]), e_min=0, e_max=1)
+    header = (b"SDL1" + bytes([2, 2]) + bytes([1, 0, 3, 0, 0, 0, 0, 0])      # magic, version, ndim, dims (u16)
+              + bytes([1, 0, 4, 0, 0, 1]))                                   # group (u16), bits, frac, e_min, e_max
+    # 44 payload bits: nine 4-bit basis codes 1,2,3,-1,0,7,-8,4,5 (nibbles LSB first), then the row:
+    # skip 0 | zero 0, sign 0, exp 1 | zero 1 | zero 0, sign 1, exp 0  ->  0b01011000
+    payload = bytes([0x21, 0xF3, 0x70, 0x48, 0x85, 0x05])
+    body = header + (44).to_bytes(4, "little") + payload
+    image = body + zlib.crc32(body).to_bytes(4, "little")                    # CRC-32 (zlib's, ISO-HDLC)
+    assert S.pack(layer) == image
+    for data in (image, b"SDL1" + bytes([1]) + body[5:]):                   # version 2, and version 1 (no CRC)
+        back = S.unpack(data)
+        np.testing.assert_array_equal(back.basis, basis)
+        np.testing.assert_array_equal(S.reconstruct(back), S.reconstruct(layer))
