@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from insitu.golden import description, fixed, methods, modelfile, network
+from insitu.golden import fixed, methods, modelfile, network
 from insitu.tools import compress
 from insitu.tools.cli import main
 from insitu.tools.evaluate import default_models
