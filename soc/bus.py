@@ -130,6 +130,9 @@ class SRAM(wiring.Component):
     bus : In(wishbone_signature(addr_width))
     """
 
+    #: the name of the memory inside (a compiled simulation finds the RAM by it)
+    MEMORY = "mem"
+
     @staticmethod
     def check_size(size, image_bytes=0, writable=True):
         """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 holding ``image_bytes``."""
@@ -163,7 +166,7 @@ class SRAM(wiring.Component):
             m.d.comb += [wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
                          wr.en.eq(Mux(bus.cyc & bus.stb & bus.we & ~ack, bus.sel, 0))]
         else:
-            m.submodules.mem = mem = memory.Memory(shape=32, depth=self._size // 4, init=self._init)
+            m.submodules[self.MEMORY] = mem = memory.Memory(shape=32, depth=self._size // 4, init=self._init)
             rd = mem.read_port()
         m.d.comb += [rd.addr.eq(bus.adr), bus.dat_r.eq(rd.data), bus.ack.eq(ack)]
         return m

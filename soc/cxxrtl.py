@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .soc import SoC
+
 __all__ = ["CompiledSoC", "SimulationError", "cache_dir", "compiler", "compiler_description"]
 
 #: The C++ driver (package data): runs the clock, collects UART bytes, stops on ``sys.sim_exit``.
@@ -150,7 +152,7 @@ class CompiledSoC:
                                    ctypes.POINTER(ctypes.c_uint64)]
         lib.insitu_vcd.restype = ctypes.c_int
         lib.insitu_vcd.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64]
-        self._ram_name = b"ram mem"
+        self._ram_name = " ".join(SoC.RAM_MEMORY).encode()
         self._sim = None
 
     def reset(self):

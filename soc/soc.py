@@ -65,6 +65,10 @@ class SoC(wiring.Component):
         A byte left the UART's transmit FIFO.
     """
 
+    #: the hierarchical name of the RAM's memory (as CXXRTL spells it: one space per level), for tools that
+    #: load a firmware image into a compiled simulation
+    RAM_MEMORY = ("ram", SRAM.MEMORY)
+
     def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None, rom_size=None):
         check_layout(ram_size, rom_size, len(firmware))
         check_int(uart_divisor, "UART divisor", 1, 0xFFFF)
@@ -101,7 +105,7 @@ class SoC(wiring.Component):
         m.submodules.cpu = cpu = Top()
         # The children, built here (once per elaboration), each serving its window of the map.
         if self._rom_size is None:
-            m.submodules.ram = ram = SRAM(size=self._ram_size, init=self._firmware)
+            m.submodules[self.RAM_MEMORY[0]] = ram = SRAM(size=self._ram_size, init=self._firmware)
             windows = {"ram": ram.bus}
         else:
             m.submodules.rom = rom = SRAM(size=self._rom_size, init=self._firmware, writable=False)
