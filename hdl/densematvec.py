@@ -80,6 +80,12 @@ class DenseMatVec(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
 
     @property
+    def cycles_per_vector(self):
+        """Clocks per product without stalls, vectors back to back: ``n`` to take the vector, then per group
+        of ``lanes`` rows ``n`` clocks of multiply-accumulate, 3 of pipeline drain and ``lanes`` of output."""
+        return self._n + (self._m // self._lanes) * (self._n + 3 + self._lanes)
+
+    @property
     def weight_bits(self):
         return self._m * self._n * self._weight_width
 

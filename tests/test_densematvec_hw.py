@@ -29,13 +29,20 @@ def test_matches_integer_product(seed):
     np.testing.assert_array_equal(got, xs @ weights.T)
 
 
-def test_cycles_are_mn_over_lanes():
-    rng = np.random.default_rng(7)
-    weights = rng.integers(-128, 128, size=(16, 16))
-    xs = rng.integers(-128, 128, size=(1, 16))
-    got, cycles = simulate(weights, xs, lanes=4, seed=0, stall=0.0)
-    np.testing.assert_array_equal(got, xs @ weights.T)
-    assert 16 * 16 // 4 <= cycles <= 16 + 16 * 16 // 4 + 4 * (4 + 4)
+@pytest.mark.parametrize("m, n, lanes", [(16, 16, 4), (4, 4, 1), (6, 5, 3), (2, 9, 1), (8, 12, 2)])
+def test_cycles_are_exact(m, n, lanes):
+    """Without stalls, vector after vector, each product takes exactly ``cycles_per_vector`` clocks (the
+    first one less: the count starts at reset)."""
+    rng = np.random.default_rng(m * n)
+    weights = rng.integers(-128, 128, size=(m, n))
+    xs = rng.integers(-128, 128, size=(3, n))
+    runs, periods = [], set()
+    for v in (1, 2, 3):
+        dut = DenseMatVec(m=m, n=n, weights=weights, lanes=lanes)
+        runs.append(simulate_stream(dut, [int(e) for e in np.ravel(xs[:v])], v * m, deadline=10000)[1])
+        periods.add(dut.cycles_per_vector)
+    (period,) = periods
+    assert runs == [period - 1, 2 * period - 1, 3 * period - 1]
 
 
 @pytest.mark.parametrize("kwargs, exc, msg", [
