@@ -171,6 +171,14 @@ class RowReader(wiring.Component):
         super().__init__(members)
 
     groups = property(lambda self: self._c_out // self._group_size)
+    #: clocks after reset before the first row is offered (the first word is read, then loaded)
+    startup = 2
+
+    @property
+    def cycles_per_layer(self):
+        """Clocks per pass over the layer with the consumer always ready: one row per clock, then one
+        idle clock while the buffer restarts at word 0."""
+        return self._c_out * self._rows + 1
 
     @property
     def row_bits(self):

@@ -246,6 +246,14 @@ class WeightMemory(wiring.Component):
     def stored_bits(self):
         return len(self._rows) * self._lanes * self._weight_width
 
+    #: clocks after reset before the first transfer is offered (the first word is read)
+    startup = 1
+
+    @property
+    def cycles_per_layer(self):
+        """Clocks per pass over the layer with the consumer always ready: one transfer per clock, no gap."""
+        return len(self._rows)
+
     def elaborate(self, platform):
         m = Module()
         layout = data.ArrayLayout(signed(self._weight_width), self._lanes)

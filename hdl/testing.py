@@ -16,7 +16,7 @@ import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "run", "to_python", "simulate_stream", "simulate_conv2d"]
+__all__ = ["stream_put", "stream_get", "run", "to_python", "simulate_stream", "simulate_conv2d", "valid_trace"]
 
 
 def to_python(value):
@@ -141,3 +141,18 @@ def simulate_conv2d(conv, frames, *, seed=0, stall=0.0, vcd=None):
                                        deadline=deadline)
     out = np.array(received, dtype=np.int64).reshape(n, conv.out_height, conv.out_width, pe.c_out)
     return out.transpose(0, 3, 1, 2), cycles
+
+
+def valid_trace(source, clocks):
+    """The ``o.valid`` of a stream source over its first ``clocks`` clocks after reset, with the consumer
+    always ready, as a string of ``0``/``1`` (one character per clock, sampled after each edge)."""
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(source.o.ready, 1)
+        for _ in range(clocks):
+            await ctx.tick()
+            seen.append("1" if ctx.get(source.o.valid) else "0")
+    run(source, [bench], deadline=clocks + 10)
+    return "".join(seen)
+

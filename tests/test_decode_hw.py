@@ -124,3 +124,21 @@ def test_row_reader_errors(kwargs, exc, msg):
     from insitu.hdl.decode import RowReader
     with pytest.raises(exc, match=msg):
         RowReader(**kwargs)
+
+
+@pytest.mark.parametrize("seed, shape, group_size, threshold", [
+    (0, (4, 2, 3, 3), 2, 0.0), (1, (3, 5, 3, 3), 3, 0.8), (2, (8, 1, 3, 3), 4, 0.3), (3, (2, 16), 1, 0.0)])
+def test_row_reader_pace_is_exact(seed, shape, group_size, threshold):
+    """One row per clock after ``startup`` clocks, whatever the rows' lengths (skipped rows, zeros, full
+    rows), then one idle clock per pass over the layer."""
+    from insitu.golden import smartdeal
+    from insitu.hdl.decode import RowReader
+    from insitu.hdl.testing import valid_trace
+    layer, _ = smartdeal.decompose(np.random.default_rng(seed).normal(size=shape), group_size=group_size,
+                                   threshold=threshold)
+    dut = RowReader(words=smartdeal.row_words(layer), rows=layer.zero.shape[1], c_out=shape[0],
+                    group_size=group_size, exp_bits=layer.exp_bits)
+    rows = shape[0] * layer.zero.shape[1]
+    assert dut.cycles_per_layer == rows + 1
+    want = "0" * dut.startup + ("1" * rows + "0") * 3
+    assert valid_trace(dut, len(want)) == want

@@ -171,3 +171,14 @@ def test_weight_memory_errors(kwargs, exc, msg):
     from insitu.hdl.streamconv import WeightMemory
     with pytest.raises(exc, match=msg):
         WeightMemory(**kwargs)
+
+
+@pytest.mark.parametrize("shape, lanes", [((2, 3, 3, 3), 3), ((1, 2, 3, 3), 9), ((3, 1, 3, 3), 1)])
+def test_weight_memory_pace_is_exact(shape, lanes):
+    """One transfer per clock after ``startup`` clocks, the layer repeating with no gap."""
+    from insitu.hdl.streamconv import WeightMemory
+    from insitu.hdl.testing import valid_trace
+    dut = WeightMemory(weights=np.arange(np.prod(shape)).reshape(shape) % 100, lanes=lanes)
+    clocks = dut.startup + 3 * dut.cycles_per_layer
+    assert dut.cycles_per_layer == np.prod(shape) // lanes
+    assert valid_trace(dut, clocks) == "0" * dut.startup + "1" * (3 * dut.cycles_per_layer)
