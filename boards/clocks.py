@@ -28,7 +28,7 @@ def pll_plan(family, f_in, f_out):
     lo, hi = PLL_RANGE[family]
     if not lo <= f_out <= hi:
         raise ParameterError(f"Clock frequency {f_out / 1e6:g} MHz is outside what the {family} PLL makes "
-                         f"({lo / 1e6:g} to {hi / 1e6:g} MHz)")
+                             f"({lo / 1e6:g} to {hi / 1e6:g} MHz)")
     params = ice40_pll_params(f_in, f_out) if family == "ice40" else ecp5_pll_params(f_in, f_out)
     return params, params[-1]
 

@@ -80,7 +80,7 @@ class CirculantMatVec(wiring.Component):
                         re, im = int(v.real), int(v.imag)
                         if re != v.real or im != v.imag or not (lo <= re <= hi and lo <= im <= hi):
                             raise ParameterError(f"Spectrum values must be complex integers with parts in "
-                                             f"[{lo}, {hi}], not {v!r} at ({i}, {j}, {b})")
+                                                 f"[{lo}, {hi}], not {v!r} at ({i}, {j}, {b})")
                         self._words.append({"re": re, "im": im})
         except (TypeError, IndexError):
             raise ParameterError(f"Spectra must be shaped ({p}, {q}, {h})") from None

@@ -38,7 +38,7 @@ class Conv2d(wiring.Component):
     def __init__(self, pe, *, width, height, padding):
         if not isinstance(pe, (ConvPE, StreamConv, BasisFirstConv)):
             raise ParameterTypeError(f"Processing element must be a MuxConv, DenseConv, StreamConv or BasisFirstConv, "
-                            f"not {pe!r}")
+                                     f"not {pe!r}")
         self._pe = pe
         self._window = SlidingWindow(channels=pe.c_in, act_width=pe.act_width, k=pe.k,
                                      width=width, height=height, padding=padding)

@@ -288,7 +288,7 @@ class SmartDealWeights(wiring.Component):
         with validating(self._decoder):                  # a refused reader abandons the decoder too
             if self._decoder.groups * group_size != c_out:
                 raise ParameterError(f"Basis holds {self._decoder.groups} groups; {c_out} output channels in groups "
-                                 f"of {group_size} need {c_out // group_size}")
+                                     f"of {group_size} need {c_out // group_size}")
             self._reader = RowReader(words=words, rows=rows, c_out=c_out, group_size=group_size,
                                      exp_bits=self._decoder.exp_bits, writable=writable)
         members = {"o": self._decoder.signature.members["o"]}

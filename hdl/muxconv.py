@@ -60,7 +60,7 @@ class MuxConv(ConvPE):
         super()._check_code(code)
         if code & ((1 << self.index_width) - 1) >= self.k * self.k:
             raise ParameterError(f"Weight code {code!r} selects tap {code & ((1 << self.index_width) - 1)}, "
-                             f"but a {self.k}x{self.k} kernel has {self.k * self.k} taps")
+                                 f"but a {self.k}x{self.k} kernel has {self.k * self.k} taps")
 
     def _operands(self, window, codes):
         for ci in range(self.c_in):

@@ -4,7 +4,8 @@ value of the wrong type, ``ValueError`` for one out of range."""
 import functools
 from contextlib import contextmanager
 
-__all__ = ["ParameterError", "ParameterTypeError", "check_int", "check_kernel", "signed_width", "abandon", "validating", "validated"]
+__all__ = ["ParameterError", "ParameterTypeError", "check_int", "check_kernel", "signed_width", "abandon", "validating",
+           "validated"]
 
 
 class ParameterError(ValueError):

@@ -47,7 +47,7 @@ class ConvPE(wiring.Component):
         check_int(parallel, "Parallel output channel count", 1, c_out)
         if c_out % parallel:
             raise ParameterError(f"Parallel output channel count must divide the output channel count "
-                             f"({c_out}), not {parallel!r}")
+                                 f"({c_out}), not {parallel!r}")
         self._c_in, self._c_out, self._k = c_in, c_out, k
         self._act_width, self._parallel = act_width, parallel
 
@@ -108,10 +108,10 @@ class ConvPE(wiring.Component):
             rows = [[int(v) for v in row] for row in init]
         except TypeError:
             raise ParameterTypeError(f"Weight init must be a 2-D sequence of integer codes shaped "
-                            f"({self.c_out}, {self.c_in})") from None
+                                     f"({self.c_out}, {self.c_in})") from None
         if len(rows) != self.c_out or any(len(row) != self.c_in for row in rows):
             raise ParameterError(f"Weight init must be shaped ({self.c_out}, {self.c_in}), "
-                             f"not ({len(rows)}, {', '.join(sorted({str(len(r)) for r in rows}))})")
+                                 f"not ({len(rows)}, {', '.join(sorted({str(len(r)) for r in rows}))})")
         for row in rows:
             for v in row:
                 self._check_code(v)

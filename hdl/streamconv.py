@@ -68,8 +68,8 @@ class StreamConv(wiring.Component):
                 if not shape.elem_shape.signed:
                     raise AttributeError
             except (AttributeError, KeyError):
-                raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed weight "
-                                f"lanes, not {source!r}") from None
+                raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed "
+                                         f"weight lanes, not {source!r}") from None
         check_int(weight_width, "Weight width", 2, 32)
         check_int(lanes, "Weight lane count", 1, k * k)
         if (k * k) % lanes:
@@ -234,7 +234,7 @@ class WeightMemory(wiring.Component):
             raise ParameterError(f"Weights must be shaped (c_out, c_in, k, k), not {shape}")
         if (shape[1] * shape[2] * shape[3]) % lanes:
             raise ParameterError(f"Weight lane count must divide c_in·k² ({shape[1] * shape[2] * shape[3]}), "
-                             f"not {lanes!r}")
+                                 f"not {lanes!r}")
         lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
         if any(not lo <= v <= hi for v in flat):
             raise ParameterError(f"Weights must fit in signed {weight_width}-bit integers [{lo}, {hi}]")

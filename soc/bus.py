@@ -73,7 +73,8 @@ class Decoder(wiring.Component):
         check_window(name, base, size, self.windows)
         need = (size // 4 - 1).bit_length()
         if len(sub_bus.adr) < need:
-            raise ParameterError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, the window needs {need}")
+            raise ParameterError(f"Window {name!r}: its bus has {len(sub_bus.adr)} address bits, "
+                                 f"the window needs {need}")
         self._windows.append((name, base, size, sub_bus, idle_zero))
 
     def elaborate(self, platform):
@@ -137,10 +138,11 @@ class SRAM(wiring.Component):
     def check_size(size, image_bytes=0, writable=True):
         """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 holding ``image_bytes``."""
         if not isinstance(size, int) or isinstance(size, bool) or size < 4 or size & (size - 1):
-            raise ParameterError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, not {size!r}")
+            raise ParameterError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, "
+                                 f"not {size!r}")
         if image_bytes > size:
             raise ParameterError(f"Image of {image_bytes} bytes does not fit in {size} bytes of "
-                             f"{'RAM' if writable else 'ROM'}")
+                                 f"{'RAM' if writable else 'ROM'}")
 
     @validated
     def __init__(self, *, size, init=None, writable=True):
@@ -197,7 +199,7 @@ class SPRAM(wiring.Component):
         """Raise a one-line ValueError unless ``size`` is one an SPRAM can have (call before building)."""
         if size not in SPRAM.SIZES:
             raise ParameterError(f"SPRAM size must be 65536 or 131072 bytes (2 or 4 of the iCE40UP5K's blocks), "
-                             f"not {size!r}")
+                                 f"not {size!r}")
 
     @validated
     def __init__(self, *, size=65536):

@@ -57,7 +57,7 @@ class Field:
 def _check_reset(name, width, value):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << width:
         raise ParameterError(f"Field {name!r}: reset value must be an integer in range [0, {(1 << width) - 1}], "
-                         f"not {value!r}")
+                             f"not {value!r}")
 
 
 class Register:

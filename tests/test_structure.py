@@ -1,5 +1,5 @@
-"""How the project holds together. The import direction between the packages, read from the sources: ``golden`` (the NumPy reference) and
-``hdl`` (the blocks) stand alone, ``soc`` builds on ``hdl``, ``boards`` on ``hdl`` and ``soc``, and only
+"""How the project holds together. The import direction between the packages, read from the sources:
+``golden`` (the NumPy reference) and ``hdl`` (the blocks) stand alone, ``soc`` builds on ``hdl``, ``boards`` on ``hdl`` and ``soc``, and only
 ``tools`` (the command line) brings the golden models and the hardware together. And the command line
 reports the project's own errors in one line, and nothing else."""
 

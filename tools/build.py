@@ -189,8 +189,9 @@ def _run_script(build_dir, env, progress, name="top", device=None, knobs=("--par
         if "Unable to place cell" in first_error and over:
             cell, u = over[0]
             hint = "--dsp or " if cell == "ICESTORM_LC" and used.get("ICESTORM_DSP", {}).get("used") == 0 else ""
-            first_error = (f"too large for {device or 'the device'}: needs {u['used']:,} {_CELL_NAMES.get(cell, cell)}, "
-                           f"has {u['available']:,}; try {hint}a smaller {' or '.join(knobs)} or layer")
+            first_error = (f"too large for {device or 'the device'}: needs {u['used']:,} "
+                           f"{_CELL_NAMES.get(cell, cell)}, has {u['available']:,}; "
+                           f"try {hint}a smaller {' or '.join(knobs)} or layer")
         raise BuildError(f"Build failed (exit {proc.returncode}): {first_error or 'see the log'}\n"
                          f"last lines of {log_path}:\n  " + "\n  ".join(lines[-15:]),
                          synth_cells(Path(build_dir) / f"{name}.rpt"),

@@ -63,7 +63,7 @@ class MLGConvParams(StreamConvParams):
             raise ParameterError(f"--bi must be in range [1, {min(self.c_in, 9)}] (at most --c-in and 9), not {self.bi}")
         if not 1 <= self.bo <= min(self.c_out, self.c_in * 9):
             raise ParameterError(f"--bo must be in range [1, {min(self.c_out, self.c_in * 9)}] (at most --c-out and "
-                             f"9 --c-in), not {self.bo}")
+                                 f"9 --c-in), not {self.bo}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class EscalateConvParams(StreamConvParams):
         top = 8 if self.coef_mode == "int" else 16
         if not 2 <= self.coef_bits <= top:
             raise ParameterError(f"--coef-bits must be in range [2, {top}] with --coef-mode {self.coef_mode}, "
-                             f"not {self.coef_bits}")
+                                 f"not {self.coef_bits}")
         if not self.density > 0:
             raise ParameterError(f"--density must be above 0, not {self.density}")
 

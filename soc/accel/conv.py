@@ -68,7 +68,7 @@ class StagedWeights:
     def check(self, c_in, c_out):
         if c_out % self._parallel or self._parallel > c_out:
             raise ParameterError(f"Parallel output channel count must divide the output channel count ({c_out}), "
-                             f"not {self._parallel!r}")
+                                 f"not {self._parallel!r}")
 
     def build_pe(self, c_in, c_out):
         return self._PES[self._pe](c_in=c_in, c_out=c_out, k=self._k, parallel=self._parallel)
