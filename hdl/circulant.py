@@ -114,6 +114,23 @@ class CirculantMatVec(wiring.Component):
         """Stored weight bits: ``k`` integers of ``spectrum_width`` bits per block (bins 0 and k/2 are real)."""
         return (self._m // self._k) * (self._n // self._k) * self._k * self._spectrum_width
 
+    @property
+    def cycles_per_vector(self):
+        """Clocks per product without stalls, vectors back to back (the first, counted from reset, takes one
+        less; with ``requant`` the requantiser's register adds that one back).
+
+        Per vector: ``n`` samples into the forward FFT and its ``L`` clocks of latency; then per output block
+        ``q·(k/2 + 1)`` MACs, 6 clocks of MAC pipeline drain and the ``k`` samples into the inverse FFT;
+        the last block's ``L`` clocks through the inverse FFT, ``k`` of output and 2 of hand-over. The
+        inverse FFT runs whole frames: while a block is still inside it (the next is ready within ``L + k``
+        clocks of the previous feed), the next feed waits for its next frame boundary, a multiple of ``k``
+        clocks after the previous one. ``L`` is :attr:`FFT.latency` for ``n = k``."""
+        k, latency = self._k, self._fwd.latency
+        p, q, h = self._m // k, self._n // k, k // 2 + 1
+        block = q * h + k + 6
+        gap = block if block >= latency + k else -(-block // k) * k
+        return self._n + 2 * latency + k + 2 + block + (p - 1) * gap
+
     def elaborate(self, platform):
         m = Module()
         k, fw = self._k, self._fft_width
