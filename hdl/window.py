@@ -34,7 +34,8 @@ class SlidingWindow(wiring.Component):
     read zeros from the line buffers and the previous row's tail, so no masking logic is needed.
     After reset the line buffers are cleared (``width + p`` clocks) before the first pixel is accepted.
     Throughput: one raster position per clock; latency from the transfer of the pixel that completes a
-    window to that window's ``valid`` is one clock.
+    window to that window's ``valid`` is one clock (:attr:`latency`, with :attr:`startup` and
+    :attr:`cycles_per_frame`, tested clock by clock).
 
     The ``k − 1`` line buffers are one block RAM of depth ``width + p`` and width
     ``(k − 1) · channels · act_width`` bits.
@@ -81,6 +82,13 @@ class SlidingWindow(wiring.Component):
     padding = property(lambda self: self._padding)
     out_width = property(lambda self: self._width + 2 * self._padding - self._k + 1)
     out_height = property(lambda self: self._height + 2 * self._padding - self._k + 1)
+    #: clocks from the transfer of the pixel (or the extra zero position) that completes a window to its
+    #: ``valid``
+    latency = 1
+    #: clocks after reset before the first pixel is taken (the line buffers, if any, are cleared)
+    startup = property(lambda self: 0 if self._k == 1 else self._width + self._padding)
+    #: clocks per frame without stalls: the extended raster of ``(height + p) × (width + p)`` positions
+    cycles_per_frame = property(lambda self: (self._height + self._padding) * (self._width + self._padding))
 
     def elaborate(self, platform):
         m = Module()

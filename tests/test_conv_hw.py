@@ -198,3 +198,44 @@ def test_muxconv_tiny_images(k, padding, h, w):
     got, _ = simulate_conv2d(dut, frames, seed=k, stall=0.3)
     for f in range(3):
         np.testing.assert_array_equal(got[f], qgp.muxconv2d(frames[f], layer, padding))
+
+
+@pytest.mark.parametrize("width, height, k, padding", [(5, 4, 3, 1), (6, 6, 3, 0), (7, 5, 5, 2), (4, 3, 1, 0)])
+def test_window_timing_is_exact(width, height, k, padding):
+    """Without stalls, clock by clock for two frames: pixels are taken at the image positions of the
+    extended raster after ``startup`` clocks, and each window is valid ``latency`` clock after the position
+    that completes it."""
+    from amaranth.sim import Simulator
+
+    from insitu.hdl.window import SlidingWindow
+    dut = SlidingWindow(channels=1, act_width=8, width=width, height=height, k=k, padding=padding)
+    clocks = dut.startup + 2 * dut.cycles_per_frame + 1
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        for _ in range(clocks):
+            _, _, valid, ready, out = await ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid)
+            got.append((int(valid and ready), int(out)))
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+    def position(t):
+        """The extended-raster position (row, column) the generator is at in clock ``t``, or None."""
+        pos = t - dut.startup
+        if pos < 0:
+            return None
+        pos %= dut.cycles_per_frame
+        return divmod(pos, width + padding)
+    reach = k - 1 - padding                # a window is completed by the position `reach` below and right
+    want = []
+    for t in range(clocks):
+        here, before = position(t), position(t - dut.latency)
+        taken = here is not None and here[0] < height and here[1] < width
+        valid = (before is not None and 0 <= before[0] - reach < dut.out_height
+                 and 0 <= before[1] - reach < dut.out_width)
+        want.append((int(taken), int(valid)))
+    assert got == want
