@@ -1,9 +1,9 @@
 """Control/status registers: register classes with fields, a bank on the Wishbone bus, and the memory map.
 
 The register map is written once, in Python (:class:`Register` subclasses listing :class:`Field` s); the
-bank, the firmware's C header and the host's Python map are all generated from it
-(:func:`c_header`, :func:`python_map`), so no address is ever written twice. Shaped like amaranth-soc's
-``csr`` (fields with an access mode, registers, a memory map) so that it can be swapped for it later.
+bank, the firmware's C header (:func:`c_header`) and the host's driver (:class:`insitu.soc.driver.Registers`)
+are all generated from it, so no address is ever written twice. Shaped like amaranth-soc's ``csr``
+(fields with an access mode, registers, a memory map) so that it can be swapped for it later.
 
 Field access modes:
 
@@ -31,7 +31,7 @@ from ..hdl.params import ParameterError, ParameterTypeError, validated
 from .bus import check_window, wishbone_signature
 
 __all__ = ["Field", "Register", "RegisterBank", "MemoryMap", "attach_bank", "bank_size", "bank_bus_signature",
-           "c_header", "python_map"]
+           "c_header"]
 
 _ACCESS = ("r", "rw", "w", "rc")
 
@@ -239,9 +239,3 @@ def c_header(memmap, guard="INSITU_SOC_REGS_H"):
         raise ParameterError(f"Register map gives clashing C names: {', '.join(clash)}")
     lines.append(f"#endif /* {guard} */")
     return "\n".join(lines) + "\n"
-
-
-def python_map(memmap):
-    """The host's view: ``{"<periph>.<register>": {"addr": int, "fields": {name: (offset, width, access)}}}``."""
-    return {f"{periph}.{reg.name}": {"addr": addr, "fields": {f: (o, w, a) for f, o, w, a in fields}}
-            for periph, reg, addr, fields in memmap.registers()}
