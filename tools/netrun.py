@@ -49,7 +49,7 @@ def model_header(model, images, parallel):
         raise NetworkRunError(f"The SoC firmware runs QGP models of the digits CNN (conv2 in QGP, the rest "
                               f"int8), not layers {', '.join(f'{l.name}={l.method}' for l in weights)}")
     conv1, conv2, fc1, fc2 = weights
-    out = ["/* Generated from a model file by insitu.soc.netrun: do not edit. */\n#include <stdint.h>\n"]
+    out = ["/* Generated from a model file by insitu.tools.netrun: do not edit. */\n#include <stdint.h>\n"]
     out.append(f"#define NUM_IMAGES {len(images)}\n#define CONV1_PARALLEL {CONV1_PARALLEL}\n"
                f"#define CONV2_PARALLEL {parallel}\n")
     out.append("".join(f"#define {name.upper()}_LANES {lanes}\n" for name, lanes in FC_LANES.items()))
