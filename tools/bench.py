@@ -1,7 +1,7 @@
 """``insitu bench muxconv``: MuxConv against the DenseConv baseline, same parameters, same run."""
 
 from ..boards import get_board
-from .build import BuildError, ToolMissing, build, write_json_atomic
+from .build import BuildError, ToolMissing, build, write_result
 from .report import format_table
 
 __all__ = ["bench_muxconv", "build_row", "write_bench"]
@@ -15,7 +15,7 @@ def write_bench(bench, runs, synth_opts, rows, json_path, **extra):
     result = {"format": "insitu-bench/1", "bench": bench,
               "parameters": {design: params.__dict__ for design, params in runs}, "synth_opts": synth_opts,
               **extra, "rows": rows}
-    write_json_atomic(json_path, result)
+    write_result(json_path, result)
     return result
 
 
@@ -85,7 +85,7 @@ def bench_muxconv(params, boards, *, json_path, synth_opts="", build_root="build
         }
     result = {"format": "insitu-bench/1", "bench": "muxconv", "parameters": params.__dict__,
               "synth_opts": synth_opts, "rows": rows, "muxconv_vs_dense": ratios}
-    write_json_atomic(json_path, result)
+    write_result(json_path, result)
     return result
 
 

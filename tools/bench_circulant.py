@@ -6,7 +6,7 @@ from ..boards import get_board
 from ..hdl.testing import simulate_stream
 from . import designs
 from .bench import build_row
-from .build import write_json_atomic
+from .build import write_result
 from .report import format_table
 
 __all__ = ["bench_circulant", "format_bench_circulant"]
@@ -37,7 +37,7 @@ def bench_circulant(params, boards, *, lanes=4, json_path, synth_opts="", build_
             rows.append(row)
     result = {"format": "insitu-bench/1", "bench": "circulant",
               "parameters": {**params.__dict__, "dense_lanes": lanes}, "synth_opts": synth_opts, "rows": rows}
-    write_json_atomic(json_path, result)
+    write_result(json_path, result)
     return result
 
 

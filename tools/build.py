@@ -25,8 +25,9 @@ from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
 from ..hdl.params import ParameterTypeError
 from .designs import get_design, instantiate
+from .provenance import provenance
 
-__all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic"]
+__all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic", "write_result"]
 
 
 class BuildError(RuntimeError):
@@ -110,6 +111,14 @@ def write_json_atomic(path, obj):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_result(path, result, inputs=()):
+    """Write a result file (a build report, a bench, a simulation) with its provenance: the commit, the
+    source hash, the command, and the hashes of ``inputs`` (see :mod:`insitu.tools.provenance`)."""
+    result["provenance"] = provenance(inputs)
+    write_json_atomic(path, result)
+
 
 
 def synth_cells(yosys_log):
@@ -294,6 +303,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "tools": tool_versions(board.family),
         "seconds": round(seconds, 1),
         "bitstream": {"path": str(bitstream), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
+        "provenance": provenance(),
     }
     json_path = Path(json_path) if json_path else build_dir / "report.insitu.json"
     write_json_atomic(json_path, report)

@@ -333,6 +333,8 @@ def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     _USER_ERRORS = _user_errors()
+    from .provenance import command
+    token = command.set(list(sys.argv[1:] if argv is None else argv))   # recorded in the results it writes
     try:
         check_outputs(args)
         args.func(args)
@@ -343,6 +345,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"insitu {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        command.reset(token)
     return 0
 
 

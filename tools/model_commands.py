@@ -156,8 +156,8 @@ def cmd_import(args):
 
 def cmd_sim(args):
     from ..golden import modelfile, network
+    from .build import write_result
     from .netrun import NetworkRunError, run_network
-    from .build import write_json_atomic
     if not 1 <= args.images <= 360:
         raise CLIError(f"--images must be in range [1, 360] (the digits test split), not {args.images}")
     model = modelfile.load(args.model)
@@ -191,7 +191,7 @@ def cmd_sim(args):
         print(f"Amaranth's simulator on the same SoC: {result['pysim_cycles_per_second']} cycles/s; the compiled "
               f"simulation is {result['compiled_over_pysim']}x faster")
     if args.json:
-        write_json_atomic(args.json, result)
+        write_result(args.json, result, inputs=[args.model])
         print(f"written: {args.json}")
     if not result["predictions_identical"]:
         raise CLIError("the firmware's results differ from the golden network")

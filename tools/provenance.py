@@ -1,0 +1,93 @@
+"""Where a result came from: the git commit, a hash of the sources that produce hardware results, and the
+``insitu`` command line that wrote it.
+
+Every result file (build reports, benches, the SoC simulation) carries this as ``"provenance"``, so that
+:func:`stale` can tell, without building anything, whether the code at hand still produces it, and
+``insitu results --update`` can run its command again.
+
+The hashed sources are everything a build, a bench or a simulation runs: ``hdl/``, ``soc/`` (with the
+firmware and the CXXRTL driver), ``boards/``, ``golden/`` and the tools that turn parameters into
+hardware (:data:`SOURCES`). Command-line plumbing, training and reporting are left out: they do not change
+a number in a result.
+"""
+
+import contextvars
+import hashlib
+import subprocess
+from pathlib import Path
+
+__all__ = ["SOURCES", "source_files", "source_hash", "provenance", "file_hash", "stale", "command"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
+           "tools/designs_soc.py", "tools/design_params.py", "tools/bench.py", "tools/bench_circulant.py",
+           "tools/bench_decode.py", "tools/bench_escalate.py", "tools/netrun.py")
+_SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
+
+#: the ``insitu`` arguments of the command being run (set by the command line), recorded in results
+command = contextvars.ContextVar("insitu_command", default=None)
+
+
+def source_files(root=ROOT):
+    """The hashed source files, sorted, as paths relative to ``root``."""
+    files = []
+    for entry in SOURCES:
+        path = root / entry
+        if path.is_dir():
+            files += [p for p in path.rglob("*") if p.suffix in _SUFFIXES and "__pycache__" not in p.parts]
+        elif path.exists():
+            files.append(path)
+    return sorted(p.relative_to(root).as_posix() for p in files)
+
+
+def source_hash(root=ROOT):
+    """SHA-256 over the names and contents of :func:`source_files` (the first 16 hex digits)."""
+    digest = hashlib.sha256()
+    for name in source_files(root):
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def file_hash(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _git(*args):
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def provenance(inputs=()):
+    """The provenance block of a result: commit, whether the hashed sources differ from it, the source
+    hash, the command, and the hashes of ``inputs`` (other files the result was made from, e.g. a model)."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--", *SOURCES)) if commit else None
+    argv = command.get()
+    return {"git_commit": commit, "sources_modified": dirty, "source_hash": source_hash(),
+            "command": None if argv is None else ["insitu", *argv],
+            "inputs": {_name(path): file_hash(path) for path in inputs}}
+
+
+def _name(path):
+    """``path`` relative to the checkout when it is inside it (as results name their inputs)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def stale(result, root=ROOT):
+    """Why ``result`` (a loaded result file) no longer describes the code at ``root``, or ``None``."""
+    block = result.get("provenance") if isinstance(result, dict) else None
+    if not block:
+        return "it records no provenance"
+    if block.get("source_hash") != source_hash(root):
+        return f"it was made by other sources ({block.get('source_hash')}, these are {source_hash(root)})"
+    for path, digest in (block.get("inputs") or {}).items():
+        if not (root / path).exists() or file_hash(root / path) != digest:
+            return f"its input {path} changed"
+    return None
