@@ -221,14 +221,14 @@ def check_fit(board, device, floor):
 
 
 def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
-          json_path=None, synth_opts="", progress=print):
+          json_path=None, synth_opts="", nextpnr_seed=None, progress=print):
     """Build design ``design_name`` with ``params`` (its parameter dataclass, see
     :mod:`insitu.tools.designs`) for a board; return the report dictionary.
 
     Tools and paths are checked before the design is generated, so a bad setup fails fast.
 
     The report is also written to ``json_path`` (default ``<build_dir>/report.insitu.json``) only when
-    the build succeeded.
+    the build succeeded. ``nextpnr_seed`` defaults to the design's ``seed`` parameter.
     """
     board = get_board(board_name)
     design = get_design(design_name)
@@ -262,7 +262,8 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     component, design_info = instantiate(design, params, frequency=frequency)
     top = (SoCHarness if design.harness == "soc" else Harness)(component, board.family, frequency, seed=params.seed)
     name = "top"
-    nextpnr_opts = f"--timing-allow-fail --report report.json --seed {params.seed}"
+    seed = params.seed if nextpnr_seed is None else nextpnr_seed
+    nextpnr_opts = f"--timing-allow-fail --report report.json --seed {seed}"
     progress(f"Building {design_name} for {board.name} ({platform.device}) at {frequency / 1e6:g} MHz "
              f"in {build_dir}/")
     start = time.monotonic()
@@ -301,6 +302,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "requested_mhz": round(asked / 1e6, 3),
         "timing_met": all(c["met"] for c in clocks),
         "tools": tool_versions(board.family),
+        "nextpnr_seed": seed,
         "seconds": round(seconds, 1),
         "bitstream": {"path": str(bitstream), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
         "provenance": provenance(),

@@ -141,6 +141,7 @@ def cmd_bench(args):
     if args.bench == "muxconv":
         from .bench import bench_muxconv, format_bench
         result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=json_path,
+                               build_root=args.build_dir,
                                synth_opts=_synth_opts(args))
         table = format_bench(result)
     elif args.bench == "decode":
@@ -156,16 +157,19 @@ def cmd_bench(args):
         for name in ("smartdeal-conv", "mlg-conv"):
             own = {f.name for f in dataclasses.fields(designs.get_design(name).params)}
             split.append(designs.get_design(name).params(**{k: v for k, v in given.items() if k in own}))
-        result = bench_decode(*split, args.boards, json_path=json_path, synth_opts=_synth_opts(args))
+        result = bench_decode(*split, args.boards, json_path=json_path, build_root=args.build_dir,
+                              synth_opts=_synth_opts(args))
         table = format_bench_decode(result)
     elif args.bench == "escalate":
         from .bench_escalate import bench_escalate, format_bench_escalate
         result = bench_escalate(_params(args, "escalate-conv"), args.boards, json_path=json_path,
+                                build_root=args.build_dir,
                                 synth_opts=_synth_opts(args))
         table = format_bench_escalate(result)
     else:
         from .bench_circulant import bench_circulant, format_bench_circulant
         result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
+                                 build_root=args.build_dir,
                                  synth_opts=_synth_opts(args))
         table = format_bench_circulant(result)
     print()
@@ -283,15 +287,21 @@ def make_parser():
     p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
+    p.add_argument("--build-dir", metavar="DIR", default="build/bench",
+                   help="where the builds go, inside the current directory (default build/bench)")
     _add_build_opts(p)
     _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv"])
     p.set_defaults(func=cmd_bench)
+
+    from .sweep_commands import add_parsers
+    add_parsers(sub)
     return parser
 
 
 #: The options of each command that name a file it writes (checked before any work starts).
 _OUTPUTS = {"compress": ("output",), "import": ("output",), "evaluate": ("json", "plot"), "sim": ("json", "vcd"),
-            "build": ("json",), "bench": ("json",), "demo": ("json",), "train": ("tradeoff",)}
+            "build": ("json",), "bench": ("json",), "demo": ("json",), "train": ("tradeoff",),
+            "sweep": ("json", "csv", "plot")}
 
 
 def check_outputs(args):

@@ -1,5 +1,6 @@
 """The base of the design parameter dataclasses (their fields become ``insitu build`` options)."""
 
+import dataclasses
 from dataclasses import field
 
 from ..hdl.params import ParameterError
@@ -23,11 +24,46 @@ class Params:
         ``{"logic": (cells, why), "memory": (bits, why)}``, either may be missing."""
         return {}
 
-    def resolved(self):
-        self.check()
+    def derived(self):
+        """These parameters with derived defaults filled in (subclasses override)."""
         return self
+
+    def resolved(self):
+        """Checked (each field, then their relations) and with derived defaults filled in."""
+        check_fields(self)
+        self.check()
+        return self.derived()
 
 
 def divides(option, value, what, total):
     if value < 1 or total % value:
         raise ParameterError(f"--{option} {value} must divide {what} ({total})")
+
+
+_RULES = {"positive": ("a positive integer", lambda v: v >= 1),
+          "non-negative": ("a non-negative integer", lambda v: v >= 0),
+          "odd": ("an odd integer >= 1", lambda v: v >= 1 and v % 2 == 1),
+          "integer": ("an integer", lambda v: True)}
+
+
+def check_fields(params):
+    """Each field against its kind, as the command line checks its options (so that parameters built in
+    Python, or read from a sweep spec, are refused the same way): one line naming the option."""
+    for f in dataclasses.fields(params):
+        kind, value, option = f.metadata.get("kind"), getattr(params, f.name), "--" + f.name.replace("_", "-")
+        if value is None and f.default is None:
+            continue                                       # optional, derived later
+        if kind in _RULES:
+            what, accept = _RULES[kind]
+            if not isinstance(value, int) or isinstance(value, bool) or not accept(value):
+                raise ParameterError(f"{option} must be {what}, not {value!r}")
+        elif kind == "fraction":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise ParameterError(f"{option} must be a number in [0, 1], not {value!r}")
+        elif kind == "flag":
+            if not isinstance(value, bool):
+                raise ParameterError(f"{option} is a flag (true or false), not {value!r}")
+        elif kind == "choice" and value not in f.metadata["choices"]:
+            raise ParameterError(f"{option} must be one of {', '.join(map(str, f.metadata['choices']))}, "
+                                 f"not {value!r}")
+

@@ -45,8 +45,7 @@ class ConvParams(Params):
     padding: int = param(None, "zero padding (default k // 2)", "non-negative")
     seed: int = param(1, "seed of the generated weights and stimulus", "non-negative")
 
-    def resolved(self):
-        self.check()
+    def derived(self):
         pad = self.k // 2 if self.padding is None else self.padding
         return dataclasses.replace(self, padding=pad)
 

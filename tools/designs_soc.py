@@ -36,7 +36,7 @@ class SoCParams(Params):
     baud: int = param(115200, "UART bit rate")
     seed: int = param(1, "placement seed", "non-negative")
 
-    def resolved(self):
+    def derived(self):
         if self.ram_size is None:
             return dataclasses.replace(self, ram_size=8192 if self.rom_size is None else 65536)
         return self

@@ -1,0 +1,154 @@
+"""``insitu sweep`` (a grid of builds on dask.distributed) and ``insitu results`` (which committed results
+the current sources still produce; ``--update`` runs their recorded commands again, as tasks on the same
+engine)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import CLIError
+
+__all__ = ["add_parsers", "cmd_sweep", "cmd_results", "result_status", "regenerate"]
+
+RESULTS_DIR = Path("docs") / "results"
+
+
+def add_parsers(sub):
+    p = sub.add_parser("sweep", help="build a grid of designs × parameters × boards × nextpnr seeds on dask")
+    p.add_argument("spec", help="sweep spec (JSON; see insitu.tools.sweep)")
+    p.add_argument("--scheduler", metavar="ADDR", help="an existing dask scheduler, e.g. tcp://host:8786 "
+                   "(default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers (default: the cores)")
+    p.add_argument("--cache", metavar="DIR", help="result cache (default ~/.cache/insitu/sweep)")
+    p.add_argument("--json", metavar="PATH", default="sweep.json", help="every point (default sweep.json)")
+    p.add_argument("--csv", metavar="PATH", help="every point as CSV")
+    p.add_argument("--plot", metavar="PATH", help="Pareto plot (PNG): logic cells vs throughput per board")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("results", help="check the committed results against the sources; --update remakes them")
+    p.add_argument("--update", action="store_true", help="run the recorded command of every stale result again")
+    p.add_argument("--all", action="store_true", help="with --update: every result, stale or not")
+    p.add_argument("--dir", default=str(RESULTS_DIR), metavar="DIR", help="results directory (default "
+                   "docs/results)")
+    p.add_argument("--scheduler", metavar="ADDR", help="an existing dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers (default: the cores)")
+    p.set_defaults(func=cmd_results)
+
+
+def cmd_sweep(args):
+    from .build import write_result
+    from .report import format_table
+    from .sweep import DEFAULT_CACHE, expand, load_spec, pareto_plot, sweep, write_csv
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be a positive integer, not {args.workers}")
+    spec = load_spec(args.spec)
+    points = expand(spec)
+    rows = sweep(points, scheduler=args.scheduler, workers=args.workers, cache_dir=args.cache or DEFAULT_CACHE)
+    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows}, inputs=[args.spec])
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.plot:
+        pareto_plot(args.plot, rows)
+    table = [(r["design"], r["board"], json.dumps(r["params"], sort_keys=True)[:40], r["seed"],
+              r.get("lc", "-"), r.get("fmax_mhz", "-"), {True: "yes", False: "NO"}.get(r.get("timing_met"), "-"),
+              "cached" if r.get("cached") else (r["error"][:60] if "error" in r else "built")) for r in rows]
+    print(format_table(["design", "board", "params", "seed", "LC/LUT", "fmax MHz", "met", "result"], table))
+    failed = sum("error" in r for r in rows)
+    print(f"\n{len(rows)} points, {sum(bool(r.get('cached')) for r in rows)} from the cache, {failed} failed; "
+          f"written: {', '.join(p for p in (args.json, args.csv, args.plot) if p)}")
+
+
+def result_status(directory):
+    """``[(path, reason or None)]`` for every result file in ``directory`` (None: current)."""
+    from .provenance import stale
+    rows = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            rows.append((path, f"it cannot be read ({error})"))
+            continue
+        rows.append((path, stale(result)))
+    return rows
+
+
+def _command_for(path):
+    """The recorded ``insitu`` arguments that make ``path``, writing to it, building in a directory of its own."""
+    result = json.loads(Path(path).read_text())
+    argv = ((result.get("provenance") or {}).get("command") or [])[1:]
+    if not argv:
+        raise CLIError(f"{path} records no command: it cannot be remade (make it once with the insitu command "
+                       f"that should produce it)")
+    drop = {"--json", "--build-dir"}
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in drop:
+            skip = True
+        else:
+            kept.append(arg)
+    return [*kept, "--json", str(path), "--build-dir", str(Path("build") / "results" / Path(path).stem)]
+
+
+def _run_command(argv, cwd):
+    """One result, on a worker: the insitu command in a process of its own."""
+    done = subprocess.run([sys.executable, "-m", "insitu.tools.cli", *argv], cwd=cwd, capture_output=True,
+                          text=True)
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {"argv": argv, "returncode": done.returncode, "tail": tail}
+
+
+def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
+    """Run the recorded commands of ``paths`` as dask tasks; returns their outcomes in order."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from .progress import Progress
+    commands = [_command_for(path) for path in paths]
+    cluster = None if scheduler else LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                                  processes=True, dashboard_address=":0")
+    client = Client(scheduler or cluster)
+    try:
+        progress(f"{len(commands)} results on {len(client.scheduler_info()['workers'])} workers; "
+                 f"dashboard {client.dashboard_link}")
+        futures = client.map(_run_command, commands, cwd=str(Path(cwd).resolve()), pure=False)
+        index = {f.key: n for n, f in enumerate(futures)}
+        outcomes = [None] * len(futures)
+        with Progress(len(futures), "results") as bar:
+            for future in as_completed(futures):
+                outcome = future.result()
+                outcomes[index[future.key]] = outcome
+                bar.step(Path(outcome["argv"][outcome["argv"].index("--json") + 1]).name)
+        return outcomes
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def cmd_results(args):
+    from .report import format_table
+    status = result_status(args.dir)
+    if not status:
+        raise CLIError(f"No result files in {args.dir}")
+    if not args.update:
+        print(format_table(["result", "status"], [(p.name, "current" if why is None else f"stale: {why}")
+                                                  for p, why in status]))
+        stale = sum(why is not None for _, why in status)
+        print(f"\n{len(status)} results, {stale} stale" + ("; insitu results --update remakes them" if stale else ""))
+        return
+    todo = [p for p, why in status if args.all or why is not None]
+    if not todo:
+        print(f"All {len(status)} results are current.")
+        return
+    for path in todo:
+        _command_for(path)                                   # every command is known before any work
+    outcomes = regenerate(todo, scheduler=args.scheduler, workers=args.workers)
+    failed = [o for o in outcomes if o["returncode"] != 0]
+    for o in failed:
+        print(f"failed: insitu {' '.join(o['argv'])}\n  " + "\n  ".join(o["tail"]), file=sys.stderr)
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} results remade")
+    if failed:
+        raise CLIError(f"{len(failed)} results could not be remade (see above)")
