@@ -159,7 +159,7 @@ def _flatten(report):
     lc = res.get("LC") or res.get("LUT") or {}
     info = report.get("design_info", {})
     row = {"lc": lc.get("used"), "lc_available": lc.get("available"),
-           "dsp": (res.get("DSP") or res.get("MULT18") or {}).get("used", 0),
+           "dsp_blocks": (res.get("DSP") or res.get("MULT18") or {}).get("used", 0),
            "bram": (res.get("BRAM") or res.get("DP16KD") or {}).get("used", 0),
            "fmax_mhz": min((c["achieved_mhz"] for c in report["clocks"]), default=None),
            "target_mhz": report["target_mhz"], "timing_met": report["timing_met"],
@@ -212,15 +212,14 @@ def sweep(points, *, scheduler=None, workers=None, cache_dir=DEFAULT_CACHE, prog
             cluster.close()
 
 
-_COLUMNS = ["design", "board", "params", "seed", "freq", "dsp", "lc", "lc_available", "dsp", "bram", "fmax_mhz",
+_COLUMNS = ["design", "board", "params", "seed", "freq", "dsp", "lc", "lc_available", "dsp_blocks", "bram", "fmax_mhz",
             "target_mhz", "timing_met", "mitems_per_second", "weight_bits", "cached", "error", "key",
             "source_hash"]
 
 
 def write_csv(path, rows):
-    columns = list(dict.fromkeys(_COLUMNS))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, _COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "params": json.dumps(row.get("params", {}), sort_keys=True)})
