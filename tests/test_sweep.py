@@ -92,3 +92,12 @@ def test_the_source_hash_covers_the_hardware_sources():
     files = provenance.source_files()
     assert "hdl/basisfirst.py" in files and "soc/firmware/net.c" in files and "tools/build.py" in files
     assert "tools/cli.py" not in files and not any(f.startswith("tests/") for f in files)
+
+
+def test_committed_results_come_from_these_sources():
+    """Every file in docs/results was made by the sources at hand (and its inputs): otherwise
+    `insitu results --update` remakes it. A number that the code no longer produces cannot stay committed."""
+    from pathlib import Path
+    results = Path(provenance.ROOT) / "docs" / "results"
+    stale = [f"{path.name}: {why}" for path, why in result_status(results) if why]
+    assert stale == [], "run `insitu results --update`:\n" + "\n".join(stale)
