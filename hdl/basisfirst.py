@@ -4,11 +4,12 @@ Golden twin: :func:`insitu.golden.escalate.conv2d` (stage 1 ``P[c, m] = x[c] ⋆
 ``y[o] = Σ_{c,m} C[o, c, m] · P[c, m]``).
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
+from .select import pick
 from .window import window_layout
 
 __all__ = ["BasisFirstConv"]
@@ -208,7 +209,7 @@ class BasisFirstConv(wiring.Component):
             m.d.sync += [v0.eq(issue), last0.eq(commit),
                          qfirst0.eq(q == 0), qlast0.eq(last_q), slot0.eq(slot), pair0.eq(pair), q0.eq(q)]
             for t in range(taps):
-                m.d.sync += ctaps[t].eq(_pick([window[t][c] for c in range(self._c_in)], chan))
+                m.d.sync += ctaps[t].eq(pick([window[t][c] for c in range(self._c_in)], chan))
         act = [Signal(signed(self._act_width), name=f"act{t}") for t in range(lanes)]
         bas = [Signal(signed(self._basis_bits), name=f"bas{t}") for t in range(lanes)]
 
@@ -216,9 +217,9 @@ class BasisFirstConv(wiring.Component):
                             "pair": slot0})
         with m.If(en):
             for t in range(lanes):
-                m.d.sync += act[t].eq(_pick([ctaps[b * lanes + t] for b in range(subs)], q0))
+                m.d.sync += act[t].eq(pick([ctaps[b * lanes + t] for b in range(subs)], q0))
                 codes = [[self._basis[s // bases][s % bases][b * lanes + t] for b in range(subs)] for s in range(pairs)]
-                m.d.sync += bas[t].eq(_pick([_pick([Const(v, signed(self._basis_bits)) for v in row], q0)
+                m.d.sync += bas[t].eq(pick([pick([Const(v, signed(self._basis_bits)) for v in row], q0)
                                              for row in codes], pair0))
 
         # Stage 1: the products. Stage 2: sums of three. Stage 3: P[c, m], summed over the pair's blocks of taps.
@@ -296,12 +297,6 @@ class BasisFirstConv(wiring.Component):
         busy_next = (en & f4["v"] & f4["last"]) | (out_count > 1) | ((out_count == 1) & ~pop)
         m.d.sync += en.eq(~(ends_next & busy_next))
         return m
-
-
-def _pick(items, index):
-    """``items[index]``; a single item needs no select (and yosys' abc9 mis-maps a select on a zero-width
-    index)."""
-    return items[0] if len(items) == 1 else Array(items)[index]
 
 
 def _nested(a):

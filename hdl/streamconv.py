@@ -7,12 +7,13 @@ accumulates, so the weights are regenerated just before use and only their compr
 """
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
 from .requantize import Requantize
+from .select import pick
 from .window import window_layout
 
 __all__ = ["StreamConv", "WeightMemory", "weight_stream_signature"]
@@ -120,7 +121,7 @@ class StreamConv(wiring.Component):
     @property
     def latency(self):
         """Clocks from the last weight transfer of an output channel to its result's ``valid``."""
-        return 3 + (self._lanes > 1) + (self._requant is not None)
+        return 4 + (self._lanes > 1) + (self._requant is not None)
 
     def elaborate(self, platform):
         m = Module()
@@ -141,13 +142,18 @@ class StreamConv(wiring.Component):
         en = Signal()
         m.d.comb += en.eq(~out.valid | out.ready)
 
-        # Position of the next weight transfer inside the pixel: output channel and term block.
+        # Position of the next weight transfer inside the pixel: output channel and term block, the block
+        # counted also as (input channel, block of `lanes` taps inside it).
         # "Last" flags are registers (updated with the counters), so that the window's ready, which
         # reaches into the line buffers, does not also go through the counter comparators.
         per_channel, c_out = self.transfers_per_channel, self._c_out
+        lanes, taps = self._lanes, self._k * self._k
+        subs = taps // lanes                               # blocks per input channel
         block = Signal(range(per_channel))
+        cin, sub = Signal(range(self._c_in)), Signal(range(subs))
         channel = Signal(range(c_out))
         last_block = Signal(init=per_channel == 1)
+        last_sub = Signal(init=subs == 1)
         last_channel = Signal(init=c_out == 1)
         issue = Signal()
         m.d.comb += [
@@ -164,21 +170,30 @@ class StreamConv(wiring.Component):
                     m.d.sync += [channel.eq(channel + 1), last_channel.eq(channel == c_out - 2)]
             with m.Else():
                 m.d.sync += [block.eq(block + 1), last_block.eq(block == per_channel - 2)]
+            with m.If(last_sub):
+                m.d.sync += [sub.eq(0), last_sub.eq(subs == 1), cin.eq(Mux(last_block, 0, cin + 1))]
+            with m.Else():
+                m.d.sync += [sub.eq(sub + 1), last_sub.eq(sub == subs - 2)]
 
-        # The activations of each block: lanes consecutive taps of one input channel.
-        lanes, taps = self._lanes, self._k * self._k
+        # Stage 0: the input channel's k² taps and the weights, registered (one c_in-way select). Stage 1:
+        # the block's `lanes` taps from them (a subs-way select), so no c_in·k²/lanes-way select sits in
+        # one clock. Stage 2: products. Stage 3 (lanes > 1): their sum. Stage 4: accumulation.
         window = self.i.payload
-        choices = Array(Array(window[(n % (taps // lanes)) * lanes + lane][n // (taps // lanes)]
-                              for lane in range(lanes)) for n in range(per_channel))
-
-        # Stage 1: operands. Stage 2: products. Stage 3 (lanes > 1): their sum. Stage 4: accumulation.
+        ctaps = [Signal(signed(self._act_width), name=f"ctap{t}") for t in range(taps)]
+        wgt0 = [Signal(signed(self._weight_width), name=f"wgt0_{lane}") for lane in range(lanes)]
+        v0, first0, last0, sub0 = Signal(), Signal(), Signal(), Signal(range(subs))
+        with m.If(en):
+            m.d.sync += [v0.eq(issue), first0.eq(block == 0), last0.eq(last_block), sub0.eq(sub)]
+            m.d.sync += [ctaps[t].eq(pick((window[t][c] for c in range(self._c_in)), cin)) for t in range(taps)]
+            m.d.sync += [wgt0[lane].eq(w.payload[lane]) for lane in range(lanes)]
         act = [Signal(signed(self._act_width), name=f"act{lane}") for lane in range(lanes)]
         wgt = [Signal(signed(self._weight_width), name=f"wgt{lane}") for lane in range(lanes)]
         v1, first1, last1 = Signal(), Signal(), Signal()
         with m.If(en):
-            m.d.sync += [v1.eq(issue), first1.eq(block == 0), last1.eq(last_block)]
+            m.d.sync += [v1.eq(v0), first1.eq(first0), last1.eq(last0)]
             for lane in range(lanes):
-                m.d.sync += [act[lane].eq(choices[block][lane]), wgt[lane].eq(w.payload[lane])]
+                m.d.sync += [act[lane].eq(pick((ctaps[b * lanes + lane] for b in range(subs)), sub0)),
+                             wgt[lane].eq(wgt0[lane])]
         lo, hi = self._term
         prods = [Signal(signed(signed_width(lo, hi)), name=f"prod{lane}") for lane in range(lanes)]
         v2, first2, last2 = Signal(), Signal(), Signal()
