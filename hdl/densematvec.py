@@ -82,8 +82,8 @@ class DenseMatVec(wiring.Component):
     @property
     def cycles_per_vector(self):
         """Clocks per product without stalls, vectors back to back: ``n`` to take the vector, then per group
-        of ``lanes`` rows ``n`` clocks of multiply-accumulate, 3 of pipeline drain and ``lanes`` of output."""
-        return self._n + (self._m // self._lanes) * (self._n + 3 + self._lanes)
+        of ``lanes`` rows ``n`` clocks of multiply-accumulate, 5 of pipeline drain and ``lanes`` of output."""
+        return self._n + (self._m // self._lanes) * (self._n + 5 + self._lanes)
 
     @property
     def weight_bits(self):
@@ -107,19 +107,31 @@ class DenseMatVec(wiring.Component):
         m.d.comb += [x_wr.addr.eq(taken), x_wr.data.eq(self.i.payload), x_wr.en.eq(self.i.valid & self.i.ready),
                      x_rd.addr.eq(col), w_rd.addr.eq(w_addr)]
 
-        # Pipeline: 1 = memory data, 2 = products, 3 = accumulators.
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        v2, first2, last2 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(issuing), first1.eq(col == 0), last1.eq(col == n - 1),
-                     v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+        # Pipeline: 1 = memory data, 2 = the data registered (block RAM outputs are slow), 3 = partial
+        # products of the weights' low and high halves (half-depth multipliers), 4 = products,
+        # 5 = accumulators.
+        flags = [(issuing, col == 0, col == n - 1)]
+        for stage in range(4):
+            v, first, last = (Signal(name=f"{name}{stage + 1}") for name in ("v", "first", "last"))
+            m.d.sync += [v.eq(flags[-1][0]), first.eq(flags[-1][1]), last.eq(flags[-1][2])]
+            flags.append((v, first, last))
+        xd, wd = Signal.like(x_rd.data, name="x_data"), Signal.like(w_rd.data, name="w_data")
+        m.d.sync += [xd.eq(x_rd.data), wd.eq(w_rd.data)]
+        half = self._weight_width // 2
+        lows = [Signal(signed(self._act_width + half + 1), name=f"lo{lane}") for lane in range(lanes)]
+        highs = [Signal(signed(self._act_width + self._weight_width - half), name=f"hi{lane}")
+                 for lane in range(lanes)]
+        m.d.sync += [lo.eq(xd * wd[lane][:half]) for lane, lo in enumerate(lows)]
+        m.d.sync += [hi.eq(xd * wd[lane][half:].as_signed()) for lane, hi in enumerate(highs)]
         products = [Signal(signed(self._act_width + self._weight_width), name=f"p{lane}")
                     for lane in range(lanes)]
-        m.d.sync += [p.eq(x_rd.data * w_rd.data[lane]) for lane, p in enumerate(products)]
+        m.d.sync += [p.eq(lo + (hi << half)) for p, lo, hi in zip(products, lows, highs)]
+        (v1, _, _), (v2, _, _), (v3, _, _), (v4, first4, last4) = flags[1:]
         accs = [Signal(signed(self._acc_width), name=f"acc{lane}") for lane in range(lanes)]
         ready_out = Signal()                      # accumulators hold a finished group
-        with m.If(v2):
-            m.d.sync += [acc.eq(Mux(first2, 0, acc) + p) for acc, p in zip(accs, products)]
-            with m.If(last2):
+        with m.If(v4):
+            m.d.sync += [acc.eq(Mux(first4, 0, acc) + p) for acc, p in zip(accs, products)]
+            with m.If(last4):
                 m.d.sync += ready_out.eq(1)
 
         emit = Signal(range(lanes))
@@ -149,7 +161,7 @@ class DenseMatVec(wiring.Component):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # The group's accumulators must be emitted before the next group overwrites them.
-                with m.If(~v1 & ~v2 & ~ready_out):
+                with m.If(~v1 & ~v2 & ~v3 & ~v4 & ~ready_out):
                     with m.If(group == groups - 1):
                         m.next = "LOAD"
                     with m.Else():
