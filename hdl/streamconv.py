@@ -45,6 +45,11 @@ class StreamConv(wiring.Component):
     weight_width, lanes : int
         Only when ``source`` is ``None``. ``lanes`` divides ``k²``.
     requant : (shift, out_width) or None
+    split_select : bool
+        Select a block's activations in two registered steps (the input channel's ``k²`` taps, then the
+        block's ``lanes``): one more clock of latency and ``k²`` activation registers for a much shorter
+        critical path (default). ``False``: one ``c_in·k²/lanes``-way select, for designs that need the
+        cells more than the clock (e.g. an SoC peripheral at 12 MHz on the iCE40UP5K).
 
     Members
     -------
@@ -57,7 +62,8 @@ class StreamConv(wiring.Component):
     parallel = 1
 
     @validated
-    def __init__(self, *, c_in, c_out, k, act_width=8, source=None, weight_width=8, lanes=1, requant=None):
+    def __init__(self, *, c_in, c_out, k, act_width=8, source=None, weight_width=8, lanes=1, requant=None,
+                 split_select=True):
         check_int(c_in, "Input channel count", 1)
         check_int(c_out, "Output channel count", 1)
         check_kernel(k)
@@ -88,6 +94,9 @@ class StreamConv(wiring.Component):
             check_int(requant[0], "Requantisation shift", 0, self._acc_width - 1)
             check_int(requant[1], "Requantisation output width", 2, 32)
         self._requant = requant
+        if not isinstance(split_select, bool):
+            raise ParameterTypeError(f"Split select must be a bool, not {split_select!r}")
+        self._split = split_select
 
         out_width = self._acc_width if requant is None else requant[1]
         members = {
@@ -121,7 +130,7 @@ class StreamConv(wiring.Component):
     @property
     def latency(self):
         """Clocks from the last weight transfer of an output channel to its result's ``valid``."""
-        return 4 + (self._lanes > 1) + (self._requant is not None)
+        return 3 + self._split + (self._lanes > 1) + (self._requant is not None)
 
     def elaborate(self, platform):
         m = Module()
@@ -175,25 +184,33 @@ class StreamConv(wiring.Component):
             with m.Else():
                 m.d.sync += [sub.eq(sub + 1), last_sub.eq(sub == subs - 2)]
 
-        # Stage 0: the input channel's k² taps and the weights, registered (one c_in-way select). Stage 1:
-        # the block's `lanes` taps from them (a subs-way select), so no c_in·k²/lanes-way select sits in
-        # one clock. Stage 2: products. Stage 3 (lanes > 1): their sum. Stage 4: accumulation.
+        # Stage 0 (split_select): the input channel's k² taps and the weights, registered (one c_in-way
+        # select). Stage 1: the block's `lanes` taps (a subs-way select), so no c_in·k²/lanes-way select sits
+        # in one clock; without split_select, stage 1 selects them straight from the window. Stage 2:
+        # products. Stage 3 (lanes > 1): their sum. Stage 4: accumulation.
         window = self.i.payload
-        ctaps = [Signal(signed(self._act_width), name=f"ctap{t}") for t in range(taps)]
-        wgt0 = [Signal(signed(self._weight_width), name=f"wgt0_{lane}") for lane in range(lanes)]
-        v0, first0, last0, sub0 = Signal(), Signal(), Signal(), Signal(range(subs))
-        with m.If(en):
-            m.d.sync += [v0.eq(issue), first0.eq(block == 0), last0.eq(last_block), sub0.eq(sub)]
-            m.d.sync += [ctaps[t].eq(pick((window[t][c] for c in range(self._c_in)), cin)) for t in range(taps)]
-            m.d.sync += [wgt0[lane].eq(w.payload[lane]) for lane in range(lanes)]
+        if self._split:
+            ctaps = [Signal(signed(self._act_width), name=f"ctap{t}") for t in range(taps)]
+            wgt0 = [Signal(signed(self._weight_width), name=f"wgt0_{lane}") for lane in range(lanes)]
+            v0, first0, last0, sub0 = Signal(), Signal(), Signal(), Signal(range(subs))
+            with m.If(en):
+                m.d.sync += [v0.eq(issue), first0.eq(block == 0), last0.eq(last_block), sub0.eq(sub)]
+                m.d.sync += [ctaps[t].eq(pick((window[t][c] for c in range(self._c_in)), cin))
+                             for t in range(taps)]
+                m.d.sync += [wgt0[lane].eq(w.payload[lane]) for lane in range(lanes)]
+            operands = [(pick((ctaps[b * lanes + lane] for b in range(subs)), sub0), wgt0[lane])
+                        for lane in range(lanes)]
+        else:
+            v0, first0, last0 = issue, block == 0, last_block
+            operands = [(pick((window[(n % subs) * lanes + lane][n // subs] for n in range(per_channel)), block),
+                         w.payload[lane]) for lane in range(lanes)]
         act = [Signal(signed(self._act_width), name=f"act{lane}") for lane in range(lanes)]
         wgt = [Signal(signed(self._weight_width), name=f"wgt{lane}") for lane in range(lanes)]
         v1, first1, last1 = Signal(), Signal(), Signal()
         with m.If(en):
             m.d.sync += [v1.eq(v0), first1.eq(first0), last1.eq(last0)]
-            for lane in range(lanes):
-                m.d.sync += [act[lane].eq(pick((ctaps[b * lanes + lane] for b in range(subs)), sub0)),
-                             wgt[lane].eq(wgt0[lane])]
+            for lane, (a, b) in enumerate(operands):
+                m.d.sync += [act[lane].eq(a), wgt[lane].eq(b)]
         lo, hi = self._term
         prods = [Signal(signed(signed_width(lo, hi)), name=f"prod{lane}") for lane in range(lanes)]
         v2, first2, last2 = Signal(), Signal(), Signal()

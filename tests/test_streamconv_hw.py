@@ -44,7 +44,8 @@ def test_matches_golden(seed):
     x = rng.integers(-128, 128, size=(c_in, 3, 4))
     x[0, 0, 0] = -128
     requant = None if seed % 2 else (int(rng.integers(0, 8)), 8)
-    dut = StreamConv(c_in=c_in, c_out=c_out, k=k, weight_width=ww, lanes=lanes, requant=requant)
+    dut = StreamConv(c_in=c_in, c_out=c_out, k=k, weight_width=ww, lanes=lanes, requant=requant,
+                     split_select=seed % 4 < 2)
     win = conv.windows(x, k, k // 2).reshape(-1, k * k, c_in)
     got, _ = simulate(dut, win, weights, seed=seed, stall=0.3)
     expected = conv.conv2d(x, weights, k // 2).reshape(c_out, -1).T
@@ -53,10 +54,10 @@ def test_matches_golden(seed):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("lanes", [1, 3])
-def test_one_weight_transfer_per_clock(lanes):
+@pytest.mark.parametrize("lanes, split", [(1, True), (3, True), (3, False)])
+def test_one_weight_transfer_per_clock(lanes, split):
     rng = np.random.default_rng(7)
-    dut = StreamConv(c_in=2, c_out=3, k=3, weight_width=8, lanes=lanes)
+    dut = StreamConv(c_in=2, c_out=3, k=3, weight_width=8, lanes=lanes, split_select=split)
     weights = rng.integers(-128, 128, size=(3, 2, 3, 3))
     win = rng.integers(-128, 128, size=(4, 9, 2))
     _, cycles = simulate(dut, win, weights, seed=0, stall=0.0)

@@ -48,7 +48,9 @@ class _Decoded:
     parallel = 1
 
     def build_pe(self, c_in, c_out):
-        return StreamConv(c_in=c_in, c_out=c_out, k=3, source=self._source(c_in, c_out))
+        # At the SoC's clock the one-step activation select is fast enough, and its cells are what the
+        # iCE40UP5K SoC with the SmartDeal peripheral needs to fit.
+        return StreamConv(c_in=c_in, c_out=c_out, k=3, source=self._source(c_in, c_out), split_select=False)
 
     def connect(self, m, pe, regs, clear):
         with m.If(clear):
