@@ -21,14 +21,15 @@ import itertools
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..hdl.params import ParameterError
 from .errors import CLIError
 
-__all__ = ["Point", "load_spec", "expand", "point_key", "run_point", "sweep", "write_csv", "pareto_plot",
-           "DEFAULT_CACHE"]
+__all__ = ["Point", "load_spec", "expand", "point_key", "run_point", "dask_client", "run_tasks", "sweep",
+           "write_csv", "pareto_plot", "DEFAULT_CACHE"]
 
 
 def _default_cache():
@@ -172,16 +173,14 @@ def _flatten(report):
     return row
 
 
-def sweep(points, *, scheduler=None, workers=None, cache_dir=DEFAULT_CACHE, progress=print):
-    """Run ``points`` as dask tasks: on the cluster at ``scheduler`` (``tcp://host:8786``), or on a
-    LocalCluster of ``workers`` processes (default: this machine's cores). Returns the rows in point order."""
+@contextmanager
+def dask_client(scheduler=None, workers=None):
+    """A dask.distributed client: on the cluster at ``scheduler`` (``tcp://host:8786``), or on a LocalCluster
+    of ``workers`` single-threaded processes (default: this machine's cores); closed on exit."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
         raise CLIError("insitu sweep needs dask.distributed: pip install \"dask[distributed]\"") from None
-    from .progress import Progress
-    from .provenance import source_hash
-    sources, tools = source_hash(), _tool_versions()
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
@@ -193,23 +192,41 @@ def sweep(points, *, scheduler=None, workers=None, cache_dir=DEFAULT_CACHE, prog
         except OSError as error:
             raise CLIError(f"Cannot reach the dask scheduler at {scheduler}: {error}") from None
     try:
-        progress(f"{len(points)} build points on {len(client.scheduler_info()['workers'])} workers; "
-                 f"dashboard {client.dashboard_link}")
-        futures = client.map(run_point, points, cache_dir=str(cache_dir), source_hash=sources, tools=tools,
-                             pure=False)
-        index = {future.key: n for n, future in enumerate(futures)}
-        rows = [None] * len(points)
-        with Progress(len(points), "builds") as bar:
-            for future in as_completed(futures):
-                row = future.result()
-                rows[index[future.key]] = row
-                bar.step("cached" if row.get("cached") else ("failed" if "error" in row else
-                                                             f"{row.get('fmax_mhz')} MHz"))
-        return rows
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def run_tasks(client, func, items, what, step, progress=print, **kwargs):
+    """``func(item, **kwargs)`` for every item as one task each, with a progress bar (``step(result)`` says
+    what finished) and the dashboard address; the results in item order."""
+    from dask.distributed import as_completed
+
+    from .progress import Progress
+    progress(f"{len(items)} {what} on {len(client.scheduler_info()['workers'])} workers; "
+             f"dashboard {client.dashboard_link}")
+    futures = client.map(func, items, pure=False, **kwargs)
+    index = {future.key: n for n, future in enumerate(futures)}
+    results = [None] * len(items)
+    with Progress(len(items), what) as bar:
+        for future in as_completed(futures):
+            result = future.result()
+            results[index[future.key]] = result
+            bar.step(step(result))
+    return results
+
+
+def sweep(points, *, scheduler=None, workers=None, cache_dir=DEFAULT_CACHE, progress=print):
+    """Run ``points`` as dask tasks (see :func:`dask_client`). Returns the rows in point order."""
+    from .provenance import source_hash
+    sources, tools = source_hash(), _tool_versions()
+    with dask_client(scheduler, workers) as client:
+        return run_tasks(client, run_point, points, "builds",
+                         lambda row: "cached" if row.get("cached") else
+                         ("failed" if "error" in row else f"{row.get('fmax_mhz')} MHz"),
+                         progress=progress, cache_dir=str(cache_dir), source_hash=sources, tools=tools)
 
 
 _COLUMNS = ["design", "board", "params", "seed", "freq", "dsp", "lc", "lc_available", "dsp_blocks", "bram", "fmax_mhz",

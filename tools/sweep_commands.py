@@ -3,7 +3,6 @@ the current sources still produce; ``--update`` runs their recorded commands aga
 engine)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,29 +102,12 @@ def _run_command(argv, cwd):
 
 def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
     """Run the recorded commands of ``paths`` as dask tasks; returns their outcomes in order."""
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    from .progress import Progress
+    from .sweep import dask_client, run_tasks
     commands = [_command_for(path) for path in paths]
-    cluster = None if scheduler else LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                                  processes=True, dashboard_address=":0")
-    client = Client(scheduler or cluster)
-    try:
-        progress(f"{len(commands)} results on {len(client.scheduler_info()['workers'])} workers; "
-                 f"dashboard {client.dashboard_link}")
-        futures = client.map(_run_command, commands, cwd=str(Path(cwd).resolve()), pure=False)
-        index = {f.key: n for n, f in enumerate(futures)}
-        outcomes = [None] * len(futures)
-        with Progress(len(futures), "results") as bar:
-            for future in as_completed(futures):
-                outcome = future.result()
-                outcomes[index[future.key]] = outcome
-                bar.step(Path(outcome["argv"][outcome["argv"].index("--json") + 1]).name)
-        return outcomes
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with dask_client(scheduler, workers) as client:
+        return run_tasks(client, _run_command, commands, "results",
+                         lambda outcome: Path(outcome["argv"][outcome["argv"].index("--json") + 1]).name,
+                         progress=progress, cwd=str(Path(cwd).resolve()))
 
 
 def cmd_results(args):
