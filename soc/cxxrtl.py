@@ -125,48 +125,55 @@ def _build(rtlil_text, progress):
 
 
 class CompiledSoC:
-    """A compiled simulation of an SoC (built from ``make_soc()`` with an empty RAM).
+    """A compiled simulation of an SoC (built from ``make_soc()`` with an empty RAM, or ROM).
 
-    ``load(image)`` writes firmware into RAM; ``run(max_cycles)`` runs until the firmware exits.
+    ``load(image)`` writes firmware into the RAM (or the ROM of the ROM + SPRAM layout); ``run(max_cycles)``
+    runs until the firmware exits; ``step`` runs a slice and returns the UART's output so far; ``send``
+    queues bytes for the UART's receive line (at the SoC's reset bit rate).
     """
 
     def __init__(self, make_soc, *, progress=None):
         from amaranth.back import rtlil
         soc = make_soc()
-        if soc.rom_size is not None:
-            raise SimulationError("The compiled simulation runs the one-RAM layout (SoC without rom_size): "
-                                  "it writes the firmware into the RAM")
         ports = [soc.uart_tx, soc.uart_rx, soc.exit_stb, soc.exit_code, soc.uart_sent_stb, soc.uart_sent_data]
         text = rtlil.convert(soc, ports=ports, name="top")
-        self.ram_words = soc.ram_size // 4
+        #: the firmware goes into the RAM, or into the ROM of the ROM + SPRAM layout (the RAM then starts zeroed)
+        self.image_words = (soc.ram_size if soc.rom_size is None else soc.rom_size) // 4
+        self.clocks_per_bit = soc.uart_divisor + 1
         self._lib = ctypes.CDLL(str(_build(text, progress)))
         lib = self._lib
         lib.insitu_create.restype = ctypes.c_void_p
-        lib.insitu_create.argtypes = [ctypes.c_char_p]
+        lib.insitu_create.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
         lib.insitu_ram.restype = ctypes.POINTER(ctypes.c_uint32)
         lib.insitu_ram.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
         lib.insitu_destroy.argtypes = [ctypes.c_void_p]
         lib.insitu_run.restype = ctypes.c_int
         lib.insitu_run.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t,
                                    ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_uint32),
-                                   ctypes.POINTER(ctypes.c_uint64)]
+                                   ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+        lib.insitu_uart_send.restype = ctypes.c_int
+        lib.insitu_uart_send.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.insitu_uart_pending.restype = ctypes.c_size_t
+        lib.insitu_uart_pending.argtypes = [ctypes.c_void_p]
         lib.insitu_vcd.restype = ctypes.c_int
         lib.insitu_vcd.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64]
-        self._ram_name = " ".join(SoC.RAM_MEMORY).encode()
+        self._ram_name = " ".join(soc.IMAGE_MEMORY if soc.rom_size is None else soc.ROM_MEMORY).encode()
         self._sim = None
+        self.cycles = 0
 
     def reset(self):
         if self._sim:
             self._lib.insitu_destroy(self._sim)
-        self._sim = self._lib.insitu_create(self._ram_name)
+        self._sim = self._lib.insitu_create(self._ram_name, self.clocks_per_bit)
+        self.cycles = 0
         if not self._sim:
             raise SimulationError("The compiled model lacks an expected port or the RAM (names changed?)")
 
     def load(self, image):
-        """Reset the model and write ``image`` (bytes) at RAM address 0."""
+        """Reset the model and write ``image`` (bytes) at address 0 (the RAM, or the ROM)."""
         image = bytes(image) + bytes(-len(image) % 4)
-        if len(image) // 4 > self.ram_words:
-            raise SimulationError(f"Image of {len(image)} bytes does not fit in {self.ram_words * 4} bytes of RAM")
+        if len(image) // 4 > self.image_words:
+            raise SimulationError(f"Image of {len(image)} bytes does not fit in {self.image_words * 4} bytes")
         self.reset()
         depth = ctypes.c_size_t()
         ram = self._lib.insitu_ram(self._sim, ctypes.byref(depth))
@@ -183,14 +190,36 @@ class CompiledSoC:
 
     def run(self, max_cycles, *, uart_capacity=1 << 16):
         """Run until the firmware exits; returns ``(exit_code or None, cycles, uart_text)``."""
+        code, data = self.step(max_cycles, uart_capacity=uart_capacity)
+        return code, self.cycles, data.decode("latin-1")
+
+    def step(self, max_cycles, *, stop_byte=None, uart_capacity=1 << 16):
+        """Run up to ``max_cycles`` clocks, or until the firmware exits, or until the UART has sent
+        ``stop_byte`` (0…255). Returns ``(exit_code or None, bytes sent)``; :attr:`cycles` counts the clocks
+        since :meth:`load`."""
         if self._sim is None:
             raise SimulationError("No firmware loaded")
         buf = ctypes.create_string_buffer(uart_capacity)
         length, code, cycles = ctypes.c_size_t(0), ctypes.c_uint32(0), ctypes.c_uint64(0)
-        exited = self._lib.insitu_run(self._sim, max_cycles, buf, uart_capacity, ctypes.byref(length),
-                                      ctypes.byref(code), ctypes.byref(cycles))
-        text = buf.raw[:min(length.value, uart_capacity)].decode("latin-1")
-        return (code.value if exited else None), cycles.value, text
+        status = self._lib.insitu_run(self._sim, max_cycles, buf, uart_capacity, ctypes.byref(length),
+                                      ctypes.byref(code), ctypes.byref(cycles),
+                                      -1 if stop_byte is None else stop_byte)
+        self.cycles = cycles.value
+        return (code.value if status == 1 else None), buf.raw[:min(length.value, uart_capacity)]
+
+    def send(self, data):
+        """Queue ``data`` for the SoC's UART receive line (8N1 at the SoC's reset bit rate, sent while
+        :meth:`step` runs)."""
+        if self._sim is None:
+            raise SimulationError("No firmware loaded")
+        data = bytes(data)
+        if not self._lib.insitu_uart_send(self._sim, data, len(data)):
+            raise MemoryError("UART receive queue")
+
+    @property
+    def pending(self):
+        """Bytes queued for the receive line and not yet sent."""
+        return self._lib.insitu_uart_pending(self._sim) if self._sim else 0
 
     def __del__(self):
         if getattr(self, "_sim", None):

@@ -98,7 +98,7 @@ def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra
             raise FirmwareError(f"Firmware source {src} not found")
     cmd = [*cc, *target, opt, "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-g0", "-ffunction-sections",
            "-fdata-sections", "-Wl,--gc-sections",
-           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", "-T", str(build_dir / "link.ld"), *extra_flags,
+           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", f"-I{FIRMWARE_DIR / 'include'}", "-T", str(build_dir / "link.ld"), *extra_flags,
            "-o", str(elf), *map(str, srcs)]
     if progress:
         progress(f"  compiling {', '.join(s.name for s in srcs[2:])} ...")

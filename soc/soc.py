@@ -19,7 +19,7 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hdl.params import check_int
+from ..hdl.params import ParameterError, check_int
 from .bus import SPRAM, SRAM, Decoder
 from .csr import MemoryMap, bank_size
 from .peripherals import SYSTEM_ID, UART, System, Timer
@@ -52,6 +52,9 @@ class SoC(wiring.Component):
         data and stack. ``None``: one RAM in block RAM holds both.
     uart_divisor : int
         Clocks per UART bit, minus one, at reset.
+    uart_depth : int
+        Bytes in each of the UART's FIFOs (a power of two, 16…4096). The host protocol's frames must fit
+        in the receive FIFO when the firmware cannot read a byte per bit time (see :mod:`insitu.soc.link`).
     accelerators : dict of name → peripheral
         Components with a ``bank`` (:class:`~insitu.soc.csr.RegisterBank`) and a ``bus`` port, e.g.
         :class:`~insitu.soc.accel.ConvAccel`.
@@ -68,10 +71,19 @@ class SoC(wiring.Component):
     #: the hierarchical name of the RAM's memory (as CXXRTL spells it: one space per level), for tools that
     #: load a firmware image into a compiled simulation
     RAM_MEMORY = ("ram", SRAM.MEMORY)
+    #: the same for the firmware image: the RAM's memory in the one-RAM layout
+    IMAGE_MEMORY = RAM_MEMORY
+    #: the ROM's memory in the ROM + SPRAM layout (the one the firmware image goes into)
+    ROM_MEMORY = ("rom", SRAM.MEMORY)
 
-    def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None, rom_size=None):
+    def __init__(self, *, firmware=b"", ram_size=16384, uart_divisor=103, accelerators=None, rom_size=None,
+                 uart_depth=16):
         check_layout(ram_size, rom_size, len(firmware))
         check_int(uart_divisor, "UART divisor", 1, 0xFFFF)
+        check_int(uart_depth, "UART FIFO depth", 16, 4096)
+        if uart_depth & (uart_depth - 1):
+            raise ParameterError(f"UART FIFO depth must be a power of two, not {uart_depth}")
+        self._uart_depth = uart_depth
         self._firmware, self._ram_size, self._rom_size = bytes(firmware), ram_size, rom_size
         self._uart_divisor = uart_divisor
         self.accelerators = dict(accelerators or {})
@@ -95,6 +107,8 @@ class SoC(wiring.Component):
     ram_size = property(lambda self: self._ram_size)
     rom_size = property(lambda self: self._rom_size)
     ram_base = property(lambda self: RAM_BASE if self._rom_size is None else DATA_RAM_BASE)
+    uart_divisor = property(lambda self: self._uart_divisor)
+    uart_depth = property(lambda self: self._uart_depth)
 
     def memory_map(self):
         return self._map
@@ -113,7 +127,7 @@ class SoC(wiring.Component):
             windows = {"rom": rom.bus, "ram": ram.bus}
         m.submodules.system = system = System()
         m.submodules.timer = timer = Timer()
-        m.submodules.uart = uart = UART(divisor=self._uart_divisor)
+        m.submodules.uart = uart = UART(divisor=self._uart_divisor, depth=self._uart_depth)
         windows.update(sys=system.bus, timer=timer.bus, uart=uart.bus)
         for name, accel in self.accelerators.items():
             m.submodules[f"accel_{name}"] = accel

@@ -1,16 +1,49 @@
-/* Minimal runtime of the insitu SoC firmware: UART output, cycle counter, exit. */
+/* The insitu SoC firmware runtime: UART I/O, cycle counter, exit, a small printf, and the helpers a
+ * -nostdlib RV32I program needs (integer multiply, divide and modulo, memcpy and friends).
+ *
+ * C code written for a hosted system can include <stdio.h>, <string.h> and <stdlib.h> from
+ * soc/firmware/include: they declare the subset implemented here. */
 #ifndef INSITU_RUNTIME_H
 #define INSITU_RUNTIME_H
 
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "regs.h"   /* generated from the Python register map */
 
+/* -- UART ------------------------------------------------------------------------------------------- */
 void uart_putc(char c);
-void uart_puts(const char *s);
+void uart_puts(const char *s);                 /* no newline added */
 void uart_putdec(uint32_t v);
 void uart_puthex(uint32_t v);
+int uart_getc(void);                           /* next received byte, or -1 when none is waiting */
+int uart_getc_wait(uint32_t max_cycles);       /* waits up to max_cycles clocks; -1 on timeout */
+
+/* -- cycle counter (the timer peripheral, one count per clock since reset) ----------------------------- */
 uint64_t cycles(void);
+static inline uint32_t cycles32(void) { return TIMER_CYCLES_LO; }   /* low word only: for short intervals */
+
+/* -- exit: flush the UART, then report the code (the simulation stops; hardware spins) ----------------- */
 void insitu_exit(int code) __attribute__((noreturn));
+
+/* -- formatted output: %d %i %u %x %X %o %c %s %p %%, flags '-' and '0', a width (or '*'), length
+ *    modifiers l, ll (64-bit), h, hh, z. No floating point. Returns the number of characters written. */
+int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int vprintf(const char *fmt, va_list ap);
+int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+int putchar(int c);
+int puts(const char *s);                       /* adds a newline, as the C library's does */
+
+/* -- memory and strings --------------------------------------------------------------------------------- */
+void *memset(void *dst, int c, size_t n);
+void *memcpy(void *dst, const void *src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+void exit(int code) __attribute__((noreturn));   /* = insitu_exit */
+void abort(void) __attribute__((noreturn));      /* exit code 134, as a hosted abort() */
 
 /* int8 × activation products without a multiplier (RV32I has none): quarter squares,
  * a·b = ⌊(a+b)²/4⌋ − ⌊(a−b)²/4⌋, from a 256-entry table filled by mul8_init().
