@@ -83,6 +83,9 @@ def _add_design_args(p, design_names):
             g.add_argument(_option(name), action="store_true", default=argparse.SUPPRESS, help=text)
         elif meta["kind"] == "choice":
             g.add_argument(_option(name), choices=meta["choices"], default=argparse.SUPPRESS, help=text)
+        elif meta["kind"] == "files":
+            g.add_argument(_option(name), nargs="+", default=argparse.SUPPRESS, metavar="FILE",
+                           help=text)
         else:
             g.add_argument(_option(name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
                            metavar="X" if meta["kind"] == "fraction" else "N", help=text)
@@ -112,7 +115,8 @@ def _params(args, design_name):
     """The design's parameter dataclass from the options given; an option of another design is an error."""
     params = designs.get_design(design_name).params
     own = {f.name for f in dataclasses.fields(params)}
-    given = {name: value for name, value in vars(args).items() if name in _ALL_PARAMS}
+    given = {name: tuple(value) if isinstance(value, list) else value
+             for name, value in vars(args).items() if name in _ALL_PARAMS}
     foreign = sorted(set(given) - own)
     if foreign:
         raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of design {design_name} "
@@ -146,7 +150,8 @@ def cmd_bench(args):
         table = format_bench(result)
     elif args.bench == "decode":
         from .bench_decode import bench_decode, format_bench_decode
-        given = {name: value for name, value in vars(args).items() if name in _ALL_PARAMS}
+        given = {name: tuple(value) if isinstance(value, list) else value
+             for name, value in vars(args).items() if name in _ALL_PARAMS}
         allowed = {f.name for name in ("smartdeal-conv", "mlg-conv")
                    for f in dataclasses.fields(designs.get_design(name).params)}
         foreign = sorted(set(given) - allowed)
@@ -256,8 +261,17 @@ def make_parser():
                    help="trade-off sweep to include (default: the committed models/digits-tradeoff.json)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("sim", help="run the digits network as firmware on the simulated SoC (compiled, CXXRTL)")
-    p.add_argument("--design", required=True, choices=["soc"], help="what to simulate")
+    p = sub.add_parser("sim", help="run the digits network, or your own C firmware (--firmware), on the "
+                       "compiled SoC simulation (CXXRTL)")
+    p.add_argument("--design", default="soc", choices=["soc"], help="what to simulate (default soc)")
+    p.add_argument("--firmware", nargs="+", metavar="C", help="build these C sources with the runtime and run "
+                   "them; the UART's output is streamed, and the firmware's exit code is the command's")
+    p.add_argument("--ram-size", type=_positive, default=65536, metavar="N",
+                   help="with --firmware: bytes of RAM (default 65536)")
+    p.add_argument("--rom-size", type=_positive, metavar="N", help="with --firmware: the iCE40UP5K layout, "
+                   "the program in an N-byte ROM and the RAM (65536 or 131072) in SPRAM")
+    p.add_argument("--max-cycles", type=_positive, default=100_000_000, metavar="N",
+                   help="with --firmware: stop with an error after N clocks (default 100000000)")
     p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                    "models", "digits-qgp.npz"),
                    help="QGP model file (default: the committed digits-qgp.npz)")
@@ -333,10 +347,11 @@ def _user_errors():
     from ..soc.cxxrtl import SimulationError
     from ..soc.firmware import FirmwareError
     from .build import BuildError
+    from .firmware_run import FirmwareTimeout
     from .netrun import NetworkRunError
     from .train import TorchMissing
     return (CLIError, InputError, ParameterError, ParameterTypeError, BuildError, FirmwareError, SimulationError,
-            NetworkRunError, TorchMissing, OSError)
+            NetworkRunError, TorchMissing, FirmwareTimeout, OSError)
 
 
 def main(argv=None):
@@ -347,7 +362,7 @@ def main(argv=None):
     token = command.set(list(sys.argv[1:] if argv is None else argv))   # recorded in the results it writes
     try:
         check_outputs(args)
-        args.func(args)
+        code = args.func(args)
     except _USER_ERRORS as error:
         message = str(error)
         print(f"insitu {args.command}: error: {message}", file=sys.stderr)
@@ -357,7 +372,7 @@ def main(argv=None):
         return 130
     finally:
         command.reset(token)
-    return 0
+    return code or 0
 
 
 def run():

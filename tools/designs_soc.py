@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class SoCParams(Params):
     height: int = param(8, "image height in pixels")
     baud: int = param(115200, "UART bit rate")
     seed: int = param(1, "placement seed", "non-negative")
+    firmware: tuple = param(None, "C sources baked into the memory image instead of the smoke test hello.c "
+                                  "(the runtime and start-up code are added)", "files")
 
     def derived(self):
         if self.ram_size is None:
@@ -65,7 +68,8 @@ def soc_accelerator(p):
 
 
 def soc(p, *, frequency):
-    """The SoC with the smoke-test firmware (``hello.c``) baked into RAM."""
+    """The SoC with firmware baked into its RAM (or ROM): ``p.firmware``'s C sources, else the smoke test
+    ``hello.c``."""
     import tempfile
 
     from ..soc.firmware import FIRMWARE_DIR, build_firmware
@@ -84,15 +88,19 @@ def soc(p, *, frequency):
     top = SoC(ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor, accelerators=accels)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            top.firmware = build_firmware([FIRMWARE_DIR / "hello.c"], tmp, memory_map=top.memory_map(),
-                                          ram_size=p.ram_size, stack=256)
+            sources = list(p.firmware) if p.firmware else [FIRMWARE_DIR / "hello.c"]
+            top.firmware = build_firmware(sources, tmp, memory_map=top.memory_map(), ram_size=p.ram_size,
+                                          stack=256 if not p.firmware else 1024)
     except Exception:
         abandon(top, *accels.values())           # refused: nothing was built as far as the user is concerned
         raise
-    return top, {"firmware_bytes": len(top.firmware), "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
+    import hashlib
+    return top, {"firmware": [Path(s).name for s in sources], "firmware_bytes": len(top.firmware),
+                 "firmware_sha256": hashlib.sha256(top.firmware).hexdigest(),
+                 "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
 
 
 def describe_soc(component, extra):
     return {"ram_bytes": component.ram_size, "ram": "block RAM" if component.rom_size is None else "SPRAM",
-            "rom_bytes": component.rom_size or 0, "firmware": "hello.c", **extra,
+            "rom_bytes": component.rom_size or 0, **extra,
             "accelerators": list(component.accelerators)}

@@ -2,6 +2,7 @@
 :mod:`insitu.tools.cli`)."""
 
 import os
+import sys
 
 from .errors import CLIError
 
@@ -155,6 +156,12 @@ def cmd_import(args):
 
 
 def cmd_sim(args):
+    if args.firmware:
+        return _sim_firmware(args)
+    given = [o for o, v in (("--ram-size", args.ram_size != 65536), ("--rom-size", args.rom_size),
+                            ("--max-cycles", args.max_cycles != 100_000_000)) if v]
+    if given:
+        raise CLIError(f"{', '.join(given)} applies to --firmware runs only")
     from ..golden import modelfile, network
     from .build import write_result
     from .netrun import NetworkRunError, run_network
@@ -197,6 +204,21 @@ def cmd_sim(args):
         raise CLIError("the firmware's results differ from the golden network")
     if result["accelerator_errors"]:
         raise CLIError(f"the accelerator reported {result['accelerator_errors']} error(s)")
+
+
+def _sim_firmware(args):
+    """Run the user's C sources; the exit code of the firmware becomes the command's (0…255; any other
+    non-zero code gives 1, so that failure is never mistaken for success)."""
+    from .firmware_run import run_firmware
+    build_dir = args.build_dir if args.build_dir != "build/sim-soc" else "build/sim-firmware"
+
+    def progress(text):
+        print(text, file=sys.stderr, flush=True)
+    code, cycles, seconds = run_firmware(args.firmware, build_dir=build_dir, ram_size=args.ram_size,
+                                         rom_size=args.rom_size, max_cycles=args.max_cycles, progress=progress)
+    print(f"insitu sim: exit code {code} after {cycles} cycles ({cycles / max(seconds, 1e-9) / 1e6:.2f} M "
+          f"cycles/s)", file=sys.stderr)
+    return code if 0 <= code <= 255 else 1
 
 
 def cmd_evaluate(args):
