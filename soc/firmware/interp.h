@@ -1,0 +1,22 @@
+/* The model interpreter of the insitu runtime: runs a model blob (insitu.soc.modelblob) layer by layer,
+ * bit-exact with the integer golden model (insitu.golden.network.forward_int). */
+#ifndef INSITU_INTERP_H
+#define INSITU_INTERP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "modelblob.h"    /* generated from insitu.soc.modelblob: the blob's layout */
+
+struct model_info {
+    const uint32_t *blob;
+    uint32_t layers, input_bytes, outputs, max_activation;
+};
+
+/* Check a blob of len bytes (4-byte aligned) against the arena's size. Returns a STATUS_ code. */
+int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct model_info *info);
+
+/* Run one image (input_bytes int8 values, C × H × W) through the model; scores receives the outputs.
+ * The arena holds two activation buffers of max_activation int32 each. */
+void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores);
+
+#endif

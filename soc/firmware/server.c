@@ -1,0 +1,195 @@
+/* The insitu runtime's main program: answers the host protocol (insitu.soc.protocol) and runs models
+ * (insitu.soc.modelblob) with the layer interpreter. A model baked in at build time (model_blob.h, with
+ * INSITU_BAKED_MODEL defined) is ready at reset; the host may load another over the UART. */
+#include "runtime.h"
+#include "link.h"
+#include "interp.h"
+
+#ifndef MODEL_CAPACITY
+#define MODEL_CAPACITY 32768        /* bytes of RAM for a model loaded over the UART */
+#endif
+#ifndef INPUT_CAPACITY
+#define INPUT_CAPACITY 4096         /* bytes of images */
+#endif
+#ifndef ARENA_BYTES
+#define ARENA_BYTES 8192            /* two activation buffers */
+#endif
+#ifndef RESULT_BYTES
+#define RESULT_BYTES 4096
+#endif
+
+#ifdef INSITU_BAKED_MODEL
+#include "model_blob.h"             /* BAKED_MODEL (uint32_t words), BAKED_MODEL_BYTES */
+#endif
+
+static uint32_t model_region[MODEL_CAPACITY / 4];
+static uint32_t input_region[INPUT_CAPACITY / 4];
+static int32_t arena[ARENA_BYTES / 4];
+static uint8_t results[RESULT_BYTES];
+static int32_t scores[PROTO_MAX_PAYLOAD / 4];
+static uint8_t reply[PROTO_MAX_PAYLOAD];
+
+static struct model_info model;
+static int have_model;
+
+static uint32_t result_size(void) { return 5 + 4 * model.outputs; }
+
+static void hello(void) {
+    uint32_t caps = CAP_SOFTWARE_PATH;
+#ifdef INSITU_BAKED_MODEL
+    caps |= CAP_BAKED_MODEL;
+#endif
+    put16(reply, PROTO_VERSION);
+    put16(reply + 2, PROTO_MAX_PAYLOAD);
+    put32(reply + 4, caps);
+    put32(reply + 8, MODEL_CAPACITY);
+    put32(reply + 12, INPUT_CAPACITY);
+    put16(reply + 16, have_model ? RESULT_BYTES / result_size() : 0);
+    put16(reply + 18, 0);                       /* peripherals */
+    link_reply(STATUS_OK, reply, 20);
+}
+
+static void write_region(const struct request *req) {
+    if (req->length < 8) {
+        link_reply(STATUS_MALFORMED, 0, 0);
+        return;
+    }
+    uint32_t region = req->payload[0], offset = get32(req->payload + 4), n = req->length - 8u;
+    uint8_t *base = region == REGION_MODEL ? (uint8_t *)model_region : region == REGION_INPUTS ? (uint8_t *)input_region : 0;
+    uint32_t cap = region == REGION_MODEL ? MODEL_CAPACITY : INPUT_CAPACITY;
+    if (!base || offset > cap || n > cap - offset) {
+        link_reply(STATUS_RANGE, 0, 0);
+        return;
+    }
+    if (region == REGION_MODEL && model.blob == model_region)
+        have_model = 0;                         /* being overwritten: COMMIT again */
+    memcpy(base + offset, req->payload + 8, n);
+    link_reply(STATUS_OK, 0, 0);
+}
+
+static int use_model(const uint32_t *blob, uint32_t len) {
+    struct model_info info;
+    int status = interp_check(blob, len, ARENA_BYTES, &info);
+    if (status == STATUS_OK && (info.outputs > PROTO_MAX_PAYLOAD / 4 || 5 + 4 * info.outputs > RESULT_BYTES))
+        status = STATUS_NO_ROOM;
+    if (status == STATUS_OK) {
+        model = info;
+        have_model = 1;
+    }
+    return status;
+}
+
+static void commit(const struct request *req) {
+    if (req->length != 8) {
+        link_reply(STATUS_MALFORMED, 0, 0);
+        return;
+    }
+    uint32_t len = get32(req->payload), crc = get32(req->payload + 4);
+    if (len > MODEL_CAPACITY || len % 4) {
+        link_reply(STATUS_NO_ROOM, 0, 0);
+        return;
+    }
+    if (crc32_update(0, (const uint8_t *)model_region, len) != crc) {
+        link_reply(STATUS_BAD_CRC, 0, 0);
+        return;
+    }
+    int status = use_model(model_region, len);
+    if (status != STATUS_OK) {
+        link_reply((uint8_t)status, 0, 0);
+        return;
+    }
+    put16(reply, model.layers);
+    put32(reply + 2, model.input_bytes);
+    put16(reply + 6, model.outputs);
+    link_reply(STATUS_OK, reply, 8);
+}
+
+static uint8_t argmax(const int32_t *v, uint32_t n) {
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return (uint8_t)best;
+}
+
+static void infer(const struct request *req) {
+    if (req->length != 5) {
+        link_reply(STATUS_MALFORMED, 0, 0);
+        return;
+    }
+    if (!have_model) {
+        link_reply(STATUS_NO_MODEL, 0, 0);
+        return;
+    }
+    uint32_t first = get16(req->payload), count = get16(req->payload + 2), size = result_size();
+    if ((first + count) * model.input_bytes > INPUT_CAPACITY || (first + count) * size > RESULT_BYTES) {
+        link_reply(STATUS_RANGE, 0, 0);
+        return;
+    }
+    uint64_t total = 0;
+    for (uint32_t n = first; n < first + count; n++) {
+        const int8_t *image = (const int8_t *)input_region + n * model.input_bytes;
+        uint64_t t0 = cycles();
+        interp_run(&model, image, arena, scores);
+        uint64_t t1 = cycles();
+        uint8_t *r = results + n * size;
+        r[0] = argmax(scores, model.outputs);
+        put32(r + 1, (uint32_t)(t1 - t0));
+        for (uint32_t i = 0; i < model.outputs; i++)
+            put32(r + 5 + 4 * i, (uint32_t)scores[i]);
+        total += t1 - t0;
+    }
+    put16(reply, count);
+    put32(reply + 2, (uint32_t)total);
+    put32(reply + 6, (uint32_t)(total >> 32));
+    link_reply(STATUS_OK, reply, 10);
+}
+
+static void read_results(const struct request *req) {
+    if (req->length != 4) {
+        link_reply(STATUS_MALFORMED, 0, 0);
+        return;
+    }
+    if (!have_model) {
+        link_reply(STATUS_NO_MODEL, 0, 0);
+        return;
+    }
+    uint32_t first = get16(req->payload), count = get16(req->payload + 2), size = result_size();
+    if ((first + count) * size > RESULT_BYTES || count * size > PROTO_MAX_PAYLOAD - 1) {
+        link_reply(STATUS_RANGE, 0, 0);
+        return;
+    }
+    link_reply(STATUS_OK, results + first * size, count * size);
+}
+
+int main(void) {
+#ifdef INSITU_BAKED_MODEL
+    use_model(BAKED_MODEL, BAKED_MODEL_BYTES);
+#endif
+    struct request req;
+    for (;;) {
+        link_receive(&req);
+        switch (req.command) {
+        case CMD_HELLO:
+            hello();
+            break;
+        case CMD_ECHO:
+            link_reply(STATUS_OK, req.payload, req.length);
+            break;
+        case CMD_WRITE:
+            write_region(&req);
+            break;
+        case CMD_COMMIT:
+            commit(&req);
+            break;
+        case CMD_INFER:
+            infer(&req);
+            break;
+        case CMD_RESULTS:
+            read_results(&req);
+            break;
+        default:
+            link_reply(STATUS_BAD_COMMAND, 0, 0);
+        }
+    }
+}
