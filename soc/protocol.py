@@ -279,7 +279,8 @@ class Client:
 
     # -- commands
     def hello(self):
-        data = self.request("HELLO")
+        # the first contact may meet a board still starting (clearing its RAM): a longer wait
+        data = self.request("HELLO", timeout=max(self.timeout, 0.25))
         version, max_payload, caps, model_cap, input_cap, result_cap, count = struct.unpack_from("<HHIIIHH", data)
         if version != VERSION:
             raise ProtocolError(f"The board speaks protocol version {version}, this driver {VERSION}: rebuild "
@@ -329,14 +330,24 @@ class Client:
         return done, cycles
 
     def results(self, first, count, outputs):
+        """``count`` results from ``first``: as many per reply as fit; on a link that damages long frames,
+        half as many after a few failed attempts (down to one)."""
         size = 5 + 4 * outputs
-        per_frame = max(1, (MAX_PAYLOAD - 1) // size)
-        out = []
-        for start in range(first, first + count, per_frame):
+        per_frame = max(1, min(self.chunk, MAX_PAYLOAD - 1) // size)
+        out, start = [], first
+        while start < first + count:
             n = min(per_frame, first + count - start)
-            data = self.request("RESULTS", struct.pack("<HH", start, n))
+            try:
+                data = self.request("RESULTS", struct.pack("<HH", start, n), retries=3 if n > 1 else None)
+            except LinkError:
+                if n == 1:
+                    raise
+                per_frame = max(1, n // 2)
+                self.chunk = max(32, self.chunk // 2)
+                continue
             if len(data) != n * size:
                 raise ProtocolError(f"RESULTS: {len(data)} bytes for {n} results of {size}")
+            start += n
             for i in range(n):
                 cls, cycles = struct.unpack_from("<BI", data, i * size)
                 scores = list(struct.unpack_from(f"<{outputs}i", data, i * size + 5))

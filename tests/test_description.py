@@ -12,6 +12,8 @@ from insitu.golden.description import DescriptionError
 from insitu.tools import compress
 from insitu.tools.cli import main
 
+from helpers import ODD, random_model
+
 
 @pytest.mark.parametrize("name, shapes", [
     ("digits-cnn", [(8, 8, 8), (8, 8, 8), (16, 8, 8), (16, 4, 4), (16, 4, 4), (256,), (64,), (64,), (10,)]),
@@ -102,27 +104,6 @@ def reference_int(model, raw):
         elif layer.kind == "flatten":
             x = x.reshape(len(x), -1)
     return x
-
-
-ODD = {"input": [2, 9, 7], "layers": [
-    {"kind": "conv2d", "name": "c1", "c_out": 6, "k": 3, "stride": 2, "padding": 1, "bias": True},
-    {"kind": "relu"}, {"kind": "pool", "mode": "avg", "k": 2, "stride": 1},
-    {"kind": "conv2d", "name": "c2", "c_out": 8, "k": 3, "padding": 1, "bias": True},
-    {"kind": "pool", "mode": "max", "k": 2}, {"kind": "flatten"},
-    {"kind": "linear", "name": "f1", "features": 5, "bias": True}]}
-
-
-def random_model(desc, seed):
-    rng = np.random.default_rng(seed)
-    shape, specs = description.from_dict(desc)
-    weights, biases = {}, {}
-    for spec, (i, _) in zip(specs, description.infer_shapes(shape, specs)):
-        w = description.weight_shape(spec, i)
-        if w is not None:
-            weights[spec["name"]] = rng.normal(size=w) * np.sqrt(2 / np.prod(w[1:]))
-            biases[spec["name"]] = rng.normal(size=w[0]) * 0.2
-    return network.from_description(desc, weights, biases, formats={"input_scale": 0.1, "input_gain": 3,
-                                                                    "act_width": 8})
 
 
 @pytest.mark.parametrize("desc", [ODD, description.DIGITS_DEEP, description.DIGITS_MLP], ids=["odd", "deep", "mlp"])

@@ -309,13 +309,15 @@ def make_parser():
 
     from .sweep_commands import add_parsers
     add_parsers(sub)
+    from .deploy_commands import add_parsers as add_deploy_parsers
+    add_deploy_parsers(sub)
     return parser
 
 
 #: The options of each command that name a file it writes (checked before any work starts).
 _OUTPUTS = {"compress": ("output",), "import": ("output",), "evaluate": ("json", "plot"), "sim": ("json", "vcd"),
             "build": ("json",), "bench": ("json",), "demo": ("json",), "train": ("tradeoff",),
-            "sweep": ("json", "csv", "plot")}
+            "sweep": ("json", "csv", "plot"), "run": ("json",)}
 
 
 def check_outputs(args):

@@ -189,25 +189,31 @@ static void linear(const struct blob_layer *l, const uint8_t *base, const int32_
 }
 
 static void pool(const struct blob_layer *l, const int32_t *x, int32_t *y) {
-    uint32_t k = l->k, s = l->stride;
-    for (uint32_t c = 0; c < l->c_out; c++)
-        for (uint32_t oy = 0; oy < l->h_out; oy++)
-            for (uint32_t ox = 0; ox < l->w_out; ox++) {
-                const int32_t *p = x + (c * l->h_in + oy * s) * l->w_in + ox * s;
-                int32_t acc = l->aux == POOL_MAX ? p[0] : 0;
-                for (uint32_t r = 0; r < k; r++)
-                    for (uint32_t q = 0; q < k; q++) {
-                        int32_t v = p[r * l->w_in + q];
-                        if (l->aux == POOL_MAX)
+    uint32_t k = l->k, wd = l->w_in, hw = l->h_in * wd, row_step = l->stride * wd;
+    int max = l->aux == POOL_MAX;
+    for (uint32_t c = 0; c < l->c_out; c++, x += hw) {
+        const int32_t *row = x;
+        for (uint32_t oy = 0; oy < l->h_out; oy++, row += row_step) {
+            const int32_t *p = row;
+            for (uint32_t ox = 0; ox < l->w_out; ox++, p += l->stride) {
+                int32_t acc = max ? p[0] : 0;
+                const int32_t *q = p;
+                for (uint32_t r = 0; r < k; r++, q += wd)
+                    for (uint32_t t = 0; t < k; t++) {
+                        int32_t v = q[t];
+                        if (max)
                             acc = v > acc ? v : acc;
                         else
                             acc += v;
                     }
                 *y++ = acc;
             }
+        }
+    }
 }
 
-void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores) {
+void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores,
+                uint32_t *layer_cycles) {
     int32_t *x = arena, *y = arena + m->max_activation;
     const uint8_t *base = (const uint8_t *)m->blob;
     for (uint32_t i = 0; i < m->input_bytes; i++)
@@ -215,6 +221,8 @@ void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena,
     for (uint32_t n = 0; n < m->layers; n++) {
         const struct blob_layer *l = layer_at(m->blob, n);
         uint32_t count = l->c_out * l->h_out * l->w_out;
+        if (layer_cycles)
+            layer_cycles[n] = cycles32();
         if (l->kind == KIND_RELU) {
             for (uint32_t i = 0; i < count; i++)
                 x[i] = x[i] < 0 ? 0 : x[i];
@@ -245,4 +253,12 @@ void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena,
     }
     for (uint32_t i = 0; i < m->outputs; i++)
         scores[i] = x[i];
+    if (layer_cycles) {
+        uint32_t end = cycles32();
+        for (uint32_t n = m->layers; n-- > 0;) {
+            uint32_t start = layer_cycles[n];
+            layer_cycles[n] = end - start;
+            end = start;
+        }
+    }
 }

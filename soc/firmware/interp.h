@@ -16,7 +16,9 @@ struct model_info {
 int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct model_info *info);
 
 /* Run one image (input_bytes int8 values, C × H × W) through the model; scores receives the outputs.
- * The arena holds two activation buffers of max_activation int32 each. */
-void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores);
+ * The arena holds two activation buffers of max_activation int32 each. layer_cycles (NULL: not wanted)
+ * receives each layer's clock cycles. */
+void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores,
+                uint32_t *layer_cycles);
 
 #endif

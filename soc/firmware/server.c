@@ -130,7 +130,7 @@ static void infer(const struct request *req) {
     for (uint32_t n = first; n < first + count; n++) {
         const int8_t *image = (const int8_t *)input_region + n * model.input_bytes;
         uint64_t t0 = cycles();
-        interp_run(&model, image, arena, scores);
+        interp_run(&model, image, arena, scores, 0);
         uint64_t t1 = cycles();
         uint8_t *r = results + n * size;
         r[0] = argmax(scores, model.outputs);

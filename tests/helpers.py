@@ -1,0 +1,27 @@
+"""Helpers shared by test files (plain functions; fixtures live in conftest.py)."""
+
+import numpy as np
+
+from insitu.golden import description, network
+
+#: a description with every layer kind and odd shapes: stride 2, padding, biases, sum and max pooling
+ODD = {"input": [2, 9, 7], "layers": [
+    {"kind": "conv2d", "name": "c1", "c_out": 6, "k": 3, "stride": 2, "padding": 1, "bias": True},
+    {"kind": "relu"}, {"kind": "pool", "mode": "avg", "k": 2, "stride": 1},
+    {"kind": "conv2d", "name": "c2", "c_out": 8, "k": 3, "padding": 1, "bias": True},
+    {"kind": "pool", "mode": "max", "k": 2}, {"kind": "flatten"},
+    {"kind": "linear", "name": "f1", "features": 5, "bias": True}]}
+
+
+def random_model(desc, seed):
+    """A float model of ``desc`` with seeded He-scaled weights and biases (input gain 3, 8-bit activations)."""
+    rng = np.random.default_rng(seed)
+    shape, specs = description.from_dict(desc)
+    weights, biases = {}, {}
+    for spec, (i, _) in zip(specs, description.infer_shapes(shape, specs)):
+        w = description.weight_shape(spec, i)
+        if w is not None:
+            weights[spec["name"]] = rng.normal(size=w) * np.sqrt(2 / np.prod(w[1:]))
+            biases[spec["name"]] = rng.normal(size=w[0]) * 0.2
+    return network.from_description(desc, weights, biases, formats={"input_scale": 0.1, "input_gain": 3,
+                                                                    "act_width": 8})

@@ -1,0 +1,176 @@
+"""The firmware runtime and the host protocol: frames, the link under injected faults, the layer
+interpreter against the integer golden model, all on the compiled SoC simulation, and ``insitu run``."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from insitu.golden import modelfile, network
+from insitu.golden.errors import InputError
+from insitu.soc import modelblob, protocol
+from insitu.soc.firmware import FIRMWARE_DIR
+from insitu.tools import compress
+from insitu.tools.cli import main
+from insitu.tools.deploy import run_model
+
+from helpers import ODD, random_model
+
+MODELS = FIRMWARE_DIR.parent.parent / "models"
+
+
+# ------------------------------------------------------------------------------------------------ frames
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=protocol.MAX_PAYLOAD))
+def test_frames_round_trip_with_one_zero_at_the_end(command, seq, payload):
+    wire = protocol.encode_frame(command, seq, payload)
+    assert wire.index(b"\0") == len(wire) - 1
+    assert protocol.decode_frame(wire) == (command, seq, payload)
+
+
+def test_every_damaged_byte_is_detected():
+    rng = np.random.default_rng(3)
+    wire = protocol.encode_frame(5, 9, bytes(rng.integers(0, 256, 200, dtype=np.uint8)))
+    for at in range(len(wire) - 1):
+        for flip in (1, 0x80, int(rng.integers(1, 256))):
+            damaged = bytearray(wire)
+            damaged[at] ^= flip
+            assert protocol.decode_frame(bytes(damaged).partition(b"\0")[0]) is None
+        assert protocol.decode_frame(wire[:at] + wire[at + 1:]) is None          # a dropped byte
+        assert protocol.decode_frame(wire[:at] + wire[at:at + 1] * 2 + wire[at + 1:]) is None
+
+
+def test_oversized_payload_is_refused():
+    with pytest.raises(ValueError, match="exceeds"):
+        protocol.encode_frame(1, 0, bytes(protocol.MAX_PAYLOAD + 1))
+
+
+# ------------------------------------------------------------------------------------------ on the SoC
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """The runtime SoC's compiled simulation (built once); ``board()`` resets it and returns a transport."""
+    pytest.importorskip("ziglang")
+    from insitu.soc.cxxrtl import CompiledSoC
+    from insitu.soc.runtime import build_runtime
+    from insitu.soc.soc import SoC, memory_map
+    from insitu.tools.deploy import SIM_RAM
+
+    def make():
+        return SoC(ram_size=SIM_RAM, uart_divisor=1, uart_depth=512)
+    image = build_runtime(tmp_path_factory.mktemp("runtime"), memory_map=memory_map(ram_size=SIM_RAM),
+                          ram_size=SIM_RAM)
+    sim = CompiledSoC(make)
+
+    def fresh(faults=0.0, seed=0):
+        sim.load(image)
+        transport = protocol.SimTransport(sim)
+        return protocol.FaultyTransport(transport, rate=faults, seed=seed) if faults else transport
+    return fresh
+
+
+def odd_model(method, seed=2):
+    """The odd-shaped description, compressed with ``method`` where it applies (dense elsewhere)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(ODD, seed)
+    raw = rng.integers(-12, 13, size=(16, *model.input_shape))
+    return compress.compress_model(model, "dense", raw, layer_methods={
+        layer.name: method for layer in model.weight_layers if not (method == "qgp" and layer.kind == "linear")})
+
+
+def test_hello_and_echo(board):
+    client = protocol.Client(board())
+    hello = client.hello()
+    assert hello["version"] == protocol.VERSION and hello["max_payload"] == protocol.MAX_PAYLOAD
+    assert hello["capabilities"] == ["software_path"] and hello["model_capacity"] >= 16384
+    rng = np.random.default_rng(0)
+    # zeros, runs of 254 non-zero bytes (COBS's block limit), empty, the largest reply
+    for data in (b"", b"\0", b"\0" * 40, bytes(range(1, 255)), bytes([7]) * 254, bytes([7]) * 200 + b"\0" + bytes([9]) * 54,
+                 bytes(rng.integers(0, 256, 255, dtype=np.uint8))):
+        assert client.echo(data) == data
+    assert client.stats["retries"] == 0
+
+
+@pytest.mark.parametrize("method", ["dense", "qgp"])
+def test_interpreter_is_bit_exact_on_odd_shapes(board, method):
+    model = odd_model(method)
+    assert {l.method for l in model.weight_layers} == ({"dense"} if method == "dense" else {"qgp", "dense"})
+    raw = np.random.default_rng(4).integers(-12, 13, size=(12, *model.input_shape))
+    report = run_model(model, raw, board())
+    assert report["images"] == 12 and report["mismatches"] == 0
+    golden = network.forward_int(model, raw)
+    assert [p["scores"] for p in report["per_image"]] == golden.tolist()
+    assert all(p["cycles"] > 0 for p in report["per_image"])
+
+
+def test_a_hundred_images_through_one_percent_faults(board):
+    """1 % of the bytes in each direction dropped, corrupted or duplicated: every image gets exactly one
+    result, equal to the golden model's."""
+    model = odd_model("qgp", seed=5)
+    raw = np.random.default_rng(6).integers(-12, 13, size=(100, *model.input_shape))
+    transport = board(faults=0.01, seed=1)
+    report = run_model(model, raw, transport)
+    assert report["images"] == 100 and report["mismatches"] == 0
+    assert [p["scores"] for p in report["per_image"]] == network.forward_int(model, raw).tolist()
+    assert min(transport.faults.values()) > 0 and report["link"]["retries"] > 0
+
+
+def test_the_digits_model_on_the_firmware(board):
+    model = modelfile.load(MODELS / "digits-qgp.npz")
+    _, _, xte, yte = network.digits_split()
+    report = run_model(model, xte[:2], board(), labels=yte[:2])
+    assert report["mismatches"] == 0 and report["accuracy"] == report["golden_accuracy"]
+
+
+def test_protocol_errors_are_named(board, monkeypatch):
+    client = protocol.Client(board())
+    monkeypatch.setitem(protocol.COMMANDS, "BOGUS", 0x55)
+    with pytest.raises(protocol.ProtocolError, match="unknown command"):
+        client.request("BOGUS")
+    with pytest.raises(protocol.ProtocolError, match="no model loaded"):
+        client.infer(0, 1)
+    with pytest.raises(protocol.ProtocolError, match="out of range"):
+        client.write("inputs", 1 << 20, b"x")
+    blob = modelblob.pack_model(odd_model("dense"))
+    client.write("model", 0, blob)
+    with pytest.raises(protocol.ProtocolError, match="corrupt"):
+        client.request("COMMIT", struct.pack("<II", len(blob), zlib.crc32(blob) ^ 1))
+    bad = bytearray(blob)
+    bad[4] = 99                                                  # the blob's version
+    client.write("model", 0, bytes(bad))
+    with pytest.raises(protocol.ProtocolError, match="invalid"):
+        client.commit(bytes(bad))
+
+
+def test_version_mismatch_and_silence_are_one_line_errors(board, monkeypatch):
+    client = protocol.Client(board())
+    monkeypatch.setattr(protocol, "VERSION", 2)
+    with pytest.raises(protocol.ProtocolError, match="protocol version 1, this driver 2"):
+        client.hello()
+    monkeypatch.undo()
+    broken = protocol.Client(board(faults=0.5, seed=3), retries=2)
+    with pytest.raises(protocol.LinkError, match="after 3 attempts"):
+        broken.echo(bytes(200))
+
+
+def test_models_the_runtime_cannot_run_are_refused_by_layer():
+    model = modelfile.load(MODELS / "digits-smartdeal.npz")
+    with pytest.raises(InputError, match="Layer conv2 is smartdeal: the firmware runtime runs dense and qgp"):
+        modelblob.pack_model(model)
+
+
+def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--sim", "--images", "2", "--json",
+                 "r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "mismatches against the golden model: 0" in out and "images/s at 115200 baud" in out
+    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "/dev/nonexistent-tty"]) == 1
+    assert "Cannot open /dev/nonexistent-tty" in capsys.readouterr().err
+    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "x", "--faults", "0.1"]) == 1
+    assert "--faults applies to --sim only" in capsys.readouterr().err
+    assert main(["run", "--model", str(MODELS / "digits-mlg.npz"), "--sim"]) == 1
+    assert "firmware runtime runs dense and qgp" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""``insitu run``: the command line of :mod:`insitu.tools.deploy` (the parser joins ``insitu``'s)."""
+
+import argparse
+import os
+
+from .errors import CLIError
+
+__all__ = ["add_parsers", "cmd_run"]
+
+
+def _rate(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5], not {text!r}") from None
+    if not 0 <= x <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5], not {text}")
+    return x
+
+
+def _count(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {n}")
+    return n
+
+
+def add_parsers(sub):
+    p = sub.add_parser("run", help="run a model on a board over its UART (or on the compiled SoC simulation) "
+                       "and check every result against the golden model")
+    p.add_argument("--model", required=True, help="model file (.npz) with dense and QGP layers")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sim", action="store_true", help="the compiled simulation of the SoC running the "
+                        "firmware runtime, through an in-process byte pipe")
+    target.add_argument("--port", metavar="DEV", help="serial port of a board running the runtime (e.g. "
+                        "/dev/ttyUSB1)")
+    p.add_argument("--baud", type=_count, default=115200, help="with --port: bit rate (default 115200)")
+    p.add_argument("--images", type=_count, help="images to run (default: the whole digits test split, or "
+                   "16 seeded random images for a model of another input shape)")
+    p.add_argument("--data", help="data set for images and labels: digits or cifar10:PATH (default digits "
+                   "for 1×8×8 models, else seeded random images without labels)")
+    p.add_argument("--baked", action="store_true", help="with --sim: bake the model into the firmware image "
+                   "instead of loading it over the link")
+    p.add_argument("--faults", type=_rate, default=0.0, metavar="RATE", help="with --sim: damage this fraction "
+                   "of the bytes in each direction (drops, corruptions, duplications; seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the injected faults and random images")
+    p.add_argument("--build-dir", default="build/run-sim", metavar="DIR",
+                   help="with --sim: firmware build directory (default build/run-sim)")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.set_defaults(func=cmd_run)
+
+
+def _images(model, args):
+    from ..golden import datasets
+    from .deploy import random_images
+    if args.data or tuple(model.input_shape) == (1, 8, 8):
+        try:
+            data = datasets.load(args.data or "digits")
+        except datasets.DatasetError as error:
+            raise CLIError(str(error)) from None
+        if data.input_shape != tuple(model.input_shape):
+            raise CLIError(f"{data.name} images are {data.input_shape}; the model takes {model.input_shape}")
+        n = args.images or len(data.x_test)
+        if n > len(data.x_test):
+            raise CLIError(f"--images {n}: the {data.name} test split has {len(data.x_test)}")
+        return data.x_test[:n], data.y_test[:n], f"{data.name} test split"
+    n = args.images or 16
+    return random_images(model, n, args.seed), None, f"{n} seeded random images (seed {args.seed}, no labels)"
+
+
+def cmd_run(args):
+    import sys
+
+    from ..golden import modelfile
+    from ..soc import protocol
+    from .build import write_result
+    from .deploy import DeployError, run_model, sim_transport
+    from .progress import Progress
+    sim_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults)) if v]
+    if args.port and sim_only:
+        raise CLIError(f"{', '.join(sim_only)} applies to --sim only")
+    model = modelfile.load(args.model)
+    from ..soc.modelblob import pack_model
+    pack_model(model)                        # refuse a model the runtime cannot run before building anything
+    images, labels, source = _images(model, args)
+
+    def say(text):
+        print(text, file=sys.stderr, flush=True)
+    transport = None
+    try:
+        if args.sim:
+            transport = sim_transport(args.build_dir, model=model if args.baked else None, faults=args.faults,
+                                      seed=args.seed, progress=say)
+            where = "the compiled SoC simulation" + (f" with {args.faults:.1%} of bytes damaged" if args.faults
+                                                     else "")
+        else:
+            transport = protocol.SerialTransport(args.port, args.baud)
+            where = f"{args.port} at {args.baud} baud"
+        say(f"Running {len(images)} images ({source}) on {where} ...")
+        with Progress(len(images), "images") as bar:
+            report = run_model(model, images, transport, labels=labels, load=not args.baked, progress=say,
+                               on_image=lambda r: bar.step(f"{r['cycles'] / 1e6:.2f} M cycles"))
+    except (protocol.LinkError, protocol.ProtocolError, DeployError) as error:
+        raise CLIError(str(error)) from None
+    finally:
+        if transport is not None and hasattr(transport, "close"):
+            transport.close()
+    report.update(model=os.path.basename(args.model), target="sim" if args.sim else args.port, images_from=source)
+    print(f"images: {report['images']} ({source}); mismatches against the golden model: {report['mismatches']}")
+    if "accuracy" in report:
+        print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
+    print(f"cycles per image ({report['path']} path, on-chip counter): {report['cycles_per_image']:.0f} "
+          f"({report['images_per_second_compute_at_12MHz']:.2f} images/s of computation at 12 MHz)")
+    print(f"link: {report['wire_bytes_per_image']:.0f} bytes per image on the wire; with the computation "
+          f"{report['images_per_second_115200_baud']:.2f} images/s at 115200 baud, "
+          f"{report['images_per_second_3Mbaud']:.2f} at 3 Mbaud")
+    stats = report["link"]
+    print(f"protocol: {stats['requests']} requests, {stats['retries']} sent again, {stats['bad_frames']} damaged "
+          f"replies, {stats['naks']} NAKs, {stats['stale_replies']} stale replies dropped"
+          + (f"; injected {report['injected_faults']}" if "injected_faults" in report else ""))
+    if args.json:
+        write_result(args.json, report, inputs=[args.model])
+        print(f"written: {args.json}")
+    if report["mismatches"]:
+        bad = [n for n, p in enumerate(report["per_image"]) if not p["scores_match_golden"]][:10]
+        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: {bad})")
