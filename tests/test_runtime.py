@@ -174,3 +174,97 @@ def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
     assert "--faults applies to --sim only" in capsys.readouterr().err
     assert main(["run", "--model", str(MODELS / "digits-mlg.npz"), "--sim"]) == 1
     assert "firmware runtime runs dense and qgp" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- your own firmware
+
+def _run_c(tmp_path, source, **layout):
+    import io
+
+    from insitu.tools.firmware_run import run_firmware
+    out = io.BytesIO()
+    code, cycles, _ = run_firmware([source], build_dir=tmp_path / "build", out=out, progress=lambda *a: None,
+                                   **layout)
+    return code, out.getvalue().decode()
+
+
+def test_division_modulo_and_printf_follow_c(tmp_path):
+    """The runtime's helpers against C's rules (quotients truncate, remainders take the dividend's sign)
+    and printf against Python's %-formatting, which follows C's for these conversions."""
+    pytest.importorskip("ziglang")
+    rng = np.random.default_rng(8)
+    extremes = [(-2**31, -1), (-2**31, 1), (2**31 - 1, -1), (-7, 2), (7, -2), (0, 5), (-2**31, -2**31)]
+    pairs = extremes + [(int(n), int(d) or 3) for n, d in zip(rng.integers(-2**31, 2**31, 150),
+                                                           rng.integers(-70000, 70000, 150))]
+    wide = [(int(n), int(d) or 1) for n, d in zip(rng.integers(0, 2**63, 40, dtype=np.uint64),
+                                                  rng.integers(1, 2**40, 40, dtype=np.uint64))]
+    formats = [("%d", -42), ("%5d", 42), ("%-5d|", 42), ("%05d", -42), ("%x", 48879), ("%08X", 48879),
+               ("%u", 4000000000), ("%c", 65), ("%s", "text"), ("%-6s|", "ab"), ("%3s", "long"), ("%%", None),
+               ("%lld", -123456789012345), ("%llu", 18446744073709551615), ("%o", 8)]
+    c = ["#include <stdio.h>", "#include <stdint.h>",
+         f"static const int32_t P[][2] = {{{', '.join(f'{{{n}, {d}}}' if n != -2**31 else f'{{INT32_MIN, {d}}}' if d != -2**31 else '{INT32_MIN, INT32_MIN}' for n, d in pairs)}}};",
+         f"static const uint64_t W[][2] = {{{', '.join(f'{{{n}ull, {d}ull}}' for n, d in wide)}}};",
+         "int main(void) {",
+         f"  for (int i = 0; i < {len(pairs)}; i++) {{ volatile int32_t n = P[i][0], d = P[i][1];",
+         "    printf(\"%ld %ld %lu %lu\\n\", (long)(d == -1 && n == INT32_MIN ? n : n / d),"
+         " (long)(d == -1 ? 0 : n % d), (unsigned long)((uint32_t)n / (uint32_t)d),"
+         " (unsigned long)((uint32_t)n % (uint32_t)d)); }",
+         f"  for (int i = 0; i < {len(wide)}; i++) {{ volatile uint64_t n = W[i][0], d = W[i][1];",
+         "    printf(\"%llu %llu %lld\\n\", n / d, n % d, (long long)(-(int64_t)(n >> 1)) / (int64_t)d); }"]
+    for fmt, value in formats:
+        arg = "" if value is None else f', "{value}"' if isinstance(value, str) else \
+            f", {value}{'ull' if 'll' in fmt else 'u' if value > 2**31 else ''}"
+        c.append(f'  printf("{fmt}\\n"{arg});')
+    c.append("  return 0; }")
+    (tmp_path / "t.c").write_text("\n".join(c))
+    code, out = _run_c(tmp_path, tmp_path / "t.c")
+    assert code == 0
+    lines = out.splitlines()
+
+    def trunc(n, d):
+        q = abs(n) // abs(d) * (1 if (n < 0) == (d < 0) else -1)
+        return q, n - q * d
+    expected = []
+    for n, d in pairs:
+        q, r = trunc(n, d)
+        q = (q + 2**31) % 2**32 - 2**31                       # INT_MIN / -1 wraps, as RISC-V's does
+        expected.append(f"{q} {0 if d == -1 else r} {(n % 2**32) // (d % 2**32)} {(n % 2**32) % (d % 2**32)}")
+    for n, d in wide:
+        expected.append(f"{n // d} {n % d} {trunc(-(n >> 1), d)[0]}")
+    expected += [(fmt.replace("ll", "") % value if value is not None else "%") for fmt, value in formats]
+    assert lines == expected
+
+
+@pytest.mark.parametrize("layout", [{"ram_size": 65536}, {"ram_size": 65536, "rom_size": 16384}],
+                         ids=["ram", "rom+spram"])
+def test_a_portable_benchmark_runs_with_only_a_port_file(tmp_path, layout):
+    """Plain C99 with hosted headers (stdio, stdlib, string), / and % and printf: only port.h is ours."""
+    pytest.importorskip("ziglang")
+    import shutil
+    here = FIRMWARE_DIR.parent.parent / "tests" / "firmware"
+    for name in ("bench.c", "port.h"):
+        shutil.copy(here / name, tmp_path / name)
+    code, out = _run_c(tmp_path, tmp_path / "bench.c", **layout)
+    assert code == 0, out
+    assert f"crc32(512) {zlib.crc32(bytes(i % 251 for i in range(512))):08x}" in out
+    assert "insitu: 0 failure(s)" in out and "gcd(1071, 462) 21" in out
+
+
+def test_sim_firmware_cli_streams_output_and_returns_the_exit_code(tmp_path, monkeypatch, capfdbinary):
+    pytest.importorskip("ziglang")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.c").write_text('#include <stdio.h>\nint helper(int);\nint main(void) { printf("n=%d\\n", '
+                                  'helper(40)); return 3; }\n')
+    (tmp_path / "b.c").write_text("int helper(int x) { return x / 7 + x % 7; }\n")
+    assert main(["sim", "--firmware", "a.c", "b.c"]) == 3
+    assert b"n=10\n" in capfdbinary.readouterr().out
+    assert main(["sim", "--firmware", "missing.c"]) == 1
+    assert "No such firmware source" in capfdbinary.readouterr().err.decode()
+    (tmp_path / "loop.c").write_text("int main(void) { for (;;) ; }\n")
+    assert main(["sim", "--firmware", "loop.c", "--max-cycles", "5000"]) == 1
+    assert "did not exit within 5000 cycles" in capfdbinary.readouterr().err.decode()
+    (tmp_path / "bad.c").write_text("int main(void) { return undefined_thing; }\n")
+    assert main(["sim", "--firmware", "bad.c"]) == 1
+    assert "undefined_thing" in capfdbinary.readouterr().err.decode()
+    assert main(["sim", "--rom-size", "4096"]) == 1
+    assert "--rom-size applies to --firmware runs only" in capfdbinary.readouterr().err.decode()
