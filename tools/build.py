@@ -220,6 +220,14 @@ def check_fit(board, device, floor):
                              f"try a smaller layer or --parallel")
 
 
+def input_files(params):
+    """Files a design's parameters name (firmware sources, a model), recorded with their hashes."""
+    files = list(getattr(params, "firmware", None) or ())
+    if getattr(params, "model", None):
+        files.append(params.model)
+    return files
+
+
 def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None,
           json_path=None, synth_opts="", nextpnr_seed=None, progress=print):
     """Build design ``design_name`` with ``params`` (its parameter dataclass, see
@@ -305,7 +313,7 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         "nextpnr_seed": seed,
         "seconds": round(seconds, 1),
         "bitstream": {"path": str(bitstream), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
-        "provenance": provenance(),
+        "provenance": provenance(inputs=input_files(params)),
     }
     json_path = Path(json_path) if json_path else build_dir / "report.insitu.json"
     write_json_atomic(json_path, report)

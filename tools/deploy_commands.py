@@ -5,7 +5,7 @@ import os
 
 from .errors import CLIError
 
-__all__ = ["add_parsers", "cmd_run"]
+__all__ = ["add_parsers", "cmd_run", "cmd_flash"]
 
 
 def _rate(text):
@@ -51,6 +51,16 @@ def add_parsers(sub):
                    help="with --sim: firmware build directory (default build/run-sim)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.set_defaults(func=cmd_run)
+
+    from ..boards import BOARDS
+    p = sub.add_parser("flash", help="program a board with a bitstream (the last build for it by default) "
+                       "through iceprog, openFPGALoader or dfu-util")
+    p.add_argument("--board", required=True, choices=list(BOARDS))
+    p.add_argument("--bitstream", metavar="PATH", help="the bitstream (default: the newest build/<board>-*/ "
+                   "build, if it is up to date)")
+    p.add_argument("--sram", action="store_true", help="load into the FPGA only (volatile), not the flash")
+    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    p.set_defaults(func=cmd_flash)
 
 
 def _images(model, args):
@@ -127,3 +137,11 @@ def cmd_run(args):
     if report["mismatches"]:
         bad = [n for n, p in enumerate(report["per_image"]) if not p["scores_match_golden"]][:10]
         raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: {bad})")
+
+
+def cmd_flash(args):
+    from .flash import FlashError, flash
+    try:
+        flash(args.board, args.bitstream, sram=args.sram, dry_run=args.dry_run)
+    except FlashError as error:
+        raise CLIError(str(error)) from None
