@@ -29,7 +29,7 @@ Commands (payloads are little endian)
 ``ECHO``      data → data (link tests)
 ``WRITE``     region u8 (0 model, 1 inputs), 3 reserved bytes, offset u32, data → nothing. Idempotent.
 ``COMMIT``    length u32, crc u32 of the model blob in the model region → layers u16, input_bytes u32,
-              outputs u16
+              outputs u16, accelerated u16 (layers bound to a peripheral, their weights loaded into it)
 ``INFER``     first u16, count u16, flags u8 (bit 0: use the peripherals) → count u16, cycles u64: runs the
               images at input_bytes × [first, first + count) of the input region
 ``RESULTS``   first u16, count u16 → per image: class u8, cycles u32, outputs × score i32
@@ -321,8 +321,8 @@ class Client:
         # the board checks the blob's CRC first: allow it about 200 clocks per byte at 12 MHz
         data = self.request("COMMIT", struct.pack("<II", len(blob), zlib.crc32(blob)),
                             timeout=self.timeout + len(blob) * 200 / 12e6)
-        layers, input_bytes, outputs = struct.unpack("<HIH", data)
-        return {"layers": layers, "input_bytes": input_bytes, "outputs": outputs}
+        layers, input_bytes, outputs, accelerated = struct.unpack("<HIHH", data)
+        return {"layers": layers, "input_bytes": input_bytes, "outputs": outputs, "accelerated_layers": accelerated}
 
     def infer(self, first, count, *, accelerate=False, timeout=None):
         data = self.request("INFER", struct.pack("<HHB", first, count, int(accelerate)), timeout=timeout)

@@ -100,10 +100,11 @@ def test_interpreter_is_bit_exact_on_odd_shapes(board, method):
     assert {l.method for l in model.weight_layers} == ({"dense"} if method == "dense" else {"qgp", "dense"})
     raw = np.random.default_rng(4).integers(-12, 13, size=(12, *model.input_shape))
     report = run_model(model, raw, board())
-    assert report["images"] == 12 and report["mismatches"] == 0
+    path = report["paths"]["software"]
+    assert report["images"] == 12 and report["mismatches"] == path["mismatches"] == 0
     golden = network.forward_int(model, raw)
-    assert [p["scores"] for p in report["per_image"]] == golden.tolist()
-    assert all(p["cycles"] > 0 for p in report["per_image"])
+    assert [p["scores"] for p in path["per_image"]] == golden.tolist()
+    assert all(p["cycles"] > 0 for p in path["per_image"])
 
 
 def test_a_hundred_images_through_one_percent_faults(board):
@@ -114,7 +115,8 @@ def test_a_hundred_images_through_one_percent_faults(board):
     transport = board(faults=0.01, seed=1)
     report = run_model(model, raw, transport)
     assert report["images"] == 100 and report["mismatches"] == 0
-    assert [p["scores"] for p in report["per_image"]] == network.forward_int(model, raw).tolist()
+    per = report["paths"]["software"]["per_image"]
+    assert [p["scores"] for p in per] == network.forward_int(model, raw).tolist()
     assert min(transport.faults.values()) > 0 and report["link"]["retries"] > 0
 
 
@@ -122,7 +124,7 @@ def test_the_digits_model_on_the_firmware(board):
     model = modelfile.load(MODELS / "digits-qgp.npz")
     _, _, xte, yte = network.digits_split()
     report = run_model(model, xte[:2], board(), labels=yte[:2])
-    assert report["mismatches"] == 0 and report["accuracy"] == report["golden_accuracy"]
+    assert report["mismatches"] == 0 and report["paths"]["software"]["accuracy"] == report["golden_accuracy"]
 
 
 def test_protocol_errors_are_named(board, monkeypatch):
@@ -167,7 +169,8 @@ def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--sim", "--images", "2", "--json",
                  "r.json"]) == 0
     out = capsys.readouterr().out
-    assert "mismatches against the golden model: 0" in out and "images/s at 115200 baud" in out
+    assert "peripherals: conv1, conv2, fc1, fc2 (4 layers bound)" in out and "images/s 115200 Bd" in out
+    assert out.count(" 0 ") >= 2                       # no mismatches on either path
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "/dev/nonexistent-tty"]) == 1
     assert "Cannot open /dev/nonexistent-tty" in capsys.readouterr().err
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "x", "--faults", "0.1"]) == 1
@@ -268,3 +271,20 @@ def test_sim_firmware_cli_streams_output_and_returns_the_exit_code(tmp_path, mon
     assert "undefined_thing" in capfdbinary.readouterr().err.decode()
     assert main(["sim", "--rom-size", "4096"]) == 1
     assert "--rom-size applies to --firmware runs only" in capfdbinary.readouterr().err.decode()
+
+
+@pytest.mark.parametrize("method", ["dense", "qgp"])
+def test_layers_run_on_matching_peripherals(tmp_path, method):
+    """The odd-shaped model on an SoC with the peripherals its layers match (c2: a convolution peripheral,
+    f1: a dense one; c1 has stride 2 and stays in software): both paths equal the golden model."""
+    pytest.importorskip("ziglang")
+    from insitu.tools.deploy import sim_transport
+    model = odd_model(method, seed=7)
+    raw = np.random.default_rng(9).integers(-12, 13, size=(6, *model.input_shape))
+    transport = sim_transport(tmp_path, accelerate_for=model, progress=lambda *a: None)
+    report = run_model(model, raw, transport, paths=("software", "accelerator"))
+    assert report["peripherals"] == ["c2", "f1"] and report["accelerated_layers"] == 2
+    golden = network.forward_int(model, raw).tolist()
+    for path in report["paths"].values():
+        assert path["mismatches"] == 0 and [p["scores"] for p in path["per_image"]] == golden
+    assert report["paths"]["accelerator"]["cycles_per_image"] < report["paths"]["software"]["cycles_per_image"]

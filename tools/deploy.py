@@ -26,18 +26,27 @@ class DeployError(RuntimeError):
     pass
 
 
-def sim_transport(build_dir, *, model=None, ram_size=SIM_RAM, faults=0.0, seed=0, progress=print):
-    """A transport to a fresh compiled simulation of the runtime SoC (``model`` baked in when given);
-    ``faults``: the rate of damaged bytes in each direction (seeded)."""
+def sim_transport(build_dir, *, model=None, accelerate_for=None, ram_size=SIM_RAM, faults=0.0, seed=0,
+                  progress=print):
+    """A transport to a fresh compiled simulation of the runtime SoC (``model`` baked in when given;
+    with ``accelerate_for``, a model, the SoC has a peripheral for each of its layers the runtime can drive,
+    see :func:`~insitu.soc.runtime.model_accelerators`); ``faults``: the rate of damaged bytes in each
+    direction (seeded)."""
     from ..soc.cxxrtl import CompiledSoC
-    from ..soc.runtime import build_runtime
-    from ..soc.soc import SoC, memory_map
+    from ..soc.runtime import build_runtime, model_accelerators
+    from ..soc.soc import SoC
 
     def make_soc():
-        return SoC(ram_size=ram_size, uart_divisor=1, uart_depth=512)
+        accels = model_accelerators(accelerate_for) if accelerate_for is not None else {}
+        return SoC(ram_size=ram_size, uart_divisor=1, uart_depth=512, accelerators=accels)
+    soc = make_soc()
     progress("Building the firmware runtime (ziglang, -O2) ...")
-    image = build_runtime(build_dir, memory_map=memory_map(ram_size=ram_size), ram_size=ram_size, model=model,
-                          progress=progress)
+    try:
+        image = build_runtime(build_dir, memory_map=soc.memory_map(), ram_size=ram_size, model=model,
+                              accelerators=soc.accelerators, progress=progress)
+    finally:
+        from ..hdl.params import abandon
+        abandon(soc, *soc.accelerators.values())      # described only: the simulation builds its own
     progress("Preparing the compiled simulation (CXXRTL) ...")
     sim = CompiledSoC(make_soc, progress=progress)
     sim.load(image)
@@ -52,13 +61,15 @@ def link_rate(wire_bytes_per_image, cycles_per_image, baud, clock_hz=SIM_CLOCK_H
     return 1 / seconds
 
 
-def run_model(model, images, transport, *, labels=None, accelerate=False, load=True, progress=None,
+def run_model(model, images, transport, *, labels=None, paths=("software",), load=True, progress=None,
               on_image=None):
-    """Run ``images`` (raw, as the model's data set stores them) on the board behind ``transport``.
+    """Run ``images`` (raw, as the model's data set stores them) on the board behind ``transport``, once
+    per path in ``paths`` ("software": every layer on the CPU; "accelerator": layers bound to a peripheral
+    on it, the others on the CPU).
 
     ``load``: send the model over the link (else the board's baked model is used; it must be this one).
-    Returns a report dict: per-image class, scores and cycles, mismatches against
-    :func:`~insitu.golden.network.forward_int`, accuracy (with ``labels``), link statistics."""
+    Returns a report dict: per path, per-image class, scores and cycles and the mismatches against
+    :func:`~insitu.golden.network.forward_int`; accuracy (with ``labels``), link statistics."""
     blob = modelblob.pack_model(model)
     x = network.quantise_input(model, images).astype(np.int8).reshape(len(images), -1)
     golden = network.forward_int(model, images)
@@ -84,6 +95,25 @@ def run_model(model, images, transport, *, labels=None, accelerate=False, load=T
                           f"the model has {input_bytes} and {golden.shape[1]}")
     batch = max(1, min(board["input_capacity"] // input_bytes, board["result_capacity"], 64))
     outputs = golden.shape[1]
+    report = {"images": len(x), "model_blob_bytes": len(blob), "peripherals": [n for _, n in board["peripherals"]],
+              "accelerated_layers": info["accelerated_layers"] if info else None, "paths": {}}
+    for path in paths:
+        report["paths"][path] = _run_path(client, transport, x, golden, batch, outputs, path == "accelerator",
+                                          on_image)
+    report["mismatches"] = sum(p["mismatches"] for p in report["paths"].values())
+    report["link"] = dict(client.stats)
+    report["wall_seconds"] = round(time.monotonic() - start_wall, 3)
+    if labels is not None:
+        report["golden_accuracy"] = float(np.mean(np.argmax(golden, axis=1) == np.asarray(labels)))
+        for p in report["paths"].values():
+            p["accuracy"] = float(np.mean([r["class"] == int(y) for r, y in zip(p["per_image"], labels)]))
+    faults = getattr(transport, "faults", None)
+    if faults is not None:
+        report["injected_faults"] = dict(faults)
+    return report
+
+
+def _run_path(client, transport, x, golden, batch, outputs, accelerate, on_image):
     results, timeout = [], 2.0                # the first image's time is unknown: a generous wait
     link_start = (transport.bytes_in, transport.bytes_out)
     for first in range(0, len(x), batch):
@@ -104,22 +134,12 @@ def run_model(model, images, transport, *, labels=None, accelerate=False, load=T
         g = [int(v) for v in golden[n]]
         per.append({"class": r["class"], "golden_class": int(np.argmax(golden[n])), "cycles": r["cycles"],
                     "scores": r["scores"], "scores_match_golden": r["scores"] == g})
-    mismatches = sum(not p["scores_match_golden"] or p["class"] != p["golden_class"] for p in per)
     cycles = float(np.mean([p["cycles"] for p in per]))
-    report = {"images": len(per), "mismatches": mismatches, "path": "accelerator" if accelerate else "software",
-              "cycles_per_image": cycles, "wire_bytes_per_image": wire / len(per),
-              "images_per_second_compute_at_12MHz": SIM_CLOCK_HZ / cycles,
-              "images_per_second_115200_baud": link_rate(wire / len(per), cycles, 115200),
-              "images_per_second_3Mbaud": link_rate(wire / len(per), cycles, 3_000_000),
-              "link": dict(client.stats), "wall_seconds": round(time.monotonic() - start_wall, 3),
-              "model_blob_bytes": len(blob), "per_image": per}
-    if labels is not None:
-        report["accuracy"] = float(np.mean([p["class"] == int(y) for p, y in zip(per, labels)]))
-        report["golden_accuracy"] = float(np.mean(np.argmax(golden, axis=1) == np.asarray(labels)))
-    faults = getattr(transport, "faults", None)
-    if faults is not None:
-        report["injected_faults"] = dict(faults)
-    return report
+    return {"mismatches": sum(not p["scores_match_golden"] or p["class"] != p["golden_class"] for p in per),
+            "cycles_per_image": cycles, "wire_bytes_per_image": wire / len(per),
+            "images_per_second_compute_at_12MHz": SIM_CLOCK_HZ / cycles,
+            "images_per_second_115200_baud": link_rate(wire / len(per), cycles, 115200),
+            "images_per_second_3Mbaud": link_rate(wire / len(per), cycles, 3_000_000), "per_image": per}
 
 
 def random_images(model, count, seed=0):

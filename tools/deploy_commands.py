@@ -42,6 +42,9 @@ def add_parsers(sub):
                    "16 seeded random images for a model of another input shape)")
     p.add_argument("--data", help="data set for images and labels: digits or cifar10:PATH (default digits "
                    "for 1×8×8 models, else seeded random images without labels)")
+    p.add_argument("--path", choices=["software", "accelerator", "both"], default="both",
+                   help="software: every layer on the CPU; accelerator: each layer that matches a peripheral on "
+                   "it (the simulated SoC gets one per such layer), the rest on the CPU; both (default)")
     p.add_argument("--baked", action="store_true", help="with --sim: bake the model into the firmware image "
                    "instead of loading it over the link")
     p.add_argument("--faults", type=_rate, default=0.0, metavar="RATE", help="with --sim: damage this fraction "
@@ -103,6 +106,7 @@ def cmd_run(args):
     try:
         if args.sim:
             transport = sim_transport(args.build_dir, model=model if args.baked else None, faults=args.faults,
+                                      accelerate_for=model if args.path != "software" else None,
                                       seed=args.seed, progress=say)
             where = "the compiled SoC simulation" + (f" with {args.faults:.1%} of bytes damaged" if args.faults
                                                      else "")
@@ -110,23 +114,27 @@ def cmd_run(args):
             transport = protocol.SerialTransport(args.port, args.baud)
             where = f"{args.port} at {args.baud} baud"
         say(f"Running {len(images)} images ({source}) on {where} ...")
-        with Progress(len(images), "images") as bar:
+        paths = ("software", "accelerator") if args.path == "both" else (args.path,)
+        with Progress(len(images) * len(paths), "images") as bar:
             report = run_model(model, images, transport, labels=labels, load=not args.baked, progress=say,
-                               on_image=lambda r: bar.step(f"{r['cycles'] / 1e6:.2f} M cycles"))
+                               paths=paths, on_image=lambda r: bar.step(f"{r['cycles'] / 1e6:.2f} M cycles"))
     except (protocol.LinkError, protocol.ProtocolError, DeployError) as error:
         raise CLIError(str(error)) from None
     finally:
         if transport is not None and hasattr(transport, "close"):
             transport.close()
     report.update(model=os.path.basename(args.model), target="sim" if args.sim else args.port, images_from=source)
-    print(f"images: {report['images']} ({source}); mismatches against the golden model: {report['mismatches']}")
-    if "accuracy" in report:
-        print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
-    print(f"cycles per image ({report['path']} path, on-chip counter): {report['cycles_per_image']:.0f} "
-          f"({report['images_per_second_compute_at_12MHz']:.2f} images/s of computation at 12 MHz)")
-    print(f"link: {report['wire_bytes_per_image']:.0f} bytes per image on the wire; with the computation "
-          f"{report['images_per_second_115200_baud']:.2f} images/s at 115200 baud, "
-          f"{report['images_per_second_3Mbaud']:.2f} at 3 Mbaud")
+    print(f"images: {report['images']} ({source}); peripherals: {', '.join(report['peripherals']) or 'none'}"
+          + (f" ({report['accelerated_layers']} layers bound)" if report["accelerated_layers"] is not None else ""))
+    if "golden_accuracy" in report:
+        print(f"golden model accuracy: {report['golden_accuracy']:.4f}")
+    from .report import format_table
+    rows = [(name, p["mismatches"], f"{p['accuracy']:.4f}" if "accuracy" in p else "-", f"{p['cycles_per_image']:.0f}",
+             f"{p['images_per_second_compute_at_12MHz']:.2f}", f"{p['wire_bytes_per_image']:.0f}",
+             f"{p['images_per_second_115200_baud']:.2f}", f"{p['images_per_second_3Mbaud']:.2f}")
+            for name, p in report["paths"].items()]
+    print(format_table(["path", "mismatches", "accuracy", "cycles/image", "images/s at 12 MHz", "wire bytes/image",
+                        "images/s 115200 Bd", "images/s 3 MBd"], rows))
     stats = report["link"]
     print(f"protocol: {stats['requests']} requests, {stats['retries']} sent again, {stats['bad_frames']} damaged "
           f"replies, {stats['naks']} NAKs, {stats['stale_replies']} stale replies dropped"
@@ -134,9 +142,11 @@ def cmd_run(args):
     if args.json:
         write_result(args.json, report, inputs=[args.model])
         print(f"written: {args.json}")
-    if report["mismatches"]:
-        bad = [n for n, p in enumerate(report["per_image"]) if not p["scores_match_golden"]][:10]
-        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: {bad})")
+    for name, path in report["paths"].items():
+        if path["mismatches"]:
+            bad = [n for n, p in enumerate(path["per_image"]) if not p["scores_match_golden"]][:10]
+            raise CLIError(f"{path['mismatches']} image(s) of the {name} path differ from the golden model "
+                           f"(first: {bad})")
 
 
 def cmd_flash(args):

@@ -50,6 +50,8 @@ class MatVecAccel(wiring.Component):
 
     registers = property(lambda self: list(self._registers))
     words = property(lambda self: self._layer.words)
+    #: the layer's description (``bank`` "fc": dense, with ``m``, ``n``, ``lanes``; "circ": block-circulant)
+    layer = property(lambda self: self._layer)
     fifo_depth = property(lambda self: self._fifo_depth)
 
     def elaborate(self, platform):

@@ -5,6 +5,7 @@
 #include "runtime.h"
 #include "protocol.h"
 #include "interp.h"
+#include "accel.h"
 
 static uint16_t qsq[257];          /* ⌊n²/4⌋, n = 0…256: a·b for any a, b in [-128, 127] */
 static int qsq_ready;
@@ -34,7 +35,7 @@ int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct mo
             blob[BLOB_TOTAL_BYTES] != len || blob[BLOB_ACT_WIDTH] != 8)
         return STATUS_BAD_MODEL;
     uint32_t layers = blob[BLOB_LAYERS];
-    if (layers == 0 || layers > (len / 4 - BLOB_HEADER_WORDS) / BLOB_LAYER_WORDS)
+    if (layers == 0 || layers > INTERP_MAX_LAYERS || layers > (len / 4 - BLOB_HEADER_WORDS) / BLOB_LAYER_WORDS)
         return STATUS_BAD_MODEL;
     uint32_t c = blob[BLOB_IN_C], h = blob[BLOB_IN_H], w = blob[BLOB_IN_W], max_act = blob[BLOB_MAX_ACTIVATION];
     uint32_t elements = c * h * w;
@@ -72,6 +73,9 @@ int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct mo
     info->input_bytes = blob[BLOB_IN_C] * blob[BLOB_IN_H] * blob[BLOB_IN_W];
     info->outputs = elements;
     info->max_activation = max_act;
+    info->accelerated = 0;
+    for (uint32_t n = 0; n < layers; n++)
+        info->peripheral[n] = ACCEL_NONE;
     if (!qsq_ready) {
         uint32_t square = 0;
         for (uint32_t i = 0; i < 257; i++) {
@@ -212,8 +216,26 @@ static void pool(const struct blob_layer *l, const int32_t *x, int32_t *y) {
     }
 }
 
-void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores,
-                uint32_t *layer_cycles) {
+void interp_bind(struct model_info *m) {
+    uint32_t taken = 0;
+    m->accelerated = 0;
+    for (uint32_t n = 0; n < m->layers; n++) {
+        const struct blob_layer *l = layer_at(m->blob, n);
+        uint8_t p = ACCEL_NONE;
+        if (l->kind == KIND_CONV2D || l->kind == KIND_LINEAR)
+            p = accel_match(l, taken);
+        m->peripheral[n] = p;
+        if (p != ACCEL_NONE) {
+            taken |= 1u << p;
+            m->accelerated++;
+            accel_load(p, l, (const uint8_t *)m->blob);
+        }
+    }
+}
+
+int interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores,
+               int accelerate, uint32_t *layer_cycles) {
+    int errors = 0;
     int32_t *x = arena, *y = arena + m->max_activation;
     const uint8_t *base = (const uint8_t *)m->blob;
     for (uint32_t i = 0; i < m->input_bytes; i++)
@@ -235,7 +257,9 @@ void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena,
         } else {
             if (l->in_shift != IN_SHIFT_NONE)
                 requantise(x, l->c_in * l->h_in * l->w_in, l->in_shift);
-            if (l->kind == KIND_CONV2D)
+            if (accelerate && m->peripheral[n] != ACCEL_NONE)
+                errors += accel_run(m->peripheral[n], l, x, y);
+            else if (l->kind == KIND_CONV2D)
                 conv2d(l, base, x, y);
             else
                 linear(l, base, x, y);
@@ -261,4 +285,5 @@ void interp_run(const struct model_info *m, const int8_t *image, int32_t *arena,
             end = start;
         }
     }
+    return errors;
 }

@@ -4,28 +4,38 @@
 #include "runtime.h"
 #include "link.h"
 #include "interp.h"
+#include "accel.h"
 
-#ifndef MODEL_CAPACITY
-#define MODEL_CAPACITY 32768        /* bytes of RAM for a model loaded over the UART */
-#endif
-#ifndef INPUT_CAPACITY
-#define INPUT_CAPACITY 4096         /* bytes of images */
-#endif
-#ifndef ARENA_BYTES
-#define ARENA_BYTES 8192            /* two activation buffers */
-#endif
-#ifndef RESULT_BYTES
-#define RESULT_BYTES 4096
+#ifndef STACK_RESERVE
+#define STACK_RESERVE 2048
 #endif
 
 #ifdef INSITU_BAKED_MODEL
 #include "model_blob.h"             /* BAKED_MODEL (uint32_t words), BAKED_MODEL_BYTES */
 #endif
 
-static uint32_t model_region[MODEL_CAPACITY / 4];
-static uint32_t input_region[INPUT_CAPACITY / 4];
-static int32_t arena[ARENA_BYTES / 4];
-static uint8_t results[RESULT_BYTES];
+/* The RAM between the image (code, data, .bss) and the stack, split at start-up: activations, images,
+ * results, and the rest for a model loaded over the UART. */
+extern uint8_t __image_end[], __stack_top[];
+static uint32_t *model_region, *input_region;
+static int32_t *arena;
+static uint8_t *results;
+static uint32_t MODEL_CAPACITY, INPUT_CAPACITY, ARENA_BYTES, RESULT_BYTES;
+
+static uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+static void split_ram(void) {
+    uint32_t start = ((uint32_t)(uintptr_t)__image_end + 3) & ~3u;
+    uint32_t free = (uint32_t)(uintptr_t)__stack_top - STACK_RESERVE - start;
+    ARENA_BYTES = min32(16384, free / 4) & ~3u;
+    INPUT_CAPACITY = min32(8192, free / 8) & ~3u;
+    RESULT_BYTES = min32(4096, free / 16) & ~3u;
+    MODEL_CAPACITY = (free - ARENA_BYTES - INPUT_CAPACITY - RESULT_BYTES) & ~3u;
+    arena = (int32_t *)(uintptr_t)start;
+    input_region = (uint32_t *)(uintptr_t)(start + ARENA_BYTES);
+    results = (uint8_t *)(uintptr_t)(start + ARENA_BYTES + INPUT_CAPACITY);
+    model_region = (uint32_t *)(uintptr_t)(start + ARENA_BYTES + INPUT_CAPACITY + RESULT_BYTES);
+}
 static int32_t scores[PROTO_MAX_PAYLOAD / 4];
 static uint8_t reply[PROTO_MAX_PAYLOAD];
 
@@ -35,7 +45,7 @@ static int have_model;
 static uint32_t result_size(void) { return 5 + 4 * model.outputs; }
 
 static void hello(void) {
-    uint32_t caps = CAP_SOFTWARE_PATH;
+    uint32_t caps = CAP_SOFTWARE_PATH | (PERIPH_COUNT ? CAP_ACCELERATOR_PATH : 0);
 #ifdef INSITU_BAKED_MODEL
     caps |= CAP_BAKED_MODEL;
 #endif
@@ -45,8 +55,18 @@ static void hello(void) {
     put32(reply + 8, MODEL_CAPACITY);
     put32(reply + 12, INPUT_CAPACITY);
     put16(reply + 16, have_model ? RESULT_BYTES / result_size() : 0);
-    put16(reply + 18, 0);                       /* peripherals */
-    link_reply(STATUS_OK, reply, 20);
+    put16(reply + 18, PERIPH_COUNT);
+    uint32_t at = 20;
+    for (uint32_t i = 0; i < PERIPH_COUNT; i++) {
+        const char *name = PERIPHERALS[i].name;
+        size_t len = strlen(name);
+        if (at + 2 + len > PROTO_MAX_PAYLOAD - 1)
+            break;
+        reply[at++] = PERIPHERALS[i].kind;
+        memcpy(reply + at, name, len + 1);
+        at += (uint32_t)len + 1;
+    }
+    link_reply(STATUS_OK, reply, at);
 }
 
 static void write_region(const struct request *req) {
@@ -74,6 +94,7 @@ static int use_model(const uint32_t *blob, uint32_t len) {
         status = STATUS_NO_ROOM;
     if (status == STATUS_OK) {
         model = info;
+        interp_bind(&model);
         have_model = 1;
     }
     return status;
@@ -101,7 +122,8 @@ static void commit(const struct request *req) {
     put16(reply, model.layers);
     put32(reply + 2, model.input_bytes);
     put16(reply + 6, model.outputs);
-    link_reply(STATUS_OK, reply, 8);
+    put16(reply + 8, model.accelerated);
+    link_reply(STATUS_OK, reply, 10);
 }
 
 static uint8_t argmax(const int32_t *v, uint32_t n) {
@@ -127,10 +149,11 @@ static void infer(const struct request *req) {
         return;
     }
     uint64_t total = 0;
+    int errors = 0, accelerate = req->payload[4] & 1;
     for (uint32_t n = first; n < first + count; n++) {
         const int8_t *image = (const int8_t *)input_region + n * model.input_bytes;
         uint64_t t0 = cycles();
-        interp_run(&model, image, arena, scores, 0);
+        errors += interp_run(&model, image, arena, scores, accelerate, 0);
         uint64_t t1 = cycles();
         uint8_t *r = results + n * size;
         r[0] = argmax(scores, model.outputs);
@@ -138,6 +161,10 @@ static void infer(const struct request *req) {
         for (uint32_t i = 0; i < model.outputs; i++)
             put32(r + 5 + 4 * i, (uint32_t)scores[i]);
         total += t1 - t0;
+    }
+    if (errors) {
+        link_reply(STATUS_ACCEL_ERROR, 0, 0);
+        return;
     }
     put16(reply, count);
     put32(reply + 2, (uint32_t)total);
@@ -163,6 +190,7 @@ static void read_results(const struct request *req) {
 }
 
 int main(void) {
+    split_ram();
 #ifdef INSITU_BAKED_MODEL
     use_model(BAKED_MODEL, BAKED_MODEL_BYTES);
 #endif
