@@ -120,7 +120,8 @@ class SRAM(wiring.Component):
     Parameters
     ----------
     size : int
-        Bytes, a power of two.
+        Bytes: a power of two; a ROM may also be any multiple of 1024 (its bus window is then the next power
+        of two, and reads past the end return unspecified data).
     init : bytes or None
         Initial contents (little-endian words), e.g. a firmware image; at most ``size`` bytes.
     writable : bool
@@ -136,9 +137,11 @@ class SRAM(wiring.Component):
 
     @staticmethod
     def check_size(size, image_bytes=0, writable=True):
-        """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 holding ``image_bytes``."""
-        if not isinstance(size, int) or isinstance(size, bool) or size < 4 or size & (size - 1):
-            raise ParameterError(f"{'SRAM' if writable else 'ROM'} size must be a power of two >= 4 bytes, "
+        """Raise a one-line ValueError unless ``size`` is a power of two ≥ 4 (or, for a ROM, a multiple of
+        1024) holding ``image_bytes``."""
+        if not isinstance(size, int) or isinstance(size, bool) or size < 4 or \
+                (size & (size - 1) and (writable or size % 1024)):
+            raise ParameterError(f"{'SRAM size must be a power of two' if writable else 'ROM size must be a power of two or a multiple of 1024'} >= 4 bytes, "
                                  f"not {size!r}")
         if image_bytes > size:
             raise ParameterError(f"Image of {image_bytes} bytes does not fit in {size} bytes of "

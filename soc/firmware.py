@@ -69,6 +69,7 @@ def _linker_script(memory_map, ram_size, stack):
     regions = [f"  RAM (rwx) : ORIGIN = {ram_base:#x}, LENGTH = {ram_size}"]
     if "rom" in windows:
         rom_base, rom_size = windows["rom"]
+        rom_size = memory_map.constants.get("ROM_BYTES", rom_size)
         regions.insert(0, f"  ROM (rx) : ORIGIN = {rom_base:#x}, LENGTH = {rom_size}")
     code = "ROM" if "rom" in windows else "RAM"
     return ((FIRMWARE_DIR / "link.ld.in").read_text().replace("@MEMORY@", "\n".join(regions))
@@ -106,7 +107,8 @@ def build_firmware(sources, build_dir, *, memory_map, ram_size, opt="-O2", extra
     if done.returncode:
         message = (done.stderr or done.stdout).strip()
         if "region `ROM' overflowed" in message or ("will not fit in region" in message and "ROM" in message):
-            rom = next(size for name, _, size, *_ in memory_map.entries if name == "rom")
+            rom = memory_map.constants.get("ROM_BYTES") or next(
+                size for name, _, size, *_ in memory_map.entries if name == "rom")
             raise FirmwareError(f"Firmware does not fit in {rom} bytes of ROM (the linker's words: "
                                 f"{message.splitlines()[-1].strip()})")
         if "will not fit in region" in message or "region `RAM' overflowed" in message:

@@ -47,6 +47,8 @@ MAX_PAYLOAD = 256
 HEADER = struct.Struct("<BBH")
 NAK = 0x7F
 REPLY = 0x80
+#: CRC-32's polynomial 0x04C11DB7, bit-reversed as the reflected (LSB-first) computation uses it
+CRC_POLY_REFLECTED = int(f"{0x04C11DB7:032b}"[::-1], 2)
 
 COMMANDS = {"HELLO": 0x01, "ECHO": 0x02, "WRITE": 0x03, "COMMIT": 0x04, "INFER": 0x05, "RESULTS": 0x06}
 #: status code → (name in the firmware's header, message)
@@ -359,7 +361,8 @@ def c_header():
     """``protocol.h`` for the firmware: the same numbers as this module."""
     lines = ["/* Generated from insitu.soc.protocol: do not edit. */", "#ifndef INSITU_PROTOCOL_H",
              "#define INSITU_PROTOCOL_H", f"#define PROTO_VERSION {VERSION}", f"#define PROTO_MAX_PAYLOAD {MAX_PAYLOAD}",
-             f"#define PROTO_NAK {NAK:#x}", f"#define PROTO_REPLY {REPLY:#x}"]
+             f"#define PROTO_NAK {NAK:#x}", f"#define PROTO_REPLY {REPLY:#x}",
+             f"#define PROTO_CRC_POLY {CRC_POLY_REFLECTED:#x}u  /* CRC-32 (zlib.crc32), reflected */"]
     lines += [f"#define CMD_{name} {code:#x}" for name, code in COMMANDS.items()]
     lines += [f"#define STATUS_{name} {code}  /* {text} */" for code, (name, text) in STATUS.items()]
     lines += [f"#define REGION_{name.upper()} {code}" for name, code in REGIONS.items()]

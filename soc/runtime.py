@@ -74,11 +74,12 @@ def peripheral_header(accelerators, memory_map):
     return "\n".join(lines + ["#endif", ""])
 
 
-def model_accelerators(model):
+def model_accelerators(model, *, parallel=2):
     """Peripherals for ``model``'s layers that the runtime can drive: a convolution peripheral
     (:class:`~insitu.soc.accel.ConvAccel`, QGP or int8) for each dense or QGP conv2d layer with stride 1
     and padding ``k // 2``, a :class:`~insitu.soc.accel.DenseAccel` for each dense linear layer with a
-    multiple of 4 inputs. Name → peripheral, named after the layers."""
+    multiple of 4 inputs. Name → peripheral, named after the layers; conv peripherals compute ``parallel``
+    output channels per clock where that divides the layer's (else one)."""
     from .accel import ConvAccel, DenseAccel, StagedWeights
     out = {}
     for layer in model.weight_layers:
@@ -86,9 +87,9 @@ def model_accelerators(model):
         if layer.kind == "conv2d" and layer.method in ("dense", "qgp") and a["stride"] == 1 and \
                 a["padding"] == a["k"] // 2 and a["k"] > 1:
             c_in, h, w = layer.in_shape
-            parallel = 2 if a["c_out"] % 2 == 0 else 1
+            lanes = parallel if a["c_out"] % parallel == 0 else 1
             out[layer.name] = ConvAccel(c_in=c_in, c_out=a["c_out"], width=w, height=h,
-                                        weights=StagedWeights(layer.method, k=a["k"], parallel=parallel))
+                                        weights=StagedWeights(layer.method, k=a["k"], parallel=lanes))
         elif layer.kind == "linear" and layer.method == "dense" and layer.in_shape[0] % 4 == 0:
             m = a["features"]
             lanes = next(n for n in (4, 2, 1) if m % n == 0)
@@ -97,7 +98,7 @@ def model_accelerators(model):
 
 
 def build_runtime(build_dir, *, memory_map, ram_size, rom_size=None, model=None, accelerators=None,
-                  progress=None):
+                  progress=None, opt="-O2"):
     """The runtime's firmware image for an SoC with this memory map (bytes). ``model`` (a
     :class:`~insitu.golden.network.Model`) is baked in as a blob: ready at reset, in the ROM with the code
     when there is one. ``accelerators`` (name → peripheral, as given to the SoC) go into the peripheral
@@ -118,4 +119,5 @@ def build_runtime(build_dir, *, memory_map, ram_size, rom_size=None, model=None,
             f"static const uint32_t BAKED_MODEL[{len(words)}] = {{\n{rows}}};\n")
         flags.append("-DINSITU_BAKED_MODEL")
     return build_firmware([FIRMWARE_DIR / name for name in RUNTIME_SOURCES], build_dir, memory_map=memory_map,
-                          ram_size=ram_size, extra_flags=flags, progress=progress, stack=STACK_RESERVE + 8192)
+                          ram_size=ram_size, extra_flags=flags, progress=progress, stack=STACK_RESERVE + 8192,
+                          opt=opt)

@@ -167,7 +167,8 @@ def memory_map(soc=None, *, ram_size=16384, rom_size=None, accelerators=None):
     if rom_size is None:
         mm.add("ram", RAM_BASE, ram_size, doc="program and data")
     else:
-        mm.add("rom", ROM_BASE, rom_size, doc="program (read-only)")
+        mm.add("rom", ROM_BASE, 1 << (rom_size - 1).bit_length(), doc="program (read-only)")
+        mm.constants["ROM_BYTES"] = rom_size          # the ROM itself, where its window is larger
         mm.add("ram", DATA_RAM_BASE, ram_size, doc="data and stack")
     for name, base, registers, doc in (("sys", SYS_BASE, System.REGISTERS, "system registers"),
                                        ("timer", TIMER_BASE, Timer.REGISTERS, "cycle counter"),

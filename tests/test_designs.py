@@ -2,6 +2,7 @@
 and its accelerators), with one real build of each kind that needs its own."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,8 +62,8 @@ def test_bench_decode_small(tmp_path, monkeypatch):
 
 def test_soc_layout_errors(capsys):
     assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "1000"]) == 1
-    assert capsys.readouterr().err == ("insitu build: error: ROM size must be a power of two in range [256, 65536], "
-                                       "not 1000\n")
+    assert capsys.readouterr().err == ("insitu build: error: ROM size must be a power of two or a multiple of 1024 "
+                                       "in range [256, 65536], not 1000\n")
     assert main(["build", "--board", "icebreaker", "--design", "soc", "--rom-size", "1024",
                  "--ram-size", "8192"]) == 1
     assert capsys.readouterr().err == ("insitu build: error: SPRAM size must be 65536 or 131072 bytes (2 or 4 of "
@@ -126,3 +127,34 @@ def test_escalate_options_are_checked_before_any_build(argv, msg, tmp_path, monk
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(msg, err)
+
+
+@pytest.mark.parametrize("board, peripherals, layout", [
+    ("ulx3s-85f", ["conv2", "fc1", "conv1", "fc2"], ("block RAM", 0, "baked into the image")),
+    ("icebreaker", [], ("SPRAM", 8192, "loaded over the UART into SPRAM at run time"))])
+def test_soc_with_a_model_picks_what_fits(board, peripherals, layout, unbuilt):
+    """--model: the firmware runtime and peripherals for the model's layers, as many as the board's logic
+    and block RAM are estimated to hold (the UP5K's block RAM holds the runtime's code only)."""
+    from insitu.boards import get_board
+    model = str(Path(__file__).parent.parent / "models" / "digits-qgp.npz")
+    p = designs.SoCParams(model=model).resolved()
+    with unbuilt():
+        soc, info = designs.instantiate(designs.get_design("soc"), p, frequency=12e6, board=get_board(board))
+    assert info["peripherals_for_layers"] == peripherals == list(soc.accelerators)
+    assert (info["ram"], info["rom_bytes"], info["model_delivery"]) == layout
+    assert info["rom_bytes"] == 0 or info["firmware_bytes"] <= info["rom_bytes"] < info["firmware_bytes"] + 1024
+    p = designs.SoCParams(model=model, accel_layers="conv2, fc2").resolved()
+    with unbuilt():
+        soc, info = designs.instantiate(designs.get_design("soc"), p, frequency=50e6, board=get_board("ulx3s-85f"))
+    assert list(soc.accelerators) == ["conv2", "fc2"]
+
+
+def test_soc_model_option_errors(capsys):
+    model = str(Path(__file__).parent.parent / "models" / "digits-qgp.npz")
+    assert main(["build", "--board", "ulx3s-85f", "--design", "soc", "--model", model, "--accel", "fc"]) == 1
+    assert "--model builds the firmware runtime with the model's own peripherals: leave out --accel" in \
+        capsys.readouterr().err
+    assert main(["build", "--board", "ulx3s-85f", "--design", "soc", "--model", model, "--accel-layers",
+                 "conv9"]) == 1
+    assert "no peripheral can run conv9 (the layers that match one: conv1, conv2, fc1, fc2)" in \
+        capsys.readouterr().err

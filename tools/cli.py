@@ -52,7 +52,7 @@ def _fraction(text):
 
 
 _KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel, "integer": _integer_any,
-          "fraction": _fraction}
+          "fraction": _fraction, "text": str}
 
 
 def _option(name):
@@ -88,7 +88,7 @@ def _add_design_args(p, design_names):
                            help=text)
         else:
             g.add_argument(_option(name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
-                           metavar="X" if meta["kind"] == "fraction" else "N", help=text)
+                           metavar={"fraction": "X", "text": "TEXT"}.get(meta["kind"], "N"), help=text)
 
 
 def _mhz(text):

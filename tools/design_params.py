@@ -63,6 +63,9 @@ def check_fields(params):
         elif kind == "flag":
             if not isinstance(value, bool):
                 raise ParameterError(f"{option} is a flag (true or false), not {value!r}")
+        elif kind == "text":
+            if not isinstance(value, str) or not value:
+                raise ParameterError(f"{option} must be a non-empty string, not {value!r}")
         elif kind == "files":
             if not isinstance(value, (tuple, list)) or not value or not all(isinstance(v, str) for v in value):
                 raise ParameterError(f"{option} must be one or more file paths, not {value!r}")

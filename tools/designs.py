@@ -202,7 +202,8 @@ class Design:
     make: Callable
     describe: Callable
     help: str
-    #: ``make(params, frequency=Hz)`` instead of ``make(params)`` (designs that depend on the clock)
+    #: ``make(params, frequency=Hz)`` instead of ``make(params)`` (designs that depend on the clock; they
+    #: also get ``board=``, the :class:`~insitu.boards.Board`, or None outside a build)
     needs_clock: bool = False
     #: default clock per FPGA family in MHz, where it differs from the board's default
     default_mhz: dict = field(default_factory=dict)
@@ -243,11 +244,11 @@ def get_design(name):
         raise UnknownDesign(f"Unknown design {name!r}; choose one of: {', '.join(DESIGNS)}") from None
 
 
-def instantiate(design, params, *, frequency=None):
+def instantiate(design, params, *, frequency=None, board=None):
     """``(component, info)``: ``design``'s component for ``params`` (at ``frequency`` Hz for designs that
     depend on the clock) and its figures of merit for reports. Factories return the component, or the
     component and the figures only they know (e.g. the packed weight bits of the layer they compressed)."""
-    made = design.make(params, frequency=frequency) if design.needs_clock else design.make(params)
+    made = design.make(params, frequency=frequency, board=board) if design.needs_clock else design.make(params)
     component, extra = made if isinstance(made, tuple) else (made, {})
     info = design.describe(component, extra)
     for key, value in extra.items():

@@ -20,8 +20,8 @@ SOC_ACCELS = ("qgp-conv", "dense-conv", "smartdeal-conv", "mlg-conv", "fc", "cir
 class SoCParams(Params):
     ram_size: int = param(None, "RAM bytes, a power of two (default 8192 of block RAM holding program and data; "
                                  "with --rom-size, 65536 of SPRAM for data)")
-    rom_size: int = param(None, "iCE40UP5K layout: the firmware in a ROM of this many bytes of block RAM, the RAM in "
-                                 "SPRAM (65536 or 131072 bytes)")
+    rom_size: int = param(None, "iCE40UP5K layout: the firmware in a ROM of this many bytes of block RAM (a power "
+                                 "of two or a multiple of 1024), the RAM in SPRAM (65536 or 131072 bytes)")
     accel: str = param(None, "add one accelerator peripheral: qgp-conv, dense-conv, smartdeal-conv or mlg-conv (a "
                               "c_in → c_out 3×3 layer on a width × height image; smartdeal-conv decodes one 7-bit "
                               "basis and exponents −7…0, mlg-conv generates from bi 3, bo 4 factors, as the "
@@ -38,10 +38,21 @@ class SoCParams(Params):
     seed: int = param(1, "placement seed", "non-negative")
     firmware: tuple = param(None, "C sources baked into the memory image instead of the smoke test hello.c "
                                   "(the runtime and start-up code are added)", "files")
+    model: str = param(None, "model file: the firmware runtime (host protocol, layer interpreter) with the model "
+                             "baked in, and peripherals for its layers (--accel-layers)", "text")
+    accel_layers: str = param("auto", "with --model: layers that get a peripheral: auto (those that fit the board "
+                                      "best, by estimated logic and block RAM), none, or a comma-separated list",
+                              "text")
+
+    def check(self):
+        if self.model and (self.firmware or self.accel):
+            raise ParameterError(f"--model builds the firmware runtime with the model's own peripherals: leave out "
+                                 f"{'--firmware' if self.firmware else '--accel'}")
 
     def derived(self):
         if self.ram_size is None:
-            return dataclasses.replace(self, ram_size=8192 if self.rom_size is None else 65536)
+            default = 65536 if self.model or self.rom_size is not None else 8192
+            return dataclasses.replace(self, ram_size=default)
         return self
 
 
@@ -67,7 +78,7 @@ def soc_accelerator(p):
     return CirculantAccel(m=p.c_out, n=4 * p.c_in, k=p.block, mid_shift=layer.mid_shift)
 
 
-def soc(p, *, frequency):
+def soc(p, *, frequency, board=None):
     """The SoC with firmware baked into its RAM (or ROM): ``p.firmware``'s C sources, else the smoke test
     ``hello.c``."""
     import tempfile
@@ -77,13 +88,17 @@ def soc(p, *, frequency):
     from ..soc.soc import SoC, check_layout
     if p.rom_size is None and (p.ram_size & (p.ram_size - 1) or not 1024 <= p.ram_size <= 1 << 20):
         raise ParameterError(f"RAM size must be a power of two in range [1024, 1048576], not {p.ram_size}")
-    if p.rom_size is not None and (p.rom_size & (p.rom_size - 1) or not 256 <= p.rom_size <= 1 << 16):
-        raise ParameterError(f"ROM size must be a power of two in range [256, 65536], not {p.rom_size}")
+    if p.rom_size is not None and ((p.rom_size & (p.rom_size - 1) and p.rom_size % 1024) or
+                                   not 256 <= p.rom_size <= 1 << 16):
+        raise ParameterError(f"ROM size must be a power of two or a multiple of 1024 in range [256, 65536], not "
+                             f"{p.rom_size}")
     check_layout(p.ram_size, p.rom_size)
     divisor = round(frequency / p.baud) - 1
     if divisor < 1:
         raise ParameterError(f"{p.baud} baud is too fast for a {frequency / 1e6:g} MHz clock")
 
+    if p.model:
+        return _runtime_soc(p, divisor, frequency, board)
     accels = {} if p.accel is None else {p.accel.replace("-", "_"): soc_accelerator(p)}
     top = SoC(ram_size=p.ram_size, rom_size=p.rom_size, uart_divisor=divisor, accelerators=accels)
     try:
@@ -100,7 +115,108 @@ def soc(p, *, frequency):
                  "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
 
 
+#: Estimated logic (LCs on iCE40, LUTs on ECP5) and iCE40 block RAMs (4 kbit each; every small memory
+#: takes a whole one) of the SoC without peripherals and of each peripheral, from the committed SoC builds
+#: (docs/results/build-soc-ice*.json: the SoC 1,700 LC and 8 blocks besides its ROM; a conv peripheral
+#: with 8 input channels ~1,900 LC and 15 blocks at one output channel per clock, 750 LC and 2 blocks more
+#: per further one; a dense one with 4 lanes ~1,700 LC and 9 blocks). The build reports what was used.
+SOC_BASE_LOGIC, SOC_BASE_BLOCKS = 1700, 8
+
+
+def peripheral_cost(accel):
+    """``(logic, iCE40 block RAMs, block RAM bits)`` estimated for a peripheral."""
+    from ..soc.accel import ConvAccel
+    if isinstance(accel, ConvAccel):
+        bits = accel.c_out * accel.c_in * accel.weights.code_width + 2 * 64 * 32 + 2 * 8 * accel.width * accel.c_in
+        return 1150 + 750 * accel.parallel, 5 + accel.c_in + 2 * accel.parallel, bits
+    layer = accel.layer
+    weight_blocks = layer.lanes * -(-(layer.m // layer.lanes) * layer.n // 512)
+    return 300 + 350 * layer.lanes, 5 + weight_blocks, layer.m * layer.n * 8 + 2 * 64 * 32
+
+
+def choose_peripherals(model, spec, board, rom_bytes=0):
+    """The peripherals for ``model``'s layers that ``spec`` names ("auto", "none", a comma-separated list).
+    auto: greedily by estimated multiply-accumulates saved per unit of logic, while the estimated logic
+    stays within 90 % of the board's and the block RAM within its capacity (after a ROM of ``rom_bytes``)."""
+    from ..soc.runtime import model_accelerators
+    from ..hdl.params import abandon
+    family = board.family if board else "ecp5"
+    accels = model_accelerators(model, parallel=1 if family == "ice40" else 2)
+    if spec == "none":
+        abandon(*accels.values())
+        return {}
+    if spec != "auto":
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in accels]
+        if unknown:
+            abandon(*accels.values())
+            raise ParameterError(f"--accel-layers: no peripheral can run {', '.join(unknown)} (the layers that "
+                                 f"match one: {', '.join(accels) or 'none'})")
+        abandon(*(a for n, a in accels.items() if n not in names))
+        return {n: accels[n] for n in names}
+    cells, _, memory_bits = board.capacity if board and board.capacity else (10 ** 9, "", 10 ** 12)
+    logic, blocks, bits = SOC_BASE_LOGIC, SOC_BASE_BLOCKS + -(-rom_bytes // 512), 8 * rom_bytes
+    layers = {layer.name: layer for layer in model.weight_layers}
+
+    def benefit(name):
+        layer = layers[name]
+        return int(np.prod(layer.shape)) * (int(np.prod(layer.out_shape[1:])) if layer.kind == "conv2d" else 1)
+    chosen = {}
+    for name in sorted(accels, key=lambda n: -benefit(n) / peripheral_cost(accels[n])[0]):
+        cost, more_blocks, more_bits = peripheral_cost(accels[name])
+        fits = logic + cost <= 0.9 * cells and (blocks + more_blocks <= 30 if family == "ice40" else
+                                                bits + more_bits <= memory_bits)
+        if fits:
+            chosen[name] = accels[name]
+            logic, blocks, bits = logic + cost, blocks + more_blocks, bits + more_bits
+        else:
+            abandon(accels[name])
+    return chosen
+
+
+def _runtime_soc(p, divisor, frequency, board):
+    """The SoC running the firmware runtime for ``p.model``, with peripherals for its layers.
+
+    On ECP5 (one RAM in block RAM) the model is baked into the image. On the iCE40UP5K the 15 KB of
+    block RAM hold only the runtime's code: it runs from a ROM just large enough (a multiple of 1 KB),
+    the RAM is SPRAM, and the model is loaded over the UART into it at run time (``insitu run --port``)."""
+    import hashlib
+    import tempfile
+
+    from ..golden import modelfile
+    from ..hdl.params import abandon
+    from ..soc.runtime import build_runtime
+    from ..soc.soc import SoC, memory_map
+    model = modelfile.load(p.model)
+    ice40 = board is not None and board.family == "ice40"
+    rom_size, ram_size = p.rom_size, p.ram_size
+    if ice40 and rom_size is None:
+        rom_size = 10240                    # the runtime's code with two peripherals is about 9.9 KB (-Os)
+    accels = choose_peripherals(model, p.accel_layers, board, rom_bytes=rom_size or 0)
+    registers = {name: a.registers for name, a in accels.items()}
+    bake = None if ice40 else model
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
+                                                             accelerators=registers),
+                                  ram_size=ram_size, rom_size=rom_size, model=bake, accelerators=accels, opt="-Os")
+            if ice40 and p.rom_size is None:          # the smallest ROM that holds it
+                rom_size = -(-len(image) // 1024) * 1024
+                image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
+                                                                 accelerators=registers),
+                                      ram_size=ram_size, rom_size=rom_size, model=None, accelerators=accels,
+                                      opt="-Os")
+        top = SoC(ram_size=ram_size, rom_size=rom_size, uart_divisor=divisor, accelerators=accels, uart_depth=512,
+                  firmware=image)
+    except Exception:
+        abandon(*accels.values())
+        raise
+    return top, {"firmware": "insitu runtime (server.c, link.c, interp.c, accel.c)", "model": Path(p.model).name,
+                 "model_delivery": "baked into the image" if bake else "loaded over the UART into SPRAM at run time",
+                 "firmware_bytes": len(image), "firmware_sha256": hashlib.sha256(image).hexdigest(),
+                 "peripherals_for_layers": list(accels), "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
+
+
 def describe_soc(component, extra):
     return {"ram_bytes": component.ram_size, "ram": "block RAM" if component.rom_size is None else "SPRAM",
-            "rom_bytes": component.rom_size or 0, **extra,
-            "accelerators": list(component.accelerators)}
+            "rom_bytes": component.rom_size or 0, **extra, "accelerators": list(component.accelerators)}

@@ -19,7 +19,7 @@ uint32_t crc32_update(uint32_t crc, const uint8_t *data, size_t n) {
         for (uint32_t i = 0; i < 256; i++) {
             uint32_t c = i;
             for (int b = 0; b < 8; b++)
-                c = (c >> 1) ^ (c & 1 ? 0xedb88320u : 0);
+                c = (c >> 1) ^ (c & 1 ? PROTO_CRC_POLY : 0);
             crc_table[i] = c;
         }
     crc = ~crc;

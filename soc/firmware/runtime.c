@@ -108,10 +108,10 @@ long long __muldi3(long long a, long long b) {
 static uint32_t udivmod32(uint32_t n, uint32_t d, uint32_t *rem) {
     if (d == 0) {
         *rem = n;
-        return 0xffffffffu;
+        return ~0u;
     }
     uint32_t q = 0, bit = 1;
-    while (d < n && !(d & 0x80000000u)) {
+    while (d < n && !(d & (1u << 31))) {
         d <<= 1;
         bit <<= 1;
     }
