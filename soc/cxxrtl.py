@@ -139,6 +139,7 @@ class CompiledSoC:
         text = rtlil.convert(soc, ports=ports, name="top")
         #: the firmware goes into the RAM, or into the ROM of the ROM + SPRAM layout (the RAM then starts zeroed)
         self.image_words = (soc.ram_size if soc.rom_size is None else soc.rom_size) // 4
+        self._image_memory = "RAM" if soc.rom_size is None else "ROM"
         self.clocks_per_bit = soc.uart_divisor + 1
         self._lib = ctypes.CDLL(str(_build(text, progress)))
         lib = self._lib
@@ -173,7 +174,8 @@ class CompiledSoC:
         """Reset the model and write ``image`` (bytes) at address 0 (the RAM, or the ROM)."""
         image = bytes(image) + bytes(-len(image) % 4)
         if len(image) // 4 > self.image_words:
-            raise SimulationError(f"Image of {len(image)} bytes does not fit in {self.image_words * 4} bytes")
+            raise SimulationError(f"Image of {len(image)} bytes does not fit in {self.image_words * 4} bytes of "
+                                  f"{self._image_memory}")
         self.reset()
         depth = ctypes.c_size_t()
         ram = self._lib.insitu_ram(self._sim, ctypes.byref(depth))

@@ -8,16 +8,14 @@ record gives (from the blob's start, 4-byte aligned). Weights stay in the method
 Biases are int32. A weight layer's ``in_shift`` is the shift of the weight layer before it: its input is
 requantised with it first, as :func:`insitu.golden.network.forward_int` does.
 
-The header for the firmware (``modelblob.h``) is generated from the same tables (:func:`c_header`).
+The header for the firmware (``modelblob.h``) is generated from the same tables (:func:`c_header`); a
+model file becomes a blob in :func:`insitu.tools.blob.pack_model`.
 """
 
 import struct
 
-import numpy as np
-
-from ..golden.errors import InputError
-
-__all__ = ["pack_model", "c_header", "HEADER", "LAYER_FIELDS", "KINDS", "METHODS", "RUNTIME_METHODS"]
+__all__ = ["pack", "payload_offset", "c_header", "HEADER", "LAYER_FIELDS", "KINDS", "METHODS", "RUNTIME_METHODS",
+           "MAGIC", "VERSION", "FLAGS", "POOL_MODES", "IN_SHIFT_NONE"]
 
 MAGIC = 0x4D534E49                          # "INSM"
 VERSION = 1
@@ -34,74 +32,17 @@ POOL_MODES = {"sum": 0, "avg": 0, "max": 1}     # the integer path sums for avg 
 IN_SHIFT_NONE = 0xFFFFFFFF
 
 
-def _dims(shape):
-    """``(c, h, w)`` of an activation shape (a feature vector is ``(n, 1, 1)``)."""
-    return (shape[0], 1, 1) if len(shape) == 1 else tuple(shape)
-
-
-def pack_model(model):
-    """The blob of ``model`` (bytes). An :class:`~insitu.golden.errors.InputError` names the first layer
-    the runtime cannot run."""
-    from ..golden import qgp
-    if model.formats.get("act_width") != 8:
-        raise InputError(f"The firmware runtime runs 8-bit activations, not act_width "
-                         f"{model.formats.get('act_width')}")
-    records, payload = [], bytearray()
-    offset = 4 * (len(HEADER) + len(LAYER_FIELDS) * len(model.layers))
-    pending_shift, int8_input, max_act = None, True, int(np.prod(model.input_shape))
-
-    def place(data):
-        nonlocal payload
-        at = offset + len(payload)
-        payload += data + bytes(-len(data) % 4)
-        return at
-
-    for layer in model.layers:
-        (ci, hi, wi), (co, ho, wo) = _dims(layer.in_shape), _dims(layer.out_shape)
-        rec = dict.fromkeys(LAYER_FIELDS, 0)
-        rec.update(kind=KINDS[layer.kind], c_in=ci, h_in=hi, w_in=wi, c_out=co, h_out=ho, w_out=wo)
-        max_act = max(max_act, co * ho * wo)
-        if layer.is_weight:
-            if layer.method not in RUNTIME_METHODS:
-                raise InputError(f"Layer {layer.name} is {layer.method}: the firmware runtime runs "
-                                 f"{' and '.join(RUNTIME_METHODS)} layers so far")
-            if layer.kind == "linear" and layer.method != "dense":
-                raise InputError(f"Layer {layer.name}: linear layers run as dense")
-            a = layer.attrs
-            rec.update(method=METHODS[layer.method], k=a.get("k", 1), stride=a.get("stride", 1),
-                       padding=a.get("padding", 0),
-                       in_shift=IN_SHIFT_NONE if pending_shift is None else pending_shift)
-            if pending_shift is not None or int8_input:
-                rec["flags"] |= FLAGS["int8_input"]
-            codes = np.asarray(layer.data["codes"])
-            if layer.method == "qgp":
-                rec["aux"] = qgp.code_width(a["k"]) - 1
-                rec["w_off"] = place(codes.astype(np.uint8).tobytes())
-            else:
-                if codes.min(initial=0) < -128 or codes.max(initial=0) > 127:
-                    raise InputError(f"Layer {layer.name}: dense codes must be int8")
-                rec["w_off"] = place(codes.astype(np.int8).tobytes())
-            if "bias_q" in layer.data:
-                bias = np.asarray(layer.data["bias_q"], dtype=np.int64)
-                if bias.min(initial=0) < -(1 << 31) or bias.max(initial=0) >= 1 << 31:
-                    raise InputError(f"Layer {layer.name}: the integer bias does not fit 32 bits")
-                rec["flags"] |= FLAGS["bias"]
-                rec["b_off"] = place(bias.astype("<i4").tobytes())
-            if not 0 <= layer.shift <= 31:
-                raise InputError(f"Layer {layer.name}: shift {layer.shift} is outside [0, 31]")
-            pending_shift, int8_input = int(layer.shift), False
-        elif layer.kind == "pool":
-            rec.update(k=layer.attrs["k"], stride=layer.attrs["stride"], aux=POOL_MODES[layer.attrs["mode"]])
-            if layer.attrs["mode"] != "max":
-                int8_input = False if pending_shift is None else int8_input   # a sum of inputs leaves int8
-        records.append(rec)
-    header = dict.fromkeys(HEADER, 0)
-    total = offset + len(payload)
-    header.update(magic=MAGIC, version=VERSION, layers=len(model.layers), act_width=8,
-                  outputs=int(np.prod(model.output_shape)), max_activation=max_act, total_bytes=total)
-    header["in_c"], header["in_h"], header["in_w"] = _dims(model.input_shape)
-    words = [header[f] for f in HEADER] + [r[f] for r in records for f in LAYER_FIELDS]
+def pack(header, records, payload):
+    """The blob's bytes: ``header`` (field → value of :data:`HEADER`, missing ones 0), ``records`` (one
+    dict of :data:`LAYER_FIELDS` per layer), then ``payload`` (weights and biases, at the offsets the records
+    give)."""
+    words = [header.get(f, 0) for f in HEADER] + [r.get(f, 0) for r in records for f in LAYER_FIELDS]
     return struct.pack(f"<{len(words)}I", *words) + bytes(payload)
+
+
+def payload_offset(layers):
+    """Where the payload starts in a blob of ``layers`` layers."""
+    return 4 * (len(HEADER) + len(LAYER_FIELDS) * layers)
 
 
 def c_header():

@@ -6,7 +6,7 @@ from pathlib import Path
 from . import modelblob, protocol
 from .firmware import FIRMWARE_DIR, build_firmware
 
-__all__ = ["build_runtime", "RUNTIME_SOURCES", "peripheral_header", "model_accelerators", "STACK_RESERVE"]
+__all__ = ["build_runtime", "RUNTIME_SOURCES", "peripheral_header", "STACK_RESERVE"]
 
 #: bytes kept for the stack; the RAM between the image and the stack holds activations, images, results
 #: and a model loaded over the UART (split by the firmware at start-up, see server.c)
@@ -74,34 +74,10 @@ def peripheral_header(accelerators, memory_map):
     return "\n".join(lines + ["#endif", ""])
 
 
-def model_accelerators(model, *, parallel=2):
-    """Peripherals for ``model``'s layers that the runtime can drive: a convolution peripheral
-    (:class:`~insitu.soc.accel.ConvAccel`, QGP or int8) for each dense or QGP conv2d layer with stride 1
-    and padding ``k // 2``, a :class:`~insitu.soc.accel.DenseAccel` for each dense linear layer with a
-    multiple of 4 inputs. Name → peripheral, named after the layers; conv peripherals compute ``parallel``
-    output channels per clock where that divides the layer's (else one)."""
-    from .accel import ConvAccel, DenseAccel, StagedWeights
-    out = {}
-    for layer in model.weight_layers:
-        a = layer.attrs
-        if layer.kind == "conv2d" and layer.method in ("dense", "qgp") and a["stride"] == 1 and \
-                a["padding"] == a["k"] // 2 and a["k"] > 1:
-            c_in, h, w = layer.in_shape
-            lanes = parallel if a["c_out"] % parallel == 0 else 1
-            out[layer.name] = ConvAccel(c_in=c_in, c_out=a["c_out"], width=w, height=h,
-                                        weights=StagedWeights(layer.method, k=a["k"], parallel=lanes))
-        elif layer.kind == "linear" and layer.method == "dense" and layer.in_shape[0] % 4 == 0:
-            m = a["features"]
-            lanes = next(n for n in (4, 2, 1) if m % n == 0)
-            out[layer.name] = DenseAccel(m=m, n=layer.in_shape[0], lanes=lanes)
-    return out
-
-
-def build_runtime(build_dir, *, memory_map, ram_size, rom_size=None, model=None, accelerators=None,
+def build_runtime(build_dir, *, memory_map, ram_size, rom_size=None, blob=None, accelerators=None,
                   progress=None, opt="-O2"):
-    """The runtime's firmware image for an SoC with this memory map (bytes). ``model`` (a
-    :class:`~insitu.golden.network.Model`) is baked in as a blob: ready at reset, in the ROM with the code
-    when there is one. ``accelerators`` (name → peripheral, as given to the SoC) go into the peripheral
+    """The runtime's firmware image for an SoC with this memory map (bytes). ``blob`` (a model blob, see
+    :mod:`insitu.soc.modelblob`) is baked in: ready at reset, in the ROM with the code when there is one. ``accelerators`` (name → peripheral, as given to the SoC) go into the peripheral
     table: layers that match one run on it."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -109,8 +85,7 @@ def build_runtime(build_dir, *, memory_map, ram_size, rom_size=None, model=None,
     (build_dir / "modelblob.h").write_text(modelblob.c_header())
     (build_dir / "peripherals.h").write_text(peripheral_header(accelerators or {}, memory_map))
     flags = [f"-DSTACK_RESERVE={STACK_RESERVE}"]
-    if model is not None:
-        blob = modelblob.pack_model(model)
+    if blob is not None:
         words = [int.from_bytes(blob[i:i + 4], "little") for i in range(0, len(blob), 4)]
         rows = ",\n".join(", ".join(f"{w:#010x}" for w in words[i:i + 8]) for i in range(0, len(words), 8))
         (build_dir / "model_blob.h").write_text(

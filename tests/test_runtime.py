@@ -10,9 +10,10 @@ from hypothesis import given, settings, strategies as st
 
 from insitu.golden import modelfile, network
 from insitu.golden.errors import InputError
-from insitu.soc import modelblob, protocol
+from insitu.soc import protocol
 from insitu.soc.firmware import FIRMWARE_DIR
 from insitu.tools import compress
+from insitu.tools.blob import pack_model
 from insitu.tools.cli import main
 from insitu.tools.deploy import run_model
 
@@ -136,7 +137,7 @@ def test_protocol_errors_are_named(board, monkeypatch):
         client.infer(0, 1)
     with pytest.raises(protocol.ProtocolError, match="out of range"):
         client.write("inputs", 1 << 20, b"x")
-    blob = modelblob.pack_model(odd_model("dense"))
+    blob = pack_model(odd_model("dense"))
     client.write("model", 0, blob)
     with pytest.raises(protocol.ProtocolError, match="corrupt"):
         client.request("COMMIT", struct.pack("<II", len(blob), zlib.crc32(blob) ^ 1))
@@ -161,7 +162,7 @@ def test_version_mismatch_and_silence_are_one_line_errors(board, monkeypatch):
 def test_models_the_runtime_cannot_run_are_refused_by_layer():
     model = modelfile.load(MODELS / "digits-smartdeal.npz")
     with pytest.raises(InputError, match="Layer conv2 is smartdeal: the firmware runtime runs dense and qgp"):
-        modelblob.pack_model(model)
+        pack_model(model)
 
 
 def test_insitu_run_cli(tmp_path, monkeypatch, capsys):

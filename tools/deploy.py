@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..golden import network
-from ..soc import modelblob, protocol
+from ..soc import protocol
+from .blob import model_accelerators, pack_model
 
 __all__ = ["run_model", "sim_transport", "DeployError", "SIM_CLOCK_HZ", "SIM_RAM", "link_rate"]
 
@@ -30,10 +31,10 @@ def sim_transport(build_dir, *, model=None, accelerate_for=None, ram_size=SIM_RA
                   progress=print):
     """A transport to a fresh compiled simulation of the runtime SoC (``model`` baked in when given;
     with ``accelerate_for``, a model, the SoC has a peripheral for each of its layers the runtime can drive,
-    see :func:`~insitu.soc.runtime.model_accelerators`); ``faults``: the rate of damaged bytes in each
+    see :func:`~insitu.tools.blob.model_accelerators`); ``faults``: the rate of damaged bytes in each
     direction (seeded)."""
     from ..soc.cxxrtl import CompiledSoC
-    from ..soc.runtime import build_runtime, model_accelerators
+    from ..soc.runtime import build_runtime
     from ..soc.soc import SoC
 
     def make_soc():
@@ -42,7 +43,8 @@ def sim_transport(build_dir, *, model=None, accelerate_for=None, ram_size=SIM_RA
     soc = make_soc()
     progress("Building the firmware runtime (ziglang, -O2) ...")
     try:
-        image = build_runtime(build_dir, memory_map=soc.memory_map(), ram_size=ram_size, model=model,
+        image = build_runtime(build_dir, memory_map=soc.memory_map(), ram_size=ram_size,
+                              blob=None if model is None else pack_model(model),
                               accelerators=soc.accelerators, progress=progress)
     finally:
         from ..hdl.params import abandon
@@ -70,7 +72,7 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
     ``load``: send the model over the link (else the board's baked model is used; it must be this one).
     Returns a report dict: per path, per-image class, scores and cycles and the mismatches against
     :func:`~insitu.golden.network.forward_int`; accuracy (with ``labels``), link statistics."""
-    blob = modelblob.pack_model(model)
+    blob = pack_model(model)
     x = network.quantise_input(model, images).astype(np.int8).reshape(len(images), -1)
     golden = network.forward_int(model, images)
     client = protocol.Client(transport)

@@ -96,7 +96,7 @@ def cmd_run(args):
     if args.port and sim_only:
         raise CLIError(f"{', '.join(sim_only)} applies to --sim only")
     model = modelfile.load(args.model)
-    from ..soc.modelblob import pack_model
+    from .blob import pack_model
     pack_model(model)                        # refuse a model the runtime cannot run before building anything
     images, labels, source = _images(model, args)
 

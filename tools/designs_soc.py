@@ -138,7 +138,7 @@ def choose_peripherals(model, spec, board, rom_bytes=0):
     """The peripherals for ``model``'s layers that ``spec`` names ("auto", "none", a comma-separated list).
     auto: greedily by estimated multiply-accumulates saved per unit of logic, while the estimated logic
     stays within 90 % of the board's and the block RAM within its capacity (after a ROM of ``rom_bytes``)."""
-    from ..soc.runtime import model_accelerators
+    from .blob import model_accelerators
     from ..hdl.params import abandon
     family = board.family if board else "ecp5"
     accels = model_accelerators(model, parallel=1 if family == "ice40" else 2)
@@ -194,17 +194,18 @@ def _runtime_soc(p, divisor, frequency, board):
         rom_size = 10240                    # the runtime's code with two peripherals is about 9.9 KB (-Os)
     accels = choose_peripherals(model, p.accel_layers, board, rom_bytes=rom_size or 0)
     registers = {name: a.registers for name, a in accels.items()}
-    bake = None if ice40 else model
+    from .blob import pack_model
+    bake = None if ice40 else pack_model(model)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
                                                              accelerators=registers),
-                                  ram_size=ram_size, rom_size=rom_size, model=bake, accelerators=accels, opt="-Os")
+                                  ram_size=ram_size, rom_size=rom_size, blob=bake, accelerators=accels, opt="-Os")
             if ice40 and p.rom_size is None:          # the smallest ROM that holds it
                 rom_size = -(-len(image) // 1024) * 1024
                 image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
                                                                  accelerators=registers),
-                                      ram_size=ram_size, rom_size=rom_size, model=None, accelerators=accels,
+                                      ram_size=ram_size, rom_size=rom_size, blob=None, accelerators=accels,
                                       opt="-Os")
         top = SoC(ram_size=ram_size, rom_size=rom_size, uart_divisor=divisor, accelerators=accels, uart_depth=512,
                   firmware=image)
