@@ -114,6 +114,8 @@ class SimTransport:
     def __init__(self, sim, *, clock_hz=12e6):
         self.sim, self.clock_hz = sim, clock_hz
         self.bytes_in = self.bytes_out = 0
+        #: seconds one byte takes on the line (10 bits)
+        self.byte_time = 10 * sim.clocks_per_bit / clock_hz
         self.exit_code = None
 
     def write(self, data):
@@ -148,6 +150,7 @@ class SerialTransport:
             raise LinkError(f"Cannot open {port}: {error}") from None
         self.port.reset_input_buffer()
         self.bytes_in = self.bytes_out = 0
+        self.byte_time = 10 / baud
         self._start = time.monotonic()
 
     def write(self, data):
@@ -218,8 +221,9 @@ class FaultyTransport:
 class Client:
     """The host side of the protocol over a transport (:class:`SimTransport`, :class:`SerialTransport`).
 
-    ``timeout`` is the wait for one reply in seconds (the transport's time), ``retries`` the number of
-    times a request is sent again before :class:`LinkError`."""
+    ``timeout`` is the wait for one reply in seconds (the transport's time) besides the time the request
+    and the longest reply take on the line; ``retries`` the number of times a request is sent again
+    before :class:`LinkError`."""
 
     def __init__(self, transport, *, timeout=0.05, retries=20):
         self.transport, self.timeout, self.retries = transport, timeout, retries
@@ -236,7 +240,8 @@ class Client:
         self.seq = (self.seq + 1) & 0xFF
         frame = encode_frame(code, self.seq, payload)
         self.stats["requests"] += 1
-        wait = self.timeout if timeout is None else timeout
+        wait = (self.timeout if timeout is None else timeout) + \
+            (len(frame) + MAX_PAYLOAD + 16) * getattr(self.transport, "byte_time", 0)
         for attempt in range(retries + 1):
             if attempt:
                 self.stats["retries"] += 1

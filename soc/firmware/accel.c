@@ -54,24 +54,28 @@ void accel_load(uint8_t index, const struct blob_layer *l, const uint8_t *base) 
         }
 }
 
-/* Input words: pixel-major, four int8 channels per word (channel c in byte c % 4 of word c / 4). */
-static uint32_t input_word(const int32_t *x, uint32_t pixel, uint32_t word, uint32_t channels, uint32_t plane) {
-    uint32_t v = 0, c = 4 * word;
-    const int32_t *at = x + c * plane + pixel;
-    for (uint32_t shift = 0; shift < 32 && c < channels; shift += 8, c++, at += plane)
-        v |= (uint32_t)(uint8_t)*at << shift;
+/* Four int8 channels from x (channel stride `plane`), channel 0 in byte 0; fewer than four: zeros above. */
+static uint32_t pack4(const int32_t *x, uint32_t channels, uint32_t plane) {
+    uint32_t v = 0;
+    for (uint32_t shift = 0; shift < 32 && channels; shift += 8, channels--, x += plane)
+        v |= (uint32_t)(uint8_t)*x << shift;
     return v;
 }
 
 int accel_run(uint8_t index, const struct blob_layer *l, const int32_t *x, int32_t *y) {
     const struct periph *p = &PERIPHERALS[index];
     int conv = p->kind == PERIPH_CONV;
+    /* Input words: pixel-major, four int8 channels per word (channel c in byte c % 4 of word c / 4);
+     * a dense layer's inputs four per word. Outputs: pixel-major, channel-minor, into C × H × W. No
+     * multiplications: every index advances by addition. */
     uint32_t plane = conv ? l->h_in * l->w_in : 1;
-    uint32_t per_pixel = conv ? (l->c_in + 3) / 4 : 1;
-    uint32_t words = conv ? plane * per_pixel : l->c_in / 4;
-    uint32_t outputs = l->c_out * (conv ? plane : 1);
-    uint32_t sent = 0, got = 0, pixel = 0, word = 0;
-    uint32_t out_pixel = 0, out_channel = 0;
+    uint32_t per_pixel = conv ? (l->c_in + 3) >> 2 : l->c_in >> 2;
+    uint32_t words = conv ? plane * per_pixel : per_pixel;
+    uint32_t outputs = conv ? l->c_out * plane : l->c_out;
+    uint32_t group_stride = 4 * plane;             /* from one word's first channel to the next word's */
+    uint32_t sent = 0, got = 0, word = 0, left = l->c_in;
+    const int32_t *in = x, *pixel = x;
+    uint32_t out_channel = 0, out_index = 0, out_pixel = 0;
     if (conv)
         REG(p->ctrl) = CONV_CTRL_START_MASK;
     while (got < outputs) {
@@ -80,21 +84,32 @@ int accel_run(uint8_t index, const struct blob_layer *l, const int32_t *x, int32
         uint32_t ready = (levels & LEVELS_OUT_LEVEL_MASK) >> LEVELS_OUT_LEVEL_SHIFT;
         for (; room && sent < words; room--, sent++) {
             if (conv) {
-                REG(p->in_data) = input_word(x, pixel, word, l->c_in, plane);
-                if (++word == per_pixel)
-                    word = 0, pixel++;
+                REG(p->in_data) = pack4(in, left < 4 ? left : 4, plane);
+                if (++word == per_pixel) {
+                    word = 0;
+                    left = l->c_in;
+                    in = ++pixel;
+                } else {
+                    left -= 4;
+                    in += group_stride;
+                }
             } else {
-                REG(p->in_data) = input_word(x, 4 * sent, 0, 4, 1);
+                REG(p->in_data) = pack4(in, 4, 1);
+                in += 4;
             }
         }
         for (; ready; ready--, got++) {
             int32_t v = (int32_t)REG(p->out_data);
-            if (conv) {                      /* pixel-major, channel-minor → C × H × W */
-                y[out_channel * plane + out_pixel] = v;
-                if (++out_channel == l->c_out)
-                    out_channel = 0, out_pixel++;
-            } else {
+            if (!conv) {
                 y[got] = v;
+                continue;
+            }
+            y[out_index] = v;
+            if (++out_channel == l->c_out) {
+                out_channel = 0;
+                out_index = ++out_pixel;
+            } else {
+                out_index += plane;
             }
         }
     }

@@ -194,22 +194,28 @@ static void linear(const struct blob_layer *l, const uint8_t *base, const int32_
 
 static void pool(const struct blob_layer *l, const int32_t *x, int32_t *y) {
     uint32_t k = l->k, wd = l->w_in, hw = l->h_in * wd, row_step = l->stride * wd;
-    int max = l->aux == POOL_MAX;
     for (uint32_t c = 0; c < l->c_out; c++, x += hw) {
         const int32_t *row = x;
         for (uint32_t oy = 0; oy < l->h_out; oy++, row += row_step) {
             const int32_t *p = row;
+            if (k == 2 && l->aux != POOL_MAX) {              /* the common case, unrolled */
+                const int32_t *q = row + wd;
+                for (uint32_t ox = 0; ox < l->w_out; ox++, p += l->stride, q += l->stride)
+                    *y++ = p[0] + p[1] + q[0] + q[1];
+                continue;
+            }
             for (uint32_t ox = 0; ox < l->w_out; ox++, p += l->stride) {
-                int32_t acc = max ? p[0] : 0;
+                int32_t acc = l->aux == POOL_MAX ? p[0] : 0;
                 const int32_t *q = p;
-                for (uint32_t r = 0; r < k; r++, q += wd)
-                    for (uint32_t t = 0; t < k; t++) {
-                        int32_t v = q[t];
-                        if (max)
-                            acc = v > acc ? v : acc;
-                        else
-                            acc += v;
-                    }
+                if (l->aux == POOL_MAX) {
+                    for (uint32_t r = 0; r < k; r++, q += wd)
+                        for (uint32_t t = 0; t < k; t++)
+                            acc = q[t] > acc ? q[t] : acc;
+                } else {
+                    for (uint32_t r = 0; r < k; r++, q += wd)
+                        for (uint32_t t = 0; t < k; t++)
+                            acc += q[t];
+                }
                 *y++ = acc;
             }
         }
