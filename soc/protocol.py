@@ -25,7 +25,8 @@ arrives once, or the driver stops with :class:`LinkError` when the retries are e
 Commands (payloads are little endian)
 -------------------------------------
 ``HELLO``     → version u16, max_payload u16, capabilities u32, model_capacity u32, input_capacity u32,
-              result_capacity u16, peripherals u16, then per peripheral: kind u8, name (NUL-terminated)
+              result_capacity u16, baked u16 (the baked model's COMMIT status; "no model loaded": none),
+              peripherals u16, then per peripheral: kind u8, name (NUL-terminated)
 ``ECHO``      data → data (link tests)
 ``WRITE``     region u8 (0 model, 1 inputs), 3 reserved bytes, offset u32, data → nothing. Idempotent.
 ``COMMIT``    length u32, crc u32 of the model blob in the model region → layers u16, input_bytes u32,
@@ -288,11 +289,12 @@ class Client:
     def hello(self):
         # the first contact may meet a board still starting (clearing its RAM): a longer wait
         data = self.request("HELLO", timeout=max(self.timeout, 0.25))
-        version, max_payload, caps, model_cap, input_cap, result_cap, count = struct.unpack_from("<HHIIIHH", data)
+        version, max_payload, caps, model_cap, input_cap, result_cap, baked, count = \
+            struct.unpack_from("<HHIIIHHH", data)
         if version != VERSION:
             raise ProtocolError(f"The board speaks protocol version {version}, this driver {VERSION}: rebuild "
                                 f"the firmware (insitu build) or update insitu")
-        names, rest = [], data[struct.calcsize("<HHIIIHH"):]
+        names, rest = [], data[struct.calcsize("<HHIIIHHH"):]
         for _ in range(count):
             kind, rest = rest[0], rest[1:]
             name, _, rest = rest.partition(b"\0")
@@ -300,6 +302,7 @@ class Client:
         return {"version": version, "max_payload": max_payload,
                 "capabilities": [k for k, bit in CAPABILITIES.items() if caps & bit],
                 "model_capacity": model_cap, "input_capacity": input_cap, "result_capacity": result_cap,
+                "baked_model": None if not caps & CAPABILITIES["baked_model"] else STATUS.get(baked, ("", "?"))[1],
                 "peripherals": names}
 
     def echo(self, data):

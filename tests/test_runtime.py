@@ -172,6 +172,10 @@ def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "peripherals: conv1, conv2, fc1, fc2 (4 layers bound)" in out and "images/s 115200 Bd" in out
     assert out.count(" 0 ") >= 2                       # no mismatches on either path
+    assert main(["run", "--model", str(MODELS / "digits-dense.npz"), "--sim", "--images", "1", "--baked",
+                 "--path", "software"]) == 0
+    out = capsys.readouterr().out
+    assert "peripherals: none" in out and "\nsoftware " in out and "accelerator" not in out
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "/dev/nonexistent-tty"]) == 1
     assert "Cannot open /dev/nonexistent-tty" in capsys.readouterr().err
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "x", "--faults", "0.1"]) == 1
@@ -289,3 +293,28 @@ def test_layers_run_on_matching_peripherals(tmp_path, method):
     for path in report["paths"].values():
         assert path["mismatches"] == 0 and [p["scores"] for p in path["per_image"]] == golden
     assert report["paths"]["accelerator"]["cycles_per_image"] < report["paths"]["software"]["cycles_per_image"]
+
+
+def test_a_baked_model_runs_from_reset_or_is_refused_by_name(tmp_path, monkeypatch):
+    """Baked into the image: ready at reset (its activations get the RAM they need first); a model
+    whose activations cannot fit is reported, not silently dropped."""
+    pytest.importorskip("ziglang")
+    import insitu.tools.deploy as deploy
+    from insitu.soc.modelblob import HEADER
+    model = modelfile.load(MODELS / "digits-dense.npz")
+    _, _, xte, _ = network.digits_split()
+    transport = deploy.sim_transport(tmp_path / "a", model=model, progress=lambda *a: None)
+    assert protocol.Client(transport).hello()["baked_model"] == "ok"
+    assert run_model(model, xte[:1], transport, load=False)["mismatches"] == 0
+
+    def huge(m):                                       # a blob claiming a million-element activation
+        data = bytearray(pack_model(m))
+        at = 4 * HEADER.index("max_activation")
+        data[at:at + 4] = (1 << 20).to_bytes(4, "little")
+        return bytes(data)
+    small = odd_model("dense")
+    monkeypatch.setattr(deploy, "pack_model", huge)
+    transport = deploy.sim_transport(tmp_path / "b", model=small, progress=lambda *a: None)
+    monkeypatch.undo()
+    with pytest.raises(deploy.DeployError, match="refused its baked model: the model does not fit"):
+        run_model(small, np.zeros((1, *small.input_shape)), transport, load=False)

@@ -89,6 +89,8 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
     else:
         if "baked_model" not in board["capabilities"]:
             raise DeployError("The board has no baked model: load one (leave out --baked)")
+        if board["baked_model"] != "ok":
+            raise DeployError(f"The board refused its baked model: {board['baked_model']}")
         info = None
     board = client.hello()                    # the result capacity follows from the model
     input_bytes = x.shape[1]

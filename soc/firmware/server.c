@@ -28,6 +28,12 @@ static void split_ram(void) {
     uint32_t start = ((uint32_t)(uintptr_t)__image_end + 3) & ~3u;
     uint32_t free = (uint32_t)(uintptr_t)__stack_top - STACK_RESERVE - start;
     ARENA_BYTES = min32(16384, free / 4) & ~3u;
+#ifdef INSITU_BAKED_MODEL
+    /* the baked model's activations first (its weights need no RAM) */
+    uint32_t need = 8 * BAKED_MODEL[BLOB_MAX_ACTIVATION];
+    if (need > ARENA_BYTES)
+        ARENA_BYTES = min32(need, free / 2) & ~3u;
+#endif
     INPUT_CAPACITY = min32(8192, free / 8) & ~3u;
     RESULT_BYTES = min32(4096, free / 16) & ~3u;
     MODEL_CAPACITY = (free - ARENA_BYTES - INPUT_CAPACITY - RESULT_BYTES) & ~3u;
@@ -41,6 +47,7 @@ static uint8_t reply[PROTO_MAX_PAYLOAD];
 
 static struct model_info model;
 static int have_model;
+static uint16_t baked_status = STATUS_NO_MODEL;     /* the baked model's COMMIT status (NO_MODEL: none) */
 
 static uint32_t result_size(void) { return 5 + 4 * model.outputs; }
 
@@ -55,8 +62,9 @@ static void hello(void) {
     put32(reply + 8, MODEL_CAPACITY);
     put32(reply + 12, INPUT_CAPACITY);
     put16(reply + 16, have_model ? RESULT_BYTES / result_size() : 0);
-    put16(reply + 18, PERIPH_COUNT);
-    uint32_t at = 20;
+    put16(reply + 18, baked_status);
+    put16(reply + 20, PERIPH_COUNT);
+    uint32_t at = 22;
     for (uint32_t i = 0; i < PERIPH_COUNT; i++) {
         const char *name = PERIPHERALS[i].name;
         size_t len = strlen(name);
@@ -192,7 +200,7 @@ static void read_results(const struct request *req) {
 int main(void) {
     split_ram();
 #ifdef INSITU_BAKED_MODEL
-    use_model(BAKED_MODEL, BAKED_MODEL_BYTES);
+    baked_status = (uint16_t)use_model(BAKED_MODEL, BAKED_MODEL_BYTES);
 #endif
     struct request req;
     for (;;) {
