@@ -41,14 +41,20 @@ _odd_kernel = _integer("kernel size must be an odd integer >= 1", lambda n: n >=
 _integer_any = _integer("must be an integer", lambda n: True)
 
 
-def _fraction(text):
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {x}")
-    return x
+def number_in(lo, hi):
+    """An argparse type: a number in ``[lo, hi]``, else "must be a number in [lo, hi], not <text>"."""
+    def parse(text):
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in [{lo}, {hi}], not {text!r}") from None
+        if not lo <= x <= hi:
+            raise argparse.ArgumentTypeError(f"must be a number in [{lo}, {hi}], not {text.strip()}")
+        return x
+    return parse
+
+
+_fraction = number_in(0, 1)
 
 
 _KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel, "integer": _integer_any,

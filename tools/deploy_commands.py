@@ -1,6 +1,5 @@
 """``insitu run``: the command line of :mod:`insitu.tools.deploy` (the parser joins ``insitu``'s)."""
 
-import argparse
 import os
 
 from .errors import CLIError
@@ -8,27 +7,9 @@ from .errors import CLIError
 __all__ = ["add_parsers", "cmd_run", "cmd_flash"]
 
 
-def _rate(text):
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5], not {text!r}") from None
-    if not 0 <= x <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5], not {text}")
-    return x
-
-
-def _count(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {n}")
-    return n
-
-
 def add_parsers(sub):
+    from .cli import _positive as _count, number_in
+    _rate = number_in(0, 0.5)
     p = sub.add_parser("run", help="run a model on a board over its UART (or on the compiled SoC simulation) "
                        "and check every result against the golden model")
     p.add_argument("--model", required=True, help="model file (.npz) with dense and QGP layers")
