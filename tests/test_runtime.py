@@ -318,3 +318,17 @@ def test_a_baked_model_runs_from_reset_or_is_refused_by_name(tmp_path, monkeypat
     monkeypatch.undo()
     with pytest.raises(deploy.DeployError, match="refused its baked model: the model does not fit"):
         run_model(small, np.zeros((1, *small.input_shape)), transport, load=False)
+
+
+def test_serial_transport_over_a_pyserial_loopback():
+    """The serial transport end to end through pyserial (its loop:// port echoes every byte): the
+    driver's own requests come back, are recognised as not being replies, and it gives up in one line."""
+    transport = protocol.SerialTransport("loop://", 115200)
+    try:
+        client = protocol.Client(transport, timeout=0.01, retries=1)
+        with pytest.raises(protocol.LinkError, match=r"No good reply to ECHO after 2 attempts \(2 damaged or stray"):
+            client.echo(b"\0ping\0")
+        assert transport.bytes_out == transport.bytes_in == 2 * len(protocol.encode_frame(2, 1, b"\0ping\0"))
+        assert client.stats["stale_replies"] == 2
+    finally:
+        transport.close()
