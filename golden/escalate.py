@@ -32,7 +32,7 @@ from .conv import check_activations, check_padding, windows
 from .errors import InputError
 from .packed import CRC_BYTES, BitWriter, seal, unseal
 
-__all__ = ["EscalateLayer", "FormatError", "decompose", "weights", "stage1", "stage2", "conv2d", "pack",
+__all__ = ["EscalateLayer", "FormatError", "bit_stream", "decompose", "weights", "stage1", "stage2", "conv2d", "pack",
            "unpack", "storage_bits", "quantise_basis", "quantise_coefficients", "MODES"]
 
 MAGIC = b"ESC1"
@@ -259,6 +259,15 @@ def unpack(data):
         raise FormatError(f"ESCALATE payload has {length - pos} bits left over after the last coefficient")
     return EscalateLayer(basis=basis, coef=coef.reshape(c_out, c_in, bases), basis_bits=basis_bits, mode=mode,
                          coef_bits=coef_bits, basis_scale=float(b_scale), coef_scale=float(c_scale))
+
+
+
+def bit_stream(data):
+    """The payload bit stream of a :func:`pack` image (checked by :func:`unpack` first): ``(bytes, bits)``,
+    the basis codes then the coefficients, LSB first, without the header and CRC."""
+    unpack(data)
+    data = bytes(data)
+    return data[_HEADER.size:len(data) - CRC_BYTES], _HEADER.unpack_from(data)[-1]
 
 
 def storage_bits(layer):

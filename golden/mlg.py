@@ -20,7 +20,7 @@ from .errors import InputError
 from .packed import CRC_BYTES, seal, unseal
 
 __all__ = ["MLGLayer", "quantize_odd", "decompose", "generate", "dequantize", "pack", "unpack", "storage_bits",
-           "FormatError", "SCALE_BITS"]
+           "FormatError", "bit_stream", "SCALE_BITS"]
 
 MAGIC = b"MLG1"
 VERSION = 2           # 2: version 1's layout followed by a CRC-32 (:mod:`insitu.golden.packed`)
@@ -196,6 +196,17 @@ def unpack(data):
     if value >> length:
         raise FormatError("MLG payload has bits set after the last code")
     return MLGLayer(basis=factors[0], u=factors[1], v=factors[2], scales=scales, bits=bits, k=k)
+
+
+
+def bit_stream(data):
+    """The payload bit stream of a :func:`pack` image (checked by :func:`unpack` first): ``(bytes, bits)``,
+    the codes of ``basis``, ``u`` and ``v``, LSB first, without the header and CRC."""
+    unpack(data)
+    data = bytes(data)
+    length = _HEADER.unpack_from(data)[-1]
+    trailer = CRC_BYTES if data[4] == VERSION else 0
+    return data[_HEADER.size:len(data) - trailer], length
 
 
 def storage_bits(layer):

@@ -24,7 +24,7 @@ from .errors import InputError
 from .packed import CRC_BYTES, BitWriter, seal, unseal
 
 __all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
-           "FormatError"]
+           "FormatError", "bit_stream"]
 
 MAGIC = b"SDL1"
 VERSION = 2           # 2: version 1's layout followed by a CRC-32 (:mod:`insitu.golden.packed`)
@@ -265,6 +265,17 @@ def unpack(data):
         raise FormatError(f"SmartDeal payload has {length - pos} bits left over after the last row")
     return SmartDealLayer(shape=shape, group_size=group, basis=basis, basis_bits=basis_bits,
                           basis_frac=basis_frac, zero=zero, sign=sign, exp=exp, e_min=e_min, e_max=e_max)
+
+
+
+def bit_stream(data):
+    """The payload bit stream of a :func:`pack` image (checked by :func:`unpack` first): ``(bytes, bits)``,
+    the basis codes then the row section, LSB first, without the header and CRC."""
+    unpack(data)
+    data = bytes(data)
+    (length,) = struct.unpack_from("<I", data, _HEADER.size)
+    trailer = CRC_BYTES if data[4] == VERSION else 0
+    return data[_HEADER.size + 4:len(data) - trailer], length
 
 
 def storage_bits(layer):

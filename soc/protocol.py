@@ -24,7 +24,8 @@ arrives once, or the driver stops with :class:`LinkError` when the retries are e
 
 Commands (payloads are little endian)
 -------------------------------------
-``HELLO``     → version u16, max_payload u16, capabilities u32, model_capacity u32, input_capacity u32,
+``HELLO``     → version u16, max_payload u16, capabilities u32, model_capacity u32 (bytes for a loaded
+              model and its working memory, :func:`insitu.soc.modelblob.working_bytes`), input_capacity u32,
               result_capacity u16, baked u16 (the baked model's COMMIT status; "no model loaded": none),
               peripherals u16, then per peripheral: kind u8, name (NUL-terminated)
 ``ECHO``      data → data (link tests)
@@ -39,6 +40,8 @@ Commands (payloads are little endian)
 import struct
 import time
 import zlib
+
+from .modelblob import METHODS
 
 __all__ = ["COMMANDS", "STATUS", "VERSION", "MAX_PAYLOAD", "encode_frame", "decode_frame", "Client",
            "LinkError", "ProtocolError", "SimTransport", "SerialTransport", "FaultyTransport", "c_header"]
@@ -56,9 +59,13 @@ COMMANDS = {"HELLO": 0x01, "ECHO": 0x02, "WRITE": 0x03, "COMMIT": 0x04, "INFER":
 STATUS = {0: ("OK", "ok"), 1: ("BAD_COMMAND", "unknown command"), 2: ("MALFORMED", "malformed request"),
           3: ("RANGE", "out of range"), 4: ("NO_MODEL", "no model loaded"),
           5: ("BAD_CRC", "the model blob is corrupt (CRC)"), 6: ("BAD_MODEL", "the model blob is invalid"),
-          7: ("NO_ROOM", "the model does not fit"), 8: ("ACCEL_ERROR", "an accelerator reported an error")}
+          7: ("NO_ROOM", "the model does not fit"), 8: ("ACCEL_ERROR", "an accelerator reported an error"),
+          9: ("UNSUPPORTED", "the runtime was built without a method the model uses")}
 REGIONS = {"model": 0, "inputs": 1}
 CAPABILITIES = {"baked_model": 1, "software_path": 2, "accelerator_path": 4}
+#: capability bit METHODS_SHIFT + n: the runtime runs layers of the method whose blob code is n
+#: (:data:`insitu.soc.modelblob.METHODS`)
+METHODS_SHIFT = 8
 
 
 class LinkError(RuntimeError):
@@ -301,6 +308,7 @@ class Client:
             names.append((kind, name.decode()))
         return {"version": version, "max_payload": max_payload,
                 "capabilities": [k for k, bit in CAPABILITIES.items() if caps & bit],
+                "methods": [name for name, code in METHODS.items() if name and caps >> (METHODS_SHIFT + code) & 1],
                 "model_capacity": model_cap, "input_capacity": input_cap, "result_capacity": result_cap,
                 "baked_model": None if not caps & CAPABILITIES["baked_model"] else STATUS.get(baked, ("", "?"))[1],
                 "peripherals": names}
@@ -375,4 +383,5 @@ def c_header():
     lines += [f"#define STATUS_{name} {code}  /* {text} */" for code, (name, text) in STATUS.items()]
     lines += [f"#define REGION_{name.upper()} {code}" for name, code in REGIONS.items()]
     lines += [f"#define CAP_{name.upper()} {bit}" for name, bit in CAPABILITIES.items()]
+    lines.append(f"#define CAP_METHODS_SHIFT {METHODS_SHIFT}")
     return "\n".join(lines + ["#endif", ""])

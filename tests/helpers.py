@@ -12,6 +12,15 @@ ODD = {"input": [2, 9, 7], "layers": [
     {"kind": "pool", "mode": "max", "k": 2}, {"kind": "flatten"},
     {"kind": "linear", "name": "f1", "features": 5, "bias": True}]}
 
+#: fully connected layers a block-circulant method can take: blocks of 8 (odd log2: a final radix-2 stage)
+#: and 16, each after 8-bit activations
+CIRCULANT = {"input": [2, 8, 8], "layers": [
+    {"kind": "conv2d", "name": "c1", "c_out": 4, "k": 3, "padding": 1, "bias": True}, {"kind": "relu"},
+    {"kind": "pool", "mode": "max", "k": 2}, {"kind": "flatten"},
+    {"kind": "linear", "name": "f1", "features": 32, "bias": True}, {"kind": "relu"},
+    {"kind": "linear", "name": "f2", "features": 16, "bias": True}]}
+CIRCULANT_SETTINGS = {"f1": {"k": 8, "spectrum_width": 12}, "f2": {"k": 16, "spectrum_width": 8}}
+
 
 def random_model(desc, seed):
     """A float model of ``desc`` with seeded He-scaled weights and biases (input gain 3, 8-bit activations)."""

@@ -131,7 +131,7 @@ def test_escalate_options_are_checked_before_any_build(argv, msg, tmp_path, monk
 
 @pytest.mark.parametrize("board, peripherals, layout", [
     ("ulx3s-85f", ["conv2", "fc1", "conv1", "fc2"], ("block RAM", 0, "baked into the image")),
-    ("icebreaker", [], ("SPRAM", 8192, "loaded over the UART into SPRAM at run time"))])
+    ("icebreaker", [], ("SPRAM", 9216, "loaded over the UART into SPRAM at run time"))])
 def test_soc_with_a_model_picks_what_fits(board, peripherals, layout, unbuilt):
     """--model: the firmware runtime and peripherals for the model's layers, as many as the board's logic
     and block RAM are estimated to hold (the UP5K's block RAM holds the runtime's code only)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from insitu.golden import modelfile, network
+from insitu.golden import methods, modelfile, network
 from insitu.golden.errors import InputError
 from insitu.soc import protocol
 from insitu.soc.firmware import FIRMWARE_DIR
@@ -17,7 +17,7 @@ from insitu.tools.blob import pack_model
 from insitu.tools.cli import main
 from insitu.tools.deploy import run_model
 
-from helpers import ODD, random_model
+from helpers import CIRCULANT, CIRCULANT_SETTINGS, ODD, random_model
 
 MODELS = FIRMWARE_DIR.parent.parent / "models"
 
@@ -74,12 +74,15 @@ def board(tmp_path_factory):
 
 
 def odd_model(method, seed=2):
-    """The odd-shaped description, compressed with ``method`` where it applies (dense elsewhere)."""
+    """The odd-shaped description, compressed with ``method`` where it applies (dense elsewhere); for
+    ``circulant``, the description of fully connected layers it can take."""
     rng = np.random.default_rng(seed)
-    model = random_model(ODD, seed)
+    model = random_model(CIRCULANT if method == "circulant" else ODD, seed)
     raw = rng.integers(-12, 13, size=(16, *model.input_shape))
+    kinds = methods.get(method).kinds
     return compress.compress_model(model, "dense", raw, layer_methods={
-        layer.name: method for layer in model.weight_layers if not (method == "qgp" and layer.kind == "linear")})
+        layer.name: method for layer in model.weight_layers if layer.kind in kinds},
+        settings=CIRCULANT_SETTINGS if method == "circulant" else None)
 
 
 def test_hello_and_echo(board):
@@ -95,10 +98,10 @@ def test_hello_and_echo(board):
     assert client.stats["retries"] == 0
 
 
-@pytest.mark.parametrize("method", ["dense", "qgp"])
+@pytest.mark.parametrize("method", methods.names(compressed=True))
 def test_interpreter_is_bit_exact_on_odd_shapes(board, method):
     model = odd_model(method)
-    assert {l.method for l in model.weight_layers} == ({"dense"} if method == "dense" else {"qgp", "dense"})
+    assert method in {l.method for l in model.weight_layers}
     raw = np.random.default_rng(4).integers(-12, 13, size=(12, *model.input_shape))
     report = run_model(model, raw, board())
     path = report["paths"]["software"]
@@ -159,10 +162,36 @@ def test_version_mismatch_and_silence_are_one_line_errors(board, monkeypatch):
         broken.echo(bytes(200))
 
 
+#: settings far from the defaults: wide bases and shifts (weights beyond int8), per-channel bases, integer
+#: coefficients, wider factor codes
+VARIANTS = {"smartdeal": {"group_size": 1, "basis_bits": 10, "e_range": [-2, 3], "density": 0.9},
+            "mlg": {"bi": 2, "bo": 3, "bits": [4, 7, 4]},
+            "escalate": {"bases": 3, "shared": False, "mode": "int", "coef_bits": 6, "density": 0.7}}
+
+
+@pytest.mark.parametrize("method", sorted(VARIANTS))
+def test_compressed_layers_with_other_settings_are_bit_exact(board, method):
+    model = random_model(ODD, 7)
+    convs = [layer.name for layer in model.weight_layers if layer.kind == "conv2d"]
+    raw = np.random.default_rng(8).integers(-12, 13, size=(16, *model.input_shape))
+    model = compress.compress_model(model, "dense", raw, layer_methods=dict.fromkeys(convs, method),
+                                    settings=dict.fromkeys(convs, VARIANTS[method]))
+    wide = [np.abs(network.integer_weights(model.layer(n))[0]).max() for n in convs]
+    report = run_model(model, raw[:8], board())
+    assert report["mismatches"] == 0
+    assert [p["scores"] for p in report["paths"]["software"]["per_image"]] == network.forward_int(model, raw[:8]).tolist()
+    if method != "escalate":
+        assert max(wide) > 127                                     # the products beyond the int8 table ran
+
+
 def test_models_the_runtime_cannot_run_are_refused_by_layer():
-    model = modelfile.load(MODELS / "digits-smartdeal.npz")
-    with pytest.raises(InputError, match="Layer conv2 is smartdeal: the firmware runtime runs dense and qgp"):
+    model = modelfile.load(MODELS / "digits-float.npz")
+    with pytest.raises(InputError, match="Layer conv1 is float: the firmware runtime runs dense, qgp, smartdeal"):
         pack_model(model)
+    narrow = random_model(ODD, 1)
+    narrow.formats["act_width"] = 6
+    with pytest.raises(InputError, match="8-bit activations, not act_width 6"):
+        pack_model(narrow)
 
 
 def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
@@ -180,8 +209,8 @@ def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
     assert "Cannot open /dev/nonexistent-tty" in capsys.readouterr().err
     assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "x", "--faults", "0.1"]) == 1
     assert "--faults applies to --sim only" in capsys.readouterr().err
-    assert main(["run", "--model", str(MODELS / "digits-mlg.npz"), "--sim"]) == 1
-    assert "firmware runtime runs dense and qgp" in capsys.readouterr().err
+    assert main(["run", "--model", str(MODELS / "digits-float.npz"), "--sim"]) == 1
+    assert "Layer conv1 is float: the firmware runtime runs dense, qgp" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- your own firmware
@@ -278,17 +307,20 @@ def test_sim_firmware_cli_streams_output_and_returns_the_exit_code(tmp_path, mon
     assert "--rom-size applies to --firmware runs only" in capfdbinary.readouterr().err.decode()
 
 
-@pytest.mark.parametrize("method", ["dense", "qgp"])
-def test_layers_run_on_matching_peripherals(tmp_path, method):
+@pytest.mark.parametrize("method, bound", [("dense", ["c2", "f1"]), ("qgp", ["c2", "f1"]), ("smartdeal", ["c2"]),
+                                           ("mlg", ["c2"]), ("circulant", ["c1", "f1", "f2"])])
+def test_layers_run_on_matching_peripherals(tmp_path, method, bound):
     """The odd-shaped model on an SoC with the peripherals its layers match (c2: a convolution peripheral,
-    f1: a dense one; c1 has stride 2 and stays in software): both paths equal the golden model."""
+    int8, QGP, SmartDeal or MLG; f1: a dense one; c1 has stride 2 and stays in software, as do SmartDeal and
+    MLG linear layers), and the circulant description (c1 int8; f1, f2 circulant): both paths equal the
+    golden model."""
     pytest.importorskip("ziglang")
     from insitu.tools.deploy import sim_transport
     model = odd_model(method, seed=7)
     raw = np.random.default_rng(9).integers(-12, 13, size=(6, *model.input_shape))
     transport = sim_transport(tmp_path, accelerate_for=model, progress=lambda *a: None)
     report = run_model(model, raw, transport, paths=("software", "accelerator"))
-    assert report["peripherals"] == ["c2", "f1"] and report["accelerated_layers"] == 2
+    assert report["peripherals"] == bound and report["accelerated_layers"] == len(bound)
     golden = network.forward_int(model, raw).tolist()
     for path in report["paths"].values():
         assert path["mismatches"] == 0 and [p["scores"] for p in path["per_image"]] == golden

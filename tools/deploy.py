@@ -13,6 +13,7 @@ import numpy as np
 
 from ..golden import network
 from ..soc import protocol
+from ..soc.modelblob import working_bytes
 from .blob import model_accelerators, pack_model
 
 __all__ = ["run_model", "sim_transport", "DeployError", "SIM_CLOCK_HZ", "SIM_RAM", "link_rate"]
@@ -80,8 +81,10 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
     start_wall = time.monotonic()
     board = client.hello()
     if load:
-        if len(blob) > board["model_capacity"]:
-            raise DeployError(f"The model blob is {len(blob)} bytes; the board's runtime has room for "
+        work = working_bytes(blob)
+        if len(blob) + work > board["model_capacity"]:
+            raise DeployError(f"The model needs {len(blob) + work} bytes of the board's RAM ({len(blob)} of "
+                              f"weights, {work} of activations and scratch); its runtime has room for "
                               f"{board['model_capacity']}")
         say(f"Loading the model ({len(blob)} bytes) ...")
         client.write("model", 0, blob)

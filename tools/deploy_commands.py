@@ -12,7 +12,7 @@ def add_parsers(sub):
     _rate = number_in(0, 0.5)
     p = sub.add_parser("run", help="run a model on a board over its UART (or on the compiled SoC simulation) "
                        "and check every result against the golden model")
-    p.add_argument("--model", required=True, help="model file (.npz) with dense and QGP layers")
+    p.add_argument("--model", required=True, help="model file (.npz), any compressed method (not float)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--sim", action="store_true", help="the compiled simulation of the SoC running the "
                         "firmware runtime, through an in-process byte pipe")

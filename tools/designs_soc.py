@@ -123,15 +123,27 @@ def soc(p, *, frequency, board=None):
 SOC_BASE_LOGIC, SOC_BASE_BLOCKS = 1700, 8
 
 
-def peripheral_cost(accel):
-    """``(logic, iCE40 block RAMs, block RAM bits)`` estimated for a peripheral."""
-    from ..soc.accel import ConvAccel
-    if isinstance(accel, ConvAccel):
-        bits = accel.c_out * accel.c_in * accel.weights.code_width + 2 * 64 * 32 + 2 * 8 * accel.width * accel.c_in
+def peripheral_cost(accel, family="ecp5"):
+    """``(logic, iCE40 block RAMs, block RAM bits)`` estimated for a peripheral on ``family``. The decoded
+    and circulant ones from their committed SoC builds (build-soc-*-smartdeal-conv, -mlg-conv, -circulant:
+    SmartDeal ~3,100 LUT / 3,550 LC and 14 blocks; MLG ~2,800 LUT and 21 multipliers, circulant ~4,600 LUT
+    and 12, which on the iCE40 (no DSPs without -dsp) become logic: neither fits the UP5K)."""
+    from ..soc.accel import ConvAccel, SmartDealRows, StagedWeights
+    fifo_bits = 2 * 64 * 32
+    if isinstance(accel, ConvAccel) and isinstance(accel.weights, StagedWeights):
+        bits = accel.c_out * accel.c_in * accel.weights.code_width + fifo_bits + 2 * 8 * accel.width * accel.c_in
         return 1150 + 750 * accel.parallel, 5 + accel.c_in + 2 * accel.parallel, bits
+    if isinstance(accel, ConvAccel):
+        lines = 2 * 8 * accel.width * accel.c_in
+        if isinstance(accel.weights, SmartDealRows):
+            words = accel.weights.words(accel.c_in, accel.c_out)
+            return (3550 if family == "ice40" else 3100), 14, 32 * words + fifo_bits + lines
+        return (2800 + 21 * 150 if family == "ice40" else 2800), 4, fifo_bits + lines
     layer = accel.layer
+    if layer.bank == "circ":
+        return (4600 + 12 * 150 if family == "ice40" else 4600), 10, 32 * layer.words + fifo_bits
     weight_blocks = layer.lanes * -(-(layer.m // layer.lanes) * layer.n // 512)
-    return 300 + 350 * layer.lanes, 5 + weight_blocks, layer.m * layer.n * 8 + 2 * 64 * 32
+    return 300 + 350 * layer.lanes, 5 + weight_blocks, layer.m * layer.n * 8 + fifo_bits
 
 
 def choose_peripherals(model, spec, board, rom_bytes=0):
@@ -162,8 +174,8 @@ def choose_peripherals(model, spec, board, rom_bytes=0):
         layer = layers[name]
         return int(np.prod(layer.shape)) * (int(np.prod(layer.out_shape[1:])) if layer.kind == "conv2d" else 1)
     chosen = {}
-    for name in sorted(accels, key=lambda n: -benefit(n) / peripheral_cost(accels[n])[0]):
-        cost, more_blocks, more_bits = peripheral_cost(accels[name])
+    for name in sorted(accels, key=lambda n: -benefit(n) / peripheral_cost(accels[n], family)[0]):
+        cost, more_blocks, more_bits = peripheral_cost(accels[name], family)
         fits = logic + cost <= 0.9 * cells and (blocks + more_blocks <= 30 if family == "ice40" else
                                                 bits + more_bits <= memory_bits)
         if fits:
@@ -196,17 +208,19 @@ def _runtime_soc(p, divisor, frequency, board):
     registers = {name: a.registers for name, a in accels.items()}
     from .blob import pack_model
     bake = None if ice40 else pack_model(model)
+    methods = sorted({layer.method for layer in model.weight_layers})     # only their decoders are compiled in
     try:
         with tempfile.TemporaryDirectory() as tmp:
             image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
                                                              accelerators=registers),
-                                  ram_size=ram_size, rom_size=rom_size, blob=bake, accelerators=accels, opt="-Os")
+                                  ram_size=ram_size, rom_size=rom_size, blob=bake, accelerators=accels, methods=methods,
+                                  opt="-Os")
             if ice40 and p.rom_size is None:          # the smallest ROM that holds it
                 rom_size = -(-len(image) // 1024) * 1024
                 image = build_runtime(tmp, memory_map=memory_map(ram_size=ram_size, rom_size=rom_size,
                                                                  accelerators=registers),
                                       ram_size=ram_size, rom_size=rom_size, blob=None, accelerators=accels,
-                                      opt="-Os")
+                                      methods=methods, opt="-Os")
         top = SoC(ram_size=ram_size, rom_size=rom_size, uart_divisor=divisor, accelerators=accels, uart_depth=512,
                   firmware=image)
     except Exception:
@@ -215,7 +229,7 @@ def _runtime_soc(p, divisor, frequency, board):
     return top, {"firmware": "insitu runtime (server.c, link.c, interp.c, accel.c)", "model": Path(p.model).name,
                  "model_delivery": "baked into the image" if bake else "loaded over the UART into SPRAM at run time",
                  "firmware_bytes": len(image), "firmware_sha256": hashlib.sha256(image).hexdigest(),
-                 "peripherals_for_layers": list(accels), "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
+                 "methods_compiled_in": methods, "peripherals_for_layers": list(accels), "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
 
 
 def describe_soc(component, extra):

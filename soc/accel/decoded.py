@@ -83,6 +83,7 @@ class SmartDealRows(_Decoded):
 
     group_size = property(lambda self: self._group_size)
     basis_bits = property(lambda self: self._basis_bits)
+    exp_range = property(lambda self: self._exp_range)
 
     def words(self, c_in, c_out):
         """The row memory's capacity for a ``c_in → c_out`` layer."""
@@ -142,6 +143,7 @@ class MLGFactors(_Decoded):
 
     bi = property(lambda self: self._bi)
     bo = property(lambda self: self._bo)
+    bits = property(lambda self: self._bits)
 
     def check(self, c_in, c_out):
         if c_in > 255 or c_out > 255:

@@ -1,6 +1,10 @@
-/* Drivers of the convolution (ConvAccel with QGP or int8 weights) and dense (DenseAccel) peripherals. */
+/* Drivers of the convolution peripherals (ConvAccel with QGP or int8 weights, SmartDeal rows or MLG
+ * factors) and the matrix-vector ones (DenseAccel, CirculantAccel). Weights go in as the method stores
+ * them: the peripheral decodes or generates them. */
 #include "runtime.h"
 #include "accel.h"
+#include "bitstream.h"
+#include "interp.h"
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 
@@ -11,10 +15,24 @@ uint8_t accel_match(const struct blob_layer *l, uint32_t taken) {
             continue;
         if (l->kind == KIND_CONV2D && p->kind == PERIPH_CONV && p->k == l->k && l->padding == l->k / 2 &&
                 l->stride == 1 && p->c_in == l->c_in && p->c_out == l->c_out && p->width == l->w_in &&
-                p->height == l->h_in)
+                p->height == l->h_in) {
+            if (l->method == METHOD_SMARTDEAL) {
+                /* same group size, basis and exponent widths; the row section fits its memory */
+                uint32_t basis_bits = l->p1 & 0xff, rows_from = 9 * basis_bits * (l->c_out / l->p0);
+                if (p->p0 != (l->p0 | basis_bits << 16) || p->p1 != ((l->p1 >> 8) & 0xff) ||
+                        (l->aux - rows_from + 31) / 32 > p->p2)
+                    continue;
+            } else if (l->method == METHOD_MLG && (p->p0 != l->p0 || p->p1 != l->p1)) {
+                continue;
+            }
             return (uint8_t)i;
-        if (l->kind == KIND_LINEAR && p->kind == PERIPH_DENSE && p->c_in == l->c_in && p->c_out == l->c_out)
+        }
+        if (l->kind == KIND_LINEAR && p->kind == PERIPH_DENSE && p->c_in == l->c_in && p->c_out == l->c_out) {
+            if (l->method == METHOD_CIRCULANT &&
+                    (p->k != (l->p0 & 0xffff) || p->p0 != l->p1 || p->p1 < (l->p0 >> 16)))
+                continue;                          /* block size, mid shift, spectrum width */
             return (uint8_t)i;
+        }
     }
     return ACCEL_NONE;
 }
@@ -23,6 +41,59 @@ void accel_load(uint8_t index, const struct blob_layer *l, const uint8_t *base) 
     const struct periph *p = &PERIPHERALS[index];
     const uint8_t *w = base + l->w_off;
     REG(p->out_cfg) = 0;                                     /* raw accumulators, one per word */
+    if (RUNTIME_HAS(METHOD_SMARTDEAL) && l->method == METHOD_SMARTDEAL) {
+        /* the basis values, then the row section's words from where the basis codes end */
+        struct bits b = {(const uint32_t *)w, 0, l->aux};
+        uint32_t basis_bits = l->p1 & 0xff, values = 9 * (l->c_out / l->p0);
+        REG(p->ctrl) = CONV_CTRL_CLEAR_MASK;
+        for (uint32_t i = 0; i < values; i++)
+            REG(p->basis) = (i << BASIS_INDEX_SHIFT) | (take(&b, basis_bits) << BASIS_VALUE_SHIFT);
+        REG(p->w_a) = 0;
+        while (b.pos < b.end) {
+            uint32_t left = b.end - b.pos, low = take(&b, left < 16 ? left : 16);
+            left = b.end - b.pos;
+            REG(p->w_b) = low | (left ? take(&b, left < 16 ? left : 16) << 16 : 0);
+        }
+        return;
+    }
+    if (RUNTIME_HAS(METHOD_MLG) && l->method == METHOD_MLG) {
+        /* codes as the stream holds them (b-bit, (c + 2^b − 1) / 2): the registers take odd codes c */
+        struct bits b = {(const uint32_t *)w, 0, 8 * l->w_bytes};
+        uint32_t bo = l->p0 & 0xffff, bi = l->p0 >> 16, kk = l->k * l->k;
+        REG(p->ctrl) = CONV_CTRL_CLEAR_MASK;
+        for (uint32_t f = 0; f < 3; f++) {
+            uint32_t bits = (l->p1 >> (8 * f)) & 0xff, top = (1u << bits) - 1;
+            uint32_t outer = f == 0 ? bo * bi * kk : f == 1 ? bo : l->c_out;
+            uint32_t middle = f == 1 ? l->c_in : 1, inner = f == 1 ? bi : f == 2 ? bo : 1;
+            for (uint32_t a = 0; a < outer; a++)
+                for (uint32_t c = 0; c < middle; c++)
+                    for (uint32_t e = 0; e < inner; e++) {
+                        uint32_t code = (2 * take(&b, bits) - top) & 0xffff;
+                        if (f == 0)
+                            REG(p->basis) = (a << BASIS_INDEX_SHIFT) | (code << BASIS_VALUE_SHIFT);
+                        else if (f == 1)                 /* u[b][ci][i]: word ci, element b·bi + i */
+                            REG(p->u) = (c << ELEMENT_ADDR_SHIFT) | ((a * bi + e) << ELEMENT_ELEM_SHIFT) |
+                                        (code << ELEMENT_VALUE_SHIFT);
+                        else                             /* v[o][b]: word o, element b */
+                            REG(p->v) = (a << ELEMENT_ADDR_SHIFT) | (e << ELEMENT_ELEM_SHIFT) |
+                                        (code << ELEMENT_VALUE_SHIFT);
+                    }
+        }
+        return;
+    }
+    if (RUNTIME_HAS(METHOD_CIRCULANT) && l->method == METHOD_CIRCULANT) {
+        /* per block, bins 0 … k/2: re in bits 0–15, im in 16–31 (bins 0 and k/2 are real) */
+        uint32_t k = l->p0 & 0xffff, half = k / 2, blocks = (l->c_out / k) * (l->c_in / k);
+        const int16_t *s = (const int16_t *)w;
+        REG(p->ctrl) = DENSE_CTRL_CLEAR_MASK;
+        REG(p->w_a) = 0;
+        for (uint32_t blk = 0; blk < blocks; blk++, s += k)
+            for (uint32_t bin = 0; bin <= half; bin++) {
+                uint32_t im = (bin == 0 || bin == half) ? 0 : (uint16_t)s[half + bin];
+                REG(p->w_b) = (uint16_t)s[bin] | im << 16;
+            }
+        return;
+    }
     if (p->kind == PERIPH_CONV) {
         REG(p->ctrl) = CONV_CTRL_CLEAR_MASK;
         /* per output channel: its codes (QGP, one per input channel) or int8 weights (input channel-major,
@@ -113,6 +184,7 @@ int accel_run(uint8_t index, const struct blob_layer *l, const int32_t *x, int32
             }
         }
     }
-    uint32_t err = REG(p->status) & (conv ? CONV_STATUS_ERR_MASK : DENSE_STATUS_ERR_MASK);
+    uint32_t decoded = l->method == METHOD_SMARTDEAL || l->method == METHOD_MLG;
+    uint32_t err = REG(p->status) & (decoded ? DECODE_STATUS_ERR_MASK : conv ? CONV_STATUS_ERR_MASK : DENSE_STATUS_ERR_MASK);
     return err ? 1 : 0;
 }

@@ -9,6 +9,13 @@
 
 #define INTERP_MAX_LAYERS 128
 
+/* The methods compiled in: bit n for blob method code n (insitu.soc.runtime.build_runtime's `methods`).
+ * A model using another is refused with STATUS_UNSUPPORTED; leaving decoders out keeps the code small. */
+#ifndef RUNTIME_METHODS_MASK
+#define RUNTIME_METHODS_MASK 0xffu
+#endif
+#define RUNTIME_HAS(method) ((RUNTIME_METHODS_MASK >> (method)) & 1u)
+
 struct model_info {
     const uint32_t *blob;
     uint32_t layers, input_bytes, outputs, max_activation;
@@ -23,7 +30,8 @@ int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct mo
 void interp_bind(struct model_info *m);
 
 /* Run one image (input_bytes int8 values, C × H × W) through the model; scores receives the outputs.
- * The arena holds two activation buffers of max_activation int32 each. With accelerate, bound layers run
+ * The arena holds two activation buffers of max_activation int32 each, then scratch_words (the blob's header)
+ * of working memory for compressed layers. With accelerate, bound layers run
  * on their peripherals. layer_cycles (NULL: not wanted) receives each layer's clock cycles. Returns the
  * number of peripheral errors. */
 int interp_run(const struct model_info *m, const int8_t *image, int32_t *arena, int32_t *scores,

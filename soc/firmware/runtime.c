@@ -395,11 +395,11 @@ int puts(const char *s) {
 
 /* -- multiply-free int8 products ---------------------------------------------------------------------------- */
 
-uint16_t insitu_quarter_squares[256];
+uint16_t insitu_quarter_squares[257];
 
 void mul8_init(void) {
     uint32_t square = 0;                       /* n², by (n+1)² = n² + 2n + 1 */
-    for (uint32_t n = 0; n < 256; n++) {
+    for (uint32_t n = 0; n < 257; n++) {
         insitu_quarter_squares[n] = (uint16_t)(square >> 2);
         square += 2 * n + 1;
     }

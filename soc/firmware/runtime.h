@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "regs.h"   /* generated from the Python register map */
+/* the headers in soc/firmware/include come first on the include path: the runtime's own subset */
 
 /* -- UART ------------------------------------------------------------------------------------------- */
 void uart_putc(char c);
@@ -26,29 +27,18 @@ static inline uint32_t cycles32(void) { return TIMER_CYCLES_LO; }   /* low word 
 /* -- exit: flush the UART, then report the code (the simulation stops; hardware spins) ----------------- */
 void insitu_exit(int code) __attribute__((noreturn));
 
-/* -- formatted output: %d %i %u %x %X %o %c %s %p %%, flags '-' and '0', a width (or '*'), length
- *    modifiers l, ll (64-bit), h, hh, z. No floating point. Returns the number of characters written. */
-int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int vprintf(const char *fmt, va_list ap);
-int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
-int putchar(int c);
-int puts(const char *s);                       /* adds a newline, as the C library's does */
+/* -- formatted output (<stdio.h>): %d %i %u %x %X %o %c %s %p %%, flags '-' and '0', a width (or '*'),
+ *    length modifiers l, ll (64-bit), h, hh, z. No floating point. Returns the number of characters
+ *    written. puts adds a newline, as the C library's does.
+ * -- memory and strings (<string.h>); exit (= insitu_exit) and abort (exit code 134) (<stdlib.h>). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* -- memory and strings --------------------------------------------------------------------------------- */
-void *memset(void *dst, int c, size_t n);
-void *memcpy(void *dst, const void *src, size_t n);
-void *memmove(void *dst, const void *src, size_t n);
-int memcmp(const void *a, const void *b, size_t n);
-size_t strlen(const char *s);
-int strcmp(const char *a, const char *b);
-void exit(int code) __attribute__((noreturn));   /* = insitu_exit */
-void abort(void) __attribute__((noreturn));      /* exit code 134, as a hosted abort() */
-
-/* int8 × activation products without a multiplier (RV32I has none): quarter squares,
- * a·b = ⌊(a+b)²/4⌋ − ⌊(a−b)²/4⌋, from a 256-entry table filled by mul8_init().
- * Valid for a in [-128, 127] and b in [0, 127] (weights times post-ReLU activations). */
-extern uint16_t insitu_quarter_squares[256];
+/* int8 × int8 products without a multiplier (RV32I has none): quarter squares,
+ * a·b = ⌊(a+b)²/4⌋ − ⌊(a−b)²/4⌋, from a 257-entry table filled by mul8_init() (call it once; calling it
+ * again is harmless). Valid for a and b in [-128, 127]. */
+extern uint16_t insitu_quarter_squares[257];
 void mul8_init(void);
 
 static inline int32_t mul8(int32_t a, int32_t b) {

@@ -14,33 +14,28 @@
 #include "model_blob.h"             /* BAKED_MODEL (uint32_t words), BAKED_MODEL_BYTES */
 #endif
 
-/* The RAM between the image (code, data, .bss) and the stack, split at start-up: activations, images,
- * results, and the rest for a model loaded over the UART. */
+/* The RAM between the image (code, data, .bss) and the stack, split at start-up: images, results, then one
+ * span for a model loaded over the UART followed by the running model's working memory (its arena: the
+ * activations and the compressed layers' scratch), which starts where the model ends. A baked model's
+ * weights are in the image, so its arena is the whole span. */
 extern uint8_t __image_end[], __stack_top[];
 static uint32_t *model_region, *input_region;
 static int32_t *arena;
 static uint8_t *results;
-static uint32_t MODEL_CAPACITY, INPUT_CAPACITY, ARENA_BYTES, RESULT_BYTES;
+static uint32_t SPAN_BYTES, INPUT_CAPACITY, RESULT_BYTES;
 
 static uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
 static void split_ram(void) {
     uint32_t start = ((uint32_t)(uintptr_t)__image_end + 3) & ~3u;
     uint32_t free = (uint32_t)(uintptr_t)__stack_top - STACK_RESERVE - start;
-    ARENA_BYTES = min32(16384, free / 4) & ~3u;
-#ifdef INSITU_BAKED_MODEL
-    /* the baked model's activations first (its weights need no RAM) */
-    uint32_t need = 8 * BAKED_MODEL[BLOB_MAX_ACTIVATION];
-    if (need > ARENA_BYTES)
-        ARENA_BYTES = min32(need, free / 2) & ~3u;
-#endif
     INPUT_CAPACITY = min32(8192, free / 8) & ~3u;
     RESULT_BYTES = min32(4096, free / 16) & ~3u;
-    MODEL_CAPACITY = (free - ARENA_BYTES - INPUT_CAPACITY - RESULT_BYTES) & ~3u;
-    arena = (int32_t *)(uintptr_t)start;
-    input_region = (uint32_t *)(uintptr_t)(start + ARENA_BYTES);
-    results = (uint8_t *)(uintptr_t)(start + ARENA_BYTES + INPUT_CAPACITY);
-    model_region = (uint32_t *)(uintptr_t)(start + ARENA_BYTES + INPUT_CAPACITY + RESULT_BYTES);
+    SPAN_BYTES = (free - INPUT_CAPACITY - RESULT_BYTES) & ~3u;
+    input_region = (uint32_t *)(uintptr_t)start;
+    results = (uint8_t *)(uintptr_t)(start + INPUT_CAPACITY);
+    model_region = (uint32_t *)(uintptr_t)(start + INPUT_CAPACITY + RESULT_BYTES);
+    arena = (int32_t *)model_region;
 }
 static int32_t scores[PROTO_MAX_PAYLOAD / 4];
 static uint8_t reply[PROTO_MAX_PAYLOAD];
@@ -52,14 +47,15 @@ static uint16_t baked_status = STATUS_NO_MODEL;     /* the baked model's COMMIT 
 static uint32_t result_size(void) { return 5 + 4 * model.outputs; }
 
 static void hello(void) {
-    uint32_t caps = CAP_SOFTWARE_PATH | (PERIPH_COUNT ? CAP_ACCELERATOR_PATH : 0);
+    uint32_t caps = CAP_SOFTWARE_PATH | (PERIPH_COUNT ? CAP_ACCELERATOR_PATH : 0) |
+                    (uint32_t)RUNTIME_METHODS_MASK << CAP_METHODS_SHIFT;
 #ifdef INSITU_BAKED_MODEL
     caps |= CAP_BAKED_MODEL;
 #endif
     put16(reply, PROTO_VERSION);
     put16(reply + 2, PROTO_MAX_PAYLOAD);
     put32(reply + 4, caps);
-    put32(reply + 8, MODEL_CAPACITY);
+    put32(reply + 8, SPAN_BYTES);                /* a loaded model and its working memory */
     put32(reply + 12, INPUT_CAPACITY);
     put16(reply + 16, have_model ? RESULT_BYTES / result_size() : 0);
     put16(reply + 18, baked_status);
@@ -84,7 +80,7 @@ static void write_region(const struct request *req) {
     }
     uint32_t region = req->payload[0], offset = get32(req->payload + 4), n = req->length - 8u;
     uint8_t *base = region == REGION_MODEL ? (uint8_t *)model_region : region == REGION_INPUTS ? (uint8_t *)input_region : 0;
-    uint32_t cap = region == REGION_MODEL ? MODEL_CAPACITY : INPUT_CAPACITY;
+    uint32_t cap = region == REGION_MODEL ? SPAN_BYTES : INPUT_CAPACITY;
     if (!base || offset > cap || n > cap - offset) {
         link_reply(STATUS_RANGE, 0, 0);
         return;
@@ -97,10 +93,12 @@ static void write_region(const struct request *req) {
 
 static int use_model(const uint32_t *blob, uint32_t len) {
     struct model_info info;
-    int status = interp_check(blob, len, ARENA_BYTES, &info);
+    uint32_t used = blob == model_region ? len : 0;        /* the arena starts after a loaded model */
+    int status = interp_check(blob, len, SPAN_BYTES - used, &info);
     if (status == STATUS_OK && (info.outputs > PROTO_MAX_PAYLOAD / 4 || 5 + 4 * info.outputs > RESULT_BYTES))
         status = STATUS_NO_ROOM;
     if (status == STATUS_OK) {
+        arena = (int32_t *)((uint8_t *)model_region + used);
         model = info;
         interp_bind(&model);
         have_model = 1;
@@ -114,7 +112,7 @@ static void commit(const struct request *req) {
         return;
     }
     uint32_t len = get32(req->payload), crc = get32(req->payload + 4);
-    if (len > MODEL_CAPACITY || len % 4) {
+    if (len > SPAN_BYTES || len % 4) {
         link_reply(STATUS_NO_ROOM, 0, 0);
         return;
     }
