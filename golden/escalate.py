@@ -30,10 +30,10 @@ import numpy as np
 
 from .conv import check_activations, check_padding, windows
 from .errors import InputError
-from .packed import CRC_BYTES, BitWriter, seal, unseal
+from .packed import CRC_BYTES, BitReader, BitWriter, seal, unseal
 
-__all__ = ["EscalateLayer", "FormatError", "bit_stream", "decompose", "weights", "stage1", "stage2", "conv2d", "pack",
-           "unpack", "storage_bits", "quantise_basis", "quantise_coefficients", "MODES"]
+__all__ = ["EscalateLayer", "FormatError", "bit_stream", "decompose", "weights", "stage1", "stage2", "conv2d",
+           "pack", "unpack", "storage_bits", "quantise_basis", "quantise_coefficients", "MODES"]
 
 MAGIC = b"ESC1"
 VERSION = 1
@@ -226,37 +226,25 @@ def unpack(data):
     n_basis, n_coef = math.prod(basis_shape), c_out * c_in * bases
     if n_basis * basis_bits + n_coef > length:          # a zero flag per coefficient at least
         raise FormatError(f"ESCALATE header's shapes need more than the {length} payload bits")
-    value, pos = int.from_bytes(payload, "little"), 0
-
-    def take(width):
-        nonlocal pos
-        if pos + width > length:
-            raise FormatError("ESCALATE payload ends in the middle of a coefficient")
-        field = (value >> pos) & ((1 << width) - 1)
-        pos += width
-        return field
-
-    def signed(field, width):
-        return field - (1 << width) if field >> (width - 1) else field
-
-    basis = np.array([signed(take(basis_bits), basis_bits) for _ in range(n_basis)], np.int64).reshape(basis_shape)
+    bits = BitReader(payload, length, FormatError, "ESCALATE payload ends in the middle of a coefficient")
+    basis = np.array([bits.signed(basis_bits) for _ in range(n_basis)], np.int64).reshape(basis_shape)
     coef = np.zeros(n_coef, np.int64)
     exp_bits = _exp_bits(coef_bits)
     for i in range(n_coef):
-        if take(1):
+        if bits.take(1):
             continue
         if mode == "int":
-            code = signed(take(coef_bits), coef_bits)
+            code = bits.signed(coef_bits)
             if code == 0 or abs(code) > (1 << (coef_bits - 1)) - 1:
                 raise FormatError(f"ESCALATE coefficient code {code} is outside its range")
         else:
-            negative, j = take(1), take(exp_bits)
+            negative, j = bits.take(1), bits.take(exp_bits)
             if j >= coef_bits:
                 raise FormatError(f"ESCALATE exponent {j} is outside [0, {coef_bits})")
             code = -(1 << j) if negative else 1 << j
         coef[i] = code
-    if pos != length:
-        raise FormatError(f"ESCALATE payload has {length - pos} bits left over after the last coefficient")
+    if bits.left:
+        raise FormatError(f"ESCALATE payload has {bits.left} bits left over after the last coefficient")
     return EscalateLayer(basis=basis, coef=coef.reshape(c_out, c_in, bases), basis_bits=basis_bits, mode=mode,
                          coef_bits=coef_bits, basis_scale=float(b_scale), coef_scale=float(c_scale))
 

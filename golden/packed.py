@@ -7,7 +7,7 @@ little-endian in the last four bytes. Version 1 images had none; they are still 
 
 import zlib
 
-__all__ = ["seal", "unseal", "CRC_BYTES", "BitWriter"]
+__all__ = ["seal", "unseal", "CRC_BYTES", "BitWriter", "BitReader"]
 
 CRC_BYTES = 4
 
@@ -36,3 +36,26 @@ class BitWriter:
     def put(self, value, width):
         self.value |= (int(value) & ((1 << width) - 1)) << self.length
         self.length += width
+
+
+class BitReader:
+    """Reads what :class:`BitWriter` wrote: ``take(width)`` the next ``width`` bits (unsigned),
+    ``signed(width)`` as two's complement. Reading past ``length`` bits raises ``error(message)``;
+    ``left`` is the number of bits not read yet."""
+
+    def __init__(self, payload, length, error, message):
+        self.value, self.length, self.pos = int.from_bytes(payload, "little"), length, 0
+        self._error, self._message = error, message
+
+    left = property(lambda self: self.length - self.pos)
+
+    def take(self, width):
+        if self.pos + width > self.length:
+            raise self._error(self._message)
+        field = (self.value >> self.pos) & ((1 << width) - 1)
+        self.pos += width
+        return field
+
+    def signed(self, width):
+        field = self.take(width)
+        return field - (1 << width) if field >> (width - 1) else field

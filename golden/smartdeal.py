@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .packed import CRC_BYTES, BitWriter, seal, unseal
+from .packed import CRC_BYTES, BitReader, BitWriter, seal, unseal
 
 __all__ = ["SmartDealLayer", "decompose", "reconstruct", "pack", "unpack", "row_words", "storage_bits",
            "FormatError", "bit_stream"]
@@ -231,38 +231,29 @@ def unpack(data):
     s = -(-int(np.prod(shape[1:], dtype=object)) // 3)
     if (c_out // group) * 9 * basis_bits + c_out * s > length:
         raise FormatError(f"SmartDeal header's shape {shape} needs more than the {length} payload bits")
-    value, pos = int.from_bytes(payload, "little"), 0
-
-    def take(width):
-        nonlocal pos
-        if pos + width > length:
-            raise FormatError("SmartDeal payload ends in the middle of a row")
-        field = (value >> pos) & ((1 << width) - 1)
-        pos += width
-        return field
+    bits = BitReader(payload, length, FormatError, "SmartDeal payload ends in the middle of a row")
 
     groups = c_out // group
-    basis = np.array([take(basis_bits) for _ in range(groups * 9)], dtype=np.int64)
-    basis = np.where(basis >= 1 << (basis_bits - 1), basis - (1 << basis_bits), basis).reshape(groups, 3, 3)
+    basis = np.array([bits.signed(basis_bits) for _ in range(groups * 9)], dtype=np.int64).reshape(groups, 3, 3)
     exp_bits = max(1, math.ceil(math.log2(e_max - e_min + 1)))
     zero = np.ones((c_out, s, 3), bool)
     sign = np.zeros((c_out, s, 3), bool)
     exp = np.full((c_out, s, 3), e_min, np.int64)
     for o in range(c_out):
         for r in range(s):
-            if take(1):
+            if bits.take(1):
                 continue
             for j in range(3):
-                zero[o, r, j] = bool(take(1))
+                zero[o, r, j] = bool(bits.take(1))
                 if not zero[o, r, j]:
-                    sign[o, r, j] = bool(take(1))
-                    code = take(exp_bits)
+                    sign[o, r, j] = bool(bits.take(1))
+                    code = bits.take(exp_bits)
                     if code > e_max - e_min:
                         raise FormatError(f"SmartDeal exponent code {code} is outside the range "
                                           f"[{e_min}, {e_max}]")
                     exp[o, r, j] = e_min + code
-    if pos != length:
-        raise FormatError(f"SmartDeal payload has {length - pos} bits left over after the last row")
+    if bits.left:
+        raise FormatError(f"SmartDeal payload has {bits.left} bits left over after the last row")
     return SmartDealLayer(shape=shape, group_size=group, basis=basis, basis_bits=basis_bits,
                           basis_frac=basis_frac, zero=zero, sign=sign, exp=exp, e_min=e_min, e_max=e_max)
 

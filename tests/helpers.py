@@ -22,15 +22,23 @@ CIRCULANT = {"input": [2, 8, 8], "layers": [
 CIRCULANT_SETTINGS = {"f1": {"k": 8, "spectrum_width": 12}, "f2": {"k": 16, "spectrum_width": 8}}
 
 
-def random_model(desc, seed):
-    """A float model of ``desc`` with seeded He-scaled weights and biases (input gain 3, 8-bit activations)."""
+def random_weights(desc, seed, *, bias_scale=0.2, dtype=np.float64):
+    """Seeded He-scaled weights of ``desc``'s weight layers and biases (scale ``bias_scale``) of those that
+    have one: ``(weights, biases)``, name → array."""
     rng = np.random.default_rng(seed)
     shape, specs = description.from_dict(desc)
     weights, biases = {}, {}
     for spec, (i, _) in zip(specs, description.infer_shapes(shape, specs)):
         w = description.weight_shape(spec, i)
         if w is not None:
-            weights[spec["name"]] = rng.normal(size=w) * np.sqrt(2 / np.prod(w[1:]))
-            biases[spec["name"]] = rng.normal(size=w[0]) * 0.2
+            weights[spec["name"]] = (rng.normal(size=w) * np.sqrt(2 / np.prod(w[1:]))).astype(dtype)
+            if spec.get("bias"):
+                biases[spec["name"]] = (rng.normal(size=w[0]) * bias_scale).astype(dtype)
+    return weights, biases
+
+
+def random_model(desc, seed):
+    """A float model of ``desc`` with :func:`random_weights` (input gain 3, 8-bit activations)."""
+    weights, biases = random_weights(desc, seed)
     return network.from_description(desc, weights, biases, formats={"input_scale": 0.1, "input_gain": 3,
                                                                     "act_width": 8})

@@ -8,6 +8,8 @@ from insitu.golden import description, modelfile, network
 from insitu.tools import compress
 from insitu.tools.cli import main
 
+from helpers import random_weights as seeded_weights
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -22,16 +24,7 @@ DESCRIPTIONS = {"digits-cnn": DIGITS_CNN_AVG, "digits-deep": description.DIGITS_
 
 
 def random_weights(desc, seed):
-    rng = np.random.default_rng(seed)
-    shape, specs = description.from_dict(desc)
-    weights, biases = {}, {}
-    for spec, (i, _) in zip(specs, description.infer_shapes(shape, specs)):
-        w = description.weight_shape(spec, i)
-        if w is not None:
-            weights[spec["name"]] = (rng.normal(size=w) * np.sqrt(2 / np.prod(w[1:]))).astype(np.float32)
-            if spec.get("bias"):
-                biases[spec["name"]] = (rng.normal(size=w[0]) * 0.1).astype(np.float32)
-    return weights, biases
+    return seeded_weights(desc, seed, bias_scale=0.1, dtype=np.float32)
 
 
 def to_onnx(desc, weights, biases, *, linear="gemm", flatten="Flatten", opset=13):

@@ -66,8 +66,8 @@ def board(tmp_path_factory):
                           ram_size=SIM_RAM)
     sim = CompiledSoC(make)
 
-    def fresh(faults=0.0, seed=0):
-        sim.load(image)
+    def fresh(faults=0.0, seed=0, firmware=None):
+        sim.load(firmware or image)
         transport = protocol.SimTransport(sim)
         return protocol.FaultyTransport(transport, rate=faults, seed=seed) if faults else transport
     return fresh
@@ -182,6 +182,27 @@ def test_compressed_layers_with_other_settings_are_bit_exact(board, method):
     assert [p["scores"] for p in report["paths"]["software"]["per_image"]] == network.forward_int(model, raw[:8]).tolist()
     if method != "escalate":
         assert max(wide) > 127                                     # the products beyond the int8 table ran
+
+
+def test_a_runtime_built_for_some_methods_refuses_the_others(board, tmp_path):
+    """build_runtime(methods=...) leaves the other decoders out: HELLO lists what it runs, the host refuses
+    a model needing another before loading it, and the firmware itself refuses it at COMMIT."""
+    from insitu.soc.runtime import build_runtime
+    from insitu.soc.soc import memory_map
+    from insitu.tools.deploy import SIM_RAM, DeployError
+    small = build_runtime(tmp_path, memory_map=memory_map(ram_size=SIM_RAM), ram_size=SIM_RAM,
+                          methods=["qgp"])
+    client = protocol.Client(board(firmware=small))
+    assert client.hello()["methods"] == ["dense", "qgp"]
+    model = odd_model("smartdeal")
+    raw = np.zeros((1, *model.input_shape))
+    with pytest.raises(DeployError, match="built without smartdeal layers .it runs dense, qgp."):
+        run_model(model, raw, board(firmware=small))
+    blob = pack_model(model)
+    client.write("model", 0, blob)
+    with pytest.raises(protocol.ProtocolError, match="COMMIT failed: the runtime was built without a method"):
+        client.commit(blob)
+    assert sorted(protocol.Client(board()).hello()["methods"]) == sorted(methods.names(compressed=True))
 
 
 def test_models_the_runtime_cannot_run_are_refused_by_layer():

@@ -4,7 +4,7 @@ from ..boards import get_board
 from .build import BuildError, ToolMissing, build, write_result
 from .report import format_table
 
-__all__ = ["bench_muxconv", "build_row", "write_bench"]
+__all__ = ["bench_muxconv", "build_row", "layer_rows", "write_bench"]
 
 #: The layer the decode and ESCALATE benches compress.
 GAUSSIAN_LAYER = "Gaussian random 3×3 layer from the seed (no structure to exploit: a worst case)"
@@ -60,6 +60,19 @@ def build_row(board, design, params, synth_opts, build_root, progress):
     row["lc_per_kernel_op_per_clock"] = round(row["lc"] / kops, 2) if row["lc"] and kops else None
     return row
 
+
+
+def layer_rows(runs, boards, synth_opts, build_root, progress):
+    """``(board, design, params, row)`` for every run on every board (each board checked first), without
+    the per-kernel-op ratios: the comparisons of one compressed layer against its baselines."""
+    for board in boards:
+        get_board(board)
+    for board in boards:
+        for design, params in runs:
+            row = build_row(board, design, params, synth_opts, build_root, progress)
+            for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
+                row.pop(key, None)
+            yield board, design, params, row
 
 def bench_muxconv(params, boards, *, json_path, synth_opts="", build_root="build/bench", progress=print):
     """Build MuxConv and DenseConv with identical parameters on each board; write and return the table."""

@@ -13,9 +13,8 @@ Weight bits are counted from the packed images (:func:`insitu.golden.smartdeal.p
 
 import dataclasses
 
-from ..boards import get_board
 from . import designs
-from .bench import GAUSSIAN_LAYER, build_row, write_bench
+from .bench import GAUSSIAN_LAYER, layer_rows, write_bench
 from .report import format_table
 
 __all__ = ["bench_decode", "format_bench_decode", "decode_runs"]
@@ -34,24 +33,18 @@ def decode_runs(smartdeal, mlg):
 
 def bench_decode(smartdeal, mlg, boards, *, json_path, synth_opts="", build_root="build/bench", progress=print):
     runs = [(design, params.resolved()) for design, params in decode_runs(smartdeal, mlg)]   # all, before any build
-    for board in boards:
-        get_board(board)
     rows = []
-    for board in boards:
-        for design, params in runs:
-            row = build_row(board, design, params, synth_opts, build_root, progress)
-            for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
-                row.pop(key, None)
-            if design == "denseconv":
-                row["weights_per_clock"] = params.c_in * 9 * params.parallel
-                row["dense_int8_weight_bits"] = params.c_out * params.c_in * 9 * 8
-                row["float32_weight_bits"] = params.c_out * params.c_in * 9 * 32
-            bits = row.get("weight_bits")
-            row["int8_over_stored"] = round(row["dense_int8_weight_bits"] / bits, 2) if bits else None
-            row["float32_over_stored"] = round(row["float32_weight_bits"] / bits, 2) if bits else None
-            row["mweights_per_second"] = (round(row["weights_per_clock"] * row["fmax_mhz"], 1)
-                                          if row.get("fmax_mhz") else None)
-            rows.append(row)
+    for _, design, params, row in layer_rows(runs, boards, synth_opts, build_root, progress):
+        if design == "denseconv":
+            row["weights_per_clock"] = params.c_in * 9 * params.parallel
+            row["dense_int8_weight_bits"] = params.c_out * params.c_in * 9 * 8
+            row["float32_weight_bits"] = params.c_out * params.c_in * 9 * 32
+        bits = row.get("weight_bits")
+        row["int8_over_stored"] = round(row["dense_int8_weight_bits"] / bits, 2) if bits else None
+        row["float32_over_stored"] = round(row["float32_weight_bits"] / bits, 2) if bits else None
+        row["mweights_per_second"] = (round(row["weights_per_clock"] * row["fmax_mhz"], 1)
+                                      if row.get("fmax_mhz") else None)
+        rows.append(row)
     return write_bench("decode", runs, synth_opts, rows, json_path, layer=GAUSSIAN_LAYER)
 
 

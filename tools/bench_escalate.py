@@ -9,9 +9,8 @@ product, the fair comparison when the designs run at different output rates.
 
 import dataclasses
 
-from ..boards import get_board
 from . import designs
-from .bench import GAUSSIAN_LAYER, build_row, write_bench
+from .bench import GAUSSIAN_LAYER, layer_rows, write_bench
 from .report import format_table
 
 __all__ = ["bench_escalate", "format_bench_escalate", "escalate_runs"]
@@ -27,20 +26,14 @@ def escalate_runs(escalate):
 
 def bench_escalate(escalate, boards, *, json_path, synth_opts="", build_root="build/bench", progress=print):
     runs = escalate_runs(escalate)                     # every parameter checked before the first build
-    for board in boards:
-        get_board(board)
     rows = []
-    for board in boards:
-        for design, params in runs:
-            row = build_row(board, design, params, synth_opts, build_root, progress)
-            for key in ("lc_per_kernel_op_per_clock", "synth_lut4_per_kernel_op_per_clock"):
-                row.pop(key, None)
-            bits, clocks = row.get("weight_bits"), row.get("clocks_per_output_pixel")
-            row["int8_over_stored"] = round(row["dense_int8_weight_bits"] / bits, 2) if bits else None
-            row["lc_clocks_per_pixel"] = row["lc"] * clocks if row.get("lc") and clocks else None
-            row["mpixels_per_second"] = (round(row["fmax_mhz"] / clocks, 3)
-                                         if row.get("fmax_mhz") and clocks else None)
-            rows.append(row)
+    for _, design, params, row in layer_rows(runs, boards, synth_opts, build_root, progress):
+        bits, clocks = row.get("weight_bits"), row.get("clocks_per_output_pixel")
+        row["int8_over_stored"] = round(row["dense_int8_weight_bits"] / bits, 2) if bits else None
+        row["lc_clocks_per_pixel"] = row["lc"] * clocks if row.get("lc") and clocks else None
+        row["mpixels_per_second"] = (round(row["fmax_mhz"] / clocks, 3)
+                                     if row.get("fmax_mhz") and clocks else None)
+        rows.append(row)
     return write_bench("escalate", runs, synth_opts, rows, json_path, layer=GAUSSIAN_LAYER)
 
 

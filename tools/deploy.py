@@ -80,6 +80,11 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
     say = progress or (lambda text: None)
     start_wall = time.monotonic()
     board = client.hello()
+    missing = sorted({layer.method for layer in model.weight_layers} - set(board["methods"]))
+    if missing:
+        raise DeployError(f"The board's runtime was built without {' and '.join(missing)} layers (it runs "
+                          f"{', '.join(board['methods'])}): build it for this model (insitu build --design soc "
+                          f"--model FILE)")
     if load:
         work = working_bytes(blob)
         if len(blob) + work > board["model_capacity"]:
@@ -106,7 +111,7 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
               "accelerated_layers": info["accelerated_layers"] if info else None, "paths": {}}
     for path in paths:
         report["paths"][path] = _run_path(client, transport, x, golden, batch, outputs, path == "accelerator",
-                                          on_image)
+                                          on_image, first_wait=first_image_wait(model))
     report["mismatches"] = sum(p["mismatches"] for p in report["paths"].values())
     report["link"] = dict(client.stats)
     report["wall_seconds"] = round(time.monotonic() - start_wall, 3)
@@ -120,11 +125,28 @@ def run_model(model, images, transport, *, labels=None, paths=("software",), loa
     return report
 
 
-def _run_path(client, transport, x, golden, batch, outputs, accelerate, on_image):
-    results, timeout = [], 2.0                # the first image's time is unknown: a generous wait
+#: clock cycles per multiply-accumulate of the runtime's software path, generously (measured: ~280 for
+#: int8 layers, docs/results/run-*.json), for the wait on the first image
+SOFTWARE_CYCLES_PER_MAC = 600
+
+
+def first_image_wait(model):
+    """Seconds (at the board's 12 MHz) to wait for the first image: four times the software path's
+    estimated time (its multiply-accumulates at :data:`SOFTWARE_CYCLES_PER_MAC`), at least 2 s. Later
+    batches wait for what the first image measured."""
+    macs = 0
+    for layer in model.weight_layers:
+        pixels = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv2d" else 1
+        macs += int(np.prod(layer.shape)) * pixels
+    return max(2.0, 4 * (SOFTWARE_CYCLES_PER_MAC * macs + 200_000) / SIM_CLOCK_HZ)
+
+
+def _run_path(client, transport, x, golden, batch, outputs, accelerate, on_image, first_wait=2.0):
+    results, timeout = [], first_wait
     link_start = (transport.bytes_in, transport.bytes_out)
-    for first in range(0, len(x), batch):
-        n = min(batch, len(x) - first)
+    first = 0
+    while first < len(x):
+        n = 1 if first == 0 else min(batch, len(x) - first)       # one image first: its time sets the wait
         client.write("inputs", 0, x[first:first + n].tobytes())
         done, cycles = client.infer(0, n, accelerate=accelerate, timeout=timeout * n)
         if done != n:
@@ -132,6 +154,7 @@ def _run_path(client, transport, x, golden, batch, outputs, accelerate, on_image
         timeout = client.timeout + 3 * cycles / n / SIM_CLOCK_HZ
         batch_results = client.results(0, n, outputs)
         results += batch_results
+        first += n
         if on_image:
             for r in batch_results:
                 on_image(r)

@@ -104,55 +104,40 @@ long long __muldi3(long long a, long long b) {
 }
 
 /* Restoring division, the divisor first aligned under the dividend. Division by zero gives the RISC-V
- * M extension's answers: quotient all ones, remainder the dividend. */
-static uint32_t udivmod32(uint32_t n, uint32_t d, uint32_t *rem) {
-    if (d == 0) {
-        *rem = n;
-        return ~0u;
+ * M extension's answers: quotient all ones, remainder the dividend. One definition for both widths. */
+#define RESTORING_DIVISION(name, type)                                                 \
+    static type name(type n, type d, type *rem) {                                    \
+        if (d == 0) {                                                                \
+            *rem = n;                                                                \
+            return ~(type)0;                                                         \
+        }                                                                            \
+        type q = 0, bit = 1, top = (type)1 << (8 * sizeof(type) - 1);                \
+        while (d < n && !(d & top)) {                                                \
+            d <<= 1;                                                                 \
+            bit <<= 1;                                                               \
+        }                                                                            \
+        while (bit) {                                                                \
+            if (n >= d) {                                                            \
+                n -= d;                                                              \
+                q |= bit;                                                            \
+            }                                                                        \
+            d >>= 1;                                                                 \
+            bit >>= 1;                                                               \
+        }                                                                            \
+        *rem = n;                                                                    \
+        return q;                                                                    \
     }
-    uint32_t q = 0, bit = 1;
-    while (d < n && !(d & (1u << 31))) {
-        d <<= 1;
-        bit <<= 1;
-    }
-    while (bit) {
-        if (n >= d) {
-            n -= d;
-            q |= bit;
-        }
-        d >>= 1;
-        bit >>= 1;
-    }
-    *rem = n;
-    return q;
-}
+RESTORING_DIVISION(udivmod32, uint32_t)
+RESTORING_DIVISION(udivmod64_wide, uint64_t)
 
 static uint64_t udivmod64(uint64_t n, uint64_t d, uint64_t *rem) {
-    if (d == 0) {
-        *rem = n;
-        return ~(uint64_t)0;
-    }
-    if ((n >> 32) == 0 && (d >> 32) == 0) {
+    if ((n >> 32) == 0 && (d >> 32) == 0 && d) {          /* the 32-bit loop is much faster on RV32 */
         uint32_t r;
         uint64_t q = udivmod32((uint32_t)n, (uint32_t)d, &r);
         *rem = r;
         return q;
     }
-    uint64_t q = 0, bit = 1;
-    while (d < n && !(d >> 63)) {
-        d <<= 1;
-        bit <<= 1;
-    }
-    while (bit) {
-        if (n >= d) {
-            n -= d;
-            q |= bit;
-        }
-        d >>= 1;
-        bit >>= 1;
-    }
-    *rem = n;
-    return q;
+    return udivmod64_wide(n, d, rem);
 }
 
 unsigned __udivsi3(unsigned n, unsigned d) { uint32_t r; return udivmod32(n, d, &r); }

@@ -140,17 +140,32 @@ static uint8_t argmax(const int32_t *v, uint32_t n) {
     return (uint8_t)best;
 }
 
-static void infer(const struct request *req) {
-    if (req->length != 5) {
+/* INFER's and RESULTS' common part: the request's length, a model, and the image range [first, first +
+ * count) (first u16, count u16) within `limit` results of `bytes` each. Replies and returns 0 otherwise. */
+static int image_range(const struct request *req, uint32_t length, uint32_t bytes, uint32_t limit,
+                       uint32_t *first, uint32_t *count) {
+    if (req->length != length) {
         link_reply(STATUS_MALFORMED, 0, 0);
-        return;
+        return 0;
     }
     if (!have_model) {
         link_reply(STATUS_NO_MODEL, 0, 0);
-        return;
+        return 0;
     }
-    uint32_t first = get16(req->payload), count = get16(req->payload + 2), size = result_size();
-    if ((first + count) * model.input_bytes > INPUT_CAPACITY || (first + count) * size > RESULT_BYTES) {
+    *first = get16(req->payload);
+    *count = get16(req->payload + 2);
+    if ((*first + *count) * bytes > limit) {
+        link_reply(STATUS_RANGE, 0, 0);
+        return 0;
+    }
+    return 1;
+}
+
+static void infer(const struct request *req) {
+    uint32_t first, count, size = result_size();
+    if (!image_range(req, 5, size, RESULT_BYTES, &first, &count))
+        return;
+    if ((first + count) * model.input_bytes > INPUT_CAPACITY) {
         link_reply(STATUS_RANGE, 0, 0);
         return;
     }
@@ -179,16 +194,10 @@ static void infer(const struct request *req) {
 }
 
 static void read_results(const struct request *req) {
-    if (req->length != 4) {
-        link_reply(STATUS_MALFORMED, 0, 0);
+    uint32_t first, count, size = result_size();
+    if (!image_range(req, 4, size, RESULT_BYTES, &first, &count))
         return;
-    }
-    if (!have_model) {
-        link_reply(STATUS_NO_MODEL, 0, 0);
-        return;
-    }
-    uint32_t first = get16(req->payload), count = get16(req->payload + 2), size = result_size();
-    if ((first + count) * size > RESULT_BYTES || count * size > PROTO_MAX_PAYLOAD - 1) {
+    if (count * size > PROTO_MAX_PAYLOAD - 1) {
         link_reply(STATUS_RANGE, 0, 0);
         return;
     }
