@@ -205,6 +205,58 @@ def test_a_runtime_built_for_some_methods_refuses_the_others(board, tmp_path):
     assert sorted(protocol.Client(board()).hello()["methods"]) == sorted(methods.names(compressed=True))
 
 
+@pytest.mark.parametrize("name", ["dense", "qgp", "smartdeal", "mlg", "escalate", "circulant"])
+def test_blobs_keep_the_stored_weights_and_size_their_working_memory(name):
+    """The blob carries each layer's weights in the model file's stored form (its bits, not a decoded
+    copy), and its header the working memory the interpreter will take: two activation buffers and the
+    largest decoding scratch (SmartDeal: basis and one filter; MLG: W1, one filter and the basis; ESCALATE:
+    basis and one filter; circulant: the input spectra and one transform)."""
+    from insitu.golden import circulant, escalate as golden_escalate, mlg as golden_mlg, smartdeal as golden_smartdeal
+    from insitu.soc.modelblob import HEADER, LAYER_FIELDS, payload_offset, working_bytes
+    model = modelfile.load(MODELS / f"digits-{name}.npz")
+    blob = pack_model(model)
+    header = dict(zip(HEADER, struct.unpack_from(f"<{len(HEADER)}I", blob)))
+    records = [dict(zip(LAYER_FIELDS, struct.unpack_from(f"<{len(LAYER_FIELDS)}I", blob, 4 * len(HEADER) + 4 * len(LAYER_FIELDS) * n)))
+               for n in range(len(model.layers))]
+    assert header["total_bytes"] == len(blob) and records[0]["w_off"] == payload_offset(len(model.layers))
+    scratch = 0
+    for layer, rec in zip(model.layers, records):
+        if not layer.is_weight:
+            continue
+        c_in = int(np.prod(layer.in_shape))
+        stored = bytes(blob[rec["w_off"]:rec["w_off"] + rec["w_bytes"]])
+        if layer.method == "smartdeal":
+            sd = golden_smartdeal.unpack(layer.data["image"].tobytes())
+            assert stored == golden_smartdeal.bit_stream(layer.data["image"].tobytes())[0]
+            scratch = max(scratch, 9 * (layer.shape[0] // sd.group_size) + 3 * -(-np.prod(layer.shape[1:]) // 3))
+        elif layer.method == "mlg":
+            g = golden_mlg.unpack(layer.data["image"].tobytes())
+            assert stored == golden_mlg.bit_stream(layer.data["image"].tobytes())[0]
+            kk = g.k * g.k
+            scratch = max(scratch, (g.bo + 1) * g.c_in * kk + g.bo * g.bi * kk)
+        elif layer.method == "escalate":
+            e = layer.entry.decode(layer)
+            assert stored == golden_escalate.bit_stream(layer.data["image"].tobytes())[0]
+            scratch = max(scratch, e.basis.size + e.c_in * e.k * e.k)
+        elif layer.method == "circulant":
+            c = layer.entry.decode(layer)
+            assert rec["w_bytes"] * 8 == circulant.storage_bits(c) * 16 // c.spectrum_width
+            scratch = max(scratch, (c_in // c.k) * (c.k + 2) + 2 * c.k)
+        elif layer.method == "dense":
+            assert stored == np.asarray(layer.data["codes"]).astype(np.int8).tobytes()
+    assert header["scratch_words"] == scratch
+    assert working_bytes(blob) == 4 * (2 * header["max_activation"] + scratch)
+
+
+def test_the_first_wait_covers_the_software_path():
+    """The first INFER is one image, waited for well beyond the software path's measured cost (dense digits:
+    26.8 M cycles, 2.2 s at 12 MHz, more than the old fixed 2 s)."""
+    from insitu.tools.deploy import SIM_CLOCK_HZ, first_image_wait
+    dense = modelfile.load(MODELS / "digits-dense.npz")
+    assert first_image_wait(dense) > 2 * 26.8e6 / SIM_CLOCK_HZ
+    assert first_image_wait(random_model({"input": [4], "layers": [{"kind": "linear", "features": 2}]}, 0)) == 2.0
+
+
 def test_models_the_runtime_cannot_run_are_refused_by_layer():
     model = modelfile.load(MODELS / "digits-float.npz")
     with pytest.raises(InputError, match="Layer conv1 is float: the firmware runtime runs dense, qgp, smartdeal"):
