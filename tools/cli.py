@@ -20,17 +20,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _integer(what, accept):
-    """An argparse type: an integer for which ``accept(n)`` holds, else "<what>, not <text>"."""
+def _checked(convert, what, accept):
+    """An argparse type: ``convert(text)`` for which ``accept(value)`` holds, else "<what>, not <text>"."""
     def parse(text):
         try:
-            n = int(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
-        if not accept(n):
-            raise argparse.ArgumentTypeError(f"{what}, not {n}")
-        return n
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{what}, not {text.strip()}")
+        return value
     return parse
+
+
+def _integer(what, accept):
+    """An argparse type: an integer for which ``accept(n)`` holds."""
+    return _checked(int, what, accept)
 
 
 _positive = _integer("must be a positive integer", lambda n: n >= 1)
@@ -42,16 +47,8 @@ _integer_any = _integer("must be an integer", lambda n: True)
 
 
 def number_in(lo, hi):
-    """An argparse type: a number in ``[lo, hi]``, else "must be a number in [lo, hi], not <text>"."""
-    def parse(text):
-        try:
-            x = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number in [{lo}, {hi}], not {text!r}") from None
-        if not lo <= x <= hi:
-            raise argparse.ArgumentTypeError(f"must be a number in [{lo}, {hi}], not {text.strip()}")
-        return x
-    return parse
+    """An argparse type: a number in ``[lo, hi]``."""
+    return _checked(float, f"must be a number in [{lo}, {hi}]", lambda x: lo <= x <= hi)
 
 
 _fraction = number_in(0, 1)
