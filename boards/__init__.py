@@ -27,6 +27,10 @@ class Board:
     #: (logic cells, their name, bits of RAM: block RAM and SPRAM, plus LUT RAM on ECP5) for the estimate a
     #: build checks before elaborating anything
     capacity: tuple = None
+    #: DSP blocks (iCE40UP5K SB_MAC16, used only with synth -dsp; ECP5 MULT18X18D) and block RAMs (iCE40 EBR of
+    #: 4 kbit, ECP5 DP16KD of 18 kbit)
+    dsp: int = 0
+    blocks: int = 0
 
     def platform(self):
         import importlib
@@ -45,15 +49,16 @@ def _ecp5(luts, ebr):
 
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 48, ("ICEPROG", "iceprog"),
-          capacity=_UP5K),
-    Board("upduino", "upduino_v3:UpduinoV3Platform", "ice40", 48, ("ICEPROG", "iceprog"), capacity=_UP5K),
+          capacity=_UP5K, dsp=8, blocks=30),
+    Board("upduino", "upduino_v3:UpduinoV3Platform", "ice40", 48, ("ICEPROG", "iceprog"), capacity=_UP5K,
+          dsp=8, blocks=30),
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader"),
-          capacity=_ecp5(83640, 208)),
+          capacity=_ecp5(83640, 208), dsp=156, blocks=208),
     Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 100, ("OPENFPGALOADER", "openFPGALoader"),
-          capacity=_ecp5(12096, 32)),
+          capacity=_ecp5(12096, 32), dsp=28, blocks=32),
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 100, ("DFU_UTIL", "dfu-util"),
           build_tools={"DFU_SUFFIX": ("insitu-dfu-suffix", "insitu itself (pip install -e .), or set DFU_SUFFIX "
-                                                         "to dfu-util's dfu-suffix")}, capacity=_ecp5(24288, 56)),
+                                                         "to dfu-util's dfu-suffix")}, capacity=_ecp5(24288, 56), dsp=28, blocks=56),
 ]}
 
 

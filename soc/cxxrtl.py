@@ -85,10 +85,12 @@ def _yosys():
     return program, include
 
 
-def _build(rtlil_text, progress):
+def build(rtlil_text, progress, *, driver=DRIVER_PATH):
+    """Compile ``rtlil_text`` (top module ``top``) with the C++ ``driver`` into a shared library, cached by
+    the text, the driver and the compiler; returns its path."""
     yosys, include = _yosys()
     cxx = compiler()
-    driver = DRIVER_PATH.read_text()
+    driver = Path(driver).read_text()
     identity = "\n".join([rtlil_text, driver, " ".join(cxx[1:] if cxx[0] == sys.executable else cxx),
                           _compiler_version(tuple(cxx)), "-O2"])
     key = hashlib.sha256(identity.encode()).hexdigest()[:20]
@@ -141,7 +143,7 @@ class CompiledSoC:
         self.image_words = (soc.ram_size if soc.rom_size is None else soc.rom_size) // 4
         self._image_memory = "RAM" if soc.rom_size is None else "ROM"
         self.clocks_per_bit = soc.uart_divisor + 1
-        self._lib = ctypes.CDLL(str(_build(text, progress)))
+        self._lib = ctypes.CDLL(str(build(text, progress)))
         lib = self._lib
         lib.insitu_create.restype = ctypes.c_void_p
         lib.insitu_create.argtypes = [ctypes.c_char_p, ctypes.c_uint32]

@@ -141,6 +141,20 @@ def cmd_build(args):
                    build_dir=args.build_dir, json_path=args.json, synth_opts=_synth_opts(args))
     print()
     print(format_report(report))
+    info = report.get("design_info", {})
+    if "plan_text" in info:
+        print()
+        print(info["plan_text"])
+        estimate, used = info["estimate"], report["resources"]
+        unit = "lc" if "lc" in used else "lut"
+        for key, name in (("logic", unit), ("dsp", "dsp"), ("blocks", "bram")):
+            if name in used and isinstance(used[name], dict):
+                got = used[name].get("used")
+            else:
+                got = used.get(name)
+            if isinstance(got, (int, float)):
+                error = f"{(estimate[key] - got) / got:+.0%}" if got else "n/a"
+                print(f"estimate vs measured {name.upper()}: {estimate[key]:,} vs {got:,} ({error})")
 
 
 def cmd_bench(args):

@@ -17,6 +17,7 @@ from ..hdl import Conv2d, DenseConv, MuxConv
 from ..hdl.fft import FFT
 from ..hdl.params import ParameterError
 from .design_params import Params, param
+from .designs_network import NetworkParams, describe_network, network
 from .designs_soc import SOC_ACCELS, SoCParams, describe_soc, soc
 from .designs_stream import (DenseStreamConvParams, EscalateConvParams, MLGConvParams, SmartDealConvParams,
                              StreamConvParams, dense_stream_conv, describe_escalate_conv, describe_stream_conv,
@@ -234,6 +235,8 @@ DESIGNS = {d.name: d for d in [
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
     Design("soc", SoCParams, soc, describe_soc, "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
            "accelerator peripheral named by --accel", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
+    Design("network", NetworkParams, network, describe_network, "a whole model (--model) as one layer-pipelined "
+           "circuit, every weight on chip, no processor", needs_clock=True),
 ]}
 
 

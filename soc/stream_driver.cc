@@ -1,6 +1,6 @@
 /* A stream block compiled with CXXRTL, driven like insitu.hdl.testing.simulate_stream: payloads go into
  * one input stream and come out of one output stream, with seeded random stalls on both sides. Other
- * input ports can be set to constants. Loaded with ctypes by tests/compiled/__init__.py. */
+ * input ports can be set to constants. Loaded with ctypes by insitu.soc.compiled_stream. */
 #include <cxxrtl/capi/cxxrtl_capi.h>
 #include <stdint.h>
 #include <stdio.h>

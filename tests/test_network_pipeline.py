@@ -1,0 +1,169 @@
+"""The whole-network pipeline (`insitu build --design network`): its glue stages against NumPy with random
+data and stalls, the compiled pipeline against the integer golden model on every digits test image and on
+odd shapes, and the plan's choices and refusals."""
+
+import numpy as np
+import pytest
+
+from insitu.boards import get_board
+from insitu.golden import modelfile, network
+from insitu.golden.network import _pool
+from insitu.hdl.network import BiasRelu, Decimate, Flatten, Gather, Pool, Scores, Serialise
+from insitu.hdl.params import ParameterError
+from insitu.hdl.testing import simulate_stream
+from insitu.tools import compress
+from insitu.tools.designs_network import CompiledNetwork, NetworkPipeline, PlanError, parse_budget, plan
+
+from helpers import random_model
+
+MODELS = modelfile.__file__.rsplit("/", 2)[0] + "/models"
+
+
+def _groups(x, lanes):
+    """Feature maps ``(n, C, H, W)`` as channel-group payloads in stream order."""
+    n, c, h, w = x.shape
+    return [[int(v) for v in x[i, g * lanes:(g + 1) * lanes, y, q]]
+            for i in range(n) for y in range(h) for q in range(w) for g in range(c // lanes)]
+
+
+def _ungroup(payloads, n, c, h, w):
+    a = np.array(payloads).reshape(n, h, w, c)
+    return a.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("mode,k,lanes,groups,h,w,seed", [
+    ("sum", 2, 1, 3, 5, 7, 1), ("max", 2, 2, 2, 4, 4, 2), ("max", 3, 1, 1, 7, 8, 3), ("sum", 1, 3, 1, 3, 2, 4)])
+def test_pool_matches_the_golden_pool(mode, k, lanes, groups, h, w, seed):
+    rng = np.random.default_rng(seed)
+    c = lanes * groups
+    x = rng.integers(-2000, 2000, size=(3, c, h, w))
+    x[0, :, 0, 0] = -2000                                  # extremes
+    dut = Pool(width=12, lanes=lanes, groups=groups, image_width=w, image_height=h, k=k, mode=mode)
+    want = _pool(x, {"k": k, "stride": k, "mode": mode}, average=False)
+    got, _ = simulate_stream(dut, _groups(x, lanes), want.size // lanes, seed=seed, stall=0.3)
+    assert np.array_equal(_ungroup(got, 3, c, h // k, w // k), want)
+
+
+def test_flatten_reorders_to_channel_major():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, size=(3, 5, 3, 2))
+    stream_order = x.transpose(0, 2, 3, 1).reshape(-1).tolist()
+    got, _ = simulate_stream(Flatten(width=8, channels=5, height=3, image_width=2), stream_order, x.size,
+                             seed=5, stall=0.4)
+    assert got == x.reshape(-1).tolist()
+
+
+def test_gather_and_serialise_regroup_channels():
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, size=(2, 6, 2, 3))
+    got, _ = simulate_stream(Gather(width=8, lanes=2, groups=3), _groups(x, 2), 12, seed=6, stall=0.3)
+    assert got == _groups(x, 6)
+    got, _ = simulate_stream(Serialise(width=8, lanes=3), _groups(x, 3), x.size, seed=7, stall=0.3)
+    assert got == [v for p in _groups(x, 3) for v in p]
+
+
+def test_bias_relu_and_decimate():
+    rng = np.random.default_rng(8)
+    x = rng.integers(-500, 500, size=(2, 4, 5, 3))
+    bias = rng.integers(-300, 300, size=4)
+    dut = BiasRelu(width=10, lanes=2, groups=2, bias=bias.tolist(), relu=True)
+    got, _ = simulate_stream(dut, _groups(x, 2), x.size // 2, seed=8, stall=0.3)
+    assert np.array_equal(_ungroup(got, 2, 4, 5, 3), np.maximum(x + bias[None, :, None, None], 0))
+    dut = Decimate(width=10, lanes=4, groups=1, image_width=3, image_height=5, stride=2)
+    want = x[:, :, ::2, ::2]
+    got, _ = simulate_stream(dut, _groups(x, 4), want.size // 4, seed=9, stall=0.3)
+    assert np.array_equal(_ungroup(got, 2, 4, 3, 2), want)
+
+
+def test_scores_carry_the_first_largest_class():
+    scores = [[3, 7, 7, -1], [-5, -9, -5, -6], [0, 0, 0, 1]]
+    got, _ = simulate_stream(Scores(width=8, classes=4), [v for row in scores for v in row], 12, seed=1, stall=0.3)
+    assert [g["score"] for g in got] == [v for row in scores for v in row]
+    assert [g["klass"] for g in got if g["last"]] == [int(np.argmax(r)) for r in scores]
+    assert [g["last"] for g in got] == [0, 0, 0, 1] * 3
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return network.digits_split()[2:]
+
+
+@pytest.mark.parametrize("name", ["qgp", "circulant"])
+def test_digits_pipeline_is_bit_exact_on_every_test_image(name, digits_test):
+    model = modelfile.load(f"{MODELS}/digits-{name}.npz")
+    x, labels = digits_test
+    the_plan = plan(model, get_board("ulx3s-85f"))
+    sim = CompiledNetwork(NetworkPipeline(the_plan))
+    want = network.forward_int(model, x)
+    scores, classes, clocks = sim.infer(x, seed=3, stall=0.25)
+    assert len(x) == 360
+    assert np.array_equal(scores, want)
+    assert np.array_equal(classes, want.argmax(axis=1))
+    assert (classes == labels).mean() > 0.9
+
+
+#: strided convolution, biases, max and sum pooling, a flatten of a multi-channel map, two linear layers
+PIPE = {"input": [2, 9, 7], "layers": [
+    {"kind": "conv2d", "name": "c1", "c_out": 6, "k": 3, "stride": 2, "padding": 1, "bias": True},
+    {"kind": "relu"}, {"kind": "pool", "mode": "max", "k": 2},
+    {"kind": "conv2d", "name": "c2", "c_out": 8, "k": 3, "padding": 1, "bias": True},
+    {"kind": "pool", "mode": "sum", "k": 1}, {"kind": "relu"}, {"kind": "flatten"},
+    {"kind": "linear", "name": "f1", "features": 10, "bias": True}, {"kind": "relu"},
+    {"kind": "linear", "name": "f2", "features": 5}]}
+
+
+@pytest.mark.parametrize("method,parallel", [("dense", 1), ("qgp", 2)])
+def test_odd_shapes_are_bit_exact_with_any_parallelism(method, parallel):
+    model = random_model(PIPE, 4)
+    rng = np.random.default_rng(4)
+    raw = rng.integers(-12, 13, size=(40, *model.input_shape))
+    model = compress.compress_model(model, "dense", raw[:16], layer_methods={"c2": method})
+    the_plan = plan(model, get_board("ulx3s-85f"), target_fps=1)          # the least parallel plan
+    for stage in the_plan.stages:
+        if stage.knob == "parallel":
+            stage.value = parallel
+    sim = CompiledNetwork(NetworkPipeline(the_plan))
+    scores, classes, _ = sim.infer(raw, seed=11, stall=0.5)
+    want = network.forward_int(model, raw)
+    assert np.array_equal(scores, want)
+    assert np.array_equal(classes, want.argmax(axis=1))
+
+
+def test_plans_refuse_what_does_not_fit_naming_the_layer_and_resource():
+    model = modelfile.load(f"{MODELS}/digits-qgp.npz")
+    with pytest.raises(PlanError, match=r"does not fit the icebreaker: .* block RAMs .* layer fc1 \(dense linear"):
+        plan(model, get_board("icebreaker"))
+    with pytest.raises(PlanError, match="2,377 LUTs against a budget of 500, most for layer conv2"):
+        plan(model, get_board("ulx3s-85f"), budget={"logic": 500, "dsp": 156, "blocks": 208})
+
+
+def test_more_budget_or_a_lower_target_changes_the_plan_as_asked():
+    model = modelfile.load(f"{MODELS}/digits-qgp.npz")
+    board = get_board("ulx3s-85f")
+    slow = plan(model, board, target_fps=1)
+    assert all(s.value == 1 for s in slow.stages)
+    fast = plan(model, board)
+    assert fast.fps > 10 * slow.fps
+    assert all(fast.totals()[k] <= fast.budget[k] for k in ("logic", "dsp", "blocks"))
+    aimed = plan(model, board, target_fps=50_000)
+    assert aimed.fps >= 50_000 and aimed.totals()["logic"] <= fast.totals()["logic"]
+    text = fast.format()
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        assert layer in text
+
+
+@pytest.mark.parametrize("text,msg", [("lc=abc", "not lc=N"), ("foo=3", "not lc=N"), ("dsp=-1", "not lc=N")])
+def test_budget_errors_are_one_line(text, msg):
+    with pytest.raises(ParameterError, match=msg):
+        parse_budget(text, get_board("icebreaker"))
+    assert parse_budget("lc=4000,bram=20", get_board("icebreaker")) == {"logic": 4000, "dsp": 8, "blocks": 20}
+
+
+def test_layers_without_a_pipeline_block_are_refused_by_name():
+    model = random_model({"input": [1, 8, 8], "layers": [
+        {"kind": "conv2d", "name": "c1", "c_out": 4, "k": 3, "padding": 1},
+        {"kind": "pool", "mode": "avg", "k": 2, "stride": 1}, {"kind": "flatten"},
+        {"kind": "linear", "name": "f1", "features": 3}]}, 1)
+    model = compress.compress_model(model, "dense", np.zeros((4, 1, 8, 8), int))
+    with pytest.raises(PlanError, match="only non-overlapping pooling"):
+        plan(model, get_board("ulx3s-85f"))
