@@ -26,16 +26,24 @@ Between weight layers: bias and ReLU (:class:`~insitu.hdl.network.BiasRelu`), po
 (:class:`~insitu.hdl.network.Decimate`), and before a fully connected layer the reorder of
 :class:`~insitu.hdl.network.Flatten`. The scores leave through :class:`~insitu.hdl.network.Scores`.
 
-Every link is a valid/ready stream and the chain has no forks or joins, so no FIFO depth can deadlock it;
-FIFOs are placed only where a bursty producer would otherwise stall a slower consumer's predecessor (after
-each convolution's PE, ``2 · groups`` deep, so that the window generator keeps running while the PE emits a
-pixel's channel groups).
+Every link is a valid/ready stream and the chain has no forks or joins, so no FIFO depth can deadlock it
+(the tests run every pipeline with random stalls on both ends); FIFOs are sized for throughput only:
+
+* after each convolution's PE, ``2 · groups`` transfers: the window generator keeps going while the PE
+  emits a pixel's channel groups;
+* in front of each fully connected block, one whole input vector (``n`` values, block RAM): the block
+  takes a vector, then computes, so without room for the next vector the layers before it would wait
+  through every computation. With it, the interval is the slowest stage's, not the sum of two.
+
+A dense fully connected layer after a feature map takes its values in arrival order (its weight columns
+permuted at build time); a circulant one needs the ``(channel, row, column)`` order and gets a
+:class:`~insitu.hdl.network.Flatten` reorder buffer.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth import Module
+from amaranth import Module, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,8 +56,13 @@ class PlanError(ParameterError):
     """A model that cannot become a pipeline on the board: the message names the layer and the resource."""
 
 
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
+def _divisors(n, cap=None):
+    return [d for d in range(1, min(n, cap or n) + 1) if n % d == 0]
+
+
+#: The widest folding the plan picks. A wider block broadcasts its input to more multipliers and that net
+#: sets the clock: measured on the ECP5-85F, fc1 with 64 lanes closed at 71 MHz.
+MAX_LANES, MAX_PARALLEL = 16, 4
 
 
 def ebr_blocks(depth, width, family):
@@ -187,7 +200,7 @@ def _conv_stage(layer, in_shape, family, act_width):
         def estimate(p):
             return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + 120 * c_in * p,
                     "dsp": 0, "blocks": lines, "multipliers": 0}
-        return Stage(layer.name, "conv2d", method, "MuxConv", "parallel", _divisors(c_out), 1, bits, "LUT",
+        return Stage(layer.name, "conv2d", method, "MuxConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits, "LUT",
                      f"{code}-bit tap codes, {c_out // 1}x{c_in} kernels", estimate)
     if method == "dense":
         bits = c_out * c_in * k * k * 8
@@ -197,7 +210,7 @@ def _conv_stage(layer, in_shape, family, act_width):
             logic, dsp = _mults(family, mults)
             return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + logic, "dsp": dsp,
                     "blocks": lines, "multipliers": mults}
-        return Stage(layer.name, "conv2d", method, "DenseConv", "parallel", _divisors(c_out), 1, bits, "LUT",
+        return Stage(layer.name, "conv2d", method, "DenseConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits, "LUT",
                      "int8 kernels, one PE word per output channel group", estimate)
     if method in ("smartdeal", "mlg"):
         macs = c_out * c_in * k * k
@@ -235,11 +248,11 @@ def _linear_stage(layer, family, act_width):
 
         def estimate(lanes):
             cycles = n + (m // lanes) * (n + 5 + lanes)
-            logic, dsp = _mults(family, lanes)
+            logic, dsp = _mults(family, 2 * lanes)       # two half-depth multipliers per lane
             return {"cycles": cycles, "logic": 120 + 60 * lanes + logic, "dsp": dsp,
                     "blocks": ebr_blocks(m // lanes * n, lanes * 8, family) + ebr_blocks(n, act_width, family),
                     "multipliers": lanes}
-        return Stage(layer.name, "linear", "dense", "DenseMatVec", "lanes", _divisors(m), 1, bits, "BRAM",
+        return Stage(layer.name, "linear", "dense", "DenseMatVec", "lanes", _divisors(m, MAX_LANES), 1, bits, "BRAM",
                      f"{m}x{n} int8 rows, lanes rows per word", estimate)
     if layer.method == "circulant":
         from ..hdl import CirculantMatVec
@@ -305,7 +318,7 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
     act = model.formats["act_width"]
     groups = _walk(model)
     stages, glue, glue_cycles = [], {"logic": 60, "dsp": 0, "blocks": 0}, 0
-    for layer, after in groups:
+    for index, (layer, after) in enumerate(groups):
         shape = layer.in_shape
         if layer.kind == "conv2d":
             stage = _conv_stage(layer, shape, family, act)
@@ -315,7 +328,8 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
                 if a.kind == "pool":
                     glue["logic"] += 50 + 4 * c
                     glue["blocks"] += ebr_blocks(w // a.attrs["k"] * c, 30, family)
-            if any(a.kind == "flatten" for a in after):
+            follower = groups[index + 1][0] if index + 1 < len(groups) else None
+            if any(a.kind == "flatten" for a in after) and follower is not None and follower.method != "dense":
                 size = int(np.prod(layer.out_shape))
                 after_pool = size // int(np.prod([a.attrs["k"] ** 2 for a in after if a.kind == "pool"]))
                 glue["blocks"] += ebr_blocks(after_pool, act, family)
@@ -324,6 +338,7 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
         else:
             stage = _linear_stage(layer, family, act)
             glue["logic"] += 40
+            glue["blocks"] += ebr_blocks(layer.shape[1], act, family)         # the vector FIFO in front
         stages.append(stage)
     result = Plan(model, family, frequency, stages, budget, glue, glue_cycles)
 
@@ -411,7 +426,8 @@ class NetworkPipeline(wiring.Component):
                 c_out = layer.shape[0]
                 width = pe.signature.members["o"].signature.members["payload"].shape.elem_shape.width
                 ho, wo = conv.out_height, conv.out_width
-                self._add(f"{layer.name}_fifo", _Fifo(width, lanes, 2 * (c_out // lanes)))
+                self._add(f"{layer.name}_fifo", _Fifo(pe.signature.members["o"].signature.members["payload"].shape,
+                                                      2 * (c_out // lanes)))
                 if layer.attrs["stride"] > 1:
                     s = layer.attrs["stride"]
                     self._add(f"{layer.name}_stride", Decimate(width=width, lanes=lanes, groups=c_out // lanes,
@@ -420,6 +436,7 @@ class NetworkPipeline(wiring.Component):
                 fmt = ("groups", width, lanes, c_out, ho, wo)
             else:
                 n = layer.shape[1]
+                order = None                # the column of each arriving value, when not 0, 1, 2, …
                 if fmt is not None:
                     if fmt[0] == "groups":
                         _, width, lanes, c, h, w = fmt
@@ -427,17 +444,25 @@ class NetworkPipeline(wiring.Component):
                         if lanes > 1:
                             self._add(f"{layer.name}_serialise", Serialise(width=act, lanes=lanes))
                         if c > 1 and h * w > 1:
-                            self._add(f"{layer.name}_flatten", Flatten(width=act, channels=c, height=h,
-                                                                       image_width=w))
+                            if layer.method == "dense":     # take the values in arrival order instead
+                                order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+                            else:
+                                self._add(f"{layer.name}_flatten", Flatten(width=act, channels=c, height=h,
+                                                                           image_width=w))
                     else:
                         self._add(f"{layer.name}_requant", Requantize(fmt[1], act, pending))
                 if layer.method == "dense":
                     codes = layer.data["codes"].astype(int)
+                    if order is not None:
+                        codes = codes[:, order]
                     block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act, lanes=stage.value)
                 else:
                     d = layer.entry.decode(layer)
                     block = CirculantMatVec(m=layer.shape[0], n=n, k=d.k, spectra=d.spectra, mid_shift=d.mid_shift,
                                             act_width=act, fft_width=d.fft_width, spectrum_width=d.spectrum_width)
+                # it takes a whole vector, then computes: a vector of room in front lets the layers before
+                # it deliver the next one meanwhile
+                self._add(f"{layer.name}_fifo", _Fifo(signed(act), n))
                 self._add(layer.name, block)
                 width = block.signature.members["o"].signature.members["payload"].shape.width
                 fmt = ("groups", width, 1, layer.shape[0], 1, 1)
@@ -507,19 +532,21 @@ class NetworkPipeline(wiring.Component):
 
 
 class _Fifo(wiring.Component):
-    """A synchronous FIFO of channel groups (``amaranth.lib.fifo.SyncFIFOBuffered``) with stream ports."""
+    """A synchronous FIFO (``amaranth.lib.fifo.SyncFIFOBuffered``) of ``shape`` payloads with stream ports."""
 
-    def __init__(self, width, lanes, depth):
-        from ..hdl.network import group_layout
-        self._layout, self._depth = group_layout(width, lanes), depth
-        sig = stream.Signature(self._layout)
+    def __init__(self, shape, depth):
+        from amaranth import Shape
+        from amaranth.lib import data
+        self._layout, self._depth = shape, depth
+        self._bits = shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+        sig = stream.Signature(shape)
         super().__init__({"i": In(sig), "o": Out(sig)})
 
     depth = property(lambda self: self._depth)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._layout.size, depth=self._depth)
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._bits, depth=self._depth)
         m.d.comb += [q.w_data.eq(self.i.payload), q.w_en.eq(self.i.valid), self.i.ready.eq(q.w_rdy),
                      self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
