@@ -49,7 +49,7 @@ def test_missing_tool_cli_is_one_line(monkeypatch, capsys, tmp_path):
     (["build", "--board", "nope", "--design", "muxconv"],
      r"^insitu build: error: argument --board: invalid choice: 'nope' \(choose from 'icebreaker', "),
     (["build", "--board", "icebreaker", "--design", "fft3"],
-     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv', 'fft', 'circulant', 'densematvec', 'pow2decoder', 'insitu-gen', 'smartdeal-conv', 'mlg-conv', 'escalate-conv', 'dense-stream-conv', 'soc'\)"),
+     r"^insitu build: error: argument --design: invalid choice: 'fft3' \(choose from 'muxconv', 'denseconv', 'fft', 'circulant', 'densematvec', 'pow2decoder', 'insitu-gen', 'smartdeal-conv', 'mlg-conv', 'escalate-conv', 'dense-stream-conv', 'soc', 'network'\)"),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "4"],
      r"^insitu build: error: argument --k: kernel size must be an odd integer >= 1, not 4 "),
     (["build", "--board", "icebreaker", "--design", "muxconv", "--k", "0"],

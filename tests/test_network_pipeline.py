@@ -167,3 +167,48 @@ def test_layers_without_a_pipeline_block_are_refused_by_name():
     model = compress.compress_model(model, "dense", np.zeros((4, 1, 8, 8), int))
     with pytest.raises(PlanError, match="only non-overlapping pooling"):
         plan(model, get_board("ulx3s-85f"))
+
+
+def test_insitu_run_design_network_cli(tmp_path, monkeypatch, capsys):
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    model = f"{MODELS}/digits-qgp.npz"
+    assert main(["run", "--design", "network", "--sim", "--model", model, "--images", "30", "--stall", "0.2",
+                 "--json", "r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "mismatches against the golden model: 0" in out and "cycles per image:" in out
+    import json
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 30 and report["mismatches"] == 0 and report["provenance"]["command"]
+    assert main(["run", "--design", "network", "--port", "/dev/null", "--model", model]) == 1
+    assert "runs in the compiled simulation (--sim) only" in capsys.readouterr().err
+    assert main(["run", "--design", "network", "--sim", "--model", model, "--faults", "0.01"]) == 1
+    assert "--faults applies to --design soc only" in capsys.readouterr().err
+    assert main(["run", "--sim", "--model", model, "--budget", "lc=5"]) == 1
+    assert "--budget applies to --design network only" in capsys.readouterr().err
+    assert main(["run", "--design", "network", "--sim", "--model", model, "--board", "icebreaker"]) == 1
+    assert "does not fit the icebreaker" in capsys.readouterr().err
+
+
+def test_build_design_network_needs_a_model(tmp_path, monkeypatch, capsys):
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "ulx3s-85f", "--design", "network"]) == 1
+    assert "--design network needs --model FILE" in capsys.readouterr().err
+
+
+@pytest.mark.synth
+def test_real_build_of_the_digits_network(tmp_path, monkeypatch, capsys):
+    """The QGP digits model as one pipeline on the ECP5-85F: it places and routes, and the printed plan sits
+    next to the measured resources."""
+    import json
+
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--board", "ulx3s-85f", "--design", "network", "--model", f"{MODELS}/digits-qgp.npz",
+                 "--json", "r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "estimate vs measured LUT" in out and "estimate vs measured DSP" in out and "fc1" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["design"] == "network" and report["resources"]["DSP"]["used"] > 0
+    assert [row["layer"] for row in report["design_info"]["plan"]] == ["conv1", "conv2", "fc1", "fc2"]

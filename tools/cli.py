@@ -146,15 +146,12 @@ def cmd_build(args):
         print()
         print(info["plan_text"])
         estimate, used = info["estimate"], report["resources"]
-        unit = "lc" if "lc" in used else "lut"
-        for key, name in (("logic", unit), ("dsp", "dsp"), ("blocks", "bram")):
-            if name in used and isinstance(used[name], dict):
-                got = used[name].get("used")
-            else:
-                got = used.get(name)
+        unit = "LC" if "LC" in used else "LUT"
+        for key, name in (("logic", unit), ("dsp", "DSP"), ("blocks", "BRAM")):
+            got = used.get(name, {}).get("used")
             if isinstance(got, (int, float)):
                 error = f"{(estimate[key] - got) / got:+.0%}" if got else "n/a"
-                print(f"estimate vs measured {name.upper()}: {estimate[key]:,} vs {got:,} ({error})")
+                print(f"estimate vs measured {name}: {estimate[key]:,} vs {got:,} ({error})")
 
 
 def cmd_bench(args):
@@ -188,6 +185,11 @@ def cmd_bench(args):
                                 build_root=args.build_dir,
                                 synth_opts=_synth_opts(args))
         table = format_bench_escalate(result)
+    elif args.bench == "network":
+        from .bench_network import bench_network, format_bench_network
+        result = bench_network(_params(args, "network"), args.boards, json_path=json_path,
+                               build_root=args.build_dir, soc_images=args.soc_images, synth_opts=_synth_opts(args))
+        table = format_bench_network(result)
     else:
         from .bench_circulant import bench_circulant, format_bench_circulant
         result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
@@ -315,13 +317,15 @@ def make_parser():
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
-    p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate"])
+    p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate", "network"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
     p.add_argument("--build-dir", metavar="DIR", default="build/bench",
                    help="where the builds go, inside the current directory (default build/bench)")
     _add_build_opts(p)
-    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv"])
+    p.add_argument("--soc-images", type=_positive, default=20, help="bench network: images for each SoC path "
+                   "(default 20; the pipeline runs the whole test split)")
+    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv", "network"])
     p.set_defaults(func=cmd_bench)
 
     from .sweep_commands import add_parsers

@@ -33,10 +33,19 @@ def add_parsers(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the injected faults and random images")
     p.add_argument("--build-dir", default="build/run-sim", metavar="DIR",
                    help="with --sim: firmware build directory (default build/run-sim)")
+    p.add_argument("--design", choices=["soc", "network"], default="soc", help="soc (default): the firmware "
+                   "runtime on the RISC-V SoC; network: the whole-network pipeline (insitu build --design network), "
+                   "with --sim")
+    from ..boards import BOARDS
+    p.add_argument("--board", choices=list(BOARDS), default="ulx3s-85f", help="with --design network: the board "
+                   "the pipeline is planned for (default ulx3s-85f)")
+    p.add_argument("--target-fps", type=_count, help="with --design network: as insitu build")
+    p.add_argument("--budget", help="with --design network: as insitu build (lc=N,dsp=N,bram=N)")
+    p.add_argument("--stall", type=_rate, default=0.0, metavar="RATE", help="with --design network: stall each "
+                   "stream end at random this fraction of clocks (seeded by --seed)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.set_defaults(func=cmd_run)
 
-    from ..boards import BOARDS
     p = sub.add_parser("flash", help="program a board with a bitstream (the last build for it by default) "
                        "through iceprog, openFPGALoader or dfu-util")
     p.add_argument("--board", required=True, choices=list(BOARDS))
@@ -65,8 +74,57 @@ def _images(model, args):
     return random_images(model, n, args.seed), None, f"{n} seeded random images (seed {args.seed}, no labels)"
 
 
+def cmd_network_run(args):
+    import sys
+
+    from ..boards import get_board
+    from ..golden import modelfile
+    from ..hdl.params import ParameterError
+    from .build import write_result
+    from .designs_network import parse_budget, run_network
+    if args.port:
+        raise CLIError("--design network runs in the compiled simulation (--sim) only: the pipeline has no UART "
+                       "link on a board yet")
+    soc_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults), ("--path", args.path != "both"))
+                if v]
+    if soc_only:
+        raise CLIError(f"{', '.join(soc_only)} applies to --design soc only")
+    model = modelfile.load(args.model)
+    images, labels, source = _images(model, args)
+    board = get_board(args.board)
+
+    def say(text):
+        print(text, file=sys.stderr, flush=True)
+    try:
+        report = run_network(model, images, labels=labels, board=board, target_fps=args.target_fps,
+                             budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed,
+                             progress=say)
+    except ParameterError as error:
+        raise CLIError(str(error)) from None
+    report.update(model=os.path.basename(args.model), target="sim", images_from=source)
+    print(f"images: {report['images']} ({source}) through the {board.name} pipeline in the compiled simulation")
+    if "accuracy" in report:
+        print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
+    print(f"mismatches against the golden model: {report['mismatches']}")
+    print(f"cycles per image: {report['cycles_per_image']:,.0f} (plan {report['estimated_cycles_per_image']:,}), "
+          f"latency {report['latency_cycles']:,} cycles; {report['images_per_second_at_clock']:,} images/s at "
+          f"{report['clock_mhz']:g} MHz")
+    if args.json:
+        write_result(args.json, report, inputs=[args.model])
+        print(f"written: {args.json}")
+    if report["mismatches"]:
+        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: "
+                       f"{report['first_mismatches']})")
+
+
 def cmd_run(args):
     import sys
+    if args.design == "network":
+        return cmd_network_run(args)
+    network_only = [o for o, v in (("--target-fps", args.target_fps), ("--budget", args.budget),
+                                   ("--stall", args.stall)) if v]
+    if network_only:
+        raise CLIError(f"{', '.join(network_only)} applies to --design network only")
 
     from ..golden import modelfile
     from ..soc import protocol

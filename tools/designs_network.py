@@ -635,3 +635,40 @@ class CompiledNetwork:
         if not (last[:, -1].all() and not last[:, :-1].any()):
             raise RuntimeError("The pipeline's scores lost their image boundaries (last flags out of place)")
         return scores, fields["klass"].reshape(n, classes)[:, -1], clocks
+
+
+def run_network(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
+                progress=None):
+    """Run ``images`` through ``model``'s pipeline (planned for ``board``) in the compiled simulation and
+    compare every score with :func:`~insitu.golden.network.forward_int`. Returns the report: mismatches,
+    accuracy, cycles per image (the interval, images back to back) and latency (one image alone), images/s
+    at the plan's clock, and the plan."""
+    import time
+
+    from ..golden import network as golden_network
+    pipeline, the_plan = build_pipeline(model, board, target_fps=target_fps, budget=budget)
+    if progress:
+        progress(the_plan.format())
+    sim = CompiledNetwork(pipeline, progress=progress)
+    _, _, latency = sim.infer(images[:1])
+    start = time.monotonic()
+    scores, classes, clocks = sim.infer(images, seed=seed, stall=stall)
+    seconds = time.monotonic() - start
+    want = golden_network.forward_int(model, images)
+    bad = np.flatnonzero((scores != want).any(axis=1) | (classes != want.argmax(axis=1)))
+    per_image = clocks / len(images)
+    report = {
+        "design": "network", "board": board.name, "family": board.family, "images": len(images),
+        "mismatches": int(len(bad)), "first_mismatches": bad[:10].tolist(),
+        "cycles_per_image": round(per_image, 1), "latency_cycles": int(latency),
+        "clock_mhz": the_plan.frequency / 1e6,
+        "images_per_second_at_clock": round(the_plan.frequency / per_image),
+        "estimated_cycles_per_image": the_plan.cycles, "stall": stall,
+        "simulated_clocks_per_second": round(clocks / seconds) if seconds else None,
+        "plan": the_plan.table(), "estimate": the_plan.totals(),
+        "weight_bits": int(sum(s.weight_bits for s in the_plan.stages)),
+    }
+    if labels is not None:
+        report["accuracy"] = round(float((classes == labels).mean()), 4)
+        report["golden_accuracy"] = round(float((want.argmax(axis=1) == labels).mean()), 4)
+    return report

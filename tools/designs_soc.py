@@ -146,10 +146,28 @@ def peripheral_cost(accel, family="ecp5"):
     return 300 + 350 * layer.lanes, 5 + weight_blocks, layer.m * layer.n * 8 + fifo_bits
 
 
+def peripheral_dsp(accel, family="ecp5"):
+    """MULT18X18D blocks a peripheral takes on the ECP5 (synthesis maps every multiplier to one; none on
+    the iCE40, built without ``-dsp``): an int8 convolution ``c_in · k² · parallel``, a fully connected
+    layer two per lane (half-depth products), MLG's generator and PE 41 and circulant's FFTs and MAC 12
+    (their committed SoC builds)."""
+    from ..soc.accel import ConvAccel, SmartDealRows, StagedWeights
+    if family != "ecp5":
+        return 0
+    if isinstance(accel, ConvAccel):
+        weights = accel.weights
+        if isinstance(weights, StagedWeights):
+            return 0 if weights.pe == "qgp" else accel.c_in * weights.k ** 2 * weights.parallel
+        return 1 if isinstance(weights, SmartDealRows) else 41
+    layer = accel.layer
+    return 12 if layer.bank == "circ" else 2 * layer.lanes
+
+
 def choose_peripherals(model, spec, board, rom_bytes=0):
     """The peripherals for ``model``'s layers that ``spec`` names ("auto", "none", a comma-separated list).
     auto: greedily by estimated multiply-accumulates saved per unit of logic, while the estimated logic
-    stays within 90 % of the board's and the block RAM within its capacity (after a ROM of ``rom_bytes``)."""
+    stays within 90 % of the board's, the block RAM within its capacity (after a ROM of ``rom_bytes``) and
+    the DSPs within the board's (:func:`peripheral_dsp`)."""
     from .blob import model_accelerators
     from ..hdl.params import abandon
     family = board.family if board else "ecp5"
@@ -168,6 +186,7 @@ def choose_peripherals(model, spec, board, rom_bytes=0):
         return {n: accels[n] for n in names}
     cells, _, memory_bits = board.capacity if board and board.capacity else (10 ** 9, "", 10 ** 12)
     logic, blocks, bits = SOC_BASE_LOGIC, SOC_BASE_BLOCKS + -(-rom_bytes // 512), 8 * rom_bytes
+    dsp, dsp_have = 0, board.dsp if board and board.dsp else 10 ** 6
     layers = {layer.name: layer for layer in model.weight_layers}
 
     def benefit(name):
@@ -176,11 +195,12 @@ def choose_peripherals(model, spec, board, rom_bytes=0):
     chosen = {}
     for name in sorted(accels, key=lambda n: -benefit(n) / peripheral_cost(accels[n], family)[0]):
         cost, more_blocks, more_bits = peripheral_cost(accels[name], family)
+        more_dsp = peripheral_dsp(accels[name], family)
         fits = logic + cost <= 0.9 * cells and (blocks + more_blocks <= 30 if family == "ice40" else
-                                                bits + more_bits <= memory_bits)
+                                                bits + more_bits <= memory_bits) and dsp + more_dsp <= dsp_have
         if fits:
             chosen[name] = accels[name]
-            logic, blocks, bits = logic + cost, blocks + more_blocks, bits + more_bits
+            logic, blocks, bits, dsp = logic + cost, blocks + more_blocks, bits + more_bits, dsp + more_dsp
         else:
             abandon(accels[name])
     return chosen

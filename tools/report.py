@@ -21,7 +21,11 @@ def format_report(report):
         for name, r in report["resources"].items()])
     clocks = format_table(["clock", "achieved MHz", "target MHz", "met"], [
         (c["name"], c["achieved_mhz"], c["target_mhz"], "yes" if c["met"] else "NO") for c in report["clocks"]])
-    info = "  ".join(f"{k}={v}" for k, v in report.get("design_info", {}).items())
+    # figures of one line; tables (a network's plan) are printed by their command
+    info = "  ".join(f"{k}={v}" for k, v in report.get("design_info", {}).items()
+                     if not (isinstance(v, (dict, list)) and any(isinstance(e, dict) for e in
+                                                                  (v.values() if isinstance(v, dict) else v)))
+                     and not (isinstance(v, str) and "\n" in v))
     bit = report["bitstream"]
     return "\n".join([
         head, "", res, "", clocks, "",

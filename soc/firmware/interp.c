@@ -123,7 +123,8 @@ int interp_check(const uint32_t *blob, size_t len, size_t arena_bytes, struct mo
             if (l->method == METHOD_CIRCULANT && !(l->flags & FLAG_INT8_INPUT))
                 return STATUS_BAD_MODEL;
             if (l->method > 31 || !RUNTIME_HAS(l->method))
-                return l->method <= METHOD_CIRCULANT ? STATUS_UNSUPPORTED : STATUS_BAD_MODEL;
+                return l->method >= METHOD_DENSE && l->method <= METHOD_CIRCULANT ? STATUS_UNSUPPORTED
+                                                                                   : STATUS_BAD_MODEL;
             uint32_t need = layer_scratch(l);
             if (need == BAD || need > scratch)
                 return STATUS_BAD_MODEL;
