@@ -212,3 +212,17 @@ def test_real_build_of_the_digits_network(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["design"] == "network" and report["resources"]["DSP"]["used"] > 0
     assert [row["layer"] for row in report["design_info"]["plan"]] == ["conv1", "conv2", "fc1", "fc2"]
+
+
+@pytest.mark.slow
+def test_bench_network_compares_the_pipeline_with_the_soc(tmp_path, monkeypatch):
+    import json
+
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "network", "--model", f"{MODELS}/digits-qgp.npz", "--boards", "ulx3s-85f",
+                 "--soc-images", "2", "--json", "b.json"]) == 0
+    rows = {r["design"]: r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert set(rows) == {"pipeline", "soc-accelerator", "soc-software"}
+    assert all(r["mismatches"] == 0 for r in rows.values())
+    assert rows["pipeline"]["images_per_second"] > 100 * rows["soc-accelerator"]["images_per_second"]

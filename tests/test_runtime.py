@@ -209,7 +209,8 @@ def test_a_runtime_built_for_some_methods_refuses_the_others(board, tmp_path):
 def test_blobs_keep_the_stored_weights_and_size_their_working_memory(name):
     """The blob carries each layer's weights in the model file's stored form (its bits, not a decoded
     copy), and its header the working memory the interpreter will take: two activation buffers and the
-    largest decoding scratch (SmartDeal: basis and one filter; MLG: W1, one filter and the basis; ESCALATE:
+    largest decoding scratch (SmartDeal: basis and one filter; MLG: W1, one filter, the basis and the bo
+    level-1 outputs of its factored evaluation; ESCALATE:
     basis and one filter; circulant: the input spectra and one transform)."""
     from insitu.golden import circulant, escalate as golden_escalate, mlg as golden_mlg, smartdeal as golden_smartdeal
     from insitu.soc.modelblob import HEADER, LAYER_FIELDS, payload_offset, working_bytes
@@ -233,7 +234,8 @@ def test_blobs_keep_the_stored_weights_and_size_their_working_memory(name):
             g = golden_mlg.unpack(layer.data["image"].tobytes())
             assert stored == golden_mlg.bit_stream(layer.data["image"].tobytes())[0]
             kk = g.k * g.k
-            scratch = max(scratch, (g.bo + 1) * g.c_in * kk + g.bo * g.bi * kk)
+            out_pixels = int(np.prod(layer.out_shape[1:])) if layer.kind == "conv2d" else 1
+            scratch = max(scratch, (g.bo + 1) * g.c_in * kk + g.bo * g.bi * kk + g.bo * out_pixels)
         elif layer.method == "escalate":
             e = layer.entry.decode(layer)
             assert stored == golden_escalate.bit_stream(layer.data["image"].tobytes())[0]

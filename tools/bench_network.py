@@ -48,7 +48,7 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
     if data is None:
         raise ParameterError("bench network takes a model of the digits images (1×8×8)")
     x, y = data.x_test, data.y_test
-    rows, soc_paths = [], None
+    rows, soc_paths, simulated = [], None, []
     for name in boards:
         board = get_board(name)
         unit = "lc" if board.family == "ice40" else "lut"
@@ -81,13 +81,19 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
         if soc_paths is None:
             transport = sim_transport(Path(build_root) / "soc-sim", accelerate_for=model, progress=progress)
             try:
-                soc_paths = run_model(model, x[:soc_images], transport, labels=y[:soc_images],
-                                      paths=("software", "accelerator"), progress=progress)["paths"]
+                ran = run_model(model, x[:soc_images], transport, labels=y[:soc_images],
+                                paths=("software", "accelerator"), progress=progress)
+                soc_paths, simulated = ran["paths"], list(ran["peripherals"])
             finally:
                 if hasattr(transport, "close"):
                     transport.close()
         clock = _clock(report)
+        built = list(report["design_info"].get("peripherals_for_layers") or [])
         for path in ("accelerator", "software"):
+            if path == "accelerator" and not built:
+                rows.append({"board": name, "design": "soc-accelerator", "error": "no peripheral fits this board "
+                             "beside the runtime: every layer runs in software"})
+                continue
             p = soc_paths[path]
             rows.append({"board": name, "design": f"soc-{path}", "images": soc_images,
                          "mismatches": p["mismatches"], "accuracy": p.get("accuracy"),
@@ -98,7 +104,10 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
                          "fmax_mhz": min(c["achieved_mhz"] for c in report["clocks"]),
                          "timing_met": report["timing_met"],
                          "weight_bits": int(sum(network.layer_storage_bits(layer) for layer in model.weight_layers)),
-                         "peripherals": report["design_info"].get("peripherals_for_layers")})
+                         "peripherals": built if path == "accelerator" else [],
+                         **({"note": f"cycles simulated with peripherals for {', '.join(simulated)}; the build "
+                                     f"has {', '.join(built)}"}
+                            if path == "accelerator" and sorted(simulated) != sorted(built) else {})})
     result = {"format": "insitu-bench/1", "bench": "network", "model": Path(params.model).name,
               "parameters": dataclasses.asdict(params), "soc_images": soc_images, "rows": rows,
               "provenance": provenance(inputs=[params.model])}
@@ -115,6 +124,6 @@ def format_bench_network(result):
             continue
         rows.append((r["board"], r["design"], f"{r['images_per_second']:,}", f"{r['latency_us']:,}",
                      f"{r['logic']:,} {r['logic_unit'].upper()}", r["dsp"], r["bram"], f"{r['weight_bits']:,}",
-                     f"{r['fmax_mhz']:.1f}", r["mismatches"], ""))
+                     f"{r['fmax_mhz']:.1f}", r["mismatches"], r.get("note", "")[:60]))
     return format_table(["board", "design", "images/s", "latency µs", "logic", "DSP", "BRAM", "weight bits",
                          "fmax MHz", "mismatches", "note"], rows)

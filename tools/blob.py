@@ -42,7 +42,8 @@ def _weights(layer, rec):
         g = mlg.unpack(image)
         payload, _ = mlg.bit_stream(image)
         rec.update(k=g.k, p0=g.bo | g.bi << 16, p1=g.bits[0] | g.bits[1] << 8 | g.bits[2] << 16)
-        return payload, None, (g.bo + 1) * g.c_in * g.k * g.k + g.bo * g.bi * g.k * g.k
+        return payload, None, ((g.bo + 1) * g.c_in * g.k * g.k + g.bo * g.bi * g.k * g.k
+                               + g.bo * rec["h_out"] * rec["w_out"])      # + the level-1 outputs (factored)
     if layer.method == "escalate":
         e = escalate.unpack(image)
         payload, _ = escalate.bit_stream(image)

@@ -200,8 +200,8 @@ def _conv_stage(layer, in_shape, family, act_width):
         def estimate(p):
             return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + 120 * c_in * p,
                     "dsp": 0, "blocks": lines, "multipliers": 0}
-        return Stage(layer.name, "conv2d", method, "MuxConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits, "LUT",
-                     f"{code}-bit tap codes, {c_out // 1}x{c_in} kernels", estimate)
+        return Stage(layer.name, "conv2d", method, "MuxConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits,
+                     "LUT", f"{code}-bit tap codes, {c_out}x{c_in} kernels", estimate)
     if method == "dense":
         bits = c_out * c_in * k * k * 8
 
@@ -210,8 +210,8 @@ def _conv_stage(layer, in_shape, family, act_width):
             logic, dsp = _mults(family, mults)
             return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + logic, "dsp": dsp,
                     "blocks": lines, "multipliers": mults}
-        return Stage(layer.name, "conv2d", method, "DenseConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits, "LUT",
-                     "int8 kernels, one PE word per output channel group", estimate)
+        return Stage(layer.name, "conv2d", method, "DenseConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1,
+                     bits, "LUT", "int8 kernels, one PE word per output channel group", estimate)
     if method in ("smartdeal", "mlg"):
         macs = c_out * c_in * k * k
         bits = layer.entry.storage_bits(layer)

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
            "tools/designs_soc.py", "tools/designs_network.py",
            "tools/design_params.py", "tools/bench.py", "tools/bench_circulant.py",
-           "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py", "tools/blob.py", "tools/deploy.py")
+           "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py",
+           "tools/blob.py", "tools/deploy.py")
 _SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
 
 #: the ``insitu`` arguments of the command being run (set by the command line), recorded in results

@@ -67,7 +67,7 @@ static uint32_t layer_scratch(const struct blob_layer *l) {
         }
         if (bo == 0 || bi == 0 || (l->kind == KIND_LINEAR && l->k != 1))
             return BAD;
-        return (bo + 1) * filter + bo * bi * kk;
+        return (bo + 1) * filter + bo * bi * kk + bo * l->h_out * l->w_out;   /* + the bo level-1 outputs */
     }
     case METHOD_ESCALATE: {
         if (!RUNTIME_HAS(METHOD_ESCALATE))
@@ -359,11 +359,67 @@ static void decoder_next(struct decoder *d) {
     }
 }
 
+/* v · z for a small MLG code v (odd, |v| < 2^16): shifts and adds, wrapping as the sums do. */
+static int32_t mul_code(int32_t v, int32_t z) {
+    uint32_t m = v < 0 ? 0u - (uint32_t)v : (uint32_t)v, acc = 0, zz = (uint32_t)z;
+    for (; m; m >>= 1, zz <<= 1)
+        if (m & 1)
+            acc += zz;
+    return (int32_t)(v < 0 ? 0u - acc : acc);
+}
+
+/* MLG in factored form: the bo level-1 products z_b = W1[b] · x first (a convolution with W1[b] as the
+ * filter, or a dot product), then y[o] = Σ_b v[o][b] · z_b. Exact: the generated weights are v · W1 in
+ * integers and the 32-bit sums wrap alike, for bo · (c_in·k² + c_out) instead of c_out · c_in·k² products
+ * per output pixel. The v codes follow u in the stream, filter after filter. */
+static void mlg_layer(const struct blob_layer *l, const uint8_t *base, const int32_t *x, int32_t *y, int32_t *scratch,
+                      const struct conv_geometry *g) {
+    struct decoder d;
+    decoder_start(&d, l, base, scratch);
+    uint32_t bo = l->p0 & 0xffff, bi = l->p0 >> 16, kk = l->k * l->k, hw = l->h_in * l->w_in;
+    uint32_t plane_out = l->h_out * l->w_out, bits2 = (l->p1 >> 16) & 0xff;
+    int32_t top2 = (int32_t)((1u << bits2) - 1);
+    int small = l->flags & FLAG_INT8_INPUT;
+    int32_t *z = d.basis + bo * bi * kk;
+    const int32_t *w1 = d.table;
+    for (uint32_t b = 0; b < bo; b++) {
+        int32_t *zb = z + b * plane_out;
+        for (uint32_t i = 0; i < plane_out; i++)
+            zb[i] = 0;
+        const int32_t *plane = x;
+        for (uint32_t ci = 0; ci < l->c_in; ci++, plane += hw)
+            for (uint32_t r = 0; r < l->k; r++)
+                for (uint32_t c = 0; c < l->k; c++, w1++) {
+                    if (!*w1)
+                        continue;
+                    if (l->kind == KIND_LINEAR) {
+                        if (plane[0])
+                            zb[0] = (int32_t)((uint32_t)zb[0] + (uint32_t)mul_act(*w1, plane[0], small));
+                    } else
+                        tap(g, zb, plane, r, c, *w1, small);
+                }
+    }
+    for (uint32_t o = 0; o < l->c_out; o++, y += plane_out) {
+        for (uint32_t i = 0; i < plane_out; i++)
+            y[i] = 0;
+        for (uint32_t b = 0; b < bo; b++) {
+            int32_t v = 2 * (int32_t)take(&d.bits, bits2) - top2;
+            const int32_t *zb = z + b * plane_out;
+            for (uint32_t i = 0; i < plane_out; i++)
+                y[i] = (int32_t)((uint32_t)y[i] + (uint32_t)mul_code(v, zb[i]));
+        }
+    }
+}
+
 static void conv2d(const struct blob_layer *l, const uint8_t *base, const int32_t *x, int32_t *y, int32_t *scratch) {
     struct conv_geometry g = {l->stride, l->w_in, l->h_out, l->w_out, (int32_t)l->padding, (int32_t)l->h_in,
                               (int32_t)(l->stride * l->w_in)};
     uint32_t k = l->k, hw = l->h_in * l->w_in, plane_out = l->h_out * l->w_out;
     int small = l->flags & FLAG_INT8_INPUT;
+    if (RUNTIME_HAS(METHOD_MLG) && l->method == METHOD_MLG) {
+        mlg_layer(l, base, x, y, scratch, &g);
+        return;
+    }
     const int8_t *w = (const int8_t *)(base + l->w_off);
     const uint8_t *code = base + l->w_off;
     uint32_t index_mask = (1u << l->aux) - 1;
@@ -403,6 +459,11 @@ static void conv2d(const struct blob_layer *l, const uint8_t *base, const int32_
 static void linear(const struct blob_layer *l, const uint8_t *base, const int32_t *x, int32_t *y, int32_t *scratch) {
     const int8_t *w = (const int8_t *)(base + l->w_off);
     int small = l->flags & FLAG_INT8_INPUT;
+    if (RUNTIME_HAS(METHOD_MLG) && l->method == METHOD_MLG) {
+        /* the input as a 1×1 image of c_in channels: each level-1 row is a "filter" of c_in 1×1 taps */
+        mlg_layer(l, base, x, y, scratch, 0);
+        return;
+    }
     struct decoder d;
     int decoded = (RUNTIME_HAS(METHOD_SMARTDEAL) || RUNTIME_HAS(METHOD_MLG)) && l->method != METHOD_DENSE;
     if (decoded)
