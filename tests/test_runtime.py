@@ -165,7 +165,7 @@ def test_version_mismatch_and_silence_are_one_line_errors(board, monkeypatch):
 #: settings far from the defaults: wide bases and shifts (weights beyond int8), per-channel bases, integer
 #: coefficients, wider factor codes
 VARIANTS = {"smartdeal": {"group_size": 1, "basis_bits": 10, "e_range": [-2, 3], "density": 0.9},
-            "mlg": {"bi": 2, "bo": 3, "bits": [4, 7, 4]},
+            "mlg": {"bi": 2, "bo": 3, "bits": [4, 8, 4]},
             "escalate": {"bases": 3, "shared": False, "mode": "int", "coef_bits": 6, "density": 0.7}}
 
 
@@ -239,7 +239,7 @@ def test_blobs_keep_the_stored_weights_and_size_their_working_memory(name):
         elif layer.method == "escalate":
             e = layer.entry.decode(layer)
             assert stored == golden_escalate.bit_stream(layer.data["image"].tobytes())[0]
-            scratch = max(scratch, e.basis.size + e.c_in * e.k * e.k)
+            scratch = max(scratch, e.basis.size + e.c_out + e.bases * int(np.prod(layer.out_shape[1:])))
         elif layer.method == "circulant":
             c = layer.entry.decode(layer)
             assert rec["w_bytes"] * 8 == circulant.storage_bits(c) * 16 // c.spectrum_width

@@ -48,7 +48,8 @@ def _weights(layer, rec):
         e = escalate.unpack(image)
         payload, _ = escalate.bit_stream(image)
         rec.update(p0=e.bases, p1=int(e.shared) | (e.mode == "pow2") << 1 | e.basis_bits << 8 | e.coef_bits << 16)
-        return payload, None, e.basis.size + c_in * kk
+        # the basis, a stream cursor per filter and one input channel's basis maps (basis first)
+        return payload, None, e.basis.size + rec["c_out"] + e.bases * rec["h_out"] * rec["w_out"]
     if layer.method == "circulant":
         c = layer.entry.decode(layer)
         if (c.act_width, c.fft_width, c.twiddle_width) != (8, 16, 16) or c.spectrum_width > 16:

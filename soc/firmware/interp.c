@@ -3,12 +3,12 @@
  * golden model does. Products of int8 weights and int8 activations use quarter squares (RV32I has no
  * multiplier); other products the runtime's __mulsi3.
  *
- * Compressed layers keep their stored form in the blob and are decoded while they run, one output filter
- * (or row) at a time, into the scratch memory after the two activation buffers: SmartDeal by shift-and-add
- * of its basis, MLG by generating its level-1 matrices once per image and each filter from them, ESCALATE
- * from its basis and sparse coefficients. Each decoded filter then runs as a dense one: the integers are
- * the golden model's (insitu.golden.methods, integer_weights), so the accumulators are too. Circulant
- * layers run the 16-bit radix-2² FFT of insitu.golden.fft, bit for bit. */
+ * Compressed layers keep their stored form in the blob and are decoded while they run, into the scratch
+ * memory after the two activation buffers. SmartDeal decodes one output filter (or row) at a time by
+ * shift-and-add of its basis, and each decoded filter then runs as a dense one. MLG runs in factored form
+ * (mlg_layer) and ESCALATE basis first (escalate_layer), as their hardware does. Either way the integers
+ * are the golden model's (insitu.golden.methods, integer_weights), so the 32-bit accumulators are too.
+ * Circulant layers run the 16-bit radix-2² FFT of insitu.golden.fft, bit for bit. */
 #include "runtime.h"
 #include "protocol.h"
 #include "interp.h"
@@ -76,7 +76,8 @@ static uint32_t layer_scratch(const struct blob_layer *l) {
         if (l->kind != KIND_CONV2D || bases == 0 || basis_bits < 2 || basis_bits > 16 || coef_bits < 2 ||
                 coef_bits > 16)
             return BAD;
-        return ((l->p1 & 1) ? bases * kk : l->c_in * bases * kk) + filter;
+        /* the basis, a stream cursor per filter, the basis maps of one input channel */
+        return ((l->p1 & 1) ? bases * kk : l->c_in * bases * kk) + l->c_out + bases * l->h_out * l->w_out;
     }
     case METHOD_CIRCULANT: {
         if (!RUNTIME_HAS(METHOD_CIRCULANT))
@@ -267,6 +268,7 @@ static void decoder_start(struct decoder *d, const struct blob_layer *l, const u
         /* basis (bo × bi × k²), then u (bo × c_in × bi): W1[b] = u[b] · basis[b], kept for every filter */
         uint32_t bo = l->p0 & 0xffff, bi = l->p0 >> 16, bits0 = l->p1 & 0xff, bits1 = (l->p1 >> 8) & 0xff;
         int32_t top0 = (int32_t)((1u << bits0) - 1), top1 = (int32_t)((1u << bits1) - 1);
+        int small_codes = bits0 <= 7 && bits1 <= 7;        /* codes within ±127: mul8's table */
         d->filter = d->table + bo * filter;
         d->basis = d->filter + filter;
         for (uint32_t i = 0; i < bo * bi * kk; i++)
@@ -280,7 +282,7 @@ static void decoder_start(struct decoder *d, const struct blob_layer *l, const u
                 for (uint32_t i = 0; i < bi; i++) {
                     int32_t u = 2 * (int32_t)take(&d->bits, bits1) - top1;
                     for (uint32_t t = 0; t < kk; t++)
-                        w1[t] += u * basis[i * kk + t];
+                        w1[t] += small_codes ? mul8(u, basis[i * kk + t]) : u * basis[i * kk + t];
                 }
             }
         }
@@ -288,7 +290,7 @@ static void decoder_start(struct decoder *d, const struct blob_layer *l, const u
         uint32_t n = ((l->p1 & 1) ? 1 : l->c_in) * l->p0 * kk, basis_bits = (l->p1 >> 8) & 0xff;
         for (uint32_t i = 0; i < n; i++)
             d->table[i] = take_signed(&d->bits, basis_bits);
-        d->filter = d->table + n;
+        d->filter = d->table + n;                          /* escalate_layer's working memory from here */
     }
 }
 
@@ -331,30 +333,6 @@ static void decoder_next(struct decoder *d) {
             int32_t v = 2 * (int32_t)take(&d->bits, bits2) - top2;
             for (uint32_t t = 0; t < size; t++)
                 f[t] += v * w1[t];
-        }
-    } else if (RUNTIME_HAS(METHOD_ESCALATE)) {
-        /* ESCALATE: filter[c] = Σ_m coef[o][c][m] · basis[c][m], coefficients zero-flagged */
-        uint32_t bases = l->p0, shared = l->p1 & 1, pow2 = l->p1 & 2, coef_bits = (l->p1 >> 16) & 0xff;
-        uint32_t exp_bits = log2_ceil(coef_bits);
-        if (exp_bits == 0)
-            exp_bits = 1;
-        for (uint32_t c = 0; c < l->c_in; c++, f += kk) {
-            const int32_t *basis = d->table + (shared ? 0 : c * bases * kk);
-            for (uint32_t t = 0; t < kk; t++)
-                f[t] = 0;
-            for (uint32_t m = 0; m < bases; m++, basis += kk) {
-                if (take(&d->bits, 1))
-                    continue;
-                if (pow2) {
-                    uint32_t negative = take(&d->bits, 1), j = take(&d->bits, exp_bits);
-                    for (uint32_t t = 0; t < kk; t++)
-                        f[t] += negative ? -shl(basis[t], j) : shl(basis[t], j);
-                } else {
-                    int32_t coef = take_signed(&d->bits, coef_bits);
-                    for (uint32_t t = 0; t < kk; t++)
-                        f[t] += coef * basis[t];
-                }
-            }
         }
     }
 }
@@ -411,6 +389,73 @@ static void mlg_layer(const struct blob_layer *l, const uint8_t *base, const int
     }
 }
 
+/* ESCALATE basis first, as its hardware does: input channel c's basis maps z_m = basis[c][m] ⊛ x_c
+ * (bases convolutions), then y[o] += Σ_m coef[o][c][m] · z_m for every filter o, the coefficients as
+ * shifts (pow2) or shift-and-add products, zeros skipped. Exact: the decoded filter is Σ_m coef · basis in
+ * integers and the 32-bit sums wrap alike, for c_in · (bases · k² + c_out · nonzeros) operations per
+ * output pixel instead of c_out · c_in · k². The stream is filter-major (o, c, m), so a first pass
+ * records where each filter's coefficients start and each filter then keeps its own cursor. */
+static uint32_t escalate_coef_bits(const struct blob_layer *l) {     /* bits of one nonzero coefficient */
+    uint32_t coef_bits = (l->p1 >> 16) & 0xff, exp_bits = log2_ceil(coef_bits);
+    return (l->p1 & 2) ? 1 + (exp_bits ? exp_bits : 1) : coef_bits;
+}
+
+static void escalate_layer(const struct blob_layer *l, const uint8_t *base, const int32_t *x, int32_t *y,
+                           int32_t *scratch, const struct conv_geometry *g) {
+    struct decoder d;
+    decoder_start(&d, l, base, scratch);
+    uint32_t bases = l->p0, shared = l->p1 & 1, pow2 = l->p1 & 2, coef_bits = (l->p1 >> 16) & 0xff;
+    uint32_t kk = l->k * l->k, hw = l->h_in * l->w_in, plane_out = l->h_out * l->w_out;
+    uint32_t nonzero = escalate_coef_bits(l), exp_bits = nonzero - 1;
+    int small = l->flags & FLAG_INT8_INPUT;
+    uint32_t *cursor = (uint32_t *)d.filter;
+    int32_t *z = d.filter + l->c_out;
+    for (uint32_t o = 0; o < l->c_out; o++) {                  /* where each filter's coefficients start */
+        cursor[o] = d.bits.pos;
+        for (uint32_t t = 0; t < l->c_in * bases; t++)
+            if (!take(&d.bits, 1))
+                d.bits.pos = d.bits.pos + nonzero > d.bits.end ? d.bits.end : d.bits.pos + nonzero;
+    }
+    for (uint32_t i = 0; i < l->c_out * plane_out; i++)
+        y[i] = 0;
+    const int32_t *plane = x;
+    for (uint32_t c = 0; c < l->c_in; c++, plane += hw) {
+        const int32_t *basis = d.table + (shared ? 0 : c * bases * kk);
+        for (uint32_t m = 0; m < bases; m++, basis += kk) {
+            int32_t *zm = z + m * plane_out;
+            for (uint32_t i = 0; i < plane_out; i++)
+                zm[i] = 0;
+            for (uint32_t r = 0, t = 0; r < l->k; r++)
+                for (uint32_t q = 0; q < l->k; q++, t++)
+                    if (basis[t])
+                        tap(g, zm, plane, r, q, basis[t], small);
+        }
+        int32_t *out = y;
+        for (uint32_t o = 0; o < l->c_out; o++, out += plane_out) {
+            d.bits.pos = cursor[o];
+            const int32_t *zm = z;
+            for (uint32_t m = 0; m < bases; m++, zm += plane_out) {
+                if (take(&d.bits, 1))
+                    continue;
+                if (pow2) {
+                    uint32_t negative = take(&d.bits, 1), j = take(&d.bits, exp_bits);
+                    if (negative)
+                        for (uint32_t i = 0; i < plane_out; i++)
+                            out[i] = (int32_t)((uint32_t)out[i] - ((uint32_t)zm[i] << j));
+                    else
+                        for (uint32_t i = 0; i < plane_out; i++)
+                            out[i] = (int32_t)((uint32_t)out[i] + ((uint32_t)zm[i] << j));
+                } else {
+                    int32_t coef = take_signed(&d.bits, coef_bits);
+                    for (uint32_t i = 0; i < plane_out; i++)
+                        out[i] = (int32_t)((uint32_t)out[i] + (uint32_t)mul_code(coef, zm[i]));
+                }
+            }
+            cursor[o] = d.bits.pos;
+        }
+    }
+}
+
 static void conv2d(const struct blob_layer *l, const uint8_t *base, const int32_t *x, int32_t *y, int32_t *scratch) {
     struct conv_geometry g = {l->stride, l->w_in, l->h_out, l->w_out, (int32_t)l->padding, (int32_t)l->h_in,
                               (int32_t)(l->stride * l->w_in)};
@@ -418,6 +463,10 @@ static void conv2d(const struct blob_layer *l, const uint8_t *base, const int32_
     int small = l->flags & FLAG_INT8_INPUT;
     if (RUNTIME_HAS(METHOD_MLG) && l->method == METHOD_MLG) {
         mlg_layer(l, base, x, y, scratch, &g);
+        return;
+    }
+    if (RUNTIME_HAS(METHOD_ESCALATE) && l->method == METHOD_ESCALATE) {
+        escalate_layer(l, base, x, y, scratch, &g);
         return;
     }
     const int8_t *w = (const int8_t *)(base + l->w_off);
