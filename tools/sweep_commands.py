@@ -92,6 +92,18 @@ def _command_for(path):
     return [*kept, "--json", str(path), "--build-dir", str(Path("build") / "results" / Path(path).stem)]
 
 
+def _recorded_seconds(path, unknown=600.0):
+    """How long ``path`` took to make last time, as it records it (``unknown`` when it does not)."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return unknown
+    for key in ("wall_seconds", "seconds"):
+        if isinstance(result.get(key), (int, float)):
+            return float(result[key])
+    return unknown
+
+
 def _run_command(argv, cwd):
     """One result, on a worker: the insitu command in a process of its own."""
     done = subprocess.run([sys.executable, "-m", "insitu.tools.cli", *argv], cwd=cwd, capture_output=True,
@@ -127,6 +139,7 @@ def cmd_results(args):
         return
     for path in todo:
         _command_for(path)                                   # every command is known before any work
+    todo.sort(key=lambda path: -_recorded_seconds(path))     # longest first: the last task ends sooner
     outcomes = regenerate(todo, scheduler=args.scheduler, workers=args.workers)
     failed = [o for o in outcomes if o["returncode"] != 0]
     for o in failed:
