@@ -297,3 +297,23 @@ def test_small_promises(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("insitu ")
+
+
+def test_train_one_model_with_a_method_per_layer(tmp_path, capsys):
+    """--layer-method fine-tunes one mixed model (layers not named stay int8); a bad layer or method is
+    refused before any training."""
+    pytest.importorskip("torch")
+    out = tmp_path / "models"
+    assert main(["train", "--arch", "digits-mlp", "--layer-method", "fc2=circulant", "--epochs", "1",
+                 "--finetune-epochs", "1", "--out-dir", str(out)]) == 0
+    model = modelfile.load(out / "digits-mlp-mixed.npz")
+    assert model.methods() == {"fc1": "dense", "fc2": "circulant", "fc3": "dense"}
+    assert model.meta["layer_methods"] == {"fc2": "circulant"} and model.meta["accuracy"]["integer"] is not None
+    assert sorted(p.name for p in out.iterdir()) == ["digits-mlp-float.npz", "digits-mlp-mixed.npz"]
+    for argv, msg in ((["--layer-method", "conv9=qgp"], "has no weight layer 'conv9'; its weight layers are fc1, fc2, fc3"),
+                      (["--layer-method", "fc1=qgp"], "Layer fc1: qgp compresses conv2d layers, not linear"),
+                      (["--layer-method", "fc1=qgp", "--seeds", "2"], "--layer-method trains one mixed model")):
+        assert main(["train", "--arch", "digits-mlp", "--out-dir", str(tmp_path / "none"), *argv]) == 1
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1
+    assert not (tmp_path / "none").exists()

@@ -186,6 +186,8 @@ def test_insitu_run_design_network_cli(tmp_path, monkeypatch, capsys):
     assert "--faults applies to --design soc only" in capsys.readouterr().err
     assert main(["run", "--sim", "--model", model, "--budget", "lc=5"]) == 1
     assert "--budget applies to --design network only" in capsys.readouterr().err
+    assert main(["run", "--sim", "--model", model, "--board", "icebreaker"]) == 1
+    assert "--board applies to --design network only" in capsys.readouterr().err
     assert main(["run", "--design", "network", "--sim", "--model", model, "--board", "icebreaker"]) == 1
     assert "does not fit the icebreaker" in capsys.readouterr().err
 

@@ -246,6 +246,9 @@ def make_parser():
     p.add_argument("--data", default="digits", metavar="SPEC",
                    help="data set: digits (default) or cifar10:PATH (the CIFAR-10 python directory)")
     p.add_argument("--prefix", metavar="NAME", help="model file prefix (default digits, or the --arch file name)")
+    p.add_argument("--layer-method", metavar="LAYER=M[,...]",
+                   help="instead of every method, fine-tune one model with a method per layer, e.g. "
+                   "conv1=qgp,conv2=qgp (the layers not named stay int8): writes PREFIX-mixed.npz")
     p.set_defaults(func=cmd_train)
 
     from ..golden import methods

@@ -46,7 +46,7 @@ def plan(model, method=None, layer_methods=None, settings=None):
     layer_methods = dict(layer_methods or {})
     settings = settings or {}
     weights = model.weight_layers
-    known = {layer.name for layer in weights}
+    known = [layer.name for layer in weights]
     for name in list(layer_methods) + list(settings):
         if name not in known:
             raise ParameterError(f"Model has no weight layer {name!r}; its weight layers are {', '.join(known)}")

@@ -37,7 +37,7 @@ def add_parsers(sub):
                    "runtime on the RISC-V SoC; network: the whole-network pipeline (insitu build --design network), "
                    "with --sim")
     from ..boards import BOARDS
-    p.add_argument("--board", choices=list(BOARDS), default="ulx3s-85f", help="with --design network: the board "
+    p.add_argument("--board", choices=list(BOARDS), help="with --design network: the board "
                    "the pipeline is planned for (default ulx3s-85f)")
     p.add_argument("--target-fps", type=_count, help="with --design network: as insitu build")
     p.add_argument("--budget", help="with --design network: as insitu build (lc=N,dsp=N,bram=N)")
@@ -91,7 +91,7 @@ def cmd_network_run(args):
         raise CLIError(f"{', '.join(soc_only)} applies to --design soc only")
     model = modelfile.load(args.model)
     images, labels, source = _images(model, args)
-    board = get_board(args.board)
+    board = get_board(args.board or "ulx3s-85f")
 
     def say(text):
         print(text, file=sys.stderr, flush=True)
@@ -121,8 +121,8 @@ def cmd_run(args):
     import sys
     if args.design == "network":
         return cmd_network_run(args)
-    network_only = [o for o, v in (("--target-fps", args.target_fps), ("--budget", args.budget),
-                                   ("--stall", args.stall)) if v]
+    network_only = [o for o, v in (("--board", args.board), ("--target-fps", args.target_fps),
+                                   ("--budget", args.budget), ("--stall", args.stall)) if v]
     if network_only:
         raise CLIError(f"{', '.join(network_only)} applies to --design network only")
 

@@ -38,7 +38,14 @@ def cmd_train(args):
     data = _dataset(args.data)
     prefix = args.prefix or ("digits" if args.arch is None and args.data == "digits" else
                              os.path.splitext(os.path.basename(args.arch or args.data.split(":")[0]))[0])
-    if args.seeds > 1:
+    if args.layer_method is not None:
+        from .compress import parse_layer_methods
+        from .train import train_mixed
+        if args.seeds > 1:
+            raise CLIError("--layer-method trains one mixed model; --seeds measures every method over seeds")
+        train_mixed(args.out_dir, parse_layer_methods(args.layer_method), desc=desc, data=data, prefix=prefix,
+                    epochs=args.epochs, finetune_epochs=args.finetune_epochs, seed=args.seed)
+    elif args.seeds > 1:
         from .train import train_seeds
         train_seeds(args.out_dir, list(range(args.seed, args.seed + args.seeds)), desc=desc, data=data,
                     prefix=prefix, epochs=args.epochs, finetune_epochs=args.finetune_epochs)

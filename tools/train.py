@@ -296,6 +296,52 @@ def train_all(out_dir, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40
     return paths
 
 
+def check_layer_methods(desc, layer_methods):
+    """Refuse, before any training, a ``{layer: method}`` that names no weight layer of ``desc`` or gives a
+    layer a method that cannot take it (one line, as :func:`insitu.tools.compress.plan` says it)."""
+    input_shape, specs = description.from_dict(desc)
+    weights = {}
+    for spec, (i, _) in zip(specs, description.infer_shapes(input_shape, specs)):
+        shape = description.weight_shape(spec, i)
+        if shape is not None:
+            weights[spec["name"]] = np.zeros(shape, np.float32)
+    compress.plan(network.from_description(desc, weights, {}), None, layer_methods)
+
+
+def train_mixed(out_dir, layer_methods, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40,
+                finetune_epochs=None, seed=0, progress=print):
+    """Train the float model and fine-tune one model with a method per layer (``{layer: method}``; the
+    layers not named stay int8). Writes ``<prefix>-float.npz`` and ``<prefix>-mixed.npz``; fine-tuning
+    takes the longest schedule and the smallest learning rate of the methods named."""
+    import os
+    from ..golden import modelfile
+    from .evaluate import record_accuracy
+    check_layer_methods(desc, layer_methods)
+    data = data or datasets.digits()
+    named = sorted(set(layer_methods.values()) - {"dense"}) or ["dense"]
+    ep = finetune_epochs or max(FINETUNE[m][0] for m in named)
+    lr = min(FINETUNE[m][1] for m in named)
+    os.makedirs(out_dir, exist_ok=True)
+    progress("Training the float model ...")
+    model = train_float(desc, data, epochs=epochs, seed=seed, progress=progress)
+    meta = {"dataset": data.meta(), "training": {"seed": seed, "epochs": epochs,
+                                                  "finetune": {"mixed": {"epochs": ep, "lr": lr}}}}
+    model.meta.update(meta)
+    progress(f"Fine-tuning {', '.join(f'{n}={m}' for n, m in layer_methods.items())} ...")
+    mixed = finetune(model, None, layer_methods=layer_methods, data=data, epochs=ep, lr=lr, seed=seed,
+                     progress=progress)
+    mixed.meta.update(meta, method="mixed", layer_methods=dict(layer_methods))
+    paths = {}
+    for name, m in (("float", model), ("mixed", mixed)):
+        acc = record_accuracy(m, data)
+        path = os.path.join(out_dir, f"{prefix}-{name}.npz")
+        modelfile.save(path, m)
+        paths[name] = path
+        integer = "" if acc["integer"] is None else f", integer {acc['integer']:.4f}"
+        progress(f"  {path}: test accuracy float {acc['float']:.4f}{integer}")
+    return paths
+
+
 def tradeoff_settings(method, setting):
     """Per-layer settings of one :data:`TRADEOFF` point (SmartDeal: density; MLG: ranks (bi, bo))."""
     if method == "smartdeal":
