@@ -3,8 +3,11 @@
 ``tools`` (the command line) brings the golden models and the hardware together. And the command line
 reports the project's own errors in one line, and nothing else."""
 
+import argparse
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("golden", "hdl", "soc", "boards", "tools")
@@ -67,3 +70,15 @@ def test_the_command_line_reports_only_the_projects_errors(monkeypatch, capsys):
     monkeypatch.setattr(demo, "run_demo", bug)
     with pytest.raises(ValueError, match="broadcast"):
         cli.main(["demo"])
+
+
+def test_every_command_prints_its_help(capsys):
+    """Help texts go through argparse's %-formatting: a bare percent sign in one breaks --help."""
+    from insitu.tools.cli import make_parser
+    parser = make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert "usage: insitu " + name in capsys.readouterr().out

@@ -81,7 +81,7 @@ def _add_design_args(p, design_names):
         else:
             default = "" if not defaults else f"; default {next(iter(defaults))}"
         which = ", ".join(d for d, _ in uses) if len(uses) < len(design_names) else "all"
-        text = f"{meta['help']} [{which}{default}]"
+        text = f"{meta['help']} [{which}{default}]".replace("%", "%%")     # argparse formats help with %
         if meta["kind"] == "flag":
             g.add_argument(_option(name), action="store_true", default=argparse.SUPPRESS, help=text)
         elif meta["kind"] == "choice":
