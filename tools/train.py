@@ -264,12 +264,26 @@ def finetune(model, method=None, *, layer_methods=None, settings=None, data=None
         return current()
 
 
+def _save_models(out_dir, prefix, models, data, progress):
+    """Record each model's test accuracy and write it to ``out_dir/<prefix>-<name>.npz``; returns the paths."""
+    import os
+    from ..golden import modelfile
+    from .evaluate import record_accuracy
+    paths = {}
+    for name, m in models.items():
+        acc = record_accuracy(m, data)
+        path = os.path.join(out_dir, f"{prefix}-{name}.npz")
+        modelfile.save(path, m)
+        paths[name] = path
+        integer = "" if acc["integer"] is None else f", integer {acc['integer']:.4f}"
+        progress(f"  {path}: test accuracy float {acc['float']:.4f}{integer}")
+    return paths
+
+
 def train_all(out_dir, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40, finetune_epochs=None, seed=0,
               progress=print):
     """Train the float model and fine-tune every method; write ``<prefix>-<method>.npz`` files to ``out_dir``."""
     import os
-    from ..golden import modelfile
-    from .evaluate import record_accuracy
     data = data or datasets.digits()
     os.makedirs(out_dir, exist_ok=True)
     progress("Training the float model ...")
@@ -285,15 +299,7 @@ def train_all(out_dir, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40
         models[method] = finetune(model, method, data=data, epochs=finetune_epochs or ep, lr=lr, seed=seed,
                                   progress=progress)
         models[method].meta.update(meta, method=method)
-    paths = {}
-    for method, m in models.items():
-        acc = record_accuracy(m, data)
-        path = os.path.join(out_dir, f"{prefix}-{method}.npz")
-        modelfile.save(path, m)
-        paths[method] = path
-        integer = "" if acc["integer"] is None else f", integer {acc['integer']:.4f}"
-        progress(f"  {path}: test accuracy float {acc['float']:.4f}{integer}")
-    return paths
+    return _save_models(out_dir, prefix, models, data, progress)
 
 
 def check_layer_methods(desc, layer_methods):
@@ -314,8 +320,6 @@ def train_mixed(out_dir, layer_methods, *, desc=DIGITS_CNN, data=None, prefix="d
     layers not named stay int8). Writes ``<prefix>-float.npz`` and ``<prefix>-mixed.npz``; fine-tuning
     takes the longest schedule and the smallest learning rate of the methods named."""
     import os
-    from ..golden import modelfile
-    from .evaluate import record_accuracy
     check_layer_methods(desc, layer_methods)
     data = data or datasets.digits()
     named = sorted(set(layer_methods.values()) - {"dense"}) or ["dense"]
@@ -331,15 +335,7 @@ def train_mixed(out_dir, layer_methods, *, desc=DIGITS_CNN, data=None, prefix="d
     mixed = finetune(model, None, layer_methods=layer_methods, data=data, epochs=ep, lr=lr, seed=seed,
                      progress=progress)
     mixed.meta.update(meta, method="mixed", layer_methods=dict(layer_methods))
-    paths = {}
-    for name, m in (("float", model), ("mixed", mixed)):
-        acc = record_accuracy(m, data)
-        path = os.path.join(out_dir, f"{prefix}-{name}.npz")
-        modelfile.save(path, m)
-        paths[name] = path
-        integer = "" if acc["integer"] is None else f", integer {acc['integer']:.4f}"
-        progress(f"  {path}: test accuracy float {acc['float']:.4f}{integer}")
-    return paths
+    return _save_models(out_dir, prefix, {"float": model, "mixed": mixed}, data, progress)
 
 
 def tradeoff_settings(method, setting):
