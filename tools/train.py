@@ -133,6 +133,15 @@ class _Deterministic:
         self.torch.use_deterministic_algorithms(self.deterministic)
 
 
+def _weight_specs(desc):
+    """``(spec, weight shape)`` of every weight layer of description ``desc``, in order."""
+    input_shape, specs = description.from_dict(desc)
+    for spec, (i, _) in zip(specs, description.infer_shapes(input_shape, specs)):
+        shape = description.weight_shape(spec, i)
+        if shape is not None:
+            yield spec, shape
+
+
 def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch=64, progress=print,
                 steps=None):
     """Train a float model of description ``desc`` on ``data`` (a :class:`~insitu.golden.datasets.Dataset`,
@@ -145,10 +154,7 @@ def train_float(desc=DIGITS_CNN, data=None, *, epochs=40, seed=0, lr=3e-3, batch
     with _Deterministic(torch, seed):
         g = torch.Generator().manual_seed(seed)
         weights, biases = {}, {}
-        for spec, (i, _) in zip(specs, description.infer_shapes(input_shape, specs)):
-            shape = description.weight_shape(spec, i)
-            if shape is None:
-                continue
+        for spec, shape in _weight_specs(desc):
             fan_in = int(np.prod(shape[1:]))
             weights[spec["name"]] = (torch.randn(shape, generator=g) * np.sqrt(2.0 / fan_in)).numpy()
             if spec["bias"]:
@@ -305,12 +311,7 @@ def train_all(out_dir, *, desc=DIGITS_CNN, data=None, prefix="digits", epochs=40
 def check_layer_methods(desc, layer_methods):
     """Refuse, before any training, a ``{layer: method}`` that names no weight layer of ``desc`` or gives a
     layer a method that cannot take it (one line, as :func:`insitu.tools.compress.plan` says it)."""
-    input_shape, specs = description.from_dict(desc)
-    weights = {}
-    for spec, (i, _) in zip(specs, description.infer_shapes(input_shape, specs)):
-        shape = description.weight_shape(spec, i)
-        if shape is not None:
-            weights[spec["name"]] = np.zeros(shape, np.float32)
+    weights = {spec["name"]: np.zeros(shape, np.float32) for spec, shape in _weight_specs(desc)}
     compress.plan(network.from_description(desc, weights, {}), None, layer_methods)
 
 
