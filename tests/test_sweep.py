@@ -101,3 +101,15 @@ def test_committed_results_come_from_these_sources():
     results = Path(provenance.ROOT) / "docs" / "results"
     stale = [f"{path.name}: {why}" for path, why in result_status(results) if why]
     assert stale == [], "run `insitu results --update`:\n" + "\n".join(stale)
+
+
+def test_a_point_key_follows_the_content_of_a_file_parameter(tmp_path):
+    """Rewriting a model file under the same name must not return the cached build of the old model."""
+    from insitu.tools.sweep import Point, point_key
+    model = tmp_path / "m.npz"
+    model.write_bytes(b"first")
+    point = Point("network", "icebreaker", (("model", str(model)),), 1, None, False)
+    before = point_key(point, "src", {})
+    assert point_key(point, "src", {}) == before
+    model.write_bytes(b"second")
+    assert point_key(point, "src", {}) != before

@@ -111,9 +111,20 @@ def expand(spec):
     return points
 
 
+def _input_hashes(point):
+    """SHA-256 of every parameter that names a file (a network design's ``model``): the file's content
+    decides the build, not its name."""
+    hashes = {}
+    for name, value in point.params:
+        if isinstance(value, str) and Path(value).is_file():
+            hashes[name] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return hashes
+
+
 def point_key(point, source_hash, tools):
-    """The cache key of a point: everything that decides its result."""
-    ident = json.dumps({"point": point.as_dict(), "sources": source_hash, "tools": tools}, sort_keys=True)
+    """The cache key of a point: everything that decides its result, input files by content."""
+    ident = json.dumps({"point": point.as_dict(), "sources": source_hash, "tools": tools,
+                        "inputs": _input_hashes(point)}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
