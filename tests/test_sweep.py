@@ -86,6 +86,9 @@ def test_results_are_stale_when_the_sources_change(tmp_path):
     assert "made by other sources" in status["b.json"] and status["c.json"] == "it records no provenance"
     assert _command_for(tmp_path / "a.json") == ["build", "--board", "icebreaker", "--design", "fft", "--json",
                                                  str(tmp_path / "a.json"), "--build-dir", "build/results/a"]
+    swept = {"format": "insitu-sweep/1", "provenance": {"command": ["insitu", "sweep", "spec.json", "--json", "x"]}}
+    (tmp_path / "d.json").write_text(json.dumps(swept))
+    assert _command_for(tmp_path / "d.json") == ["sweep", "spec.json", "--json", str(tmp_path / "d.json")]
 
 
 def test_the_source_hash_covers_the_hardware_sources():
@@ -113,3 +116,17 @@ def test_a_point_key_follows_the_content_of_a_file_parameter(tmp_path):
     assert point_key(point, "src", {}) == before
     model.write_bytes(b"second")
     assert point_key(point, "src", {}) != before
+
+
+def test_the_seed_summary_gives_median_and_worst_per_design():
+    from insitu.tools.sweep_commands import seed_summary
+    row = {"design": "network", "board": "icebreaker", "params": {"model": "m.npz"}, "freq": None, "dsp": False,
+           "target_mhz": 48.0}
+    rows = [{**row, "seed": s, "fmax_mhz": f, "timing_met": f >= 48, "lc": lc}
+            for s, f, lc in [(1, 47.0, 4000), (2, 49.5, 4100), (3, 45.0, 4050)]]
+    rows += [{**row, "seed": 4, "error": "RuntimeError: place and route failed"},
+             {**row, "dsp": True, "seed": 1, "fmax_mhz": 50.0, "timing_met": True, "lc": 3700}]
+    plain, dsp = seed_summary(rows)
+    assert (plain["seeds"], plain["failed"], plain["median_mhz"], plain["worst_mhz"], plain["met"],
+            plain["median_lc"]) == ([1, 2, 3], 1, 47.0, 45.0, 1, 4050)
+    assert (dsp["dsp"], dsp["median_mhz"], dsp["met"]) == (True, 50.0, 1)

@@ -45,7 +45,9 @@ def cmd_sweep(args):
     spec = load_spec(args.spec)
     points = expand(spec)
     rows = sweep(points, scheduler=args.scheduler, workers=args.workers, cache_dir=args.cache or DEFAULT_CACHE)
-    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows}, inputs=[args.spec])
+    summary = seed_summary(rows)
+    named = sorted({v for p in points for _, v in p.params if isinstance(v, str) and Path(v).is_file()})
+    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary}, inputs=[args.spec, *named])
     if args.csv:
         write_csv(args.csv, rows)
     if args.plot:
@@ -54,9 +56,39 @@ def cmd_sweep(args):
               r.get("lc", "-"), r.get("fmax_mhz", "-"), {True: "yes", False: "NO"}.get(r.get("timing_met"), "-"),
               "cached" if r.get("cached") else (r["error"][:60] if "error" in r else "built")) for r in rows]
     print(format_table(["design", "board", "params", "seed", "LC/LUT", "fmax MHz", "met", "result"], table))
+    if any(len(g["seeds"]) > 1 for g in summary):
+        print()
+        print(format_table(["design", "board", "params", "dsp", "seeds", "median MHz", "worst MHz", "target",
+                            "met", "median LC/LUT"],
+                           [(g["design"], g["board"], json.dumps(g["params"], sort_keys=True)[:40],
+                             "yes" if g["dsp"] else "no", len(g["seeds"]), g["median_mhz"], g["worst_mhz"],
+                             g["target_mhz"], f"{g['met']}/{len(g['seeds'])}", g["median_lc"]) for g in summary]))
     failed = sum("error" in r for r in rows)
     print(f"\n{len(rows)} points, {sum(bool(r.get('cached')) for r in rows)} from the cache, {failed} failed; "
           f"written: {', '.join(p for p in (args.json, args.csv, args.plot) if p)}")
+
+
+def seed_summary(rows):
+    """Per design, parameters, board, clock and synthesis options: the median and worst fmax (and the median
+    logic) over the nextpnr seeds that built, and how many met the target."""
+    import statistics
+    groups = {}
+    for r in rows:
+        key = json.dumps([r["design"], r["board"], r["params"], r.get("freq"), r.get("dsp")], sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    summary = []
+    for members in groups.values():
+        built = [r for r in members if r.get("fmax_mhz") is not None]
+        first = members[0]
+        summary.append({
+            "design": first["design"], "board": first["board"], "params": first["params"], "dsp": first.get("dsp"),
+            "seeds": [r["seed"] for r in built], "failed": len(members) - len(built),
+            "target_mhz": built[0]["target_mhz"] if built else None,
+            "median_mhz": round(statistics.median(r["fmax_mhz"] for r in built), 2) if built else None,
+            "worst_mhz": round(min(r["fmax_mhz"] for r in built), 2) if built else None,
+            "met": sum(bool(r.get("timing_met")) for r in built),
+            "median_lc": statistics.median(r["lc"] for r in built) if built else None})
+    return summary
 
 
 def result_status(directory):
@@ -89,6 +121,8 @@ def _command_for(path):
             skip = True
         else:
             kept.append(arg)
+    if kept[:1] == ["sweep"]:                 # a sweep builds in directories of its own, per point
+        return [*kept, "--json", str(path)]
     return [*kept, "--json", str(path), "--build-dir", str(Path("build") / "results" / Path(path).stem)]
 
 
