@@ -28,7 +28,7 @@ from pathlib import Path
 from ..hdl.params import ParameterError
 from .errors import CLIError
 
-__all__ = ["Point", "load_spec", "expand", "point_key", "run_point", "dask_client", "run_tasks", "sweep",
+__all__ = ["Point", "load_spec", "expand", "file_params", "point_key", "run_point", "dask_client", "run_tasks", "sweep",
            "write_csv", "pareto_plot", "DEFAULT_CACHE"]
 
 
@@ -111,14 +111,14 @@ def expand(spec):
     return points
 
 
+def file_params(point):
+    """``{name: path}`` of the parameters of ``point`` that name a file (a network design's ``model``)."""
+    return {name: value for name, value in point.params if isinstance(value, str) and Path(value).is_file()}
+
+
 def _input_hashes(point):
-    """SHA-256 of every parameter that names a file (a network design's ``model``): the file's content
-    decides the build, not its name."""
-    hashes = {}
-    for name, value in point.params:
-        if isinstance(value, str) and Path(value).is_file():
-            hashes[name] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
-    return hashes
+    """SHA-256 of every file a parameter names: the file's content decides the build, not its name."""
+    return {name: hashlib.sha256(Path(path).read_bytes()).hexdigest() for name, path in file_params(point).items()}
 
 
 def point_key(point, source_hash, tools):

@@ -39,15 +39,16 @@ def add_parsers(sub):
 def cmd_sweep(args):
     from .build import write_result
     from .report import format_table
-    from .sweep import DEFAULT_CACHE, expand, load_spec, pareto_plot, sweep, write_csv
+    from .sweep import DEFAULT_CACHE, expand, file_params, load_spec, pareto_plot, sweep, write_csv
     if args.workers is not None and args.workers < 1:
         raise CLIError(f"--workers must be a positive integer, not {args.workers}")
     spec = load_spec(args.spec)
     points = expand(spec)
     rows = sweep(points, scheduler=args.scheduler, workers=args.workers, cache_dir=args.cache or DEFAULT_CACHE)
     summary = seed_summary(rows)
-    named = sorted({v for p in points for _, v in p.params if isinstance(v, str) and Path(v).is_file()})
-    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary}, inputs=[args.spec, *named])
+    named = sorted({path for p in points for path in file_params(p).values()})
+    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary},
+                 inputs=[args.spec, *named])
     if args.csv:
         write_csv(args.csv, rows)
     if args.plot:
