@@ -9,7 +9,7 @@ from insitu.tools import build as build_mod
 from insitu.tools import designs, provenance
 from insitu.tools.cli import main
 from insitu.tools.sweep import Point, expand, sweep
-from insitu.tools.sweep_commands import _command_for, result_status
+from insitu.tools.sweep_commands import _command_for, _probe_command, rescope, result_status
 
 TINY = {"c_in": 2, "c_out": 2, "k": 3, "width": 6, "height": 5}
 
@@ -89,6 +89,87 @@ def test_results_are_stale_when_the_sources_change(tmp_path):
     swept = {"format": "insitu-sweep/1", "provenance": {"command": ["insitu", "sweep", "spec.json", "--json", "x"]}}
     (tmp_path / "d.json").write_text(json.dumps(swept))
     assert _command_for(tmp_path / "d.json") == ["sweep", "spec.json", "--json", str(tmp_path / "d.json")]
+
+
+def test_a_result_records_the_sources_its_process_imported():
+    """The hashed Python files among the modules given (default: those imported), and every hashed file that
+    is not Python (it is compiled, not imported)."""
+    import insitu.hdl.params
+    used = provenance.used_sources(modules={"p": insitu.hdl.params})
+    assert "hdl/params.py" in used and "hdl/fft.py" not in used
+    assert "soc/firmware/net.c" in used and "soc/cxxrtl_driver.cc" in used
+    assert used["hdl/params.py"] == provenance.file_hash(provenance.ROOT / "hdl" / "params.py")
+    block = provenance.provenance()
+    assert set(block["sources"]) <= set(provenance.source_files()) and "hdl/params.py" in block["sources"]
+    token = provenance.scope.set("all")
+    try:
+        assert sorted(provenance.provenance()["sources"]) == provenance.source_files()
+    finally:
+        provenance.scope.reset(token)
+
+
+def test_a_result_is_stale_only_when_a_source_it_recorded_changes(tmp_path):
+    (tmp_path / "hdl").mkdir()
+    (tmp_path / "soc").mkdir()
+    for name in ("hdl/a.py", "hdl/b.py", "soc/x.c"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    used = provenance.used_sources(tmp_path, modules={})
+    assert sorted(used) == ["soc/x.c"]
+    result = {"provenance": {"source_hash": "whatever", "inputs": {},
+                             "sources": {**used, "hdl/a.py": provenance.file_hash(tmp_path / "hdl/a.py")}}}
+    assert provenance.stale(result, tmp_path) is None
+    (tmp_path / "hdl/b.py").write_text("# changed, but never imported\n")
+    assert provenance.stale(result, tmp_path) is None
+    (tmp_path / "hdl/a.py").write_text("# changed\n")
+    assert provenance.stale(result, tmp_path) == "its source hdl/a.py changed"
+    (tmp_path / "hdl/a.py").write_text("# hdl/a.py\n")
+    (tmp_path / "soc/y.c").write_text("int y;\n")
+    assert provenance.stale(result, tmp_path) == "a source it would have compiled was added: soc/y.c"
+    (tmp_path / "soc/y.c").unlink()
+    (tmp_path / "hdl/a.py").unlink()
+    assert provenance.stale(result, tmp_path) == "its source hdl/a.py is gone"
+
+
+def test_a_command_imports_only_what_it_uses():
+    """`insitu run` parses without the design registry (and so without every design's module); `build` needs it."""
+    import subprocess
+    import sys
+    code = ("import sys; from insitu.tools.cli import make_parser; make_parser(sys.argv[1:]).parse_args(sys.argv[1:]); "
+            "print('insitu.tools.designs' in sys.modules, 'insitu.tools.build' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code, "run", "--model", "m.npz", "--sim"], capture_output=True,
+                         text=True, check=True)
+    assert run.stdout.split() == ["False", "False"]
+    build = subprocess.run([sys.executable, "-c", code, "build", "--board", "icebreaker", "--design", "fft"],
+                           capture_output=True, text=True, check=True)
+    assert build.stdout.split()[0] == "True"
+
+
+def test_rescoping_records_the_sources_of_a_probe_of_the_same_sources(tmp_path):
+    """A current result made before results recorded their sources gets those of a probe: its command on fewer
+    images. A build cannot be probed; a probe of other sources is refused."""
+    command = ["insitu", "run", "--model", "m.npz", "--sim", "--path", "software", "--json", "x.json",
+               "--build-dir", "b"]
+    block = provenance.provenance()
+    old = {"images": 360, "provenance": {**{k: v for k, v in block.items() if k != "sources"}, "command": command}}
+    path = tmp_path / "run-x.json"
+    path.write_text(json.dumps(old))
+    argv = _probe_command(path)
+    assert argv == ["run", "--model", "m.npz", "--sim", "--path", "software", "--json",
+                    "build/results/run-x.probe.json", "--build-dir", "build/results/run-x", "--images", "2"]
+    build = tmp_path / "build-x.json"
+    build.write_text(json.dumps({"provenance": {**old["provenance"], "command": ["insitu", "build", "--board",
+                                                                              "icebreaker", "--design", "fft"]}}))
+    assert _probe_command(build) is None
+    probe = tmp_path / "probe.json"
+    outcome = {"argv": ["run", "--json", str(probe)], "returncode": 0, "tail": []}
+    probe.write_text(json.dumps({"images": 2, "provenance": {**block, "source_hash": "0" * 16}}))
+    with pytest.raises(Exception, match="other sources"):
+        rescope(path, outcome)
+    probe.write_text(json.dumps({"images": 2, "provenance": block}))
+    rescope(path, outcome)
+    done = json.loads(path.read_text())
+    assert done["images"] == 360 and done["provenance"]["sources"] == block["sources"]
+    assert done["provenance"]["sources_from"] == ["insitu", "run", "--json", str(probe)] and not probe.exists()
 
 
 def test_the_source_hash_covers_the_hardware_sources():

@@ -6,7 +6,6 @@ import os
 import sys
 
 from ..boards import BOARDS
-from . import designs
 from .errors import CLIError
 from .model_commands import cmd_compress, cmd_evaluate, cmd_import, cmd_sim, cmd_train
 
@@ -65,6 +64,7 @@ def _option(name):
 def _add_design_args(p, design_names):
     """One option per design parameter field (``c_in`` → ``--c-in``), each listed once with the designs that
     take it and their defaults."""
+    from . import designs
     fields = {}
     for design in design_names:
         for f in dataclasses.fields(designs.DESIGNS[design].params):
@@ -116,10 +116,11 @@ def _add_build_opts(p):
 
 def _params(args, design_name):
     """The design's parameter dataclass from the options given; an option of another design is an error."""
+    from . import designs
     params = designs.get_design(design_name).params
     own = {f.name for f in dataclasses.fields(params)}
     given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _ALL_PARAMS}
+             for name, value in vars(args).items() if name in _all_params()}
     foreign = sorted(set(given) - own)
     if foreign:
         raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of design {design_name} "
@@ -127,7 +128,10 @@ def _params(args, design_name):
     return params(**given).resolved()
 
 
-_ALL_PARAMS = {f.name for d in designs.DESIGNS.values() for f in dataclasses.fields(d.params)}
+def _all_params():
+    """The names of every design's parameters (the options ``build`` and ``bench`` take)."""
+    from . import designs
+    return {f.name for d in designs.DESIGNS.values() for f in dataclasses.fields(d.params)}
 
 
 def _synth_opts(args):
@@ -163,9 +167,10 @@ def cmd_bench(args):
                                synth_opts=_synth_opts(args))
         table = format_bench(result)
     elif args.bench == "decode":
+        from . import designs
         from .bench_decode import bench_decode, format_bench_decode
         given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _ALL_PARAMS}
+             for name, value in vars(args).items() if name in _all_params()}
         allowed = {f.name for name in ("smartdeal-conv", "mlg-conv")
                    for f in dataclasses.fields(designs.get_design(name).params)}
         foreign = sorted(set(given) - allowed)
@@ -211,7 +216,17 @@ def cmd_demo(args):
         raise CLIError("hardware simulation disagrees with the golden model")
 
 
-def make_parser():
+def _command_word(argv):
+    """The command named in ``argv`` (its first word that is not an option), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def make_parser(argv=None):
+    """The parser. Given ``argv``, the commands that take design parameters (``build``, ``bench``) are
+    filled in only when ``argv`` runs one of them: the design registry, and with it every design's module,
+    is imported only by the commands that need it (results record the sources their process imported, see
+    :mod:`insitu.tools.provenance`)."""
+    designs_needed = argv is None or _command_word(argv) in (None, "build", "bench")
     parser = _Parser(
         prog="insitu", description="Compressed neural-network accelerator blocks for small FPGAs.")
     from importlib.metadata import PackageNotFoundError, version
@@ -310,6 +325,21 @@ def make_parser():
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("build", help="build a bitstream and report resources and fmax")
+    if designs_needed:
+        _build_options(p)
+    p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
+    if designs_needed:
+        _bench_options(p)
+
+    from .sweep_commands import add_parsers
+    add_parsers(sub)
+    from .deploy_commands import add_parsers as add_deploy_parsers
+    add_deploy_parsers(sub)
+    return parser
+
+
+def _build_options(p):
+    from . import designs
     p.add_argument("--board", required=True, choices=list(BOARDS))
     p.add_argument("--design", required=True, choices=list(designs.DESIGNS))
     p.add_argument("--json", metavar="PATH", help="report path (default <build dir>/report.insitu.json)")
@@ -319,7 +349,8 @@ def make_parser():
     _add_design_args(p, list(designs.DESIGNS))
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
+
+def _bench_options(p):
     p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate", "network"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
@@ -330,12 +361,6 @@ def make_parser():
                    "(default 20; the pipeline runs the whole test split)")
     _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv", "network"])
     p.set_defaults(func=cmd_bench)
-
-    from .sweep_commands import add_parsers
-    add_parsers(sub)
-    from .deploy_commands import add_parsers as add_deploy_parsers
-    add_deploy_parsers(sub)
-    return parser
 
 
 #: The options of each command that name a file it writes (checked before any work starts).
@@ -365,31 +390,42 @@ def check_outputs(args):
             raise CLIError(f"{option} {path}: directory {existing} is not writable")
 
 
-def _user_errors():
-    """The project's own error classes: each carries a one-line message for the user. Anything else is a
-    bug and surfaces with its traceback."""
-    from ..golden.errors import InputError
-    from ..hdl.params import ParameterError, ParameterTypeError
-    from ..soc.cxxrtl import SimulationError
-    from ..soc.firmware import FirmwareError
-    from .build import BuildError
-    from .firmware_run import FirmwareTimeout
-    from .netrun import NetworkRunError
-    from .train import TorchMissing
-    return (CLIError, InputError, ParameterError, ParameterTypeError, BuildError, FirmwareError, SimulationError,
-            NetworkRunError, TorchMissing, FirmwareTimeout, OSError)
+#: The project's own error classes, as (module under ``insitu``, class): each carries a one-line message for
+#: the user. Anything else is a bug and surfaces with its traceback.
+_USER_ERRORS = (("golden.errors", "InputError"), ("hdl.params", "ParameterError"),
+                ("hdl.params", "ParameterTypeError"), ("soc.cxxrtl", "SimulationError"),
+                ("soc.firmware", "FirmwareError"), ("tools.build", "BuildError"),
+                ("tools.firmware_run", "FirmwareTimeout"), ("tools.netrun", "NetworkRunError"),
+                ("tools.train", "TorchMissing"))
+_PACKAGE = __package__.rpartition(".")[0]
+
+
+def _is_user_error(error):
+    """Whether ``error`` is one of :data:`_USER_ERRORS`. Only loaded modules are looked at: an error of a
+    module that was never imported cannot have been raised (and importing it would add to the sources a
+    result records)."""
+    if isinstance(error, (CLIError, OSError)):
+        return True
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(f"{_PACKAGE}.{module}")
+        cls = getattr(loaded, name, None)
+        if isinstance(cls, type) and isinstance(error, cls):
+            return True
+    return False
 
 
 def main(argv=None):
-    parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser(argv)
     args = parser.parse_args(argv)
-    _USER_ERRORS = _user_errors()
     from .provenance import command
-    token = command.set(list(sys.argv[1:] if argv is None else argv))   # recorded in the results it writes
+    token = command.set(argv)                                   # recorded in the results it writes
     try:
         check_outputs(args)
         code = args.func(args)
-    except _USER_ERRORS as error:
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
         message = str(error)
         print(f"insitu {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -80,7 +80,7 @@ def cmd_network_run(args):
     from ..boards import get_board
     from ..golden import modelfile
     from ..hdl.params import ParameterError
-    from .build import write_result
+    from .provenance import write_result
     from .designs_network import parse_budget, run_network
     if args.port:
         raise CLIError("--design network runs in the compiled simulation (--sim) only: the pipeline has no UART "
@@ -128,7 +128,7 @@ def cmd_run(args):
 
     from ..golden import modelfile
     from ..soc import protocol
-    from .build import write_result
+    from .provenance import write_result
     from .deploy import DeployError, run_model, sim_transport
     from .progress import Progress
     sim_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults)) if v]

@@ -170,7 +170,7 @@ def cmd_sim(args):
     if given:
         raise CLIError(f"{', '.join(given)} applies to --firmware runs only")
     from ..golden import modelfile, network
-    from .build import write_result
+    from .provenance import write_result
     from .netrun import NetworkRunError, run_network
     if not 1 <= args.images <= 360:
         raise CLIError(f"--images must be in range [1, 360] (the digits test split), not {args.images}")

@@ -9,14 +9,26 @@ The hashed sources are everything a build, a bench or a simulation runs: ``hdl/`
 firmware and the CXXRTL driver), ``boards/``, ``golden/`` and the tools that turn parameters into
 hardware (:data:`SOURCES`). Command-line plumbing, training and reporting are left out: they do not change
 a number in a result.
+
+**Scope.** A result records, besides the hash of all of them (``source_hash``), the hash of each hashed
+source it could have used (``sources``): every hashed Python file its process had imported when it was
+written, and every hashed file that is not Python (firmware, C++ drivers: they are compiled, not imported).
+A result is stale when one of those changed or is gone, or when a non-Python source was added. A module that
+was never imported cannot have changed a number, so an edit to the network compiler no longer invalidates a
+SoC simulation that never loaded it. Work spread over other processes (a sweep's dask workers) records every
+hashed file (:data:`scope` ``"all"``). Results that record only ``source_hash`` are compared as a whole.
 """
 
 import contextvars
 import hashlib
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["SOURCES", "source_files", "source_hash", "provenance", "file_hash", "stale", "command"]
+__all__ = ["SOURCES", "source_files", "source_hash", "provenance", "file_hash", "stale", "command", "scope",
+           "used_sources", "write_json_atomic", "write_result"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
@@ -28,6 +40,9 @@ _SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
 
 #: the ``insitu`` arguments of the command being run (set by the command line), recorded in results
 command = contextvars.ContextVar("insitu_command", default=None)
+#: which hashed sources a result records: ``"imported"`` (those this process imported, plus every non-Python
+#: source) or ``"all"`` (for work done in other processes, such as a sweep's)
+scope = contextvars.ContextVar("insitu_provenance_scope", default="imported")
 
 
 def source_files(root=ROOT):
@@ -62,15 +77,55 @@ def _git(*args):
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def used_sources(root=ROOT, modules=None):
+    """The hashed sources a result made in this process could depend on, as ``{name: hash}``: the hashed
+    Python files among ``modules`` (default: every module imported so far) and every hashed non-Python
+    file."""
+    root = Path(root).resolve()
+    files = source_files(root)
+    imported = set()
+    for module in list((sys.modules if modules is None else modules).values()):
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        try:
+            imported.add(Path(path).resolve().relative_to(root).as_posix())
+        except ValueError:
+            continue
+    return {name: file_hash(root / name) for name in files if not name.endswith(".py") or name in imported}
+
+
 def provenance(inputs=()):
     """The provenance block of a result: commit, whether the hashed sources differ from it, the source
-    hash, the command, and the hashes of ``inputs`` (other files the result was made from, e.g. a model)."""
+    hash, the hashes of the sources it could have used (see the module's notes on scope), the command, and
+    the hashes of ``inputs`` (other files the result was made from, e.g. a model)."""
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--", *SOURCES)) if commit else None
     argv = command.get()
+    sources = ({name: file_hash(ROOT / name) for name in source_files()} if scope.get() == "all"
+               else used_sources())
     return {"git_commit": commit, "sources_modified": dirty, "source_hash": source_hash(),
-            "command": None if argv is None else ["insitu", *argv],
+            "sources": sources, "command": None if argv is None else ["insitu", *argv],
             "inputs": {_name(path): file_hash(path) for path in inputs}}
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to ``path`` through a temporary file and a rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_result(path, result, inputs=()):
+    """Write a result file with its provenance (see :func:`provenance`)."""
+    result["provenance"] = provenance(inputs)
+    write_json_atomic(path, result)
 
 
 def _name(path):
@@ -87,7 +142,19 @@ def stale(result, root=ROOT):
     block = result.get("provenance") if isinstance(result, dict) else None
     if not block:
         return "it records no provenance"
-    if block.get("source_hash") != source_hash(root):
+    recorded = block.get("sources")
+    if isinstance(recorded, dict):
+        files = source_files(root)
+        present = set(files)
+        for name, digest in sorted(recorded.items()):
+            if name not in present:
+                return f"its source {name} is gone"
+            if file_hash(root / name) != digest:
+                return f"its source {name} changed"
+        added = [name for name in files if not name.endswith(".py") and name not in recorded]
+        if added:
+            return f"a source it would have compiled was added: {added[0]}"
+    elif block.get("source_hash") != source_hash(root):
         return f"it was made by other sources ({block.get('source_hash')}, these are {source_hash(root)})"
     for path, digest in (block.get("inputs") or {}).items():
         if not (root / path).exists() or file_hash(root / path) != digest:

@@ -29,6 +29,10 @@ def add_parsers(sub):
     p = sub.add_parser("results", help="check the committed results against the sources; --update remakes them")
     p.add_argument("--update", action="store_true", help="run the recorded command of every stale result again")
     p.add_argument("--all", action="store_true", help="with --update: every result, stale or not")
+    p.add_argument("--rescope", action="store_true", help="for current results that record only the hash of "
+                   "all sources (made before results recorded the sources they used): find those sources by "
+                   "running the result's command on a small workload (a run or simulation on 2 images), "
+                   "without remaking the result")
     p.add_argument("--dir", default=str(RESULTS_DIR), metavar="DIR", help="results directory (default "
                    "docs/results)")
     p.add_argument("--scheduler", metavar="ADDR", help="an existing dask scheduler (default: a LocalCluster)")
@@ -47,8 +51,13 @@ def cmd_sweep(args):
     rows = sweep(points, scheduler=args.scheduler, workers=args.workers, cache_dir=args.cache or DEFAULT_CACHE)
     summary = seed_summary(rows)
     named = sorted({path for p in points for path in file_params(p).values()})
-    write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary},
-                 inputs=[args.spec, *named])
+    from .provenance import scope
+    token = scope.set("all")          # the points were built by other processes: record every source
+    try:
+        write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary},
+                     inputs=[args.spec, *named])
+    finally:
+        scope.reset(token)
     if args.csv:
         write_csv(args.csv, rows)
     if args.plot:
@@ -157,11 +166,82 @@ def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
                          progress=progress, cwd=str(Path(cwd).resolve()))
 
 
+#: how each command is cut down to a probe: (command word, option, value); commands not listed are remade
+_PROBES = {"run": ("--images", "2"), "sim": ("--images", "1")}
+
+
+def _probe_command(path):
+    """The recorded command of ``path``, cut down to a small workload and writing elsewhere, or None when
+    its command cannot be cut down (such a result is remade instead)."""
+    argv = _command_for(path)
+    probe = _PROBES.get(argv[0])
+    if probe is None or argv[0] == "run" and "--sim" not in argv:
+        return None
+    option, value = probe
+    if option in argv:
+        argv[argv.index(option) + 1] = value
+    else:
+        argv += [option, value]
+    argv[argv.index("--json") + 1] = str(Path("build") / "results" / f"{Path(path).stem}.probe.json")
+    argv[argv.index("--build-dir") + 1] = str(Path("build") / "results" / Path(path).stem)
+    return argv
+
+
+def rescope(path, outcome):
+    """Record in ``path`` the sources its probe (``outcome`` of running :func:`_probe_command`) imported.
+
+    Sound because ``path`` is current as a whole (it was made by exactly these sources) and the probe runs
+    the same command, and so the same code, on fewer images: the modules it imports are the ones the full
+    command imports. The result's numbers are not touched; ``sources_from`` names the probe."""
+    from .provenance import stale, write_json_atomic
+    result = json.loads(Path(path).read_text())
+    block = result["provenance"]
+    if stale(result):
+        raise CLIError(f"{path.name} is stale ({stale(result)}): remake it instead")
+    if outcome["returncode"] != 0:
+        raise CLIError(f"{path.name}: its probe failed: " + " / ".join(outcome["tail"]))
+    probe_path = Path(outcome["argv"][outcome["argv"].index("--json") + 1])
+    probe = json.loads(probe_path.read_text())["provenance"]
+    if probe["source_hash"] != block["source_hash"] or probe["inputs"] != block["inputs"]:
+        raise CLIError(f"{path.name}: its probe ran on other sources or inputs than the result")
+    block["sources"] = probe["sources"]
+    block["sources_from"] = ["insitu", *outcome["argv"]]
+    write_json_atomic(path, result)
+    probe_path.unlink()
+
+
+def _cmd_rescope(status):
+    todo = [p for p, why in status if why is None
+            and "sources" not in json.loads(p.read_text()).get("provenance", {})]
+    probes = {p: _probe_command(p) for p in todo}
+    remake = [p.name for p, argv in probes.items() if argv is None]
+    probes = {p: argv for p, argv in probes.items() if argv is not None}
+    if probes:
+        from .sweep import dask_client, run_tasks
+        with dask_client(None, None) as client:
+            outcomes = run_tasks(client, _run_command, list(probes.values()), "probes",
+                                 lambda o: Path(o["argv"][o["argv"].index("--json") + 1]).name, cwd=str(Path.cwd()))
+        failed = []
+        for path, outcome in zip(probes, outcomes):
+            try:
+                rescope(path, outcome)
+            except CLIError as error:
+                print(f"failed: {error}", file=sys.stderr)
+                failed.append(path.name)
+        if failed:
+            raise CLIError(f"{len(failed)} results could not be rescoped (see above)")
+    print(f"{len(probes)} results now record the sources they used"
+          + (f"; {len(remake)} cannot be probed, remake them (insitu results --update --all): "
+             f"{', '.join(remake)}" if remake else ""))
+
+
 def cmd_results(args):
     from .report import format_table
     status = result_status(args.dir)
     if not status:
         raise CLIError(f"No result files in {args.dir}")
+    if args.rescope:
+        return _cmd_rescope(status)
     if not args.update:
         print(format_table(["result", "status"], [(p.name, "current" if why is None else f"stale: {why}")
                                                   for p, why in status]))
