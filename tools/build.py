@@ -25,7 +25,7 @@ from ..hdl.bram import YOSYS_SCRIPT
 from ..boards.harness import Harness, SoCHarness
 from ..hdl.params import ParameterTypeError
 from .designs import get_design, instantiate
-from .provenance import provenance
+from .provenance import provenance, write_json_atomic, write_result
 
 __all__ = ["BuildError", "ToolMissing", "build", "tool_env", "write_json_atomic", "write_result"]
 
@@ -98,27 +98,6 @@ def tool_versions(family):
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return versions
-
-
-def write_json_atomic(path, obj):
-    """Write JSON to ``path`` through a temporary file and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_result(path, result, inputs=()):
-    """Write a result file (a build report, a bench, a simulation) with its provenance: the commit, the
-    source hash, the command, and the hashes of ``inputs`` (see :mod:`insitu.tools.provenance`)."""
-    result["provenance"] = provenance(inputs)
-    write_json_atomic(path, result)
-
 
 
 def synth_cells(yosys_log):

@@ -65,6 +65,7 @@ def _add_design_args(p, design_names):
     """One option per design parameter field (``c_in`` → ``--c-in``), each listed once with the designs that
     take it and their defaults."""
     from . import designs
+    p.set_defaults(design_options=tuple(design_names))
     fields = {}
     for design in design_names:
         for f in dataclasses.fields(designs.DESIGNS[design].params):
@@ -120,7 +121,7 @@ def _params(args, design_name):
     params = designs.get_design(design_name).params
     own = {f.name for f in dataclasses.fields(params)}
     given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _all_params()}
+             for name, value in vars(args).items() if name in _all_params(args.design_options)}
     foreign = sorted(set(given) - own)
     if foreign:
         raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of design {design_name} "
@@ -128,10 +129,10 @@ def _params(args, design_name):
     return params(**given).resolved()
 
 
-def _all_params():
-    """The names of every design's parameters (the options ``build`` and ``bench`` take)."""
+def _all_params(names):
+    """The names of the parameters of designs ``names`` (the options ``build`` and ``bench`` were given)."""
     from . import designs
-    return {f.name for d in designs.DESIGNS.values() for f in dataclasses.fields(d.params)}
+    return {f.name for name in names for f in dataclasses.fields(designs.DESIGNS[name].params)}
 
 
 def _synth_opts(args):
@@ -170,7 +171,7 @@ def cmd_bench(args):
         from . import designs
         from .bench_decode import bench_decode, format_bench_decode
         given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _all_params()}
+             for name, value in vars(args).items() if name in _all_params(args.design_options)}
         allowed = {f.name for name in ("smartdeal-conv", "mlg-conv")
                    for f in dataclasses.fields(designs.get_design(name).params)}
         foreign = sorted(set(given) - allowed)
@@ -210,15 +211,42 @@ def cmd_demo(args):
     from .demo import run_demo
     result = run_demo(images=args.images, parallel=args.parallel)
     if args.json:
-        from .build import write_json_atomic
+        from .provenance import write_json_atomic
         write_json_atomic(args.json, result)
     if not result["all_bit_exact"]:
         raise CLIError("hardware simulation disagrees with the golden model")
 
 
-def _command_word(argv):
-    """The command named in ``argv`` (its first word that is not an option), or None."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
+def _command_word(argv, skip=0):
+    """The command named in ``argv`` (its first word that is not an option; with ``skip`` n, the word n
+    after it), or None."""
+    return next(iter([arg for arg in argv if not arg.startswith("-")][skip:]), None)
+
+
+def _option_value(argv, option):
+    """The value given to ``option`` in ``argv`` (``--x V`` or ``--x=V``), or None."""
+    for n, arg in enumerate(argv):
+        if arg == option and n + 1 < len(argv):
+            return argv[n + 1]
+        if arg.startswith(option + "="):
+            return arg.partition("=")[2]
+    return None
+
+
+#: the designs whose parameters each bench takes
+_BENCH_DESIGNS = {"muxconv": ["muxconv"], "circulant": ["circulant"], "decode": ["smartdeal-conv", "mlg-conv"],
+                  "escalate": ["escalate-conv"], "network": ["network"]}
+
+
+def _design_options(argv, command):
+    """The designs whose parameters ``command`` (``build`` or ``bench``) gets as options: those ``argv``
+    names, or all (``argv`` None: the full parser, for help and for errors)."""
+    from . import designs
+    if command == "build":
+        named = None if argv is None else _option_value(argv, "--design")
+        return [named] if named in designs.DESIGNS else list(designs.DESIGNS)
+    every = [name for names in _BENCH_DESIGNS.values() for name in names]
+    return _BENCH_DESIGNS.get(None if argv is None else _command_word(argv, 1), every)
 
 
 def make_parser(argv=None):
@@ -226,7 +254,7 @@ def make_parser(argv=None):
     filled in only when ``argv`` runs one of them: the design registry, and with it every design's module,
     is imported only by the commands that need it (results record the sources their process imported, see
     :mod:`insitu.tools.provenance`)."""
-    designs_needed = argv is None or _command_word(argv) in (None, "build", "bench")
+    command = None if argv is None else _command_word(argv)
     parser = _Parser(
         prog="insitu", description="Compressed neural-network accelerator blocks for small FPGAs.")
     from importlib.metadata import PackageNotFoundError, version
@@ -325,11 +353,11 @@ def make_parser(argv=None):
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("build", help="build a bitstream and report resources and fmax")
-    if designs_needed:
-        _build_options(p)
+    if command in (None, "build"):
+        _build_options(p, _design_options(argv, "build"))
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
-    if designs_needed:
-        _bench_options(p)
+    if command in (None, "bench"):
+        _bench_options(p, _design_options(argv, "bench"))
 
     from .sweep_commands import add_parsers
     add_parsers(sub)
@@ -338,7 +366,7 @@ def make_parser(argv=None):
     return parser
 
 
-def _build_options(p):
+def _build_options(p, design_names):
     from . import designs
     p.add_argument("--board", required=True, choices=list(BOARDS))
     p.add_argument("--design", required=True, choices=list(designs.DESIGNS))
@@ -346,11 +374,11 @@ def _build_options(p):
     p.add_argument("--build-dir", metavar="DIR", help="build directory, inside the current one "
                    "(default build/<board>-<design>)")
     _add_build_opts(p)
-    _add_design_args(p, list(designs.DESIGNS))
+    _add_design_args(p, design_names)
     p.set_defaults(func=cmd_build)
 
 
-def _bench_options(p):
+def _bench_options(p, design_names):
     p.add_argument("bench", choices=["muxconv", "circulant", "decode", "escalate", "network"])
     p.add_argument("--boards", nargs="+", choices=list(BOARDS), default=["icebreaker", "ulx3s-85f"])
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
@@ -359,7 +387,7 @@ def _bench_options(p):
     _add_build_opts(p)
     p.add_argument("--soc-images", type=_positive, default=20, help="bench network: images for each SoC path "
                    "(default 20; the pipeline runs the whole test split)")
-    _add_design_args(p, ["muxconv", "circulant", "smartdeal-conv", "mlg-conv", "escalate-conv", "network"])
+    _add_design_args(p, design_names)
     p.set_defaults(func=cmd_bench)
 
 
@@ -417,7 +445,9 @@ def _is_user_error(error):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:            # perhaps an option of another design: the full parser says which, or rejects it
+        args = make_parser().parse_args(argv)
     from .provenance import command
     token = command.set(argv)                                   # recorded in the results it writes
     try:

@@ -4,30 +4,46 @@ A design is a parameter dataclass (its fields become ``insitu build`` options, `
 factory and a ``describe`` function giving the figures of merit for reports. Weights are generated from
 the ``seed`` parameter, so every build is reproducible. Adding a block to ``insitu build`` means adding
 one :class:`Design` to :data:`DESIGNS`.
+
+A design names its parameters, factory and ``describe`` as ``"module:name"`` (a module of this package) when
+they live in another module: that module is imported only when the design is used. A result records the
+sources its process imported (:mod:`insitu.tools.provenance`), so building one design does not tie its
+result to every other design's code.
 """
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from ..golden import conv, qgp
-from ..hdl import Conv2d, DenseConv, MuxConv
-from ..hdl.fft import FFT
 from ..hdl.params import ParameterError
 from .design_params import Params, param
-from .designs_network import NetworkParams, describe_network, network
-from .designs_soc import SOC_ACCELS, SoCParams, describe_soc, soc
-from .designs_stream import (DenseStreamConvParams, EscalateConvParams, MLGConvParams, SmartDealConvParams,
-                             StreamConvParams, dense_stream_conv, describe_escalate_conv, describe_stream_conv,
-                             escalate_conv, escalate_layer, mlg_conv, mlg_layer, smartdeal_conv, smartdeal_layer)
+
+#: names of the other design modules, one namespace for the callers (imported on first use)
+_ELSEWHERE = {**{name: "designs_stream" for name in (
+                  "StreamConvParams", "DenseStreamConvParams", "SmartDealConvParams", "MLGConvParams",
+                  "EscalateConvParams", "smartdeal_layer", "mlg_layer", "escalate_layer")},
+              "SoCParams": "designs_soc", "SOC_ACCELS": "designs_soc", "NetworkParams": "designs_network"}
 
 __all__ = ["Design", "DESIGNS", "get_design", "UnknownDesign", "instantiate", "ConvParams", "FFTParams",
-           "CirculantParams", "DenseMatVecParams", "Pow2DecoderParams", "InSituGenParams",
-           # from designs_stream and designs_soc, one namespace for the callers
-           "StreamConvParams", "DenseStreamConvParams", "SmartDealConvParams", "MLGConvParams", "EscalateConvParams",
-           "smartdeal_layer", "mlg_layer", "escalate_layer", "SoCParams", "SOC_ACCELS"]
+           "CirculantParams", "DenseMatVecParams", "Pow2DecoderParams", "InSituGenParams", *_ELSEWHERE]
+
+
+def __getattr__(name):
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(f"{__package__}.{_ELSEWHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _resolve(ref):
+    """``ref`` itself, or the object a ``"module:name"`` string names in this package."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 class UnknownDesign(ParameterError):
@@ -111,6 +127,8 @@ def _pe_args(p):
 
 
 def muxconv(p):
+    from ..hdl.conv import Conv2d
+    from ..hdl.muxconv import MuxConv
     rng = np.random.default_rng(p.seed)
     layer = qgp.compress(rng.normal(size=(p.c_out, p.c_in, p.k, p.k)))
     pe = MuxConv(**_pe_args(p), init=qgp.pack(layer))
@@ -118,6 +136,8 @@ def muxconv(p):
 
 
 def denseconv(p):
+    from ..hdl.conv import Conv2d
+    from ..hdl.denseconv import DenseConv
     rng = np.random.default_rng(p.seed)
     weights = rng.integers(-128, 128, size=(p.c_out, p.c_in, p.k, p.k))
     pe = DenseConv(**_pe_args(p), init=conv.pack(weights))
@@ -137,6 +157,7 @@ def describe_conv(component, extra):
 
 
 def fft(p):
+    from ..hdl.fft import FFT
     return FFT(n=p.n, width=p.data_width, twiddle_width=p.twiddle_width, inverse=p.inverse)
 
 
@@ -198,10 +219,13 @@ def describe_fft(component, extra):
 
 @dataclass(frozen=True)
 class Design:
+    """One buildable design. ``params_ref``, ``make_ref`` and ``describe_ref`` are the objects or
+    ``"module:name"`` references to them (see the module's notes); :attr:`params`, :attr:`make` and
+    :attr:`describe` are the objects."""
     name: str
-    params: type
-    make: Callable
-    describe: Callable
+    params_ref: object
+    make_ref: object
+    describe_ref: object
     help: str
     #: ``make(params, frequency=Hz)`` instead of ``make(params)`` (designs that depend on the clock; they
     #: also get ``board=``, the :class:`~insitu.boards.Board`, or None outside a build)
@@ -212,6 +236,19 @@ class Design:
     harness: str = "stream"
     #: lower bounds of the resources it needs (default: its parameters' :meth:`Params.floor`)
     floor: Callable = lambda p: p.floor()
+
+    @property
+    def params(self):
+        """The parameter dataclass (its fields are the design's ``insitu build`` options)."""
+        return _resolve(self.params_ref)
+
+    @property
+    def make(self):
+        return _resolve(self.make_ref)
+
+    @property
+    def describe(self):
+        return _resolve(self.describe_ref)
 
 
 DESIGNS = {d.name: d for d in [
@@ -225,17 +262,19 @@ DESIGNS = {d.name: d for d in [
     Design("pow2decoder", Pow2DecoderParams, pow2decoder, describe_pow2decoder,
            "SmartDeal power-of-two weight decoder"),
     Design("insitu-gen", InSituGenParams, insitu_gen, describe_insitu_gen, "MLG in-situ weight generator"),
-    Design("smartdeal-conv", SmartDealConvParams, smartdeal_conv, describe_stream_conv,
-           "3×3 conv layer, weights decoded from packed SmartDeal rows"),
-    Design("mlg-conv", MLGConvParams, mlg_conv, describe_stream_conv,
+    Design("smartdeal-conv", "designs_stream:SmartDealConvParams", "designs_stream:smartdeal_conv",
+           "designs_stream:describe_stream_conv", "3×3 conv layer, weights decoded from packed SmartDeal rows"),
+    Design("mlg-conv", "designs_stream:MLGConvParams", "designs_stream:mlg_conv", "designs_stream:describe_stream_conv",
            "3×3 conv layer, weights generated from MLG factors"),
-    Design("escalate-conv", EscalateConvParams, escalate_conv, describe_escalate_conv,
-           "ESCALATE basis-first convolution layer (BasisFirstConv)"),
-    Design("dense-stream-conv", DenseStreamConvParams, dense_stream_conv, describe_stream_conv,
+    Design("escalate-conv", "designs_stream:EscalateConvParams", "designs_stream:escalate_conv",
+           "designs_stream:describe_escalate_conv", "ESCALATE basis-first convolution layer (BasisFirstConv)"),
+    Design("dense-stream-conv", "designs_stream:DenseStreamConvParams", "designs_stream:dense_stream_conv",
+           "designs_stream:describe_stream_conv",
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
-    Design("soc", SoCParams, soc, describe_soc, "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
+    Design("soc", "designs_soc:SoCParams", "designs_soc:soc", "designs_soc:describe_soc", "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
            "accelerator peripheral named by --accel", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
-    Design("network", NetworkParams, network, describe_network, "a whole model (--model) as one layer-pipelined "
+    Design("network", "designs_network:NetworkParams", "designs_network:network", "designs_network:describe_network",
+           "a whole model (--model) as one layer-pipelined "
            "circuit, every weight on chip, no processor", needs_clock=True),
 ]}
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..golden import modelfile, network
 from ..hdl.params import ParameterError
-from .build import write_json_atomic
+from .provenance import write_json_atomic
 from .compress import compressed_layers
 from .report import format_table
 

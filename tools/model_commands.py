@@ -57,7 +57,7 @@ def cmd_train(args):
 def _cmd_tradeoff(args):
     import numpy as np
     from ..golden import network
-    from .build import write_json_atomic
+    from .provenance import write_json_atomic
     from .train import train_float, tradeoff
     if args.arch is not None or args.data != "digits":
         raise CLIError("--tradeoff sweeps the digits CNN; it takes no --arch or --data")

@@ -354,7 +354,7 @@ def train_seeds(out_dir, seeds, *, desc=DIGITS_CNN, data=None, prefix="digits", 
     import os
     import tempfile
     from ..golden import modelfile
-    from .build import write_json_atomic
+    from .provenance import write_json_atomic
     data = data or datasets.digits()
     per_seed = {}
     for n, seed in enumerate(seeds):
