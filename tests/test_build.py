@@ -305,3 +305,24 @@ def test_place_failure_is_said_in_the_board_s_terms(tmp_path):
     with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): too large for iCE40UP5K: needs "
                                                   r"33,807 LC, has 5,280; try --dsp or a smaller --parallel or layer"):
         build_mod._run_script(tmp_path, dict(os.environ), lambda s: None, device="iCE40UP5K")
+
+
+def test_resources_per_part_sit_next_to_the_plan():
+    """The breakdown table: each layer's measured logic and block RAM beside the plan's estimate and its error;
+    the glue's estimate is what the plan's total leaves after the layers; without a plan, no estimate columns."""
+    from insitu.tools.report import format_breakdown
+    info = {"plan": [{"layer": "conv1", "logic": 200, "block_ram": 1, "dsp": 0},
+                     {"layer": "fc1", "logic": 900, "block_ram": 13, "dsp": 2}],
+            "estimate": {"logic": 1500, "blocks": 18, "dsp": 2},
+            "breakdown": {"parts": {"harness": {"logic": 70, "lut4": 44, "ff": 52},
+                                    "glue": {"logic": 440, "bram": 4},
+                                    "fc1": {"logic": 1000, "lut4": 700, "ff": 300, "bram": 13, "dsp": 2},
+                                    "conv1": {"logic": 160, "bram": 1}}}}
+    lines = format_breakdown(info, "LC").splitlines()
+    assert [line.split()[0] for line in lines[3:]] == ["conv1", "fc1", "glue", "harness"]
+    assert lines[3].split()[1:4] == ["160", "200", "+25%"] and lines[4].split()[1:4] == ["1,000", "900", "-10%"]
+    assert lines[5].split()[1:4] == ["440", "400", "-9%"]
+    bare = format_breakdown({"breakdown": {"parts": {"cpu": {"logic": 1300, "lut4": 1200}}}}, "LUT").splitlines()
+    assert bare[1].split() == ["part", "LUT", "LUT4", "FF", "carry", "BRAM", "DSP"]
+    assert format_breakdown({}, "LC") == ""
+    assert "not measured (ERROR: x)" in format_breakdown({"breakdown": {"error": "ERROR: x"}}, "LC")

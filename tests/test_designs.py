@@ -83,6 +83,11 @@ def test_real_build_soc_rom_and_spram(tmp_path, monkeypatch, check_report):
     assert report["resources"]["SPRAM"]["used"] == 2
     assert report["design_info"]["ram"] == "SPRAM" and report["design_info"]["rom_bytes"] == 1024
     assert report["timing_met"]
+    # resources per part: the CPU, its memories (the SPRAM), the bus, the system peripherals
+    parts = report["design_info"]["breakdown"]["parts"]
+    assert {"cpu", "memory", "bus", "peripherals", "harness"} <= set(parts)
+    assert parts["memory"]["spram"] == 2 and parts["cpu"]["logic"] > parts["peripherals"]["logic"]
+    assert abs(sum(p["logic"] for p in parts.values()) - report["resources"]["LC"]["used"]) <= len(parts)
 
 
 @pytest.mark.parametrize("accel", designs.SOC_ACCELS)

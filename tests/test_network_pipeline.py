@@ -214,6 +214,13 @@ def test_real_build_of_the_digits_network(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["design"] == "network" and report["resources"]["DSP"]["used"] > 0
     assert [row["layer"] for row in report["design_info"]["plan"]] == ["conv1", "conv2", "fc1", "fc2"]
+    # measured per layer, as the plan estimates it: each block, the glue between them, the board's harness
+    parts = report["design_info"]["breakdown"]["parts"]
+    assert set(parts) == {"conv1", "conv2", "fc1", "fc2", "glue", "harness"}
+    assert abs(sum(p["logic"] for p in parts.values()) - report["resources"]["LUT"]["used"]) <= len(parts)
+    assert sum(p.get("dsp", 0) for p in parts.values()) == report["resources"]["DSP"]["used"]
+    assert parts["fc1"]["dsp"] > 0 and parts["conv2"].get("dsp", 0) == 0       # QGP: no multipliers
+    assert "resources per part" in out and "est. LUT" in out
 
 
 @pytest.mark.slow

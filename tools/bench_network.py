@@ -67,7 +67,8 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
                          **_resources(report, board.family), "logic_unit": unit,
                          "fmax_mhz": min(c["achieved_mhz"] for c in report["clocks"]),
                          "timing_met": report["timing_met"], "weight_bits": sim["weight_bits"],
-                         "estimate": sim["estimate"], "plan": sim["plan"]})
+                         "estimate": sim["estimate"], "plan": sim["plan"],
+                         "measured_parts": report["design_info"].get("breakdown")})
         except (ParameterError, BuildError) as error:
             rows.append({"board": name, "design": "pipeline", "error": str(error).splitlines()[0]})
         # the SoC: one build, two paths
@@ -105,6 +106,7 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
                          "timing_met": report["timing_met"],
                          "weight_bits": int(sum(network.layer_storage_bits(layer) for layer in model.weight_layers)),
                          "peripherals": built if path == "accelerator" else [],
+                         "measured_parts": report["design_info"].get("breakdown"),
                          **({"note": f"cycles simulated with peripherals for {', '.join(simulated)}; the build "
                                      f"has {', '.join(built)}"}
                             if path == "accelerator" and sorted(simulated) != sorted(built) else {})})

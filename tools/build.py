@@ -186,6 +186,91 @@ def _run_script(build_dir, env, progress, name="top", device=None, knobs=("--par
                          packed_utilisation(Path(build_dir) / f"{name}.tim"))
 
 
+#: cells of a hierarchical synthesis, per family, and what each counts as (flip-flops: every cell whose
+#: name starts with one of ``_FLIP_FLOPS``)
+_BREAKDOWN_CELLS = {
+    "ice40": {"SB_LUT4": "lut4", "SB_CARRY": "carry", "SB_RAM40_4K": "bram", "SB_SPRAM256KA": "spram",
+              "SB_MAC16": "dsp"},
+    "ecp5": {"LUT4": "lut4", "CCU2C": "carry", "DP16KD": "bram", "PDPW16KD": "bram", "MULT18X18D": "dsp",
+             "TRELLIS_DPR16X4": "lutram"},
+}
+_FLIP_FLOPS = ("SB_DFF", "TRELLIS_FF")
+#: the commands of synth_<family>'s ``map_luts`` step for the breakdown: LUT mapping by ``abc``, because
+#: ``abc9`` asserts on a design that is not flattened (yosys 0.70)
+_MAP_LUTS = {
+    "ice40": ["techmap -map +/ice40/latches_map.v", "abc -lut 4 -dress", "ice40_wrapcarry -unwrap",
+              "techmap -map +/ice40/ff_map.v", "clean", "opt_lut -tech ice40"],
+    "ecp5": ["techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean"],
+}
+
+
+def _logic_weight(family, cells):
+    """How much logic one module of a hierarchical synthesis needs, in the unit nextpnr counts (iCE40 LC,
+    ECP5 LUT): an iCE40 LC holds a LUT4, a flip-flop and a carry, so at least the larger of its LUTs and
+    flip-flops; on the ECP5 its LUTs, two per carry cell (CCU2C) and four per LUT-RAM cell."""
+    if family == "ice40":
+        return max(cells.get("lut4", 0), cells.get("ff", 0))
+    return cells.get("lut4", 0) + 2 * cells.get("carry", 0) + 4 * cells.get("lutram", 0)
+
+
+def breakdown(family, build_dir, env, groups, logic_used, name="top", inside="dut"):
+    """Resources per part of a built design (per layer of a network, per peripheral of the SoC).
+
+    A flattened netlist has no parts: synthesis merges the whole design and names the LUTs it maps after
+    itself. So the build's script runs again without flattening (every Amaranth submodule a module of its
+    own) and ``stat`` counts each module's cells. ``groups(path)`` names the part a submodule belongs to
+    (``path``: its names below the design, the harness's submodule ``inside``, e.g. ``("conv1", "pe")``);
+    modules outside the design are the board ``harness``.
+
+    Each part gets its cell counts (LUT4, flip-flops, carries, block RAM, DSP) and ``logic``: the build's
+    measured logic ``logic_used`` (LC or LUT) shared out in proportion to :func:`_logic_weight`, because
+    how nextpnr packs LUTs and flip-flops together is known only for the whole. The parts are not
+    optimised across their boundaries here, so their cells sum to near, not exactly, the flattened build's;
+    ``sum`` gives the hierarchical totals. Returns ``{"parts": {...}, "sum": {...}}``, or ``{"error":
+    line}`` when yosys fails."""
+    build_dir = Path(build_dir)
+    script = []
+    for line in (build_dir / f"{name}.ys").read_text().splitlines():
+        command = line.strip()
+        if command.startswith("write_"):
+            continue
+        if command.startswith(f"synth_{family}"):
+            script += [f"{command} -noflatten -run :map_luts", *_MAP_LUTS[family],
+                       f"{command} -noflatten -run map_cells:"]
+            continue
+        script.append(line)
+    script.append("tee -q -o breakdown.json stat -json")
+    (build_dir / "breakdown.ys").write_text("\n".join(script) + "\n")
+    (build_dir / "breakdown.json").unlink(missing_ok=True)
+    done = subprocess.run([env.get("YOSYS", "yosys"), "-q", "-l", "breakdown.rpt", "breakdown.ys"],
+                          cwd=build_dir, env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not (build_dir / "breakdown.json").exists():
+        lines = (build_dir / "breakdown.rpt").read_text(errors="replace").splitlines() \
+            if (build_dir / "breakdown.rpt").exists() else (done.stderr or done.stdout).splitlines()
+        return {"error": next((line for line in lines if line.startswith("ERROR")), "yosys failed")}
+    stat = json.loads((build_dir / "breakdown.json").read_text())
+    kinds = _BREAKDOWN_CELLS[family]
+    parts = {}
+    for module, info in stat.get("modules", {}).items():
+        path = module.lstrip("\\").split(".")
+        part = groups(tuple(path[2:])) if path[:2] == [name, inside] else "harness"
+        counts = parts.setdefault(part, {})
+        for cell, n in (info.get("num_cells_by_type") or {}).items():
+            kind = "ff" if cell.startswith(_FLIP_FLOPS) else kinds.get(cell)
+            if kind:
+                counts[kind] = counts.get(kind, 0) + n
+    weights = {part: _logic_weight(family, counts) for part, counts in parts.items()}
+    scale = logic_used / max(1, sum(weights.values()))
+    for part, counts in parts.items():
+        counts["logic"] = round(weights[part] * scale)
+    total = {}
+    for counts in parts.values():
+        for kind, n in counts.items():
+            if kind != "logic":
+                total[kind] = total.get(kind, 0) + n
+    return {"parts": parts, "sum": total}
+
+
 def check_fit(board, device, floor):
     """Refuse, before anything is elaborated, a design whose lower bounds (``Design.floor``) exceed the
     board's logic cells or RAM bits: one line naming the resource."""
@@ -269,6 +354,12 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
     seconds = time.monotonic() - start
 
     resources, clocks = parse_reports(board.family, build_dir, name)
+    if design.breakdown is not None:
+        progress("  resources per part (yosys, hierarchy kept) ...")
+        parts = design.breakdown(component)
+        logic = resources["LC" if board.family == "ice40" else "LUT"]["used"]
+        design_info["breakdown"] = breakdown(board.family, build_dir, env, parts, logic, name,
+                                             "soc" if design.harness == "soc" else "dut")
     bitstream = build_dir / (f"{name}.bin" if board.family == "ice40" else f"{name}.bit")
     if not bitstream.exists():
         raise BuildError(f"Build finished but produced no bitstream at {bitstream}")

@@ -157,6 +157,11 @@ def cmd_build(args):
             if isinstance(got, (int, float)):
                 error = f"{(estimate[key] - got) / got:+.0%}" if got else "n/a"
                 print(f"estimate vs measured {name}: {estimate[key]:,} vs {got:,} ({error})")
+    from .report import format_breakdown
+    table = format_breakdown(info, "LC" if "LC" in report["resources"] else "LUT")
+    if table:
+        print()
+        print(table)
 
 
 def cmd_bench(args):

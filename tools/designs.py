@@ -236,6 +236,14 @@ class Design:
     harness: str = "stream"
     #: lower bounds of the resources it needs (default: its parameters' :meth:`Params.floor`)
     floor: Callable = lambda p: p.floor()
+    #: for a build report of resources per part (:func:`insitu.tools.build.breakdown`): ``"module:name"``
+    #: of a function that takes the component and returns ``groups(path)``, the part a submodule belongs
+    #: to; None: no breakdown
+    breakdown_ref: object = None
+
+    @property
+    def breakdown(self):
+        return None if self.breakdown_ref is None else _resolve(self.breakdown_ref)
 
     @property
     def params(self):
@@ -272,10 +280,11 @@ DESIGNS = {d.name: d for d in [
            "designs_stream:describe_stream_conv",
            "3×3 conv layer, int8 weights streamed from block RAM (decode baseline)"),
     Design("soc", "designs_soc:SoCParams", "designs_soc:soc", "designs_soc:describe_soc", "RISC-V SoC (sentinel-cpu, RAM, UART, timer), optionally with the "
-           "accelerator peripheral named by --accel", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc"),
+           "accelerator peripheral named by --accel", needs_clock=True, default_mhz={"ice40": 12, "ecp5": 50}, harness="soc",
+           breakdown_ref="designs_soc:parts"),
     Design("network", "designs_network:NetworkParams", "designs_network:network", "designs_network:describe_network",
            "a whole model (--model) as one layer-pipelined "
-           "circuit, every weight on chip, no processor", needs_clock=True),
+           "circuit, every weight on chip, no processor", needs_clock=True, breakdown_ref="designs_network:parts"),
 ]}
 
 

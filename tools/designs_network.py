@@ -552,6 +552,14 @@ class _Fifo(wiring.Component):
         return m
 
 
+def parts(component):
+    """The parts of a network build's resource breakdown (:func:`insitu.tools.build.breakdown`), as the
+    plan estimates them: each weight layer's block (with a convolution's sliding window), and ``glue``
+    for every stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores)."""
+    blocks = {s.layer for s in component.plan.stages}
+    return lambda path: path[0] if path and path[0] in blocks else "glue"
+
+
 def build_pipeline(model, board, **options):
     """``(NetworkPipeline, Plan)`` for ``model`` on ``board`` (options as :func:`plan`)."""
     the_plan = plan(model, board, **options)

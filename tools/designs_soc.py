@@ -115,6 +115,14 @@ def soc(p, *, frequency, board=None):
                  "uart_baud_at_target_clock": round(frequency / (divisor + 1))}
 
 
+def parts(component):
+    """The parts of a SoC build's resource breakdown (:func:`insitu.tools.build.breakdown`): the CPU, its
+    memories, the bus, the system peripherals (system registers, timer, UART) and each accelerator."""
+    named = {"cpu": "cpu", "ram": "memory", "rom": "memory", "decoder": "bus", "system": "peripherals",
+             "timer": "peripherals", "uart": "peripherals"}
+    return lambda path: "soc" if not path else named.get(path[0], path[0])
+
+
 #: Estimated logic (LCs on iCE40, LUTs on ECP5) and iCE40 block RAMs (4 kbit each; every small memory
 #: takes a whole one) of the SoC without peripherals and of each peripheral, from the committed SoC builds
 #: (docs/results/build-soc-ice*.json: the SoC 1,700 LC and 8 blocks besides its ROM; a conv peripheral

@@ -34,3 +34,41 @@ def format_report(report):
         f"bitstream: {bit['path']} ({bit['bytes']} bytes, sha256 {bit['sha256'][:16]}...)",
         f"report: {report.get('json_path', '')}",
     ])
+
+
+def format_breakdown(info, unit):
+    """A build's resources per part (``design_info["breakdown"]``, :func:`insitu.tools.build.breakdown`) as
+    a table, each part's measured logic and block RAM next to the plan's estimate when the design has a
+    plan (a network), with the estimate's error. Empty when the build made no breakdown."""
+    found = info.get("breakdown")
+    if not found:
+        return ""
+    if "error" in found:
+        return f"resources per part: not measured ({found['error']})"
+    estimate = {}
+    if "plan" in info:
+        for row in info["plan"]:
+            estimate[row["layer"]] = (row["logic"], row["block_ram"], row["dsp"])
+        total = info["estimate"]
+        estimate["glue"] = tuple(total[key] - sum(e[n] for e in estimate.values())
+                                 for n, key in enumerate(("logic", "blocks", "dsp")))
+    order = list(estimate) + sorted(set(found["parts"]) - set(estimate) - {"harness"}) + ["harness"]
+    rows = []
+    for part in order:
+        counts = found["parts"].get(part)
+        if counts is None:
+            continue
+        est = estimate.get(part)
+        logic = counts.get("logic", 0)
+        error = f"{(est[0] - logic) / logic:+.0%}" if est and logic else ""
+        cells = [counts.get("lut4", 0), counts.get("ff", 0), counts.get("carry", 0), counts.get("bram", 0),
+                 counts.get("dsp", 0)]
+        if estimate:
+            rows.append((part, f"{logic:,}", "" if est is None else f"{est[0]:,}", error, *cells[:4],
+                         "" if est is None else est[1], cells[4], "" if est is None else est[2]))
+        else:
+            rows.append((part, f"{logic:,}", *cells))
+    head = (["part", unit, f"est. {unit}", "error", "LUT4", "FF", "carry", "BRAM", "est. BRAM", "DSP", "est. DSP"]
+            if estimate else ["part", unit, "LUT4", "FF", "carry", "BRAM", "DSP"])
+    return ("resources per part (a synthesis that keeps the hierarchy; the measured " + unit + " total shared "
+            "out by LUTs and flip-flops):\n" + format_table(head, rows))
