@@ -28,6 +28,9 @@ def test_sweep_builds_caches_records_failures_and_equals_a_direct_build(tmp_path
     first = sweep(points, workers=2, cache_dir=cache, progress=lambda line: None)
     assert first[0]["cached"] is False and first[0]["lc"] > 0 and first[0]["fmax_mhz"] > 0
     assert "Too large for iCE40UP5K" in first[1]["error"]
+    # each point names the sources its worker had imported: the design's, not the SoC's or the pipeline's
+    assert "hdl/muxconv.py" in first[0]["sources"] and "tools/designs_network.py" not in first[0]["sources"]
+    assert "tools/build.py" in first[1]["sources"]
     again = sweep(points, workers=2, cache_dir=cache, progress=lambda line: None)
     assert again[0]["cached"] is True and {k: v for k, v in again[0].items() if k != "cached"} == \
         {k: v for k, v in first[0].items() if k != "cached"}
@@ -104,6 +107,12 @@ def test_a_result_records_the_sources_its_process_imported():
     token = provenance.scope.set("all")
     try:
         assert sorted(provenance.provenance()["sources"]) == provenance.source_files()
+    finally:
+        provenance.scope.reset(token)
+    token = provenance.scope.set({"hdl/network.py": "from another process"})     # a sweep's points
+    try:
+        sources = provenance.provenance()["sources"]
+        assert sources["hdl/network.py"] == "from another process" and "hdl/params.py" in sources
     finally:
         provenance.scope.reset(token)
 
@@ -211,3 +220,7 @@ def test_the_seed_summary_gives_median_and_worst_per_design():
     assert (plain["seeds"], plain["failed"], plain["median_mhz"], plain["worst_mhz"], plain["met"],
             plain["median_lc"]) == ([1, 2, 3], 1, 47.0, 45.0, 1, 4050)
     assert (dsp["dsp"], dsp["median_mhz"], dsp["met"]) == (True, 50.0, 1)
+    assert not plain["closes"] and dsp["closes"]          # the median misses 48 MHz; 50 ≥ 48 at every seed
+    near = [{**row, "seed": s, "fmax_mhz": f, "timing_met": f >= 48, "lc": 1} for s, f in [(1, 48.5), (2, 45.7)]]
+    assert seed_summary(near + [{**near[0], "seed": 3}])[0]["closes"]          # worst 45.7 ≥ 95 % of 48
+    assert not seed_summary(near[:1] + [{**near[0], "seed": 2}, {**near[0], "seed": 3, "fmax_mhz": 45.5}])[0]["closes"]

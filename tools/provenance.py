@@ -15,8 +15,8 @@ source it could have used (``sources``): every hashed Python file its process ha
 written, and every hashed file that is not Python (firmware, C++ drivers: they are compiled, not imported).
 A result is stale when one of those changed or is gone, or when a non-Python source was added. A module that
 was never imported cannot have changed a number, so an edit to the network compiler no longer invalidates a
-SoC simulation that never loaded it. Work spread over other processes (a sweep's dask workers) records every
-hashed file (:data:`scope` ``"all"``). Results that record only ``source_hash`` are compared as a whole.
+SoC simulation that never loaded it. Work spread over other processes (a sweep's dask workers) records what each
+point's process imported (:data:`scope`). Results that record only ``source_hash`` are compared as a whole.
 """
 
 import contextvars
@@ -41,7 +41,8 @@ _SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
 #: the ``insitu`` arguments of the command being run (set by the command line), recorded in results
 command = contextvars.ContextVar("insitu_command", default=None)
 #: which hashed sources a result records: ``"imported"`` (those this process imported, plus every non-Python
-#: source) or ``"all"`` (for work done in other processes, such as a sweep's)
+#: source), ``"all"``, or a ``{name: hash}`` of sources other processes used for it (a sweep's points),
+#: recorded with this process's own
 scope = contextvars.ContextVar("insitu_provenance_scope", default="imported")
 
 
@@ -102,8 +103,11 @@ def provenance(inputs=()):
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--", *SOURCES)) if commit else None
     argv = command.get()
-    sources = ({name: file_hash(ROOT / name) for name in source_files()} if scope.get() == "all"
-               else used_sources())
+    extra = scope.get()
+    if extra == "all":
+        sources = {name: file_hash(ROOT / name) for name in source_files()}
+    else:
+        sources = {**(extra if isinstance(extra, dict) else {}), **used_sources()}
     return {"git_commit": commit, "sources_modified": dirty, "source_hash": source_hash(),
             "sources": sources, "command": None if argv is None else ["insitu", *argv],
             "inputs": {_name(path): file_hash(path) for path in inputs}}

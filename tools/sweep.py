@@ -153,11 +153,14 @@ def run_point(point, cache_dir, source_hash, tools):
                        json_path=build_dir / "report.json", synth_opts="-dsp" if point.dsp else "",
                        nextpnr_seed=point.seed, progress=lambda line: None)
     except Exception as error:                          # recorded, not raised: the sweep goes on
+        from .provenance import used_sources
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        row["sources"] = used_sources()                 # an error is a result of the code too
         return row
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
     row.update(_flatten(report))
+    row["sources"] = report["provenance"]["sources"]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(row, sort_keys=True))

@@ -51,8 +51,14 @@ def cmd_sweep(args):
     rows = sweep(points, scheduler=args.scheduler, workers=args.workers, cache_dir=args.cache or DEFAULT_CACHE)
     summary = seed_summary(rows)
     named = sorted({path for p in points for path in file_params(p).values()})
+    # the points were built by other processes: the sweep used what each point's process imported (a
+    # point cached before points recorded that counts as every source)
     from .provenance import scope
-    token = scope.set("all")          # the points were built by other processes: record every source
+    sources = {}
+    for row in rows:
+        used = row.pop("sources", None)
+        sources = "all" if used is None or sources == "all" else {**sources, **used}
+    token = scope.set(sources or "all")
     try:
         write_result(args.json, {"format": "insitu-sweep/1", "spec": spec, "points": rows, "summary": summary},
                      inputs=[args.spec, *named])
@@ -69,10 +75,12 @@ def cmd_sweep(args):
     if any(len(g["seeds"]) > 1 for g in summary):
         print()
         print(format_table(["design", "board", "params", "dsp", "seeds", "median MHz", "worst MHz", "target",
-                            "met", "median LC/LUT"],
+                            "met", "closes", "median LC/LUT"],
                            [(g["design"], g["board"], json.dumps(g["params"], sort_keys=True)[:40],
                              "yes" if g["dsp"] else "no", len(g["seeds"]), g["median_mhz"], g["worst_mhz"],
-                             g["target_mhz"], f"{g['met']}/{len(g['seeds'])}", g["median_lc"]) for g in summary]))
+                             g["target_mhz"], f"{g['met']}/{len(g['seeds'])}", "yes" if g["closes"] else "NO",
+                             g["median_lc"]) for g in summary]))
+        print(f"closes: {CLOSURE}; {sum(g['closes'] for g in summary)} of {len(summary)} close")
     failed = sum("error" in r for r in rows)
     print(f"\n{len(rows)} points, {sum(bool(r.get('cached')) for r in rows)} from the cache, {failed} failed; "
           f"written: {', '.join(p for p in (args.json, args.csv, args.plot) if p)}")
@@ -98,7 +106,13 @@ def seed_summary(rows):
             "worst_mhz": round(min(r["fmax_mhz"] for r in built), 2) if built else None,
             "met": sum(bool(r.get("timing_met")) for r in built),
             "median_lc": statistics.median(r["lc"] for r in built) if built else None})
+        g = summary[-1]
+        g["closes"] = bool(built) and g["median_mhz"] >= g["target_mhz"] and g["worst_mhz"] >= 0.95 * g["target_mhz"]
     return summary
+
+
+#: a design closes timing when it meets its target at the median seed and reaches 95 % of it at the worst
+CLOSURE = "median ≥ target, worst ≥ 95 % of it"
 
 
 def result_status(directory):
