@@ -109,10 +109,10 @@ def test_a_result_records_the_sources_its_process_imported():
         assert sorted(provenance.provenance()["sources"]) == provenance.source_files()
     finally:
         provenance.scope.reset(token)
-    token = provenance.scope.set({"hdl/network.py": "from another process"})     # a sweep's points
+    token = provenance.scope.set({"tools/elsewhere.py": "from another process"})     # a sweep's points
     try:
         sources = provenance.provenance()["sources"]
-        assert sources["hdl/network.py"] == "from another process" and "hdl/params.py" in sources
+        assert sources["tools/elsewhere.py"] == "from another process" and "hdl/params.py" in sources
     finally:
         provenance.scope.reset(token)
 

@@ -115,7 +115,8 @@ def _batches(rng, n, size):
 
 
 class _Deterministic:
-    """One thread, deterministic kernels, fixed seeds: the same weights on every run and machine."""
+    """One thread, deterministic kernels, fixed seeds: the same weights on every run on one machine (another
+    CPU's float kernels round differently)."""
 
     def __init__(self, torch, seed):
         self.torch, self.seed = torch, seed
