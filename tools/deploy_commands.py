@@ -81,7 +81,8 @@ def cmd_network_run(args):
     from ..golden import modelfile
     from ..hdl.params import ParameterError
     from .provenance import write_result
-    from .designs_network import parse_budget, run_network
+    from .network_pipeline import run_network
+    from .network_plan import parse_budget
     if args.port:
         raise CLIError("--design network runs in the compiled simulation (--sim) only: the pipeline has no UART "
                        "link on a board yet")

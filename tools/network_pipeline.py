@@ -1,0 +1,268 @@
+"""The whole-network pipeline: a :class:`~insitu.tools.network_plan.Plan` elaborated into one streaming
+circuit (:class:`NetworkPipeline`, :func:`build_pipeline`), and that circuit in the compiled simulation
+(:class:`CompiledNetwork`, :func:`run_network`, which checks every score against the integer golden model).
+The notes of :mod:`insitu.tools.designs_network` describe its blocks, glue and FIFOs.
+"""
+
+import numpy as np
+from amaranth import Module, signed
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .network_plan import plan, walk
+
+__all__ = ["NetworkPipeline", "build_pipeline", "CompiledNetwork", "run_network"]
+
+
+class NetworkPipeline(wiring.Component):
+    """The whole network as one stream circuit: pixels in, class scores out.
+
+    Members
+    -------
+    i : In(stream.Signature(pixel_layout(C, act_width)))
+        One input pixel (all ``C`` channels, integer input values) per transfer, raster order, images back
+        to back.
+    o : Out(stream.Signature(scores_layout(width, classes)))
+        The ``classes`` scores of each image in order; the last carries the image's class.
+    """
+
+    def __init__(self, the_plan):
+        self._plan = the_plan
+        self._stages = []          # (name, component) in stream order
+        self._build()
+        model = the_plan.model
+        first, last = self._stages[0][1], self._stages[-1][1]
+        super().__init__({"i": first.signature.members["i"], "o": last.signature.members["o"]})
+        self.classes = model.output_shape[0]
+
+    plan = property(lambda self: self._plan)
+    stages = property(lambda self: list(self._stages))
+
+    def _add(self, name, component):
+        self._stages.append((name, component))
+        return component
+
+    def _build(self):
+        from ..hdl import CirculantMatVec, Conv2d, DenseMatVec, Requantize
+        from ..hdl.network import BiasRelu, Decimate, Flatten, Gather, Pool, Scores, Serialise
+        model, stages = self._plan.model, {s.layer: s for s in self._plan.stages}
+        act = model.formats["act_width"]
+        fmt = None                   # ("groups", width, lanes, C, H, W) or ("vector", width, n)
+        pending = None               # shift of the weight layer whose accumulators are flowing
+        for layer, after in walk(model):
+            stage = stages[layer.name]
+            # into the layer's input format, requantised
+            if layer.kind == "conv2d":
+                c, h, w = layer.in_shape
+                if fmt is not None:
+                    _, width, lanes, _, _, _ = fmt
+                    self._add(f"{layer.name}_requant", Requantize(width, act, pending, lanes=lanes))
+                    if lanes != c:
+                        self._add(f"{layer.name}_gather", Gather(width=act, lanes=lanes, groups=c // lanes))
+                pe = self._pe(layer, stage, act)
+                conv = self._add(layer.name, Conv2d(pe, width=w, height=h, padding=layer.attrs["padding"]))
+                lanes = pe.parallel
+                c_out = layer.shape[0]
+                width = pe.signature.members["o"].signature.members["payload"].shape.elem_shape.width
+                ho, wo = conv.out_height, conv.out_width
+                self._add(f"{layer.name}_fifo", _Fifo(pe.signature.members["o"].signature.members["payload"].shape,
+                                                      2 * (c_out // lanes)))
+                if layer.attrs["stride"] > 1:
+                    s = layer.attrs["stride"]
+                    self._add(f"{layer.name}_stride", Decimate(width=width, lanes=lanes, groups=c_out // lanes,
+                                                               image_width=wo, image_height=ho, stride=s))
+                    ho, wo = (ho - 1) // s + 1, (wo - 1) // s + 1
+                fmt = ("groups", width, lanes, c_out, ho, wo)
+            else:
+                n = layer.shape[1]
+                order = None                # the column of each arriving value, when not 0, 1, 2, …
+                if fmt is not None:
+                    if fmt[0] == "groups":
+                        _, width, lanes, c, h, w = fmt
+                        self._add(f"{layer.name}_requant", Requantize(width, act, pending, lanes=lanes))
+                        if lanes > 1:
+                            self._add(f"{layer.name}_serialise", Serialise(width=act, lanes=lanes))
+                        if c > 1 and h * w > 1:
+                            if layer.method == "dense":     # take the values in arrival order instead
+                                order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+                            else:
+                                self._add(f"{layer.name}_flatten", Flatten(width=act, channels=c, height=h,
+                                                                           image_width=w))
+                    else:
+                        self._add(f"{layer.name}_requant", Requantize(fmt[1], act, pending))
+                if layer.method == "dense":
+                    codes = layer.data["codes"].astype(int)
+                    if order is not None:
+                        codes = codes[:, order]
+                    block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act, lanes=stage.value)
+                else:
+                    d = layer.entry.decode(layer)
+                    block = CirculantMatVec(m=layer.shape[0], n=n, k=d.k, spectra=d.spectra, mid_shift=d.mid_shift,
+                                            act_width=act, fft_width=d.fft_width, spectrum_width=d.spectrum_width)
+                # it takes a whole vector, then computes: a vector of room in front lets the layers before
+                # it deliver the next one meanwhile
+                self._add(f"{layer.name}_fifo", _Fifo(signed(act), n))
+                self._add(layer.name, block)
+                width = block.signature.members["o"].signature.members["payload"].shape.width
+                fmt = ("groups", width, 1, layer.shape[0], 1, 1)
+            # bias, relu and pooling on the accumulators
+            _, width, lanes, c, h, w = fmt
+            bias = layer.data["bias_q"].astype(int).tolist() if "bias_q" in layer.data else None
+            relu_now = bool(after) and after[0].kind == "relu"
+            if bias is not None or relu_now:
+                b = self._add(f"{layer.name}_bias", BiasRelu(width=width, lanes=lanes, groups=c // lanes, bias=bias,
+                                                              relu=relu_now))
+                width = b.out_width
+            for a in after[1 if relu_now else 0:]:
+                if a.kind == "relu":
+                    self._add(a.name, BiasRelu(width=width, lanes=lanes, groups=c // lanes, relu=True))
+                elif a.kind == "pool":
+                    k = a.attrs["k"]
+                    p = self._add(a.name, Pool(width=width, lanes=lanes, groups=c // lanes, image_width=w,
+                                               image_height=h, k=k, mode="max" if a.attrs["mode"] == "max" else "sum"))
+                    width, h, w = p.out_width, h // k, w // k
+            fmt = ("groups", width, lanes, c, h, w)
+            pending = layer.shift
+        _, width, lanes, c, h, w = fmt
+        if lanes > 1:
+            self._add("scores_serialise", Serialise(width=width, lanes=lanes))
+        self._add("scores", Scores(width=width, classes=c * h * w))
+
+    @staticmethod
+    def _pe(layer, stage, act):
+        from ..golden import conv as golden_conv
+        from ..hdl import BasisFirstConv, DenseConv, MuxConv
+        c_out, c_in, k = layer.shape[0], layer.shape[1], layer.shape[2]
+        if layer.method == "qgp":
+            return MuxConv(c_in=c_in, c_out=c_out, k=k, act_width=act, parallel=stage.value,
+                           init=layer.data["codes"].astype(int))
+        if layer.method == "dense":
+            return DenseConv(c_in=c_in, c_out=c_out, k=k, act_width=act, parallel=stage.value,
+                             init=golden_conv.pack(layer.data["codes"].astype(int)))
+        d = layer.entry.decode(layer)
+        if layer.method == "smartdeal":
+            from ..golden import smartdeal
+            from ..hdl.decode import SmartDealWeights
+            from ..hdl.streamconv import StreamConv
+            source = SmartDealWeights(words=smartdeal.row_words(d), rows=d.zero.shape[1], c_out=c_out,
+                                      group_size=d.group_size, basis=d.basis, basis_bits=d.basis_bits,
+                                      exp_range=d.e_max - d.e_min)
+            return StreamConv(c_in=c_in, c_out=c_out, k=k, act_width=act, source=source)
+        if layer.method == "mlg":
+            from ..hdl.insitu import InSituGenerator
+            from ..hdl.streamconv import StreamConv
+            source = InSituGenerator(basis=d.basis, u=d.u, v=d.v, bits=d.bits, lanes=stage.value)
+            return StreamConv(c_in=c_in, c_out=c_out, k=k, act_width=act, source=source)
+        return BasisFirstConv(basis=d.basis, coef=d.coef, basis_bits=d.basis_bits, coef_bits=d.coef_bits,
+                              mode=d.mode, act_width=act)
+
+    def elaborate(self, platform):
+        m = Module()
+        previous = None
+        for name, component in self._stages:
+            m.submodules[name] = component
+            if previous is None:
+                wiring.connect(m, wiring.flipped(self.i), component.i)
+            else:
+                wiring.connect(m, previous.o, component.i)
+            previous = component
+        wiring.connect(m, previous.o, wiring.flipped(self.o))
+        return m
+
+
+class _Fifo(wiring.Component):
+    """A synchronous FIFO (``amaranth.lib.fifo.SyncFIFOBuffered``) of ``shape`` payloads with stream ports."""
+
+    def __init__(self, shape, depth):
+        from amaranth import Shape
+        from amaranth.lib import data
+        self._layout, self._depth = shape, depth
+        self._bits = shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+        sig = stream.Signature(shape)
+        super().__init__({"i": In(sig), "o": Out(sig)})
+
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._bits, depth=self._depth)
+        m.d.comb += [q.w_data.eq(self.i.payload), q.w_en.eq(self.i.valid), self.i.ready.eq(q.w_rdy),
+                     self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
+        return m
+
+
+def build_pipeline(model, board, **options):
+    """``(NetworkPipeline, Plan)`` for ``model`` on ``board`` (options as :func:`plan`)."""
+    the_plan = plan(model, board, **options)
+    return NetworkPipeline(the_plan), the_plan
+
+
+class CompiledNetwork:
+    """A :class:`NetworkPipeline` in the compiled simulation (:class:`~insitu.soc.compiled_stream.CompiledStream`):
+    raw images in, class scores, classes and clocks out."""
+
+    def __init__(self, pipeline, *, progress=None):
+        from ..soc.compiled_stream import CompiledStream
+        self.pipeline = pipeline
+        self.model = pipeline.plan.model
+        self._sim = CompiledStream(pipeline, progress=progress)
+        self._in = pipeline.signature.members["i"].signature.members["payload"].shape
+        self._out = pipeline.signature.members["o"].signature.members["payload"].shape
+
+    def infer(self, images, *, seed=0, stall=0.0):
+        """``(scores (n, classes), classes (n,), clocks)`` of raw ``images`` (as the data set gives them),
+        with seeded random stalls on both streams."""
+        from ..golden import network
+        from ..soc.compiled_stream import pack, unpack
+        q = network.quantise_input(self.model, images)
+        n, classes = len(q), self.pipeline.classes
+        if q.ndim == 4:                   # pixels in raster order, all channels in one transfer
+            pixels = q.transpose(0, 2, 3, 1).reshape(-1, q.shape[1])
+            words = pack(self._in, {str(c): pixels[:, c] for c in range(pixels.shape[1])})
+        else:                             # a flattened input: one value per transfer
+            words = pack(self._in, q.reshape(-1))
+        budget = 1000 + int(n * (4 * self.pipeline.plan.cycles + 2000) / (1 - min(stall, 0.9)))
+        out, clocks = self._sim.run(words, n * classes, seed=seed, stall=stall, max_cycles=budget)
+        fields = unpack(self._out, out)
+        scores = fields["score"].reshape(n, classes)
+        last = fields["last"].reshape(n, classes)
+        if not (last[:, -1].all() and not last[:, :-1].any()):
+            raise RuntimeError("The pipeline's scores lost their image boundaries (last flags out of place)")
+        return scores, fields["klass"].reshape(n, classes)[:, -1], clocks
+
+
+def run_network(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
+                progress=None):
+    """Run ``images`` through ``model``'s pipeline (planned for ``board``) in the compiled simulation and
+    compare every score with :func:`~insitu.golden.network.forward_int`. Returns the report: mismatches,
+    accuracy, cycles per image (the interval, images back to back) and latency (one image alone), images/s
+    at the plan's clock, and the plan."""
+    import time
+
+    from ..golden import network as golden_network
+    pipeline, the_plan = build_pipeline(model, board, target_fps=target_fps, budget=budget)
+    if progress:
+        progress(the_plan.format())
+    sim = CompiledNetwork(pipeline, progress=progress)
+    _, _, latency = sim.infer(images[:1])
+    start = time.monotonic()
+    scores, classes, clocks = sim.infer(images, seed=seed, stall=stall)
+    seconds = time.monotonic() - start
+    want = golden_network.forward_int(model, images)
+    bad = np.flatnonzero((scores != want).any(axis=1) | (classes != want.argmax(axis=1)))
+    per_image = clocks / len(images)
+    report = {
+        "design": "network", "board": board.name, "family": board.family, "images": len(images),
+        "mismatches": int(len(bad)), "first_mismatches": bad[:10].tolist(),
+        "cycles_per_image": round(per_image, 1), "latency_cycles": int(latency),
+        "clock_mhz": the_plan.frequency / 1e6,
+        "images_per_second_at_clock": round(the_plan.frequency / per_image),
+        "estimated_cycles_per_image": the_plan.cycles, "stall": stall,
+        "simulated_clocks_per_second": round(clocks / seconds) if seconds else None,
+        "plan": the_plan.table(), "estimate": the_plan.totals(),
+        "weight_bits": int(sum(s.weight_bits for s in the_plan.stages)),
+    }
+    if labels is not None:
+        report["accuracy"] = round(float((classes == labels).mean()), 4)
+        report["golden_accuracy"] = round(float((want.argmax(axis=1) == labels).mean()), 4)
+    return report
