@@ -177,15 +177,14 @@ def cmd_bench(args):
         from .bench_decode import bench_decode, format_bench_decode
         given = {name: tuple(value) if isinstance(value, list) else value
              for name, value in vars(args).items() if name in _all_params(args.design_options)}
-        allowed = {f.name for name in ("smartdeal-conv", "mlg-conv")
-                   for f in dataclasses.fields(designs.get_design(name).params)}
+        allowed = _all_params(("smartdeal-conv", "mlg-conv"))
         foreign = sorted(set(given) - allowed)
         if foreign:
             raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of bench decode "
                            f"(its parameters: {', '.join(_option(n) for n in sorted(allowed))})")
         split = []
         for name in ("smartdeal-conv", "mlg-conv"):
-            own = {f.name for f in dataclasses.fields(designs.get_design(name).params)}
+            own = _all_params((name,))
             split.append(designs.get_design(name).params(**{k: v for k, v in given.items() if k in own}))
         result = bench_decode(*split, args.boards, json_path=json_path, build_root=args.build_dir,
                               synth_opts=_synth_opts(args))

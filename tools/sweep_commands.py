@@ -170,14 +170,19 @@ def _run_command(argv, cwd):
     return {"argv": argv, "returncode": done.returncode, "tail": tail}
 
 
-def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
-    """Run the recorded commands of ``paths`` as dask tasks; returns their outcomes in order."""
+def _run_commands(commands, what, *, scheduler=None, workers=None, cwd=".", progress=print):
+    """Run ``insitu`` commands (each writing a ``--json`` file) as dask tasks; their outcomes in order."""
     from .sweep import dask_client, run_tasks
-    commands = [_command_for(path) for path in paths]
     with dask_client(scheduler, workers) as client:
-        return run_tasks(client, _run_command, commands, "results",
+        return run_tasks(client, _run_command, commands, what,
                          lambda outcome: Path(outcome["argv"][outcome["argv"].index("--json") + 1]).name,
                          progress=progress, cwd=str(Path(cwd).resolve()))
+
+
+def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
+    """Run the recorded commands of ``paths`` as dask tasks; returns their outcomes in order."""
+    return _run_commands([_command_for(path) for path in paths], "results", scheduler=scheduler,
+                         workers=workers, cwd=cwd, progress=progress)
 
 
 #: how each command is cut down to a probe: (command word, option, value); commands not listed are remade
@@ -210,8 +215,9 @@ def rescope(path, outcome):
     from .provenance import stale, write_json_atomic
     result = json.loads(Path(path).read_text())
     block = result["provenance"]
-    if stale(result):
-        raise CLIError(f"{path.name} is stale ({stale(result)}): remake it instead")
+    why = stale(result)
+    if why:
+        raise CLIError(f"{path.name} is stale ({why}): remake it instead")
     if outcome["returncode"] != 0:
         raise CLIError(f"{path.name}: its probe failed: " + " / ".join(outcome["tail"]))
     probe_path = Path(outcome["argv"][outcome["argv"].index("--json") + 1])
@@ -231,10 +237,7 @@ def _cmd_rescope(status):
     remake = [p.name for p, argv in probes.items() if argv is None]
     probes = {p: argv for p, argv in probes.items() if argv is not None}
     if probes:
-        from .sweep import dask_client, run_tasks
-        with dask_client(None, None) as client:
-            outcomes = run_tasks(client, _run_command, list(probes.values()), "probes",
-                                 lambda o: Path(o["argv"][o["argv"].index("--json") + 1]).name, cwd=str(Path.cwd()))
+        outcomes = _run_commands(list(probes.values()), "probes")
         failed = []
         for path, outcome in zip(probes, outcomes):
             try:
