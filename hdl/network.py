@@ -413,18 +413,29 @@ class Scores(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # Two registered stages: the first holds a score with its index, the second compares it with
+        # the best so far, so the comparison starts and ends at flip-flops.
         index = _Counter(m, self._classes, "index")
+        score = Signal(signed(self._width))
+        score_index = Signal.like(self.o.payload.klass)
+        score_last = Signal()
+        score_valid = Signal()
         best = Signal(signed(self._width))
         best_index = Signal.like(self.o.payload.klass)
-        better = (index.value == 0) | (self.i.payload > best)
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(~score_valid | advance)
         take = self.i.valid & self.i.ready
-        with m.If(self.i.ready):
-            m.d.sync += self.o.valid.eq(self.i.valid)
         index.step(take)
-        with m.If(take):
+        with m.If(self.i.ready):
+            m.d.sync += [score_valid.eq(self.i.valid), score.eq(self.i.payload),
+                         score_index.eq(index.value), score_last.eq(index.last)]
+
+        better = (score_index == 0) | (score > best)
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(score_valid)
+        with m.If(advance & score_valid):
             with m.If(better):
-                m.d.sync += [best.eq(self.i.payload), best_index.eq(index.value)]
-            m.d.sync += [self.o.payload.score.eq(self.i.payload), self.o.payload.last.eq(index.last),
-                         self.o.payload.klass.eq(Mux(better, index.value, best_index))]
+                m.d.sync += [best.eq(score), best_index.eq(score_index)]
+            m.d.sync += [self.o.payload.score.eq(score), self.o.payload.last.eq(score_last),
+                         self.o.payload.klass.eq(Mux(better, score_index, best_index))]
         return m

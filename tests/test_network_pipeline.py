@@ -76,12 +76,47 @@ def test_bias_relu_and_decimate():
     assert np.array_equal(_ungroup(got, 2, 4, 3, 2), want)
 
 
-def test_scores_carry_the_first_largest_class():
-    scores = [[3, 7, 7, -1], [-5, -9, -5, -6], [0, 0, 0, 1]]
-    got, _ = simulate_stream(Scores(width=8, classes=4), [v for row in scores for v in row], 12, seed=1, stall=0.3)
-    assert [g["score"] for g in got] == [v for row in scores for v in row]
+@pytest.mark.parametrize("classes,seed,stall", [(4, 1, 0.3), (10, 2, 0.5), (1, 3, 0.2), (3, 4, 0.0)])
+def test_scores_carry_the_first_largest_class(classes, seed, stall):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-4, 4, (12, classes))       # a small range, so that ties are common
+    scores[0] = -128                                  # every score at the bottom of the range ...
+    scores[1] = 127                                   # ... and at the top
+    got, _ = simulate_stream(Scores(width=8, classes=classes), [int(v) for v in scores.flat], scores.size,
+                             seed=seed, stall=stall)
+    assert [g["score"] for g in got] == [int(v) for v in scores.flat]
     assert [g["klass"] for g in got if g["last"]] == [int(np.argmax(r)) for r in scores]
-    assert [g["last"] for g in got] == [0, 0, 0, 1] * 3
+    assert [g["last"] for g in got] == ([0] * (classes - 1) + [1]) * len(scores)
+
+
+@pytest.mark.parametrize("seed,stall", [(1, 0.0), (2, 0.3), (3, 0.7)])
+def test_skid_passes_every_payload_in_order_and_its_ready_is_a_register(seed, stall):
+    from amaranth import signed
+    from insitu.hdl.skid import Skid
+    from insitu.hdl.testing import run
+    rng = np.random.default_rng(seed)
+    payloads = [int(v) for v in rng.integers(-512, 512, 300)]
+    got, cycles = simulate_stream(Skid(signed(10)), payloads, len(payloads), seed=seed, stall=stall)
+    assert got == payloads
+    if not stall:
+        assert cycles <= len(payloads) + 2           # one transfer per clock, no added latency
+
+    # Within a clock, o.ready never changes i.ready (it goes only into the register's enable).
+    dut, seen = Skid(signed(10)), []
+
+    async def probe(ctx):
+        for n in range(200):
+            ctx.set(dut.i.valid, int(rng.integers(2)))
+            ctx.set(dut.i.payload, int(rng.integers(-512, 512)))
+            readies = []
+            for ready in (0, 1):
+                ctx.set(dut.o.ready, ready)
+                readies.append(ctx.get(dut.i.ready))
+            seen.append(readies)
+            ctx.set(dut.o.ready, int(rng.integers(2)))
+            await ctx.tick()
+    run(dut, [probe])
+    assert all(a == b for a, b in seen) and {a for a, _ in seen} == {0, 1}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from amaranth import Module, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hdl.skid import Skid
 from .network_plan import plan, walk
 
 __all__ = ["NetworkPipeline", "build_pipeline", "CompiledNetwork", "run_network"]
@@ -186,7 +187,11 @@ class _Fifo(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self._bits, depth=self._depth)
-        m.d.comb += [q.w_data.eq(self.i.payload), q.w_en.eq(self.i.valid), self.i.ready.eq(q.w_rdy),
+        # The skid register in front makes ``i.ready`` a flip-flop, so the stages feeding the FIFO do not
+        # chain their ready logic onto its level comparison.
+        m.submodules.skid = skid = Skid(self._layout)
+        wiring.connect(m, wiring.flipped(self.i), skid.i)
+        m.d.comb += [q.w_data.eq(skid.o.payload), q.w_en.eq(skid.o.valid), skid.o.ready.eq(q.w_rdy),
                      self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
 

@@ -131,9 +131,14 @@ def parse_budget(text, board):
 
 
 # --- estimates ------------------------------------------------------------------------------------------
-# Logic in LCs (iCE40) or LUTs (ECP5), fitted to this project's builds (docs/results): an iCE40 8×8
-# multiplier in logic is ~190 LC, a 16-input MuxConv lane ~120 LC per input channel, a register bit one LC
-# on the iCE40 and a third of a LUT on the ECP5 (whose slices pair flip-flops with LUTs).
+# Logic in LCs (iCE40) or LUTs (ECP5), fitted to this project's builds (docs/results; the per-layer figures
+# of a synthesis that keeps the hierarchy, ``insitu build --design network``):
+# - a register bit is one LC on the iCE40 and a third of a LUT on the ECP5 (whose slices pair flip-flops
+#   with LUTs);
+# - an iCE40 8×8 multiplier in logic is ~145 LC (the lean digits pipeline's DenseMatVecs: 766 LC with two
+#   lanes, 364 with one);
+# - a MuxConv lane is ~73 LC per input channel on the iCE40 (its conv1 and conv2: 157 and 1,174 LC,
+#   windows included) and ~120 LUT on the ECP5.
 
 def _reg(family, bits):
     return bits if family == "ice40" else bits // 3
@@ -142,7 +147,12 @@ def _reg(family, bits):
 def _mults(family, count):
     """``(logic, dsp)`` of ``count`` 8×8 multipliers: ECP5 synthesis maps each to a MULT18X18D; the iCE40
     build does not use its DSPs (``-dsp`` is not passed), so they are logic there."""
-    return (count * 190, 0) if family == "ice40" else (count * 12, count)
+    return (count * 145, 0) if family == "ice40" else (count * 12, count)
+
+
+#: ``(window control, MuxConv logic per input channel and lane, DenseMatVec control, per lane besides
+#: its multipliers)`` per family
+_BLOCK_LOGIC = {"ice40": (12, 73, 40, 60), "ecp5": (40, 120, 120, 60)}
 
 
 def _conv_stage(layer, in_shape, family, act_width):
@@ -152,7 +162,8 @@ def _conv_stage(layer, in_shape, family, act_width):
     pad, stride = layer.attrs["padding"], layer.attrs["stride"]
     ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
     positions = (h + pad) * (w + pad)
-    window = _reg(family, k * k * c_in * act_width) + 40
+    control, lane, _, _ = _BLOCK_LOGIC[family]
+    window = _reg(family, k * k * c_in * act_width) + control
     lines = ebr_blocks(w + pad, (k - 1) * c_in * act_width, family) if k > 1 else 0
     method = layer.method
     if method == "qgp":
@@ -160,7 +171,7 @@ def _conv_stage(layer, in_shape, family, act_width):
         bits = c_out * c_in * code
 
         def estimate(p):
-            return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + 120 * c_in * p,
+            return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + lane * c_in * p,
                     "dsp": 0, "blocks": lines, "multipliers": 0}
         return Stage(layer.name, "conv2d", method, "MuxConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1, bits,
                      "LUT", f"{code}-bit tap codes, {c_out}x{c_in} kernels", estimate)
@@ -211,7 +222,8 @@ def _linear_stage(layer, family, act_width):
         def estimate(lanes):
             cycles = n + (m // lanes) * (n + 5 + lanes)
             logic, dsp = _mults(family, 2 * lanes)       # two half-depth multipliers per lane
-            return {"cycles": cycles, "logic": 120 + 60 * lanes + logic, "dsp": dsp,
+            control, per_lane = _BLOCK_LOGIC[family][2:]
+            return {"cycles": cycles, "logic": control + per_lane * lanes + logic, "dsp": dsp,
                     "blocks": ebr_blocks(m // lanes * n, lanes * 8, family) + ebr_blocks(n, act_width, family),
                     "multipliers": lanes}
         return Stage(layer.name, "linear", "dense", "DenseMatVec", "lanes", _divisors(m, MAX_LANES), 1, bits, "BRAM",
