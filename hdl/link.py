@@ -1,0 +1,663 @@
+"""The host link of a pipeline on a board: the framed protocol of :mod:`insitu.soc.protocol` in logic.
+
+The SoC's runtime firmware speaks the protocol through its CPU. A whole-network pipeline has no CPU, so
+:class:`LinkEndpoint` speaks it in hardware, with the same frames, commands and host driver
+(:class:`insitu.soc.protocol.Client`, :func:`insitu.tools.deploy.run_model` with the board's baked model):
+
+* frames are COBS-decoded and CRC-checked as the bytes arrive; a bad frame is answered with a NAK;
+* ``HELLO`` describes the board: a baked model (the pipeline), the methods it runs, the input and result
+  capacity; ``ECHO`` echoes;
+* ``WRITE`` (region 1) stores input images; region 0 (a model) has no room: the weights are in the logic;
+* ``INFER`` streams images from the input region through the pipeline and stores each image's class,
+  cycles and scores in the wire format of ``RESULTS``, which copies them out;
+* ``COMMIT`` is refused (``NO_ROOM``), unknown commands get ``BAD_COMMAND``;
+* the last reply is kept: a repeated request (same command and sequence number, its reply lost) is
+  answered from it again, never executed twice.
+
+Frames, inputs and results share one byte-wide single-port memory (:class:`ByteMemory`): SPRAM on the
+iCE40UP5K (whose block RAMs a pipeline needs), block RAM elsewhere. One state machine does everything a
+byte at a time; a UART byte takes ``10 × clocks_per_bit`` clocks, so it is never the bottleneck.
+
+:class:`UARTLink` puts the endpoint behind an 8N1 UART (:class:`UARTRx`, :class:`UARTTx`).
+"""
+
+import struct
+
+from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import ParameterError, check_int, validated
+
+__all__ = ["crc32_update", "CRC_RESIDUE", "ByteMemory", "UARTRx", "UARTTx", "LinkEndpoint", "UARTLink"]
+
+
+def _protocol():
+    from ..soc import protocol
+    return protocol
+
+
+def crc32_update(crc, byte):
+    """One byte of the CRC-32 register (reflected, the register of ``zlib.crc32`` before its final XOR)."""
+    crc ^= byte
+    for _ in range(8):
+        crc = (crc >> 1) ^ (_protocol().CRC_POLY_REFLECTED if crc & 1 else 0)
+    return crc
+
+
+def _residue():
+    # The register run over a frame's body and then its CRC (little endian) ends at one value, whatever
+    # the body.
+    crc, body = 0xFFFFFFFF, b"insitu"
+    for byte in body:
+        crc = crc32_update(crc, byte)
+    for byte in struct.pack("<I", crc ^ 0xFFFFFFFF):
+        crc = crc32_update(crc, byte)
+    return crc
+
+
+#: the CRC register after a good frame's body and CRC
+CRC_RESIDUE = _residue()
+
+
+def _crc_next(crc, byte):
+    """The CRC register after ``byte``, as logic (eight unrolled steps; synthesis makes XOR trees)."""
+    poly = _protocol().CRC_POLY_REFLECTED
+    c = crc ^ byte
+    for _ in range(8):
+        c = (c >> 1) ^ Mux(c[0], poly, 0)
+    return c[:32]
+
+
+class ByteMemory(wiring.Component):
+    """A byte-wide single-port memory: ``addr`` and ``w_en``/``w_data`` in one clock, ``r_data`` (the byte
+    at the clock's ``addr``, before a write) the next.
+
+    On an iCE40UP part it is built from SB_SPRAM256KA blocks (32 KB each, at most four); elsewhere, and
+    in simulation, from block RAM (``amaranth.lib.memory``), initially zero.
+
+    Members
+    -------
+    addr : In(range(size)), w_data : In(8), w_en : In(1), r_data : Out(8)
+    """
+
+    @validated
+    def __init__(self, *, size):
+        check_int(size, "Memory size", 1, 4 * 32768)
+        self._size = size
+        super().__init__({"addr": In(range(size)), "w_data": In(8), "w_en": In(1), "r_data": Out(8)})
+
+    size = property(lambda self: self._size)
+
+    def elaborate(self, platform):
+        m = Module()
+        if not getattr(platform, "device", "").startswith("iCE40UP"):
+            m.submodules.mem = mem = memory.Memory(shape=8, depth=self._size, init=[])
+            wr, rd = mem.write_port(), mem.read_port(transparent_for=())
+            m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                         rd.addr.eq(self.addr), self.r_data.eq(rd.data)]
+            return m
+        addr = Signal(17)
+        m.d.comb += addr.eq(self.addr)
+        odd, bank = Signal(), Signal(2)
+        m.d.sync += [odd.eq(addr[0]), bank.eq(addr[15:17])]
+        outs = []
+        for b in range(-(-self._size // 32768)):
+            out = Signal(16, name=f"spram{b}_out")
+            m.submodules[f"spram{b}"] = Instance(
+                "SB_SPRAM256KA", i_ADDRESS=addr[1:15], i_DATAIN=Cat(self.w_data, self.w_data),
+                i_MASKWREN=Mux(addr[0], 0b1100, 0b0011), i_WREN=self.w_en & (addr[15:17] == b),
+                i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
+            outs.append(out)
+        word = Array(outs)[bank] if len(outs) > 1 else outs[0]
+        m.d.comb += self.r_data.eq(Mux(odd, word[8:], word[:8]))
+        return m
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver: each byte is offered on ``o`` for one clock (a byte not taken then is lost, as on a
+    wire; ``dropped`` counts such bytes, saturating).
+
+    Members
+    -------
+    rx : In(1) (idle high), o : Out(stream.Signature(8)), dropped : Out(8)
+    """
+
+    @validated
+    def __init__(self, *, clocks_per_bit):
+        check_int(clocks_per_bit, "Clocks per bit", 4, 1 << 16)
+        self._cpb = clocks_per_bit
+        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8)), "dropped": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        sync = Signal(2, init=3)
+        m.d.sync += sync.eq(Cat(self.rx, sync[0]))
+        line = sync[1]
+        bits = Signal(range(11))            # 10: start bit, 9…2: data bits, 1: stop bit, 0: idle
+        timer = Signal(range(self._cpb))
+        shift = Signal(8)
+        m.d.sync += self.o.valid.eq(0)
+        with m.If(self.o.valid & ~self.o.ready & (self.dropped != 255)):
+            m.d.sync += self.dropped.eq(self.dropped + 1)
+        with m.If(bits == 0):
+            with m.If(~line):
+                m.d.sync += [bits.eq(10), timer.eq(self._cpb // 2)]
+        with m.Elif(timer == 0):
+            m.d.sync += [timer.eq(self._cpb - 1), bits.eq(bits - 1)]
+            with m.If((bits == 10) & line):         # a glitch, not a start bit
+                m.d.sync += bits.eq(0)
+            with m.Elif((bits > 1) & (bits < 10)):
+                m.d.sync += shift.eq(Cat(shift[1:], line))
+            with m.Elif(bits == 1):                 # stop bit: deliver (a framing error is dropped)
+                m.d.sync += [self.o.valid.eq(line), self.o.payload.eq(shift)]
+        with m.Else():
+            m.d.sync += timer.eq(timer - 1)
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter: takes a byte from ``i`` whenever the line is idle.
+
+    Members
+    -------
+    i : In(stream.Signature(8)), tx : Out(1) (idle high)
+    """
+
+    @validated
+    def __init__(self, *, clocks_per_bit):
+        check_int(clocks_per_bit, "Clocks per bit", 4, 1 << 16)
+        self._cpb = clocks_per_bit
+        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        shift = Signal(10, init=0x3FF)
+        bits = Signal(range(11))
+        timer = Signal(range(self._cpb))
+        m.d.comb += [self.i.ready.eq(bits == 0), self.tx.eq(shift[0])]
+        with m.If(bits == 0):
+            with m.If(self.i.valid):
+                m.d.sync += [shift.eq(Cat(0, self.i.payload, 1)), bits.eq(10), timer.eq(self._cpb - 1)]
+        with m.Elif(timer == 0):
+            m.d.sync += [shift.eq(Cat(shift[1:], 1)), bits.eq(bits - 1), timer.eq(self._cpb - 1)]
+        with m.Else():
+            m.d.sync += timer.eq(timer - 1)
+        return m
+
+
+class LinkEndpoint(wiring.Component):
+    """The protocol's board side for ``pipeline`` (a component with an input stream ``i`` of pixels and an
+    output stream ``o`` of :func:`insitu.hdl.network.scores_layout` scores), on wire bytes.
+
+    Parameters
+    ----------
+    pipeline : wiring.Component
+        Becomes the submodule ``pipeline``. One transfer on ``i`` is one pixel: ``channels`` values (an
+        ``ArrayLayout``) or one value.
+    channels, pixels : int
+        The input image: ``channels × pixels`` bytes, stored channel-major as the host sends them
+        (``quantise_input(...).reshape(n, -1)``); pixel ``p`` is the transfer of bytes ``c · pixels + p``.
+    classes : int
+        Scores per image.
+    images : int
+        Input and result slots (the host's batch).
+    methods : int
+        The capability bits of the methods the pipeline runs (``protocol.METHODS_SHIFT`` + method code).
+
+    Members
+    -------
+    i : In(stream.Signature(8))
+        Bytes from the host (the wire: COBS frames, each closed by a zero).
+    o : Out(stream.Signature(8))
+        Bytes to the host.
+    """
+
+    @validated
+    def __init__(self, pipeline, *, channels, pixels, classes, images, methods=0):
+        check_int(channels, "Channel count", 1, 255)
+        check_int(pixels, "Pixels per image", 1)
+        check_int(classes, "Class count", 1, 255)
+        check_int(images, "Image slots", 1, 65535)
+        p = _protocol()
+        self._pipeline = pipeline
+        self._channels, self._pixels, self._classes, self._images = channels, pixels, classes, images
+        self.result_bytes = 5 + 4 * classes
+        self.input_bytes = channels * pixels
+        self._frame_max = 4 + p.MAX_PAYLOAD + 4
+        self.FRAME, self.NAK = 0, self._frame_max
+        self.REPLY = self.NAK + 8
+        self.INPUTS = self.REPLY + self._frame_max
+        self.RESULTS = self.INPUTS + images * self.input_bytes
+        self.size = self.RESULTS + images * self.result_bytes
+        if self.size > 4 * 32768:
+            raise ParameterError(f"The link's buffers need {self.size} bytes for {images} images; at most "
+                                 f"{4 * 32768} fit: fewer image slots")
+        caps = p.CAPABILITIES["baked_model"] | p.CAPABILITIES["software_path"] | methods
+        self.hello = struct.pack("<HHIIIHHH", p.VERSION, p.MAX_PAYLOAD, caps, 0, images * self.input_bytes,
+                                 images, 0, 0)
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8))})
+
+    pipeline = property(lambda self: self._pipeline)
+    images = property(lambda self: self._images)
+
+    def elaborate(self, platform):
+        p = _protocol()
+        m = Module()
+        m.submodules.pipeline = pipe = self._pipeline
+        m.submodules.mem = mem = ByteMemory(size=self.size)
+        C, HW, classes, size = self._channels, self._pixels, self._classes, self.result_bytes
+        status = {name: code for code, (name, _) in p.STATUS.items()}
+
+        # --- receiving: COBS decoding and the CRC as the bytes arrive --------------------------------
+        n = Signal(range(self._frame_max + 2))      # decoded bytes
+        started, bad, zero_after = Signal(), Signal(), Signal()
+        code_left = Signal(8)
+        crc = Signal(32)
+        cmd, seq = Signal(8), Signal(8)
+        length = Signal(16)
+        args = Signal(data.ArrayLayout(8, 8))       # the first eight payload bytes
+        arg16 = [Cat(args[2 * k], args[2 * k + 1]) for k in range(2)]
+        offset = Cat(args[4], args[5], args[6], args[7])
+
+        def store(value):
+            with m.If(n < self._frame_max):
+                m.d.comb += [mem.addr.eq(self.FRAME + n), mem.w_data.eq(value), mem.w_en.eq(1)]
+                m.d.sync += [crc.eq(_crc_next(crc, value)), n.eq(n + 1)]
+                with m.Switch(n):
+                    with m.Case(0):
+                        m.d.sync += cmd.eq(value)
+                    with m.Case(1):
+                        m.d.sync += seq.eq(value)
+                    with m.Case(2):
+                        m.d.sync += length[:8].eq(value)
+                    with m.Case(3):
+                        m.d.sync += length[8:].eq(value)
+                    for k in range(8):
+                        with m.Case(4 + k):
+                            m.d.sync += args[k].eq(value)
+            with m.Else():
+                m.d.sync += bad.eq(1)
+
+        # --- building a reply (or a NAK) in memory ----------------------------------------------------
+        base = Signal(range(self.size))             # where the frame being built (or sent) starts
+        at = Signal(range(self._frame_max + 1))     # bytes built
+        out_cmd, out_seq = Signal(8), Signal(8)
+        out_len = Signal(16)                        # payload bytes (status included)
+        out_status = Signal(8)
+        has_status = Signal()
+        source = Signal(range(4))                   # 0 none, 1 HELLO table, 2 memory copy, 3 registers
+        count = Signal(16)                          # data bytes left
+        src = Signal(range(self.size))
+        regs = Signal(80)                           # INFER's reply: count u16, cycles u64
+        reply_total = Signal(range(self._frame_max + 1))
+        have_last, last_cmd, last_seq = Signal(), Signal(8), Signal(8)
+        total = Signal(range(self._frame_max + 1))  # bytes of the frame being sent
+        is_reply = Signal()
+        hello = Array(Const(b, 8) for b in self.hello)
+
+        def emit(value):
+            m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(value), mem.w_en.eq(1)]
+            m.d.sync += [crc.eq(_crc_next(crc, value)), at.eq(at + 1)]
+
+        def reply(code, *, src_kind=0, data_len=0):
+            m.d.sync += [out_cmd.eq(cmd | p.REPLY), out_seq.eq(seq), out_status.eq(code), has_status.eq(1),
+                         out_len.eq(1 + data_len), source.eq(src_kind), count.eq(data_len), base.eq(self.REPLY),
+                         at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(1)]
+
+        # --- INFER: the feeder (input bytes → pipeline) and the collector (scores → result slots) ------
+        first, n_images = arg16
+        feed_left = Signal(16)
+        feed_addr, feed_pixel_addr = Signal(range(self.size)), Signal(range(self.size))
+        feed_pixel, feed_ch = Signal(range(HW)), Signal(range(C))
+        feed_phase = Signal(2)                      # 0 read, 1 capture, 2 push
+        in_layout = pipe.i.payload.shape()
+        lanes = Signal(in_layout)
+        lane_list = [lanes[c] for c in range(C)] if isinstance(in_layout, data.ArrayLayout) else [lanes]
+        m.d.comb += pipe.i.payload.eq(lanes)
+        done = Signal(16)
+        coll_state = Signal(2)                      # 0 idle, 1 score bytes, 2 class and cycles
+        coll_byte = Signal(3)
+        coll_index = Signal(range(classes))
+        coll_slot = Signal(range(self.size))
+        score = Signal(signed(32))
+        klass, is_last = Signal(8), Signal()
+        cycles, image_cycles, since = Signal(64), Signal(32), Signal(32)
+        tail = Cat(klass, image_cycles)
+
+        with m.FSM():
+            with m.State("RX"):
+                m.d.comb += self.i.ready.eq(1)
+                b = self.i.payload
+                with m.If(self.i.valid):
+                    with m.If(b == 0):
+                        with m.If(started):
+                            m.d.sync += started.eq(0)
+                            m.next = "CHECK"
+                    with m.Elif(~started):
+                        m.d.sync += [started.eq(1), code_left.eq(b - 1), zero_after.eq(b != 0xFF), n.eq(0),
+                                     bad.eq(0), crc.eq(0xFFFFFFFF)]
+                    with m.Elif(code_left == 0):
+                        with m.If(zero_after):
+                            store(0)
+                        m.d.sync += [code_left.eq(b - 1), zero_after.eq(b != 0xFF)]
+                    with m.Else():
+                        store(b)
+                        m.d.sync += code_left.eq(code_left - 1)
+
+            with m.State("CHECK"):
+                good = ~bad & (code_left == 0) & (n >= 8) & (length == n - 8) & (crc == CRC_RESIDUE)
+                with m.If(~good):
+                    m.d.sync += [out_cmd.eq(p.NAK), out_seq.eq(Mux(n >= 2, seq, 0)), out_len.eq(0),
+                                 has_status.eq(0), source.eq(0), count.eq(0), base.eq(self.NAK), at.eq(0),
+                                 crc.eq(0xFFFFFFFF), is_reply.eq(0)]
+                    m.next = "HEADER"
+                with m.Elif(have_last & (cmd == last_cmd) & (seq == last_seq)):
+                    m.d.sync += [base.eq(self.REPLY), total.eq(reply_total), is_reply.eq(1)]
+                    m.next = "SEND"
+                with m.Else():
+                    m.d.sync += [last_cmd.eq(cmd), last_seq.eq(seq), have_last.eq(0)]
+                    m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                m.next = "HEADER"
+                with m.Switch(cmd):
+                    with m.Case(p.COMMANDS["HELLO"]):
+                        reply(status["OK"], src_kind=1, data_len=len(self.hello))
+                    with m.Case(p.COMMANDS["ECHO"]):
+                        reply(status["OK"], src_kind=2, data_len=Mux(length < p.MAX_PAYLOAD, length, 0))
+                        m.d.sync += src.eq(self.FRAME + 4)
+                    with m.Case(p.COMMANDS["WRITE"]):
+                        capacity = self._images * self.input_bytes
+                        with m.If(length < 8):
+                            reply(status["MALFORMED"])
+                        with m.Elif((args[0] != p.REGIONS["inputs"]) | (offset > capacity) |
+                                    (offset + length - 8 > capacity)):
+                            reply(status["RANGE"])
+                        with m.Else():
+                            m.d.sync += [src.eq(self.FRAME + 12), feed_addr.eq(self.INPUTS + offset),
+                                         count.eq(length - 8)]
+                            m.next = "WRITE_READ"
+                    with m.Case(p.COMMANDS["INFER"]):
+                        with m.If(length < 5):
+                            reply(status["MALFORMED"])
+                        with m.Elif(first + n_images > self._images):
+                            reply(status["RANGE"])
+                        with m.Else():
+                            m.d.sync += [feed_left.eq(n_images), feed_pixel.eq(0), feed_ch.eq(0),
+                                         feed_phase.eq(0), feed_addr.eq(self.INPUTS + first * self.input_bytes),
+                                         feed_pixel_addr.eq(self.INPUTS + first * self.input_bytes),
+                                         done.eq(0), coll_state.eq(0), coll_index.eq(0),
+                                         coll_slot.eq(self.RESULTS + first * size), cycles.eq(0), since.eq(0)]
+                            m.next = "INFER"
+                    with m.Case(p.COMMANDS["RESULTS"]):
+                        with m.If(length < 4):
+                            reply(status["MALFORMED"])
+                        with m.Elif((first + n_images > self._images) |
+                                    (n_images * size > p.MAX_PAYLOAD - 1)):
+                            reply(status["RANGE"])
+                        with m.Else():
+                            reply(status["OK"], src_kind=2, data_len=(n_images * size)[:16])
+                            m.d.sync += src.eq(self.RESULTS + first * size)
+                    with m.Case(p.COMMANDS["COMMIT"]):
+                        reply(status["NO_ROOM"])
+                    with m.Default():
+                        reply(status["BAD_COMMAND"])
+
+            with m.State("WRITE_READ"):             # copy a WRITE's data from the frame to the inputs
+                with m.If(count == 0):
+                    reply(status["OK"])
+                    m.next = "HEADER"
+                with m.Else():
+                    m.d.comb += mem.addr.eq(src)
+                    m.next = "WRITE_WRITE"
+            with m.State("WRITE_WRITE"):
+                m.d.comb += [mem.addr.eq(feed_addr), mem.w_data.eq(mem.r_data), mem.w_en.eq(1)]
+                m.d.sync += [src.eq(src + 1), feed_addr.eq(feed_addr + 1), count.eq(count - 1)]
+                m.next = "WRITE_READ"
+
+            with m.State("INFER"):
+                m.d.sync += [cycles.eq(cycles + 1), since.eq(since + 1)]
+                # The collector owns the memory port while it writes; the feeder reads when it is free.
+                with m.Switch(coll_state):
+                    with m.Case(0):
+                        m.d.comb += pipe.o.ready.eq(1)
+                        with m.If(pipe.o.valid):
+                            m.d.sync += [score.eq(pipe.o.payload.score), klass.eq(pipe.o.payload.klass),
+                                         is_last.eq(pipe.o.payload.last), coll_state.eq(1), coll_byte.eq(0)]
+                            with m.If(pipe.o.payload.last):
+                                m.d.sync += [image_cycles.eq(since + 1), since.eq(0)]
+                    with m.Case(1):
+                        m.d.comb += [mem.addr.eq(coll_slot + 5 + coll_index * 4 + coll_byte),
+                                     mem.w_data.eq(score.as_unsigned().word_select(coll_byte[:2], 8)),
+                                     mem.w_en.eq(1)]
+                        m.d.sync += coll_byte.eq(coll_byte + 1)
+                        with m.If(coll_byte == 3):
+                            m.d.sync += [coll_state.eq(Mux(is_last, 2, 0)), coll_byte.eq(0),
+                                         coll_index.eq(Mux(is_last, 0, coll_index + 1))]
+                    with m.Case(2):
+                        m.d.comb += [mem.addr.eq(coll_slot + coll_byte),
+                                     mem.w_data.eq(tail.word_select(coll_byte, 8)), mem.w_en.eq(1)]
+                        m.d.sync += coll_byte.eq(coll_byte + 1)
+                        with m.If(coll_byte == 4):
+                            m.d.sync += [coll_state.eq(0), coll_slot.eq(coll_slot + size), done.eq(done + 1)]
+
+                with m.Switch(feed_phase):
+                    with m.Case(0):
+                        with m.If((feed_left != 0) & (coll_state == 0)):
+                            m.d.comb += mem.addr.eq(feed_addr)
+                            m.d.sync += feed_phase.eq(1)
+                    with m.Case(1):
+                        with m.Switch(feed_ch):
+                            for c, lane in enumerate(lane_list):
+                                with m.Case(c):
+                                    m.d.sync += lane.eq(mem.r_data.as_signed())
+                        with m.If(feed_ch == C - 1):
+                            m.d.sync += feed_phase.eq(2)
+                        with m.Else():
+                            m.d.sync += [feed_ch.eq(feed_ch + 1), feed_addr.eq(feed_addr + HW), feed_phase.eq(0)]
+                    with m.Case(2):
+                        m.d.comb += pipe.i.valid.eq(1)
+                        with m.If(pipe.i.ready):
+                            m.d.sync += [feed_ch.eq(0), feed_phase.eq(0)]
+                            with m.If(feed_pixel == HW - 1):
+                                step = 1 + self.input_bytes - HW        # to the next image's first byte
+                                m.d.sync += [feed_pixel.eq(0), feed_left.eq(feed_left - 1),
+                                             feed_addr.eq(feed_pixel_addr + step),
+                                             feed_pixel_addr.eq(feed_pixel_addr + step)]
+                            with m.Else():
+                                m.d.sync += [feed_pixel.eq(feed_pixel + 1), feed_addr.eq(feed_pixel_addr + 1),
+                                             feed_pixel_addr.eq(feed_pixel_addr + 1)]
+
+                with m.If((done == n_images) & (coll_state == 0)):
+                    reply(status["OK"], src_kind=3, data_len=10)
+                    m.d.sync += regs.eq(Cat(n_images, cycles))
+                    m.next = "HEADER"
+
+            # header, status, data and CRC into memory at ``base``
+            with m.State("HEADER"):
+                emit(Array([out_cmd, out_seq, out_len[:8], out_len[8:]])[at[:2]])
+                with m.If(at == 3):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                with m.If(has_status):
+                    emit(out_status)
+                m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(count == 0):
+                    m.d.sync += src.eq(0)
+                    m.next = "CRC"
+                with m.Elif(source == 1):
+                    emit(hello[(at - 5)[:5]])
+                    m.d.sync += count.eq(count - 1)
+                with m.Elif(source == 3):
+                    emit(regs[:8])
+                    m.d.sync += [regs.eq(regs >> 8), count.eq(count - 1)]
+                with m.Else():                                  # a copy: read, then emit
+                    m.d.comb += mem.addr.eq(src)
+                    m.next = "DATA_COPY"
+            with m.State("DATA_COPY"):
+                emit(mem.r_data)
+                m.d.sync += [src.eq(src + 1), count.eq(count - 1)]
+                m.next = "DATA"
+            with m.State("CRC"):
+                final = ~crc
+                m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(final.word_select(src[:2], 8)), mem.w_en.eq(1)]
+                m.d.sync += [at.eq(at + 1), src.eq(src + 1)]
+                with m.If(src[:2] == 3):
+                    m.d.sync += total.eq(at + 1)
+                    with m.If(is_reply):
+                        m.d.sync += reply_total.eq(at + 1)
+                    m.next = "SEND"
+
+            # --- sending: COBS encoding from memory ------------------------------------------------------
+            pos, scan = Signal(range(self._frame_max + 1)), Signal(range(self._frame_max + 1))
+            run = Signal(8)
+            k = Signal(8)
+            with m.State("SEND"):
+                m.d.sync += [pos.eq(0), scan.eq(0), run.eq(0)]
+                m.next = "SCAN"
+            with m.State("SCAN"):
+                with m.If((scan == total) | (run == 254)):
+                    m.next = "CODE"
+                with m.Else():
+                    m.d.comb += mem.addr.eq(base + scan)
+                    m.next = "SCAN_CHECK"
+            with m.State("SCAN_CHECK"):
+                with m.If(mem.r_data == 0):
+                    m.next = "CODE"
+                with m.Else():
+                    m.d.sync += [run.eq(run + 1), scan.eq(scan + 1)]
+                    m.next = "SCAN"
+            with m.State("CODE"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(run + 1)]
+                with m.If(self.o.ready):
+                    m.d.sync += k.eq(0)
+                    m.next = "BYTES"
+            with m.State("BYTES"):
+                with m.If(k == run):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.comb += mem.addr.eq(base + pos + k)
+                    m.next = "BYTE_OUT"
+            with m.State("BYTE_OUT"):
+                m.d.comb += [mem.addr.eq(base + pos + k), self.o.valid.eq(1), self.o.payload.eq(mem.r_data)]
+                with m.If(self.o.ready):
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "BYTES"
+            with m.State("NEXT"):
+                with m.If(pos + run == total):
+                    m.next = "END"
+                with m.Elif(run == 254):
+                    m.d.sync += [pos.eq(pos + run), scan.eq(pos + run), run.eq(0)]
+                    m.next = "SCAN"
+                with m.Else():                                  # skip the zero the block stood for
+                    m.d.sync += [pos.eq(pos + run + 1), scan.eq(pos + run + 1), run.eq(0)]
+                    m.next = "SCAN"
+            with m.State("END"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(0)]
+                with m.If(self.o.ready):
+                    with m.If(is_reply):
+                        m.d.sync += have_last.eq(1)
+                    m.next = "RX"
+        return m
+
+
+class UARTLink(wiring.Component):
+    """:class:`LinkEndpoint` behind an 8N1 UART at ``clocks_per_bit`` clocks a bit.
+
+    Members
+    -------
+    rx : In(1), tx : Out(1)
+        The serial lines (idle high).
+    """
+
+    def __init__(self, endpoint, *, clocks_per_bit):
+        self._endpoint = endpoint
+        self._rx_uart = UARTRx(clocks_per_bit=clocks_per_bit)
+        self._tx_uart = UARTTx(clocks_per_bit=clocks_per_bit)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    endpoint = property(lambda self: self._endpoint)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.endpoint = ep = self._endpoint
+        m.submodules.uart_rx = rx = self._rx_uart
+        m.submodules.uart_tx = tx = self._tx_uart
+        wiring.connect(m, rx.o, ep.i)
+        wiring.connect(m, ep.o, tx.i)
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        return m
+
+
+class SimLink:
+    """A :class:`LinkEndpoint` in Amaranth's simulator as a byte pipe for :class:`insitu.soc.protocol.Client`
+    (the interface of ``protocol.SimTransport``): bytes written are offered on the endpoint's ``i``, reading
+    runs the simulation until a frame's closing zero leaves ``o`` or the time is up. Both streams stall at
+    random (seeded) with probability ``stall``. Time is the simulation's, at ``clock_hz``.
+    """
+
+    #: clocks simulated between checks for a finished frame
+    CHUNK = 2000
+
+    def __init__(self, endpoint, *, clock_hz=48e6, seed=0, stall=0.0):
+        import collections
+        import random
+        from amaranth.sim import Simulator
+        self.endpoint, self.clock_hz = endpoint, clock_hz
+        self.bytes_in = self.bytes_out = 0
+        self.byte_time = 0.0                    # bytes move at once: no line
+        self._pending, self._received = collections.deque(), bytearray()
+        rng = random.Random(seed)
+        feed_rng, take_rng = random.Random(rng.random()), random.Random(rng.random())
+        self.sim = Simulator(endpoint)
+        self.sim.add_clock(1 / clock_hz)
+
+        async def feed(ctx):
+            while True:
+                if not self._pending or (stall and feed_rng.random() < stall):
+                    ctx.set(endpoint.i.valid, 0)
+                    await ctx.tick()
+                    continue
+                ctx.set(endpoint.i.valid, 1)
+                ctx.set(endpoint.i.payload, self._pending[0])
+                await ctx.tick().until(endpoint.i.ready)
+                self._pending.popleft()
+                ctx.set(endpoint.i.valid, 0)
+
+        async def take(ctx):
+            while True:
+                ready = not (stall and take_rng.random() < stall)
+                ctx.set(endpoint.o.ready, ready)
+                _, _, valid, payload = await ctx.tick().sample(endpoint.o.valid, endpoint.o.payload)
+                if ready and valid:
+                    self._received.append(payload)
+
+        self.sim.add_testbench(feed, background=True)
+        self.sim.add_testbench(take, background=True)
+        self._clocks = 0
+
+    def write(self, data):
+        self.bytes_out += len(data)
+        self._pending.extend(bytes(data))
+
+    def read_frame(self, timeout):
+        """Bytes up to and including the next zero, or what arrived before ``timeout`` seconds passed."""
+        deadline = self._clocks + max(1, int(timeout * self.clock_hz))
+        while 0 not in self._received and self._clocks < deadline:
+            self._clocks = min(deadline, self._clocks + self.CHUNK)
+            self.sim.run_until(self._clocks / self.clock_hz)
+        end = self._received.index(0) + 1 if 0 in self._received else len(self._received)
+        data = bytes(self._received[:end])
+        del self._received[:end]
+        self.bytes_in += len(data)
+        return data
+
+    @property
+    def seconds(self):
+        return self._clocks / self.clock_hz
+
+    @property
+    def cycles(self):
+        return self._clocks

@@ -1,0 +1,274 @@
+"""The pipeline's host link in logic (`insitu.hdl.link`): the protocol of `insitu.soc.protocol` spoken by
+:class:`LinkEndpoint`, driven by the host's own `Client` through Amaranth's simulator with random stalls and
+damaged frames, checked against NumPy; the UART against a bit-level model; the CRC against zlib."""
+
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from amaranth import Array, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from insitu.hdl.link import CRC_RESIDUE, LinkEndpoint, SimLink, UARTRx, UARTTx, crc32_update
+from insitu.hdl.network import Scores, scores_layout
+from insitu.hdl.params import ParameterError
+from insitu.hdl.testing import run
+from insitu.soc import protocol
+from insitu.soc.protocol import Client, FaultyTransport, ProtocolError, decode_frame, encode_frame
+
+
+class _Toy(wiring.Component):
+    """A stand-in pipeline: per image of ``pixels`` transfers (``channels`` int8 each), the scores
+    ``s[k] = (channel sum of pixel k) + (sum of the image)``, with the class through :class:`Scores`."""
+
+    def __init__(self, channels, pixels, classes, width=16):
+        self.channels, self.pixels, self.classes, self.width = channels, pixels, classes, width
+        layout = data.ArrayLayout(signed(8), channels) if channels > 1 else signed(8)
+        super().__init__({"i": In(stream.Signature(layout)),
+                          "o": Out(stream.Signature(scores_layout(width, classes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.scores = sc = Scores(width=self.width, classes=self.classes)
+        wiring.connect(m, sc.o, wiring.flipped(self.o))
+        lanes = [self.i.payload[c] for c in range(self.channels)] if self.channels > 1 else [self.i.payload]
+        pix = [Signal(signed(self.width), name=f"pix{k}") for k in range(self.classes)]
+        total = Signal(signed(self.width))
+        p, k, emitting = Signal(range(self.pixels)), Signal(range(self.classes)), Signal()
+        with m.If(~emitting):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                for q in range(self.classes):
+                    with m.If(p == q):
+                        m.d.sync += pix[q].eq(sum(lanes))
+                m.d.sync += [total.eq(total + sum(lanes)), p.eq(p + 1)]
+                with m.If(p == self.pixels - 1):
+                    m.d.sync += [p.eq(0), emitting.eq(1)]
+        with m.Else():
+            m.d.comb += [sc.i.valid.eq(1), sc.i.payload.eq(Array(pix)[k] + total)]
+            with m.If(sc.i.ready):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == self.classes - 1):
+                    m.d.sync += [k.eq(0), emitting.eq(0), total.eq(0)]
+        return m
+
+
+def _toy_golden(x, channels, pixels, classes):
+    sums = x.reshape(len(x), channels, pixels).sum(axis=1)
+    scores = sums[:, :classes] + sums.sum(axis=1, keepdims=True)
+    return scores, scores.argmax(axis=1)
+
+
+def _endpoint(channels=1, pixels=6, classes=3, images=4):
+    return LinkEndpoint(_Toy(channels, pixels, classes), channels=channels, pixels=pixels, classes=classes,
+                        images=images, methods=1 << (protocol.METHODS_SHIFT + 2))
+
+
+def test_crc_matches_zlib_and_its_residue():
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 7, 300):
+        body = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        crc = 0xFFFFFFFF
+        for b in body:
+            crc = crc32_update(crc, b)
+        assert crc ^ 0xFFFFFFFF == zlib.crc32(body)
+        for b in struct.pack("<I", zlib.crc32(body)):
+            crc = crc32_update(crc, b)
+        assert crc == CRC_RESIDUE
+
+
+@pytest.mark.parametrize("channels,pixels,classes,images,seed,stall", [
+    (1, 6, 3, 4, 1, 0.0), (2, 5, 4, 3, 2, 0.4), (3, 4, 2, 5, 3, 0.2)])
+def test_the_host_client_runs_images_through_the_endpoint(channels, pixels, classes, images, seed, stall):
+    link = SimLink(_endpoint(channels, pixels, classes, images), seed=seed, stall=stall)
+    client = Client(link, timeout=0.002)
+    board = client.hello()
+    assert board["baked_model"] == "ok" and "baked_model" in board["capabilities"]
+    assert board["methods"] == ["qgp"] and board["model_capacity"] == 0
+    assert (board["input_capacity"], board["result_capacity"]) == (images * channels * pixels, images)
+
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 17, 255):                       # 255: a 256-byte reply, past one COBS block
+        echo = bytes(rng.integers(0, 256, n, dtype=np.uint8))
+        assert client.echo(echo) == echo
+    assert client.echo(b"\x01" * 255) == b"\x01" * 255
+
+    for batch in range(2):
+        x = rng.integers(-128, 128, (images, channels * pixels), dtype=np.int8)
+        client.write("inputs", 0, x.tobytes())
+        done, cycles = client.infer(0, images)
+        got = client.results(0, images, classes)
+        want_scores, want_class = _toy_golden(x.astype(np.int64), channels, pixels, classes)
+        assert done == images
+        assert [r["scores"] for r in got] == want_scores.tolist()
+        assert [r["class"] for r in got] == want_class.tolist()
+        per_image = sum(r["cycles"] for r in got)
+        assert 0 < per_image <= cycles <= per_image + 16
+    # a part of the slots: the others keep their results
+    client.write("inputs", (images - 1) * channels * pixels, x[0].tobytes())
+    assert client.infer(images - 1, 1)[0] == 1
+    assert client.results(images - 1, 1, classes)[0]["scores"] == want_scores[0].tolist()
+    assert client.results(0, 1, classes)[0]["scores"] == want_scores[0].tolist()
+
+
+def test_bad_requests_get_their_status_and_bad_frames_a_nak():
+    images, size = 4, 6
+    link = SimLink(_endpoint(images=images), seed=5, stall=0.3)
+    client = Client(link, timeout=0.002)
+    cases = [("INFER", struct.pack("<HHB", images - 1, 2, 0), "out of range"),
+             ("INFER", struct.pack("<HH", 0, 1), "malformed request"),
+             ("RESULTS", struct.pack("<HH", 0, 7), "out of range"),         # 7 × 17 bytes > one reply
+             ("WRITE", struct.pack("<BxxxI", 0, 0) + b"x", "out of range"),   # no model region
+             ("WRITE", struct.pack("<BxxxI", 1, images * size - 1) + b"xy", "out of range"),
+             ("WRITE", b"\x01\x00", "malformed request"),
+             ("COMMIT", struct.pack("<II", 4, 0), "the model does not fit")]
+    for command, payload, message in cases:
+        with pytest.raises(ProtocolError, match=message):
+            client.request(command, payload)
+    assert client.request("WRITE", struct.pack("<BxxxI", 1, images * size - 1) + b"x") == b""
+
+    def exchange(frame):
+        link.write(frame)
+        return decode_frame(link.read_frame(0.002))
+
+    command, seq, payload = exchange(encode_frame(0x42, 9))
+    assert (command, seq, payload) == (0x42 | protocol.REPLY, 9, bytes([1]))          # BAD_COMMAND
+    frame = bytearray(encode_frame(protocol.COMMANDS["ECHO"], 10, b"abcdef"))
+    frame[4] ^= 0x10                                                                 # a damaged byte
+    assert exchange(bytes(frame))[0] == protocol.NAK
+    assert exchange(b"\x05\x01\x02\0")[0] == protocol.NAK                            # too short
+    assert exchange(encode_frame(protocol.COMMANDS["ECHO"], 10, b"abcdef"))[2] == b"\0abcdef"
+
+
+def test_a_repeated_request_is_answered_again_not_run_again():
+    images, pixels = 3, 6
+    endpoint = _endpoint(pixels=pixels, images=images)
+    link = SimLink(endpoint, seed=7)
+    transfers = []
+
+    async def monitor(ctx):
+        while True:
+            _, _, valid, ready = await ctx.tick().sample(endpoint.pipeline.i.valid, endpoint.pipeline.i.ready)
+            if valid and ready:
+                transfers.append(1)
+    link.sim.add_testbench(monitor, background=True)
+    client = Client(link, timeout=0.002)
+    client.write("inputs", 0, bytes(range(images * pixels)))
+    infer = encode_frame(protocol.COMMANDS["INFER"], 77, struct.pack("<HHB", 0, images, 0))
+    replies = []
+    for _ in range(3):                  # the first reply "lost": the host sends the same frame again
+        link.write(infer)
+        replies.append(link.read_frame(0.002))
+    assert replies[0] == replies[1] == replies[2] and decode_frame(replies[0])[2][:3] == b"\0\x03\0"
+    assert len(transfers) == images * pixels
+    # a NAK between does not forget the reply; a new request does
+    link.write(b"\x02\x01\0")
+    assert decode_frame(link.read_frame(0.002))[0] == protocol.NAK
+    link.write(infer)
+    assert link.read_frame(0.002) == replies[0] and len(transfers) == images * pixels
+
+
+def test_a_damaging_link_still_delivers_every_result_once():
+    images, pixels, classes = 4, 6, 3
+    link = FaultyTransport(SimLink(_endpoint(pixels=pixels, classes=classes, images=images), seed=11),
+                           rate=0.02, seed=3)
+    client = Client(link, timeout=0.0005, retries=50)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, (images, pixels), dtype=np.int8)
+    client.write("inputs", 0, x.tobytes())
+    assert client.infer(0, images)[0] == images
+    got = client.results(0, images, classes)
+    want_scores, want_class = _toy_golden(x.astype(np.int64), 1, pixels, classes)
+    assert [r["scores"] for r in got] == want_scores.tolist()
+    assert sum(link.faults.values()) > 0 and client.stats["retries"] > 0
+
+
+def test_endpoint_parameters_are_checked():
+    with pytest.raises(ParameterError, match="Image slots"):
+        _endpoint(images=0)
+    with pytest.raises(ParameterError, match="at most 131072 fit"):
+        LinkEndpoint(_Toy(1, 6, 3), channels=1, pixels=4096, classes=3, images=40)
+
+
+@pytest.mark.parametrize("cpb,seed", [(4, 1), (7, 2)])
+def test_uart_bytes_cross_the_line(cpb, seed):
+    """UARTTx → UARTRx back to back, and the receiver against a bit-level model with a late clock."""
+    rng = random.Random(seed)
+    payload = [rng.randrange(256) for _ in range(40)] + [0, 255]
+
+    class Loop(wiring.Component):
+        def __init__(self):
+            self.tx, self.rx = UARTTx(clocks_per_bit=cpb), UARTRx(clocks_per_bit=cpb)
+            super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.tx, m.submodules.rx = self.tx, self.rx
+            wiring.connect(m, wiring.flipped(self.i), self.tx.i)
+            m.d.comb += [self.rx.rx.eq(self.tx.tx), self.o.valid.eq(self.rx.o.valid),
+                         self.o.payload.eq(self.rx.o.payload), self.rx.o.ready.eq(1)]
+            return m
+
+    dut, got = Loop(), []
+
+    async def feed(ctx):
+        for b in payload:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, b)
+            await ctx.tick().until(dut.i.ready)
+            for _ in range(rng.randrange(3) * cpb):          # idle line between some bytes
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+
+    async def collect(ctx):
+        while len(got) < len(payload):
+            _, _, valid, value = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                got.append(value)
+    run(dut, [feed, collect], deadline=len(payload) * 14 * cpb + 100)
+    assert got == payload
+
+    # A sender whose bits are 4 % longer than the receiver expects (a clock 4 % off) still gets through.
+    rx, seen = UARTRx(clocks_per_bit=cpb * 25), []
+
+    async def line(ctx):
+        for b in payload[:8]:
+            for level in [0] + [(b >> n) & 1 for n in range(8)] + [1, 1]:
+                ctx.set(rx.rx, level)
+                await ctx.tick().repeat(cpb * 26)
+
+    async def take(ctx):                 # the first three bytes are not taken: lost, and counted
+        offered = 0
+        while len(seen) < 5:
+            ctx.set(rx.o.ready, offered >= 3)
+            _, _, valid, value = await ctx.tick().sample(rx.o.valid, rx.o.payload)
+            if valid:
+                if offered >= 3:
+                    seen.append(value)
+                offered += 1
+        assert ctx.get(rx.dropped) == 3
+    run(rx, [line, take], deadline=9 * 11 * cpb * 26)
+    assert seen == payload[3:8]
+
+
+def test_the_deploy_driver_runs_the_digits_pipeline_through_the_link():
+    """`run_model` (the SoC's host driver, baked-model mode) against the lean digits pipeline behind the
+    endpoint: every score equals the integer golden model's."""
+    from insitu.boards import get_board
+    from insitu.golden import modelfile, network
+    from insitu.tools.deploy import run_model
+    from insitu.tools.network_link import link_endpoint
+    from insitu.tools.network_pipeline import build_pipeline
+    model = modelfile.load(modelfile.__file__.rsplit("/", 2)[0] + "/models/digits-lean-mixed.npz")
+    pipeline, _ = build_pipeline(model, get_board("icebreaker"))
+    images, labels = network.digits_split()[2:]
+    link = SimLink(link_endpoint(pipeline, images=2), seed=2, stall=0.1)
+    report = run_model(model, images[:3], link, labels=labels[:3], load=False)
+    assert report["images"] == 3 and report["mismatches"] == 0
+    path = report["paths"]["software"]
+    assert [r["class"] for r in path["per_image"]] == [r["golden_class"] for r in path["per_image"]]
+    assert 1000 < path["cycles_per_image"] < 4000
