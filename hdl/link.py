@@ -27,7 +27,7 @@ from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Sign
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import ParameterError, check_int, validated
+from .params import ParameterError, abandon, check_int, validated
 
 __all__ = ["crc32_update", "CRC_RESIDUE", "ByteMemory", "UARTRx", "UARTTx", "LinkEndpoint", "UARTLink"]
 
@@ -60,18 +60,15 @@ def _residue():
 CRC_RESIDUE = _residue()
 
 
-def _crc_next(crc, byte):
-    """The CRC register after ``byte``, as logic (eight unrolled steps; synthesis makes XOR trees)."""
-    poly = _protocol().CRC_POLY_REFLECTED
-    c = crc ^ byte
-    for _ in range(8):
-        c = (c >> 1) ^ Mux(c[0], poly, 0)
-    return c[:32]
 
 
 class ByteMemory(wiring.Component):
-    """A byte-wide single-port memory: ``addr`` and ``w_en``/``w_data`` in one clock, ``r_data`` (the byte
-    at the clock's ``addr``, before a write) the next.
+    """A byte-wide single-port memory with registers on both sides: a request (``addr``, and ``w_en`` with
+    ``w_data`` for a write) is registered, the memory acts on it the next clock, and the byte read (the
+    one at the request's address, before a write) is registered again: ``r_data`` holds it
+    :attr:`LATENCY` clocks after the request. Requests are served in order, one per clock. Neither side
+    has logic between the memory and a flip-flop, which a byte-at-a-time state machine around it needs to
+    make its clock.
 
     On an iCE40UP part it is built from SB_SPRAM256KA blocks (32 KB each, at most four); elsewhere, and
     in simulation, from block RAM (``amaranth.lib.memory``), initially zero.
@@ -80,6 +77,9 @@ class ByteMemory(wiring.Component):
     -------
     addr : In(range(size)), w_data : In(8), w_en : In(1), r_data : Out(8)
     """
+
+    #: clocks from a read request to its byte on ``r_data``
+    LATENCY = 3
 
     @validated
     def __init__(self, *, size):
@@ -91,26 +91,26 @@ class ByteMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        addr, w_data, w_en = Signal(17), Signal(8), Signal()
+        m.d.sync += [addr.eq(self.addr), w_data.eq(self.w_data), w_en.eq(self.w_en)]
         if not getattr(platform, "device", "").startswith("iCE40UP"):
             m.submodules.mem = mem = memory.Memory(shape=8, depth=self._size, init=[])
             wr, rd = mem.write_port(), mem.read_port(transparent_for=())
-            m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
-                         rd.addr.eq(self.addr), self.r_data.eq(rd.data)]
+            m.d.comb += [wr.addr.eq(addr), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(addr)]
+            m.d.sync += self.r_data.eq(rd.data)
             return m
-        addr = Signal(17)
-        m.d.comb += addr.eq(self.addr)
         odd, bank = Signal(), Signal(2)
         m.d.sync += [odd.eq(addr[0]), bank.eq(addr[15:17])]
         outs = []
         for b in range(-(-self._size // 32768)):
             out = Signal(16, name=f"spram{b}_out")
             m.submodules[f"spram{b}"] = Instance(
-                "SB_SPRAM256KA", i_ADDRESS=addr[1:15], i_DATAIN=Cat(self.w_data, self.w_data),
-                i_MASKWREN=Mux(addr[0], 0b1100, 0b0011), i_WREN=self.w_en & (addr[15:17] == b),
+                "SB_SPRAM256KA", i_ADDRESS=addr[1:15], i_DATAIN=Cat(w_data, w_data),
+                i_MASKWREN=Mux(addr[0], 0b1100, 0b0011), i_WREN=w_en & (addr[15:17] == b),
                 i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
             outs.append(out)
         word = Array(outs)[bank] if len(outs) > 1 else outs[0]
-        m.d.comb += self.r_data.eq(Mux(odd, word[8:], word[:8]))
+        m.d.sync += self.r_data.eq(Mux(odd, word[8:], word[:8]))
         return m
 
 
@@ -213,8 +213,14 @@ class LinkEndpoint(wiring.Component):
         Bytes to the host.
     """
 
-    @validated
     def __init__(self, pipeline, *, channels, pixels, classes, images, methods=0):
+        try:
+            self._init(pipeline, channels, pixels, classes, images, methods)
+        except Exception:
+            abandon(self, pipeline)         # a refused endpoint leaves no half-built parts behind
+            raise
+
+    def _init(self, pipeline, channels, pixels, classes, images, methods):
         check_int(channels, "Channel count", 1, 255)
         check_int(pixels, "Pixels per image", 1)
         check_int(classes, "Class count", 1, 255)
@@ -225,11 +231,12 @@ class LinkEndpoint(wiring.Component):
         self.result_bytes = 5 + 4 * classes
         self.input_bytes = channels * pixels
         self._frame_max = 4 + p.MAX_PAYLOAD + 4
+        # memory map: the request frame, a NAK, the kept reply, the input images, the result slots
         self.FRAME, self.NAK = 0, self._frame_max
         self.REPLY = self.NAK + 8
         self.INPUTS = self.REPLY + self._frame_max
         self.RESULTS = self.INPUTS + images * self.input_bytes
-        self.size = self.RESULTS + images * self.result_bytes
+        self.size = self.buffer_bytes(self.input_bytes, classes, images)
         if self.size > 4 * 32768:
             raise ParameterError(f"The link's buffers need {self.size} bytes for {images} images; at most "
                                  f"{4 * 32768} fit: fewer image slots")
@@ -240,6 +247,11 @@ class LinkEndpoint(wiring.Component):
 
     pipeline = property(lambda self: self._pipeline)
     images = property(lambda self: self._images)
+
+    @staticmethod
+    def buffer_bytes(input_bytes, classes, images):
+        """Bytes of :class:`ByteMemory` an endpoint needs: two frames, a NAK, ``images`` inputs and results."""
+        return 2 * (4 + _protocol().MAX_PAYLOAD + 4) + 8 + images * (input_bytes + 5 + 4 * classes)
 
     def elaborate(self, platform):
         p = _protocol()
@@ -260,22 +272,41 @@ class LinkEndpoint(wiring.Component):
         arg16 = [Cat(args[2 * k], args[2 * k + 1]) for k in range(2)]
         offset = Cat(args[4], args[5], args[6], args[7])
 
+        # One CRC unit, shared by the receiver (``store``) and the reply builder (``emit``), a bit per clock:
+        # a byte takes eight clocks (a byte on the UART takes ten bit times), while ``crc_busy`` holds the
+        # next store or emit.
+        crc_in, crc_en = Signal(8), Signal()
+        crc_shift, crc_bits = Signal(8), Signal(range(9))
+        crc_busy = crc_bits != 0
+        poly = p.CRC_POLY_REFLECTED
+        with m.If(crc_en):
+            m.d.sync += [crc_shift.eq(crc_in), crc_bits.eq(8)]
+        with m.Elif(crc_busy):
+            feedback = crc[0] ^ crc_shift[0]
+            m.d.sync += [crc.eq((crc >> 1) ^ Mux(feedback, poly, 0)), crc_shift.eq(crc_shift >> 1),
+                         crc_bits.eq(crc_bits - 1)]
+        store_en, store_value = Signal(), Signal(8)
+
         def store(value):
+            m.d.comb += [store_en.eq(1), store_value.eq(value)]
+
+        with m.If(store_en):                        # callers store only while the CRC unit is idle
             with m.If(n < self._frame_max):
-                m.d.comb += [mem.addr.eq(self.FRAME + n), mem.w_data.eq(value), mem.w_en.eq(1)]
-                m.d.sync += [crc.eq(_crc_next(crc, value)), n.eq(n + 1)]
+                m.d.comb += [mem.addr.eq(self.FRAME + n), mem.w_data.eq(store_value), mem.w_en.eq(1),
+                             crc_in.eq(store_value), crc_en.eq(1)]
+                m.d.sync += n.eq(n + 1)
                 with m.Switch(n):
                     with m.Case(0):
-                        m.d.sync += cmd.eq(value)
+                        m.d.sync += cmd.eq(store_value)
                     with m.Case(1):
-                        m.d.sync += seq.eq(value)
+                        m.d.sync += seq.eq(store_value)
                     with m.Case(2):
-                        m.d.sync += length[:8].eq(value)
+                        m.d.sync += length[:8].eq(store_value)
                     with m.Case(3):
-                        m.d.sync += length[8:].eq(value)
+                        m.d.sync += length[8:].eq(store_value)
                     for k in range(8):
                         with m.Case(4 + k):
-                            m.d.sync += args[k].eq(value)
+                            m.d.sync += args[k].eq(store_value)
             with m.Else():
                 m.d.sync += bad.eq(1)
 
@@ -283,34 +314,54 @@ class LinkEndpoint(wiring.Component):
         base = Signal(range(self.size))             # where the frame being built (or sent) starts
         at = Signal(range(self._frame_max + 1))     # bytes built
         out_cmd, out_seq = Signal(8), Signal(8)
-        out_len = Signal(16)                        # payload bytes (status included)
+        out_len = Signal(16)                        # payload bytes (status included), while building
         out_status = Signal(8)
         has_status = Signal()
         source = Signal(range(4))                   # 0 none, 1 HELLO table, 2 memory copy, 3 registers
         count = Signal(16)                          # data bytes left
         src = Signal(range(self.size))
-        regs = Signal(80)                           # INFER's reply: count u16, cycles u64
         reply_total = Signal(range(self._frame_max + 1))
         have_last, last_cmd, last_seq = Signal(), Signal(8), Signal(8)
         total = Signal(range(self._frame_max + 1))  # bytes of the frame being sent
         is_reply = Signal()
         hello = Array(Const(b, 8) for b in self.hello)
 
+        emit_en, emit_value = Signal(), Signal(8)
+
         def emit(value):
-            m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(value), mem.w_en.eq(1)]
-            m.d.sync += [crc.eq(_crc_next(crc, value)), at.eq(at + 1)]
+            m.d.comb += [emit_en.eq(1), emit_value.eq(value)]
+
+        with m.If(emit_en):
+            m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(emit_value), mem.w_en.eq(1),
+                         crc_in.eq(emit_value), crc_en.eq(1)]
+            m.d.sync += at.eq(at + 1)
+
+        m.d.comb += out_len.eq(count + has_status)
 
         def reply(code, *, src_kind=0, data_len=0):
-            m.d.sync += [out_cmd.eq(cmd | p.REPLY), out_seq.eq(seq), out_status.eq(code), has_status.eq(1),
-                         out_len.eq(1 + data_len), source.eq(src_kind), count.eq(data_len), base.eq(self.REPLY),
-                         at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(1)]
+            # the frame's other fields were set when the request was accepted
+            m.d.sync += [out_status.eq(code), source.eq(src_kind), count.eq(data_len)]
 
         # --- INFER: the feeder (input bytes → pipeline) and the collector (scores → result slots) ------
         first, n_images = arg16
+        # Products with the slot numbers only after their range checks, on as few bits as a slot needs.
+        slot = first[:max(1, self._images.bit_length())]
+        # (registered in CHECK, like the range checks: multipliers on the ECP5)
+        input_offset, result_offset = Signal(range(self.size)), Signal(range(self.size))
+        most_results = (p.MAX_PAYLOAD - 1) // size          # results in one reply
+        result_bytes = Signal(8)
+        count_next = Signal(16)
+        capacity = self._images * self.input_bytes
+        cap_bits = capacity.bit_length()
+        write_out_of_range, slots_out_of_range, too_many_results = Signal(), Signal(), Signal()
+        m.d.comb += count_next.eq(count - 1)
         feed_left = Signal(16)
         feed_addr, feed_pixel_addr = Signal(range(self.size)), Signal(range(self.size))
         feed_pixel, feed_ch = Signal(range(HW)), Signal(range(C))
-        feed_phase = Signal(2)                      # 0 read, 1 capture, 2 push
+        feed_phase = Signal(2)                      # 0 read, 1 wait and capture, 2 push
+        # Reads: a state requests, the next waits ``lat`` clocks for the byte (ByteMemory.LATENCY).
+        lat, feed_lat = Signal(range(ByteMemory.LATENCY)), Signal(range(ByteMemory.LATENCY))
+        first_wait = ByteMemory.LATENCY - 1
         in_layout = pipe.i.payload.shape()
         lanes = Signal(in_layout)
         lane_list = [lanes[c] for c in range(C)] if isinstance(in_layout, data.ArrayLayout) else [lanes]
@@ -318,18 +369,20 @@ class LinkEndpoint(wiring.Component):
         done = Signal(16)
         coll_state = Signal(2)                      # 0 idle, 1 score bytes, 2 class and cycles
         coll_byte = Signal(3)
-        coll_index = Signal(range(classes))
-        coll_slot = Signal(range(self.size))
-        score = Signal(signed(32))
+        coll_slot = Signal(range(self.size))      # the image's result slot
+        coll_addr = Signal(range(self.size))      # the next byte it writes
+        score = Signal(pipe.o.payload.score.shape())
+        score32 = Signal(signed(32))                # sign-extended for the wire's i32
+        m.d.comb += score32.eq(score)
         klass, is_last = Signal(8), Signal()
-        cycles, image_cycles, since = Signal(64), Signal(32), Signal(32)
+        cycles, image_cycles, since = Signal(40), Signal(32), Signal(32)    # 40 bits: 3 hours at 100 MHz
         tail = Cat(klass, image_cycles)
 
         with m.FSM():
             with m.State("RX"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += self.i.ready.eq(~crc_busy)
                 b = self.i.payload
-                with m.If(self.i.valid):
+                with m.If(self.i.valid & ~crc_busy):
                     with m.If(b == 0):
                         with m.If(started):
                             m.d.sync += started.eq(0)
@@ -345,18 +398,33 @@ class LinkEndpoint(wiring.Component):
                         store(b)
                         m.d.sync += code_left.eq(code_left - 1)
 
+            frame_good = Signal()
             with m.State("CHECK"):
-                good = ~bad & (code_left == 0) & (n >= 8) & (length == n - 8) & (crc == CRC_RESIDUE)
-                with m.If(~good):
-                    m.d.sync += [out_cmd.eq(p.NAK), out_seq.eq(Mux(n >= 2, seq, 0)), out_len.eq(0),
-                                 has_status.eq(0), source.eq(0), count.eq(0), base.eq(self.NAK), at.eq(0),
-                                 crc.eq(0xFFFFFFFF), is_reply.eq(0)]
+                with m.If(~crc_busy):          # the last byte's CRC first
+                    # The frame's checks and the requests' range checks, registered for the next states
+                    # (they are long carry chains).
+                    m.d.sync += [
+                        frame_good.eq(~bad & (code_left == 0) & (n >= 8) & (length == n - 8) & (crc == CRC_RESIDUE)),
+                        write_out_of_range.eq((args[0] != p.REGIONS["inputs"]) | offset[cap_bits:].any() |
+                                              (offset[:cap_bits] + (length[:9] - 8) > capacity)),
+                        slots_out_of_range.eq(first + n_images > self._images),
+                        too_many_results.eq(n_images > most_results),
+                        input_offset.eq(slot * self.input_bytes), result_offset.eq(slot * size),
+                        result_bytes.eq(n_images[:8] * size),
+                    ]
+                    m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(~frame_good):
+                    m.d.sync += [out_cmd.eq(p.NAK), out_seq.eq(Mux(n >= 2, seq, 0)), has_status.eq(0), source.eq(0),
+                                 count.eq(0), base.eq(self.NAK), at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(0)]
                     m.next = "HEADER"
                 with m.Elif(have_last & (cmd == last_cmd) & (seq == last_seq)):
                     m.d.sync += [base.eq(self.REPLY), total.eq(reply_total), is_reply.eq(1)]
                     m.next = "SEND"
                 with m.Else():
-                    m.d.sync += [last_cmd.eq(cmd), last_seq.eq(seq), have_last.eq(0)]
+                    m.d.sync += [last_cmd.eq(cmd), last_seq.eq(seq), have_last.eq(0),
+                                 out_cmd.eq(cmd | p.REPLY), out_seq.eq(seq), has_status.eq(1),
+                                 base.eq(self.REPLY), at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(1)]
                     m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
@@ -368,11 +436,9 @@ class LinkEndpoint(wiring.Component):
                         reply(status["OK"], src_kind=2, data_len=Mux(length < p.MAX_PAYLOAD, length, 0))
                         m.d.sync += src.eq(self.FRAME + 4)
                     with m.Case(p.COMMANDS["WRITE"]):
-                        capacity = self._images * self.input_bytes
                         with m.If(length < 8):
                             reply(status["MALFORMED"])
-                        with m.Elif((args[0] != p.REGIONS["inputs"]) | (offset > capacity) |
-                                    (offset + length - 8 > capacity)):
+                        with m.Elif(write_out_of_range):
                             reply(status["RANGE"])
                         with m.Else():
                             m.d.sync += [src.eq(self.FRAME + 12), feed_addr.eq(self.INPUTS + offset),
@@ -381,24 +447,23 @@ class LinkEndpoint(wiring.Component):
                     with m.Case(p.COMMANDS["INFER"]):
                         with m.If(length < 5):
                             reply(status["MALFORMED"])
-                        with m.Elif(first + n_images > self._images):
+                        with m.Elif(slots_out_of_range):
                             reply(status["RANGE"])
                         with m.Else():
                             m.d.sync += [feed_left.eq(n_images), feed_pixel.eq(0), feed_ch.eq(0),
-                                         feed_phase.eq(0), feed_addr.eq(self.INPUTS + first * self.input_bytes),
-                                         feed_pixel_addr.eq(self.INPUTS + first * self.input_bytes),
-                                         done.eq(0), coll_state.eq(0), coll_index.eq(0),
-                                         coll_slot.eq(self.RESULTS + first * size), cycles.eq(0), since.eq(0)]
+                                         feed_phase.eq(0), feed_addr.eq(self.INPUTS + input_offset),
+                                         feed_pixel_addr.eq(self.INPUTS + input_offset),
+                                         done.eq(0), coll_state.eq(0), coll_slot.eq(self.RESULTS + result_offset),
+                                         coll_addr.eq(self.RESULTS + 5 + result_offset), cycles.eq(0), since.eq(0)]
                             m.next = "INFER"
                     with m.Case(p.COMMANDS["RESULTS"]):
                         with m.If(length < 4):
                             reply(status["MALFORMED"])
-                        with m.Elif((first + n_images > self._images) |
-                                    (n_images * size > p.MAX_PAYLOAD - 1)):
+                        with m.Elif(slots_out_of_range | too_many_results):
                             reply(status["RANGE"])
                         with m.Else():
-                            reply(status["OK"], src_kind=2, data_len=(n_images * size)[:16])
-                            m.d.sync += src.eq(self.RESULTS + first * size)
+                            reply(status["OK"], src_kind=2, data_len=result_bytes)
+                            m.d.sync += src.eq(self.RESULTS + result_offset)
                     with m.Case(p.COMMANDS["COMMIT"]):
                         reply(status["NO_ROOM"])
                     with m.Default():
@@ -410,11 +475,15 @@ class LinkEndpoint(wiring.Component):
                     m.next = "HEADER"
                 with m.Else():
                     m.d.comb += mem.addr.eq(src)
+                    m.d.sync += lat.eq(first_wait)
                     m.next = "WRITE_WRITE"
             with m.State("WRITE_WRITE"):
-                m.d.comb += [mem.addr.eq(feed_addr), mem.w_data.eq(mem.r_data), mem.w_en.eq(1)]
-                m.d.sync += [src.eq(src + 1), feed_addr.eq(feed_addr + 1), count.eq(count - 1)]
-                m.next = "WRITE_READ"
+                with m.If(lat != 0):
+                    m.d.sync += lat.eq(lat - 1)
+                with m.Else():
+                    m.d.comb += [mem.addr.eq(feed_addr), mem.w_data.eq(mem.r_data), mem.w_en.eq(1)]
+                    m.d.sync += [src.eq(src + 1), feed_addr.eq(feed_addr + 1), count.eq(count_next)]
+                    m.next = "WRITE_READ"
 
             with m.State("INFER"):
                 m.d.sync += [cycles.eq(cycles + 1), since.eq(since + 1)]
@@ -427,35 +496,40 @@ class LinkEndpoint(wiring.Component):
                                          is_last.eq(pipe.o.payload.last), coll_state.eq(1), coll_byte.eq(0)]
                             with m.If(pipe.o.payload.last):
                                 m.d.sync += [image_cycles.eq(since + 1), since.eq(0)]
-                    with m.Case(1):
-                        m.d.comb += [mem.addr.eq(coll_slot + 5 + coll_index * 4 + coll_byte),
-                                     mem.w_data.eq(score.as_unsigned().word_select(coll_byte[:2], 8)),
+                    with m.Case(1):                 # the score's four bytes, after the slot's earlier ones
+                        m.d.comb += [mem.addr.eq(coll_addr),
+                                     mem.w_data.eq(score32.as_unsigned().word_select(coll_byte[:2], 8)),
                                      mem.w_en.eq(1)]
-                        m.d.sync += coll_byte.eq(coll_byte + 1)
+                        m.d.sync += [coll_byte.eq(coll_byte + 1), coll_addr.eq(coll_addr + 1)]
                         with m.If(coll_byte == 3):
-                            m.d.sync += [coll_state.eq(Mux(is_last, 2, 0)), coll_byte.eq(0),
-                                         coll_index.eq(Mux(is_last, 0, coll_index + 1))]
-                    with m.Case(2):
-                        m.d.comb += [mem.addr.eq(coll_slot + coll_byte),
+                            m.d.sync += [coll_state.eq(Mux(is_last, 2, 0)), coll_byte.eq(0)]
+                            with m.If(is_last):
+                                m.d.sync += coll_addr.eq(coll_slot)
+                    with m.Case(2):                 # the image's class and cycles at the slot's start
+                        m.d.comb += [mem.addr.eq(coll_addr),
                                      mem.w_data.eq(tail.word_select(coll_byte, 8)), mem.w_en.eq(1)]
-                        m.d.sync += coll_byte.eq(coll_byte + 1)
+                        m.d.sync += [coll_byte.eq(coll_byte + 1), coll_addr.eq(coll_addr + 1)]
                         with m.If(coll_byte == 4):
-                            m.d.sync += [coll_state.eq(0), coll_slot.eq(coll_slot + size), done.eq(done + 1)]
+                            m.d.sync += [coll_state.eq(0), coll_slot.eq(coll_slot + size),
+                                         coll_addr.eq(coll_addr + size + 1), done.eq(done + 1)]
 
                 with m.Switch(feed_phase):
                     with m.Case(0):
                         with m.If((feed_left != 0) & (coll_state == 0)):
                             m.d.comb += mem.addr.eq(feed_addr)
-                            m.d.sync += feed_phase.eq(1)
+                            m.d.sync += [feed_phase.eq(1), feed_lat.eq(first_wait)]
                     with m.Case(1):
-                        with m.Switch(feed_ch):
-                            for c, lane in enumerate(lane_list):
-                                with m.Case(c):
-                                    m.d.sync += lane.eq(mem.r_data.as_signed())
-                        with m.If(feed_ch == C - 1):
-                            m.d.sync += feed_phase.eq(2)
+                        with m.If(feed_lat != 0):
+                            m.d.sync += feed_lat.eq(feed_lat - 1)
                         with m.Else():
-                            m.d.sync += [feed_ch.eq(feed_ch + 1), feed_addr.eq(feed_addr + HW), feed_phase.eq(0)]
+                            with m.Switch(feed_ch):
+                                for c, lane in enumerate(lane_list):
+                                    with m.Case(c):
+                                        m.d.sync += lane.eq(mem.r_data.as_signed())
+                            with m.If(feed_ch == C - 1):
+                                m.d.sync += feed_phase.eq(2)
+                            with m.Else():
+                                m.d.sync += [feed_ch.eq(feed_ch + 1), feed_addr.eq(feed_addr + HW), feed_phase.eq(0)]
                     with m.Case(2):
                         m.d.comb += pipe.i.valid.eq(1)
                         with m.If(pipe.i.ready):
@@ -471,44 +545,53 @@ class LinkEndpoint(wiring.Component):
 
                 with m.If((done == n_images) & (coll_state == 0)):
                     reply(status["OK"], src_kind=3, data_len=10)
-                    m.d.sync += regs.eq(Cat(n_images, cycles))
                     m.next = "HEADER"
 
             # header, status, data and CRC into memory at ``base``
+            # Header, status, data and CRC into memory at ``base``; each emit waits for the CRC unit.
             with m.State("HEADER"):
-                emit(Array([out_cmd, out_seq, out_len[:8], out_len[8:]])[at[:2]])
-                with m.If(at == 3):
-                    m.next = "STATUS"
+                with m.If(~crc_busy):
+                    emit(Array([out_cmd, out_seq, out_len[:8], out_len[8:]])[at[:2]])
+                    with m.If(at == 3):
+                        m.next = "STATUS"
             with m.State("STATUS"):
-                with m.If(has_status):
-                    emit(out_status)
-                m.next = "DATA"
+                with m.If(~crc_busy):
+                    with m.If(has_status):
+                        emit(out_status)
+                    m.next = "DATA"
             with m.State("DATA"):
-                with m.If(count == 0):
+                with m.If(crc_busy):
+                    pass
+                with m.Elif(count == 0):
                     m.d.sync += src.eq(0)
                     m.next = "CRC"
                 with m.Elif(source == 1):
                     emit(hello[(at - 5)[:5]])
-                    m.d.sync += count.eq(count - 1)
+                    m.d.sync += count.eq(count_next)
                 with m.Elif(source == 3):
-                    emit(regs[:8])
-                    m.d.sync += [regs.eq(regs >> 8), count.eq(count - 1)]
+                    emit(Cat(n_images, cycles, Const(0, 24)).word_select((at - 5)[:4], 8))
+                    m.d.sync += count.eq(count_next)
                 with m.Else():                                  # a copy: read, then emit
                     m.d.comb += mem.addr.eq(src)
+                    m.d.sync += lat.eq(first_wait)
                     m.next = "DATA_COPY"
             with m.State("DATA_COPY"):
-                emit(mem.r_data)
-                m.d.sync += [src.eq(src + 1), count.eq(count - 1)]
-                m.next = "DATA"
+                with m.If(lat != 0):
+                    m.d.sync += lat.eq(lat - 1)
+                with m.Else():
+                    emit(mem.r_data)
+                    m.d.sync += [src.eq(src + 1), count.eq(count_next)]
+                    m.next = "DATA"
             with m.State("CRC"):
-                final = ~crc
-                m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(final.word_select(src[:2], 8)), mem.w_en.eq(1)]
-                m.d.sync += [at.eq(at + 1), src.eq(src + 1)]
-                with m.If(src[:2] == 3):
-                    m.d.sync += total.eq(at + 1)
-                    with m.If(is_reply):
-                        m.d.sync += reply_total.eq(at + 1)
-                    m.next = "SEND"
+                with m.If(~crc_busy):
+                    m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq((~crc).word_select(src[:2], 8)),
+                                 mem.w_en.eq(1)]
+                    m.d.sync += [at.eq(at + 1), src.eq(src + 1)]
+                    with m.If(src[:2] == 3):
+                        m.d.sync += total.eq(at + 1)
+                        with m.If(is_reply):
+                            m.d.sync += reply_total.eq(at + 1)
+                        m.next = "SEND"
 
             # --- sending: COBS encoding from memory ------------------------------------------------------
             pos, scan = Signal(range(self._frame_max + 1)), Signal(range(self._frame_max + 1))
@@ -522,9 +605,12 @@ class LinkEndpoint(wiring.Component):
                     m.next = "CODE"
                 with m.Else():
                     m.d.comb += mem.addr.eq(base + scan)
+                    m.d.sync += lat.eq(first_wait)
                     m.next = "SCAN_CHECK"
             with m.State("SCAN_CHECK"):
-                with m.If(mem.r_data == 0):
+                with m.If(lat != 0):
+                    m.d.sync += lat.eq(lat - 1)
+                with m.Elif(mem.r_data == 0):
                     m.next = "CODE"
                 with m.Else():
                     m.d.sync += [run.eq(run + 1), scan.eq(scan + 1)]
@@ -539,10 +625,16 @@ class LinkEndpoint(wiring.Component):
                     m.next = "NEXT"
                 with m.Else():
                     m.d.comb += mem.addr.eq(base + pos + k)
+                    m.d.sync += lat.eq(first_wait)
                     m.next = "BYTE_OUT"
             with m.State("BYTE_OUT"):
-                m.d.comb += [mem.addr.eq(base + pos + k), self.o.valid.eq(1), self.o.payload.eq(mem.r_data)]
-                with m.If(self.o.ready):
+                # the request repeats, so that the byte stays while the stream waits
+                m.d.comb += mem.addr.eq(base + pos + k)
+                with m.If(lat != 0):
+                    m.d.sync += lat.eq(lat - 1)
+                with m.Else():
+                    m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(mem.r_data)]
+                with m.If((lat == 0) & self.o.ready):
                     m.d.sync += k.eq(k + 1)
                     m.next = "BYTES"
             with m.State("NEXT"):
@@ -570,13 +662,15 @@ class UARTLink(wiring.Component):
     -------
     rx : In(1), tx : Out(1)
         The serial lines (idle high).
+    tx_strobe : Out(1)
+        A byte starts on ``tx`` (for an activity LED).
     """
 
     def __init__(self, endpoint, *, clocks_per_bit):
         self._endpoint = endpoint
         self._rx_uart = UARTRx(clocks_per_bit=clocks_per_bit)
         self._tx_uart = UARTTx(clocks_per_bit=clocks_per_bit)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "tx_strobe": Out(1)})
 
     endpoint = property(lambda self: self._endpoint)
 
@@ -587,7 +681,7 @@ class UARTLink(wiring.Component):
         m.submodules.uart_tx = tx = self._tx_uart
         wiring.connect(m, rx.o, ep.i)
         wiring.connect(m, ep.o, tx.i)
-        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.tx_strobe.eq(tx.i.valid & tx.i.ready)]
         return m
 
 

@@ -272,3 +272,38 @@ def test_the_deploy_driver_runs_the_digits_pipeline_through_the_link():
     path = report["paths"]["software"]
     assert [r["class"] for r in path["per_image"]] == [r["golden_class"] for r in path["per_image"]]
     assert 1000 < path["cycles_per_image"] < 4000
+
+
+def test_the_network_design_puts_the_pipeline_behind_the_link():
+    """`--link uart`: the plan gets the budget less the link's cost, the estimate adds it back, and the
+    resource breakdown names the link's modules `link` and the pipeline's by layer."""
+    from insitu.boards import get_board
+    from insitu.tools.designs_network import NetworkParams, network, parts
+    from insitu.tools.network_link import NetworkBoard, link_cost
+    from insitu.tools.network_plan import PlanError
+    from insitu.golden import modelfile
+    model_path = modelfile.__file__.rsplit("/", 2)[0] + "/models/digits-qgp.npz"
+    board = get_board("ulx3s-85f")
+    top, info = network(NetworkParams(model=model_path, link="uart", baud=1_000_000), frequency=50e6, board=board)
+    cost = link_cost(modelfile.load(model_path), board)
+    assert isinstance(top, NetworkBoard) and info["link"] == "uart" and top.baud == 1_000_000
+    assert info["plan_budget"]["logic"] == info["budget"]["logic"] - cost["logic"] and cost["blocks"] >= 1
+    assert info["estimate"]["logic"] == sum(s.cost()["logic"] for s in top.plan.stages) + \
+        top.plan.glue["logic"] + cost["logic"]
+    part = parts(top)
+    assert part(("link", "endpoint", "pipeline", "fc1", "lanes")) == "fc1"
+    assert part(("link", "endpoint", "pipeline", "conv2_fifo")) == "glue"
+    assert part(("link", "endpoint", "mem")) == part(("link", "uart_rx")) == "link"
+    pipeline, info = network(NetworkParams(model=model_path), frequency=50e6, board=board)
+    assert info["link"] == "none" and parts(pipeline)(("fc1",)) == "fc1"
+    # both elaborate (the board top itself, which requests the UART pins, only in a build)
+    from amaranth.back import rtlil
+    from insitu.hdl.params import abandon
+    rtlil.convert(top.link, name="top")
+    rtlil.convert(pipeline, name="top")
+    abandon(top)
+    with pytest.raises(PlanError, match="less the host link's 2,100 logic cells"):
+        network(NetworkParams(model=model_path.replace("qgp", "lean-mixed"), link="uart"), frequency=48e6,
+                board=get_board("icebreaker"))
+    with pytest.raises(ParameterError, match="too fast"):
+        network(NetworkParams(model=model_path, link="uart", baud=20_000_000), frequency=50e6, board=board)

@@ -216,14 +216,17 @@ def test_insitu_run_design_network_cli(tmp_path, monkeypatch, capsys):
     import json
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["images"] == 30 and report["mismatches"] == 0 and report["provenance"]["command"]
-    assert main(["run", "--design", "network", "--port", "/dev/null", "--model", model]) == 1
-    assert "runs in the compiled simulation (--sim) only" in capsys.readouterr().err
+    # a board over its link: the port must open; --path and --baked are the SoC's
+    assert main(["run", "--design", "network", "--port", str(tmp_path / "no-such-port"), "--model", model]) == 1
+    assert "Cannot open" in capsys.readouterr().err
+    assert main(["run", "--design", "network", "--port", "/dev/null", "--model", model, "--path", "software"]) == 1
+    assert "--path applies to --design soc only" in capsys.readouterr().err
     assert main(["run", "--design", "network", "--sim", "--model", model, "--faults", "0.01"]) == 1
     assert "--faults applies to --design soc only" in capsys.readouterr().err
     assert main(["run", "--sim", "--model", model, "--budget", "lc=5"]) == 1
-    assert "--budget applies to --design network only" in capsys.readouterr().err
+    assert "--budget applies to --design network --sim only" in capsys.readouterr().err
     assert main(["run", "--sim", "--model", model, "--board", "icebreaker"]) == 1
-    assert "--board applies to --design network only" in capsys.readouterr().err
+    assert "--board applies to --design network --sim only" in capsys.readouterr().err
     assert main(["run", "--design", "network", "--sim", "--model", model, "--board", "icebreaker"]) == 1
     assert "does not fit the icebreaker" in capsys.readouterr().err
 

@@ -34,8 +34,8 @@ def add_parsers(sub):
     p.add_argument("--build-dir", default="build/run-sim", metavar="DIR",
                    help="with --sim: firmware build directory (default build/run-sim)")
     p.add_argument("--design", choices=["soc", "network"], default="soc", help="soc (default): the firmware "
-                   "runtime on the RISC-V SoC; network: the whole-network pipeline (insitu build --design network), "
-                   "with --sim")
+                   "runtime on the RISC-V SoC; network: the whole-network pipeline (insitu build --design network): "
+                   "with --sim its compiled simulation, with --port a board built with --link uart")
     from ..boards import BOARDS
     p.add_argument("--board", choices=list(BOARDS), help="with --design network: the board "
                    "the pipeline is planned for (default ulx3s-85f)")
@@ -83,9 +83,6 @@ def cmd_network_run(args):
     from .provenance import write_result
     from .network_pipeline import run_network
     from .network_plan import parse_budget
-    if args.port:
-        raise CLIError("--design network runs in the compiled simulation (--sim) only: the pipeline has no UART "
-                       "link on a board yet")
     soc_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults), ("--path", args.path != "both"))
                 if v]
     if soc_only:
@@ -120,24 +117,33 @@ def cmd_network_run(args):
 
 def cmd_run(args):
     import sys
-    if args.design == "network":
+    network = args.design == "network"
+    if network and args.sim:
         return cmd_network_run(args)
     network_only = [o for o, v in (("--board", args.board), ("--target-fps", args.target_fps),
                                    ("--budget", args.budget), ("--stall", args.stall)) if v]
     if network_only:
-        raise CLIError(f"{', '.join(network_only)} applies to --design network only")
+        raise CLIError(f"{', '.join(network_only)} applies to --design network --sim only")
+    if network:
+        # A board built with insitu build --design network --link uart: its link answers the runtime's protocol
+        # with the pipeline as its baked model, so the host side is the SoC's.
+        given = [o for o, v in (("--baked", args.baked), ("--path", args.path != "both")) if v]
+        if given:
+            raise CLIError(f"{', '.join(given)} applies to --design soc only (the pipeline is the board's model)")
+        args.baked, args.path = True, "software"
 
     from ..golden import modelfile
     from ..soc import protocol
     from .provenance import write_result
     from .deploy import DeployError, run_model, sim_transport
     from .progress import Progress
-    sim_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults)) if v]
+    sim_only = [o for o, v in (("--baked", args.baked and not network), ("--faults", args.faults)) if v]
     if args.port and sim_only:
         raise CLIError(f"{', '.join(sim_only)} applies to --sim only")
     model = modelfile.load(args.model)
-    from .blob import pack_model
-    pack_model(model)                        # refuse a model the runtime cannot run before building anything
+    if not network:
+        from .blob import pack_model
+        pack_model(model)                    # refuse a model the runtime cannot run before building anything
     images, labels, source = _images(model, args)
 
     def say(text):
@@ -152,7 +158,7 @@ def cmd_run(args):
                                                      else "")
         else:
             transport = protocol.SerialTransport(args.port, args.baud)
-            where = f"{args.port} at {args.baud} baud"
+            where = f"{args.port} at {args.baud} baud" + (" (the network pipeline's link)" if network else "")
         say(f"Running {len(images)} images ({source}) on {where} ...")
         paths = ("software", "accelerator") if args.path == "both" else (args.path,)
         with Progress(len(images) * len(paths), "images") as bar:

@@ -51,7 +51,7 @@ import numpy as np
 from ..hdl.params import ParameterError
 from .design_params import Params, param
 from .network_pipeline import build_pipeline
-from .network_plan import parse_budget
+from .network_plan import PlanError, parse_budget
 
 __all__ = ["NetworkParams", "network", "describe_network", "parts"]
 
@@ -65,6 +65,10 @@ class NetworkParams(Params):
     budget: str = param(None, "resources the plan may use: lc=N,dsp=N,bram=N (default 80 % of the board's "
                               "logic, all its DSPs and block RAMs)", "text")
     seed: int = param(1, "placement seed", "non-negative")
+    link: str = param("none", "host link: none (the pipeline alone, fed by the build harness: for measuring it) "
+                              "or uart (the framed protocol of insitu run on the board's UART, in logic: a board "
+                              "that insitu run --design network --port talks to)", "choice", ("none", "uart"))
+    baud: int = param(115200, "UART bit rate")
 
     def check(self):
         if not self.model:
@@ -78,11 +82,33 @@ def network(p, *, frequency, board):
         board = get_board("ulx3s-85f")
     model = modelfile.load(p.model)
     budget = parse_budget(p.budget, board)
-    component, the_plan = build_pipeline(model, board, frequency=frequency, target_fps=p.target_fps,
-                                         budget=budget)
-    return component, {"plan": the_plan.table(), "plan_text": the_plan.format(), "estimate": the_plan.totals(),
-                       "estimated_cycles_per_image": the_plan.cycles,
-                       "estimated_images_per_second": round(the_plan.fps), "budget": budget}
+    plan_budget, link = dict(budget), {}
+    if p.link == "uart":                    # the link's own logic and buffers come off the plan's budget
+        from .network_link import link_cost
+        link = link_cost(model, board)
+        for key, value in link.items():
+            plan_budget[key] = max(0, plan_budget[key] - value)
+    try:
+        pipeline, the_plan = build_pipeline(model, board, frequency=frequency, target_fps=p.target_fps,
+                                            budget=plan_budget)
+    except PlanError as error:
+        if not link:
+            raise
+        raise PlanError(f"{error} (the budget less the host link's {link['logic']:,} logic cells and "
+                        f"{link['blocks']} block RAMs; give more with --budget, or build --link none)") from None
+    info = {"plan": the_plan.table(), "plan_text": the_plan.format(), "estimate": the_plan.totals(),
+            "estimated_cycles_per_image": the_plan.cycles, "estimated_images_per_second": round(the_plan.fps),
+            "budget": budget, "link": p.link}
+    if p.link == "none":
+        return pipeline, info
+    from .network_link import NetworkBoard
+    top = NetworkBoard(pipeline, clock_hz=frequency, baud=p.baud)
+    estimate = dict(info["estimate"])
+    for key, value in link.items():
+        estimate[key] = estimate.get(key, 0) + value
+    info.update({"estimate": estimate, "plan_budget": plan_budget, "link_estimate": link,
+                 "uart_baud_at_target_clock": top.baud, "link_images": top.link.endpoint.images})
+    return top, info
 
 
 def describe_network(component, extra):
@@ -96,7 +122,16 @@ def describe_network(component, extra):
 
 def parts(component):
     """The parts of a network build's resource breakdown (:func:`insitu.tools.build.breakdown`), as the
-    plan estimates them: each weight layer's block (with a convolution's sliding window), and ``glue``
-    for every stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores)."""
+    plan estimates them: each weight layer's block (with a convolution's sliding window), ``glue`` for every
+    stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores), and ``link``, the
+    host link around them (UART, protocol endpoint, buffers)."""
     blocks = {s.layer for s in component.plan.stages}
-    return lambda path: path[0] if path and path[0] in blocks else "glue"
+    inside = ("link", "endpoint", "pipeline") if hasattr(component, "link") else ()
+
+    def part(path):
+        path = tuple(path)
+        if path[:len(inside)] != inside:
+            return "link"
+        path = path[len(inside):]
+        return path[0] if path and path[0] in blocks else "glue"
+    return part

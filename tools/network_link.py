@@ -4,10 +4,15 @@
 or, in tests, in the simulator (:class:`~insitu.hdl.link.SimLink`)."""
 
 import numpy as np
+from amaranth import Module
+from amaranth.lib import io, stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import Out
 
 from ..hdl.link import LinkEndpoint, UARTLink
+from ..hdl.params import ParameterError
 
-__all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "method_capabilities"]
+__all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "method_capabilities", "NetworkBoard"]
 
 #: image slots of the link's buffers (the host's batch): the protocol driver batches at most 64
 DEFAULT_IMAGES = 32
@@ -36,3 +41,56 @@ def link_endpoint(pipeline, *, images=DEFAULT_IMAGES):
 def uart_link(pipeline, *, clock_hz, baud, images=DEFAULT_IMAGES):
     """:func:`link_endpoint` behind a UART of ``baud`` at ``clock_hz``."""
     return UARTLink(link_endpoint(pipeline, images=images), clocks_per_bit=round(clock_hz / baud))
+
+
+class NetworkBoard(wiring.Component):
+    """The pipeline as a board runs it: behind its host link on the board's UART pins (``uart`` resource,
+    the receive line through a two-flop synchroniser). The build's harness supplies the clock; ``o``
+    pulses once per frame the link sends, which the harness folds into its LED (it blinks with traffic).
+
+    Members
+    -------
+    o : Out(stream.Signature(1))
+    """
+
+    def __init__(self, pipeline, *, clock_hz, baud, images=DEFAULT_IMAGES):
+        cpb = round(clock_hz / baud)
+        if cpb < 4:
+            raise ParameterError(f"{baud} baud is too fast for a {clock_hz / 1e6:g} MHz clock (at least 4 clocks "
+                                 f"a bit)")
+        self._pipeline = pipeline
+        self._link = uart_link(pipeline, clock_hz=clock_hz, baud=baud, images=images)
+        self.baud = round(clock_hz / cpb)
+        super().__init__({"o": Out(stream.Signature(1))})
+
+    pipeline = property(lambda self: self._pipeline)
+    link = property(lambda self: self._link)
+    plan = property(lambda self: self._pipeline.plan)
+    stages = property(lambda self: self._pipeline.stages)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = self._link
+        try:
+            uart = platform.request("uart", 0, dir={"tx": "-", "rx": "-"})
+        except Exception:
+            raise ParameterError(f"{type(platform).__name__} has no UART resource for the network's host "
+                                 f"link (build with --link none)") from None
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.d.comb += tx.o.eq(link.tx)
+        m.submodules.rx_sync = FFSynchronizer(rx.i, link.rx, init=1)
+        # the LED toggles with each byte the link sends
+        m.d.comb += [self.o.valid.eq(link.tx_strobe), self.o.payload.eq(1)]
+        return m
+
+
+def link_cost(model, board, images=DEFAULT_IMAGES):
+    """The link's resources as the plan counts them (``logic``, ``blocks``), measured on this project's
+    builds. The iCE40 boards are UP5Ks, where its buffers are SPRAM, outside the plan's block RAM budget."""
+    from .network_plan import ebr_blocks
+    logic = {"ice40": 2100, "ecp5": 2000}[board.family]     # 2,094 LC; 1,975-2,023 LUT
+    if board.family == "ice40":
+        return {"logic": logic, "blocks": 0}
+    size = LinkEndpoint.buffer_bytes(int(np.prod(model.input_shape)), model.output_shape[0], images)
+    return {"logic": logic, "blocks": ebr_blocks(size, 8, board.family)}

@@ -36,7 +36,7 @@ SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py
            "tools/network_pipeline.py",
            "tools/design_params.py", "tools/bench.py", "tools/bench_circulant.py",
            "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py",
-           "tools/blob.py", "tools/deploy.py")
+           "tools/blob.py", "tools/deploy.py", "tools/network_link.py")
 _SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
 
 #: the ``insitu`` arguments of the command being run (set by the command line), recorded in results
