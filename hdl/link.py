@@ -62,6 +62,12 @@ CRC_RESIDUE = _residue()
 
 
 
+def _times(value, constant):
+    """``value × constant`` as shifted adds (a multiplier block would be wasted on a constant)."""
+    terms = [value << k for k in range(constant.bit_length()) if constant >> k & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
 class ByteMemory(wiring.Component):
     """A byte-wide single-port memory with registers on both sides: a request (``addr``, and ``w_en`` with
     ``w_data`` for a write) is registered, the memory acts on it the next clock, and the byte read (the
@@ -409,8 +415,8 @@ class LinkEndpoint(wiring.Component):
                                               (offset[:cap_bits] + (length[:9] - 8) > capacity)),
                         slots_out_of_range.eq(first + n_images > self._images),
                         too_many_results.eq(n_images > most_results),
-                        input_offset.eq(slot * self.input_bytes), result_offset.eq(slot * size),
-                        result_bytes.eq(n_images[:8] * size),
+                        input_offset.eq(_times(slot, self.input_bytes)), result_offset.eq(_times(slot, size)),
+                        result_bytes.eq(_times(n_images[:8], size)),
                     ]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
