@@ -1,4 +1,4 @@
-"""The pipeline's host link in logic (`insitu.hdl.link`): the protocol of `insitu.soc.protocol` spoken by
+"""The pipeline's host link in logic (`insitu.soc.link`): the protocol of `insitu.soc.protocol` spoken by
 :class:`LinkEndpoint`, driven by the host's own `Client` through Amaranth's simulator with random stalls and
 damaged frames, checked against NumPy; the UART against a bit-level model; the CRC against zlib."""
 
@@ -12,7 +12,8 @@ from amaranth import Array, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from insitu.hdl.link import CRC_RESIDUE, LinkEndpoint, SimLink, UARTRx, UARTTx, crc32_update
+from insitu.hdl.uart import UARTRx, UARTTx
+from insitu.soc.link import CRC_RESIDUE, LinkEndpoint, SimLink, crc32_update
 from insitu.hdl.network import Scores, scores_layout
 from insitu.hdl.params import ParameterError
 from insitu.hdl.testing import run
@@ -307,3 +308,20 @@ def test_the_network_design_puts_the_pipeline_behind_the_link():
                 board=get_board("icebreaker"))
     with pytest.raises(ParameterError, match="too fast"):
         network(NetworkParams(model=model_path, link="uart", baud=20_000_000), frequency=50e6, board=board)
+
+
+def test_insitu_run_design_network_sim_link(tmp_path, monkeypatch, capsys):
+    from insitu.golden import modelfile
+    from insitu.tools.cli import main
+    monkeypatch.chdir(tmp_path)
+    model = modelfile.__file__.rsplit("/", 2)[0] + "/models/digits-lean-mixed.npz"
+    assert main(["run", "--design", "network", "--sim", "--link", "--model", model, "--board", "ulx3s-85f",
+                 "--images", "3", "--stall", "0.2", "--json", "r.json"]) == 0
+    out = capsys.readouterr().out
+    assert "mismatches against the golden model: 0" in out and "wire bytes per image:" in out
+    import json
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 3 and report["mismatches"] == 0 and report["design"] == "network-link"
+    assert 100 < report["wire_bytes_per_image"] < 200
+    assert main(["run", "--sim", "--link", "--model", model]) == 1
+    assert "--link applies to --design network --sim only" in capsys.readouterr().err

@@ -43,6 +43,9 @@ def add_parsers(sub):
     p.add_argument("--budget", help="with --design network: as insitu build (lc=N,dsp=N,bram=N)")
     p.add_argument("--stall", type=_rate, default=0.0, metavar="RATE", help="with --design network: stall each "
                    "stream end at random this fraction of clocks (seeded by --seed)")
+    p.add_argument("--link", action="store_true", help="with --design network --sim: through the pipeline's "
+                   "host link (--link uart builds), driven by the host protocol, in Amaranth's simulator (slow: "
+                   "seconds per image)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -93,6 +96,8 @@ def cmd_network_run(args):
 
     def say(text):
         print(text, file=sys.stderr, flush=True)
+    if args.link:
+        return _network_link_run(args, model, images, labels, source, board, say)
     try:
         report = run_network(model, images, labels=labels, board=board, target_fps=args.target_fps,
                              budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed,
@@ -115,13 +120,44 @@ def cmd_network_run(args):
                        f"{report['first_mismatches']})")
 
 
+def _network_link_run(args, model, images, labels, source, board, say):
+    from ..hdl.params import ParameterError
+    from ..soc import protocol
+    from .deploy import DeployError
+    from .network_link import run_over_link
+    from .network_plan import parse_budget
+    from .provenance import write_result
+    try:
+        report = run_over_link(model, images, labels=labels, board=board, target_fps=args.target_fps,
+                               budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed,
+                               progress=say)
+    except (ParameterError, protocol.LinkError, protocol.ProtocolError, DeployError) as error:
+        raise CLIError(str(error)) from None
+    report.update(model=os.path.basename(args.model), target="sim", images_from=source)
+    print(f"images: {report['images']} ({source}) through the {board.name} pipeline's host link in simulation")
+    if "accuracy" in report:
+        print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
+    print(f"mismatches against the golden model: {report['mismatches']}")
+    print(f"wire bytes per image: {report['wire_bytes_per_image']:.0f}; over the UART "
+          f"{report['images_per_second_115200_baud']:.1f} images/s at 115200 baud, "
+          f"{report['images_per_second_3Mbaud']:.0f} at 3 Mbaud; pipeline {report['cycles_per_image']:,.0f} cycles "
+          f"per image")
+    stats = report["link"]
+    print(f"protocol: {stats['requests']} requests, {stats['retries']} sent again, {stats['naks']} NAKs")
+    if args.json:
+        write_result(args.json, report, inputs=[args.model])
+        print(f"written: {args.json}")
+    if report["mismatches"]:
+        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model")
+
+
 def cmd_run(args):
     import sys
     network = args.design == "network"
     if network and args.sim:
         return cmd_network_run(args)
     network_only = [o for o, v in (("--board", args.board), ("--target-fps", args.target_fps),
-                                   ("--budget", args.budget), ("--stall", args.stall)) if v]
+                                   ("--budget", args.budget), ("--stall", args.stall), ("--link", args.link)) if v]
     if network_only:
         raise CLIError(f"{', '.join(network_only)} applies to --design network --sim only")
     if network:

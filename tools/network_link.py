@@ -1,7 +1,7 @@
-"""The whole-network pipeline with its host link: :class:`~insitu.hdl.link.LinkEndpoint` around a
+"""The whole-network pipeline with its host link: :class:`~insitu.soc.link.LinkEndpoint` around a
 :class:`~insitu.tools.network_pipeline.NetworkPipeline`, so that the host's protocol driver
 (:func:`insitu.tools.deploy.run_model` with the board's baked model) runs images on it, over a serial port
-or, in tests, in the simulator (:class:`~insitu.hdl.link.SimLink`)."""
+or, in tests, in the simulator (:class:`~insitu.soc.link.SimLink`)."""
 
 import numpy as np
 from amaranth import Module
@@ -9,10 +9,11 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import Out
 
-from ..hdl.link import LinkEndpoint, UARTLink
+from ..soc.link import LinkEndpoint, UARTLink
 from ..hdl.params import ParameterError
 
-__all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "method_capabilities", "NetworkBoard"]
+__all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "check_baud", "method_capabilities", "NetworkBoard",
+           "link_cost", "run_over_link"]
 
 #: image slots of the link's buffers (the host's batch): the protocol driver batches at most 64
 DEFAULT_IMAGES = 32
@@ -38,6 +39,14 @@ def link_endpoint(pipeline, *, images=DEFAULT_IMAGES):
                         methods=method_capabilities(model))
 
 
+def check_baud(clock_hz, baud):
+    """Clocks per bit of a UART at ``baud`` on a ``clock_hz`` clock; a one-line error below four."""
+    cpb = round(clock_hz / baud)
+    if cpb < 4:
+        raise ParameterError(f"{baud} baud is too fast for a {clock_hz / 1e6:g} MHz clock (at least 4 clocks a bit)")
+    return cpb
+
+
 def uart_link(pipeline, *, clock_hz, baud, images=DEFAULT_IMAGES):
     """:func:`link_endpoint` behind a UART of ``baud`` at ``clock_hz``."""
     return UARTLink(link_endpoint(pipeline, images=images), clocks_per_bit=round(clock_hz / baud))
@@ -54,10 +63,7 @@ class NetworkBoard(wiring.Component):
     """
 
     def __init__(self, pipeline, *, clock_hz, baud, images=DEFAULT_IMAGES):
-        cpb = round(clock_hz / baud)
-        if cpb < 4:
-            raise ParameterError(f"{baud} baud is too fast for a {clock_hz / 1e6:g} MHz clock (at least 4 clocks "
-                                 f"a bit)")
+        cpb = check_baud(clock_hz, baud)
         self._pipeline = pipeline
         self._link = uart_link(pipeline, clock_hz=clock_hz, baud=baud, images=images)
         self.baud = round(clock_hz / cpb)
@@ -94,3 +100,31 @@ def link_cost(model, board, images=DEFAULT_IMAGES):
         return {"logic": logic, "blocks": 0}
     size = LinkEndpoint.buffer_bytes(int(np.prod(model.input_shape)), model.output_shape[0], images)
     return {"logic": logic, "blocks": ebr_blocks(size, 8, board.family)}
+
+
+def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
+                  images_per_batch=DEFAULT_IMAGES, progress=None):
+    """Run ``images`` on ``model``'s pipeline behind its link, planned for ``board`` as ``--link uart``
+    builds it, in Amaranth's simulator (:class:`~insitu.soc.link.SimLink`, seeded stalls on both byte
+    streams), driven by the host side of the protocol (:func:`insitu.tools.deploy.run_model`, the board's
+    baked model). Every score is checked against the golden model; the report adds the wire bytes per
+    image and the images/s they allow at 115200 and 3,000,000 baud."""
+    from ..soc.link import SimLink
+    from .deploy import run_model
+    from .network_pipeline import build_pipeline
+    from .network_plan import parse_budget
+    budget = dict(budget or parse_budget("", board))
+    for key, value in link_cost(model, board, images_per_batch).items():
+        budget[key] = max(0, budget[key] - value)
+    pipeline, the_plan = build_pipeline(model, board, target_fps=target_fps, budget=budget)
+    if progress:
+        progress(the_plan.format())
+    link = SimLink(link_endpoint(pipeline, images=images_per_batch), clock_hz=the_plan.frequency, seed=seed,
+                   stall=stall)
+    report = run_model(model, images, link, labels=labels, load=False, paths=("software",), progress=progress)
+    path = report.pop("paths")["software"]
+    report.update({"design": "network-link", "board": board.name, "clock_mhz": the_plan.frequency / 1e6,
+                   "stall": stall, "simulated_clocks": link.cycles,
+                   **{k: v for k, v in path.items() if k != "images_per_second_compute_at_12MHz"}})
+    report["per_image"] = report.pop("per_image")
+    return report
