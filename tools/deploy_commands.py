@@ -96,59 +96,39 @@ def cmd_network_run(args):
 
     def say(text):
         print(text, file=sys.stderr, flush=True)
-    if args.link:
-        return _network_link_run(args, model, images, labels, source, board, say)
-    try:
-        report = run_network(model, images, labels=labels, board=board, target_fps=args.target_fps,
-                             budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed,
-                             progress=say)
-    except ParameterError as error:
-        raise CLIError(str(error)) from None
-    report.update(model=os.path.basename(args.model), target="sim", images_from=source)
-    print(f"images: {report['images']} ({source}) through the {board.name} pipeline in the compiled simulation")
-    if "accuracy" in report:
-        print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
-    print(f"mismatches against the golden model: {report['mismatches']}")
-    print(f"cycles per image: {report['cycles_per_image']:,.0f} (plan {report['estimated_cycles_per_image']:,}), "
-          f"latency {report['latency_cycles']:,} cycles; {report['images_per_second_at_clock']:,} images/s at "
-          f"{report['clock_mhz']:g} MHz")
-    if args.json:
-        write_result(args.json, report, inputs=[args.model])
-        print(f"written: {args.json}")
-    if report["mismatches"]:
-        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: "
-                       f"{report['first_mismatches']})")
-
-
-def _network_link_run(args, model, images, labels, source, board, say):
-    from ..hdl.params import ParameterError
     from ..soc import protocol
     from .deploy import DeployError
     from .network_link import run_over_link
-    from .network_plan import parse_budget
-    from .provenance import write_result
+    runner = run_over_link if args.link else run_network
     try:
-        report = run_over_link(model, images, labels=labels, board=board, target_fps=args.target_fps,
-                               budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed,
-                               progress=say)
+        report = runner(model, images, labels=labels, board=board, target_fps=args.target_fps,
+                        budget=parse_budget(args.budget, board), stall=args.stall, seed=args.seed, progress=say)
     except (ParameterError, protocol.LinkError, protocol.ProtocolError, DeployError) as error:
         raise CLIError(str(error)) from None
     report.update(model=os.path.basename(args.model), target="sim", images_from=source)
-    print(f"images: {report['images']} ({source}) through the {board.name} pipeline's host link in simulation")
+    where = "pipeline's host link in simulation" if args.link else "pipeline in the compiled simulation"
+    print(f"images: {report['images']} ({source}) through the {board.name} {where}")
     if "accuracy" in report:
         print(f"accuracy: {report['accuracy']:.4f} (golden model {report['golden_accuracy']:.4f})")
     print(f"mismatches against the golden model: {report['mismatches']}")
-    print(f"wire bytes per image: {report['wire_bytes_per_image']:.0f}; over the UART "
-          f"{report['images_per_second_115200_baud']:.1f} images/s at 115200 baud, "
-          f"{report['images_per_second_3Mbaud']:.0f} at 3 Mbaud; pipeline {report['cycles_per_image']:,.0f} cycles "
-          f"per image")
-    stats = report["link"]
-    print(f"protocol: {stats['requests']} requests, {stats['retries']} sent again, {stats['naks']} NAKs")
+    if args.link:
+        print(f"wire bytes per image: {report['wire_bytes_per_image']:.0f}; over the UART "
+              f"{report['images_per_second_115200_baud']:.1f} images/s at 115200 baud, "
+              f"{report['images_per_second_3Mbaud']:.0f} at 3 Mbaud; pipeline {report['cycles_per_image']:,.0f} "
+              f"cycles per image")
+        stats = report["link"]
+        print(f"protocol: {stats['requests']} requests, {stats['retries']} sent again, {stats['naks']} NAKs")
+        first = [n for n, p in enumerate(report["per_image"]) if not p["scores_match_golden"]][:10]
+    else:
+        print(f"cycles per image: {report['cycles_per_image']:,.0f} (plan {report['estimated_cycles_per_image']:,}), "
+              f"latency {report['latency_cycles']:,} cycles; {report['images_per_second_at_clock']:,} images/s at "
+              f"{report['clock_mhz']:g} MHz")
+        first = report["first_mismatches"]
     if args.json:
         write_result(args.json, report, inputs=[args.model])
         print(f"written: {args.json}")
     if report["mismatches"]:
-        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model")
+        raise CLIError(f"{report['mismatches']} image(s) differ from the golden model (first: {first})")
 
 
 def cmd_run(args):
