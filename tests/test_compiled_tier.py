@@ -226,3 +226,154 @@ def test_stream_conv_sources_on_ten_thousand_frames(source):
         src = WeightMemory(weights=weights, lanes=3)
     dut = Conv2d(StreamConv(c_in=c_in, c_out=c_out, k=3, source=src), width=w, height=h, padding=1)
     _conv_tier(dut, lambda f: conv.conv2d(f, weights, 1), c_in, h, w, CASES, seed, f"StreamConv({source})")
+
+
+def test_link_on_ten_thousand_requests():
+    """The pipeline's host link (`insitu.soc.link.LinkEndpoint`, in front of the stand-in pipeline of
+    tests/test_link.py) on 10,000 random requests in one session, random stalls on both byte streams:
+    every command valid and out of range, malformed and unknown ones, damaged frames (NAKs) and repeated
+    requests (answered from the kept reply). Each reply is checked field by field against a model of the
+    endpoint (image cycles, which the model cannot know, are checked for consistency instead)."""
+    import struct
+    from insitu.soc import protocol as P
+    from insitu.soc.link import LinkEndpoint
+    from test_link import _Toy, _toy_golden
+    seed = SEED + 900
+    rng = np.random.default_rng(seed)
+    C, HW, classes, images = 2, 3, 3, 4
+    size, cap = 5 + 4 * classes, images * C * HW
+    most = (P.MAX_PAYLOAD - 1) // size
+    dut = LinkEndpoint(_Toy(C, HW, classes), channels=C, pixels=HW, classes=classes, images=images,
+                       methods=1 << (P.METHODS_SHIFT + 2))
+    inputs, slots = bytearray(cap), [None] * images          # what the endpoint holds, as the model sees it
+    wire, expected, seq, last = bytearray(), [], 0, None      # expected: (command, seq, payload or None)
+
+    def request(command, payload):
+        nonlocal seq, last
+        seq = (seq + 1) & 0xFF
+        frame = P.encode_frame(command, seq, payload)
+        reply = answer(command, payload)
+        last = (frame, (command | P.REPLY, seq, reply))
+        wire.extend(frame)
+        expected.append(last[1])
+
+    def answer(command, payload):
+        ok = bytes([0])
+        if command == P.COMMANDS["HELLO"]:
+            return ok + dut.hello
+        if command == P.COMMANDS["ECHO"]:
+            return ok + (payload if len(payload) < P.MAX_PAYLOAD else b"")
+        if command == P.COMMANDS["WRITE"]:
+            if len(payload) < 8:
+                return bytes([2])
+            region, offset = payload[0], struct.unpack_from("<I", payload, 4)[0]
+            data = payload[8:]
+            if region != 1 or offset + len(data) > cap:
+                return bytes([3])
+            inputs[offset:offset + len(data)] = data
+            return ok
+        if command == P.COMMANDS["INFER"]:
+            if len(payload) < 5:
+                return bytes([2])
+            first, count = struct.unpack_from("<HH", payload)
+            if first + count > images:
+                return bytes([3])
+            x = np.frombuffer(bytes(inputs), np.int8).reshape(images, C * HW)[first:first + count].astype(int)
+            scores, klass = _toy_golden(x, C, HW, classes)
+            for i in range(count):
+                slots[first + i] = (int(klass[i]), [int(v) for v in scores[i]])
+            return ok + struct.pack("<HQ", count, 0)              # cycles: checked apart
+        if command == P.COMMANDS["RESULTS"]:
+            if len(payload) < 4:
+                return bytes([2])
+            first, count = struct.unpack_from("<HH", payload)
+            if first + count > images or count > most:
+                return bytes([3])
+            out = ok
+            for i in range(first, first + count):
+                klass, scores = slots[i] if slots[i] else (0, [0] * classes)
+                out += struct.pack(f"<BI{classes}i", klass, 0, *scores)
+            return out
+        if command == P.COMMANDS["COMMIT"]:
+            return bytes([7])
+        return bytes([1])
+
+    commands = ["HELLO", "ECHO", "WRITE", "WRITE", "INFER", "RESULTS", "COMMIT", "OTHER", "SHORT", "DAMAGED",
+                "REPEAT"]
+    weights = np.array([3, 10, 20, 8, 20, 20, 2, 3, 4, 5, 5], float)
+    for _ in range(CASES):
+        kind = commands[rng.choice(len(commands), p=weights / weights.sum())]
+        if kind == "HELLO":
+            request(P.COMMANDS["HELLO"], b"")
+        elif kind == "ECHO":
+            request(P.COMMANDS["ECHO"], rng.integers(0, 256, int(rng.integers(0, 256)), dtype=np.uint8).tobytes())
+        elif kind == "WRITE":
+            offset = int(rng.integers(0, cap + 3))
+            n = int(rng.integers(0, 12))
+            region = 1 if rng.random() < 0.9 else 0
+            request(P.COMMANDS["WRITE"], struct.pack("<BxxxI", region, offset) +
+                    rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+        elif kind == "INFER":
+            first = int(rng.integers(0, images + 1))
+            request(P.COMMANDS["INFER"], struct.pack("<HHB", first, int(rng.integers(0, images + 2 - first)), 0))
+        elif kind == "RESULTS":
+            first = int(rng.integers(0, images + 1))
+            request(P.COMMANDS["RESULTS"], struct.pack("<HH", first, int(rng.integers(0, images + 2 - first))))
+        elif kind == "COMMIT":
+            request(P.COMMANDS["COMMIT"], struct.pack("<II", 0, 0))
+        elif kind == "OTHER":
+            request(int(rng.choice([0, 0x07, 0x42, 0x7F, 0xFF])), b"")
+        elif kind == "SHORT":                                   # a request without its arguments
+            request(P.COMMANDS[str(rng.choice(["WRITE", "INFER", "RESULTS"]))], b"\x01\x00")
+        elif kind == "DAMAGED":                                 # one data byte changed: the CRC fails
+            seq = (seq + 1) & 0xFF
+            frame = bytearray(P.encode_frame(P.COMMANDS["ECHO"], seq, b"abcdefgh"))
+            frame[frame.index(b"abcdefgh") + int(rng.integers(8))] ^= 0x20     # still not zero
+            wire.extend(frame)
+            expected.append((P.NAK, seq, b""))
+        elif last is not None:                                  # the last request again, its reply lost
+            wire.extend(last[0])
+            expected.append(("repeat", last[1][1], None))
+    kinds = [c for c, _, _ in expected]
+    assert kinds.count("repeat") > 200 and kinds.count(P.NAK) > 200 and kinds.count(P.COMMANDS["INFER"] | P.REPLY) > 1000
+    # cycles fields: placeholders of the same zero pattern keep the COBS length (no run reaches 254 bytes)
+    count = sum(len(P.encode_frame(c if c != "repeat" else 0, s, p if p is not None else b""))
+                for c, s, p in expected if c != "repeat")
+    count += sum(len(P.encode_frame(*prev)) for prev in _repeated(expected))
+    block = CompiledStream(dut)
+    out, clocks = block.run(np.frombuffer(bytes(wire), np.uint8)[:, None].astype(np.uint32), count, seed=seed,
+                            stall=0.2, max_cycles=60 * (len(wire) + count) + 100 * CASES)
+    got = bytes(out[:, 0].astype(np.uint8))
+    frames = got.split(b"\0")[:-1]
+    assert len(frames) == len(expected), f"{len(frames)} frames for {len(expected)} requests (seed {seed})"
+    previous = None
+    for n, (frame, (command, s, payload)) in enumerate(zip(frames, expected)):
+        decoded = P.decode_frame(frame)
+        assert decoded is not None, f"reply {n} is not a valid frame (seed {seed})"
+        if command == "repeat":
+            assert decoded == previous, f"reply {n}: a repeated request got another reply (seed {seed})"
+            continue
+        c, q, data = decoded
+        assert (c, q) == (command, s), f"reply {n}: {(c, q)} != {(command, s)} (seed {seed})"
+        masked = bytearray(data)
+        if command == P.COMMANDS["INFER"] | P.REPLY and len(data) == 11:
+            masked[3:11] = bytes(8)
+            assert data[1:3] == b"\0\0" or int.from_bytes(data[3:11], "little") > 0
+        if command == P.COMMANDS["RESULTS"] | P.REPLY and len(data) > 1:
+            for i in range((len(data) - 1) // size):
+                masked[1 + i * size + 1:1 + i * size + 5] = bytes(4)
+        assert bytes(masked) == payload, f"reply {n} to {command:#x}: {bytes(data)!r} != {payload!r} (seed {seed})"
+        if c != P.NAK:
+            previous = decoded
+    assert clocks > len(wire)
+
+
+def _repeated(expected):
+    """The replies the repeated requests in ``expected`` get: each its predecessor's (non-NAK) reply, with
+    placeholder cycles of the same length."""
+    prev = None
+    for command, seq, payload in expected:
+        if command == "repeat":
+            yield prev
+        elif command != 0x7F:
+            prev = (command, seq, payload)
