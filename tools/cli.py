@@ -7,6 +7,8 @@ import sys
 
 from ..boards import BOARDS
 from .errors import CLIError
+from .cli_options import (add_build_opts, add_design_args, all_params, command_word, design_options, non_negative,
+                          option, params, positive, synth_opts)
 from .model_commands import cmd_compress, cmd_evaluate, cmd_import, cmd_sim, cmd_train
 
 __all__ = ["main", "run", "CLIError"]
@@ -19,131 +21,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _checked(convert, what, accept):
-    """An argparse type: ``convert(text)`` for which ``accept(value)`` holds, else "<what>, not <text>"."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"{what}, not {text.strip()}")
-        return value
-    return parse
-
-
-def _integer(what, accept):
-    """An argparse type: an integer for which ``accept(n)`` holds."""
-    return _checked(int, what, accept)
-
-
-_positive = _integer("must be a positive integer", lambda n: n >= 1)
-_non_negative = _integer("must be a non-negative integer", lambda n: n >= 0)
-_odd_kernel = _integer("kernel size must be an odd integer >= 1", lambda n: n >= 1 and n % 2 == 1)
-
-
-_integer_any = _integer("must be an integer", lambda n: True)
-
-
-def number_in(lo, hi):
-    """An argparse type: a number in ``[lo, hi]``."""
-    return _checked(float, f"must be a number in [{lo}, {hi}]", lambda x: lo <= x <= hi)
-
-
-_fraction = number_in(0, 1)
-
-
-_KINDS = {"positive": _positive, "non-negative": _non_negative, "odd": _odd_kernel, "integer": _integer_any,
-          "fraction": _fraction, "text": str}
-
-
-def _option(name):
-    return "--" + name.replace("_", "-")
-
-
-def _add_design_args(p, design_names):
-    """One option per design parameter field (``c_in`` → ``--c-in``), each listed once with the designs that
-    take it and their defaults."""
-    from . import designs
-    p.set_defaults(design_options=tuple(design_names))
-    fields = {}
-    for design in design_names:
-        for f in dataclasses.fields(designs.DESIGNS[design].params):
-            fields.setdefault(f.name, []).append((design, f))
-    g = p.add_argument_group("design parameters (each applies to the designs in brackets)")
-    for name, uses in fields.items():
-        meta = uses[0][1].metadata
-        defaults = {}
-        for design, f in uses:
-            if f.default is not None:
-                defaults.setdefault(f.default, []).append(design)
-        if len(defaults) > 1:
-            default = "; default " + "; ".join(f"{v} for {', '.join(d)}" for v, d in defaults.items())
-        else:
-            default = "" if not defaults else f"; default {next(iter(defaults))}"
-        which = ", ".join(d for d, _ in uses) if len(uses) < len(design_names) else "all"
-        text = f"{meta['help']} [{which}{default}]".replace("%", "%%")     # argparse formats help with %
-        if meta["kind"] == "flag":
-            g.add_argument(_option(name), action="store_true", default=argparse.SUPPRESS, help=text)
-        elif meta["kind"] == "choice":
-            g.add_argument(_option(name), choices=meta["choices"], default=argparse.SUPPRESS, help=text)
-        elif meta["kind"] == "files":
-            g.add_argument(_option(name), nargs="+", default=argparse.SUPPRESS, metavar="FILE",
-                           help=text)
-        else:
-            g.add_argument(_option(name), type=_KINDS[meta["kind"]], default=argparse.SUPPRESS,
-                           metavar={"fraction": "X", "text": "TEXT"}.get(meta["kind"], "N"), help=text)
-
-
-def _mhz(text):
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text!r}") from None
-    if not x > 0 or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text.strip()}")
-    return x
-
-
-def _add_build_opts(p):
-    b = p.add_argument_group("build options")
-    b.add_argument("--freq", type=_mhz, default=None, metavar="MHZ",
-                   help="clock target, made by the board's PLL (iCE40 16-275 MHz, ECP5 3.125-400 MHz; the "
-                   "report gives the frequency the PLL makes). Default: 48 MHz on iCE40 and 100 MHz on ECP5; "
-                   "the SoC 12 MHz on iCE40 and 50 MHz on ECP5")
-    b.add_argument("--dsp", action="store_true", help="iCE40: let yosys map multipliers to SB_MAC16 DSP blocks "
-                   "(synth -dsp); ECP5 always uses its DSP blocks")
-
-
-def _params(args, design_name):
-    """The design's parameter dataclass from the options given; an option of another design is an error."""
-    from . import designs
-    params = designs.get_design(design_name).params
-    own = {f.name for f in dataclasses.fields(params)}
-    given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _all_params(args.design_options)}
-    foreign = sorted(set(given) - own)
-    if foreign:
-        raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of design {design_name} "
-                       f"(its parameters: {', '.join(_option(n) for n in sorted(own))})")
-    return params(**given).resolved()
-
-
-def _all_params(names):
-    """The names of the parameters of designs ``names`` (the options ``build`` and ``bench`` were given)."""
-    from . import designs
-    return {f.name for name in names for f in dataclasses.fields(designs.DESIGNS[name].params)}
-
-
-def _synth_opts(args):
-    return "-dsp" if args.dsp else ""
-
-
 def cmd_build(args):
     from .build import build
     from .report import format_report
-    report = build(args.board, args.design, _params(args, args.design), frequency_mhz=args.freq,
-                   build_dir=args.build_dir, json_path=args.json, synth_opts=_synth_opts(args))
+    report = build(args.board, args.design, params(args, args.design), frequency_mhz=args.freq,
+                   build_dir=args.build_dir, json_path=args.json, synth_opts=synth_opts(args))
     print()
     print(format_report(report))
     info = report.get("design_info", {})
@@ -168,43 +50,43 @@ def cmd_bench(args):
     json_path = args.json or f"bench-{args.bench}.json"
     if args.bench == "muxconv":
         from .bench import bench_muxconv, format_bench
-        result = bench_muxconv(_params(args, "muxconv"), args.boards, json_path=json_path,
+        result = bench_muxconv(params(args, "muxconv"), args.boards, json_path=json_path,
                                build_root=args.build_dir,
-                               synth_opts=_synth_opts(args))
+                               synth_opts=synth_opts(args))
         table = format_bench(result)
     elif args.bench == "decode":
         from . import designs
         from .bench_decode import bench_decode, format_bench_decode
         given = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in vars(args).items() if name in _all_params(args.design_options)}
-        allowed = _all_params(("smartdeal-conv", "mlg-conv"))
+             for name, value in vars(args).items() if name in all_params(args.design_options)}
+        allowed = all_params(("smartdeal-conv", "mlg-conv"))
         foreign = sorted(set(given) - allowed)
         if foreign:
-            raise CLIError(f"{', '.join(map(_option, foreign))} is not a parameter of bench decode "
-                           f"(its parameters: {', '.join(_option(n) for n in sorted(allowed))})")
+            raise CLIError(f"{', '.join(map(option, foreign))} is not a parameter of bench decode "
+                           f"(its parameters: {', '.join(option(n) for n in sorted(allowed))})")
         split = []
         for name in ("smartdeal-conv", "mlg-conv"):
-            own = _all_params((name,))
+            own = all_params((name,))
             split.append(designs.get_design(name).params(**{k: v for k, v in given.items() if k in own}))
         result = bench_decode(*split, args.boards, json_path=json_path, build_root=args.build_dir,
-                              synth_opts=_synth_opts(args))
+                              synth_opts=synth_opts(args))
         table = format_bench_decode(result)
     elif args.bench == "escalate":
         from .bench_escalate import bench_escalate, format_bench_escalate
-        result = bench_escalate(_params(args, "escalate-conv"), args.boards, json_path=json_path,
+        result = bench_escalate(params(args, "escalate-conv"), args.boards, json_path=json_path,
                                 build_root=args.build_dir,
-                                synth_opts=_synth_opts(args))
+                                synth_opts=synth_opts(args))
         table = format_bench_escalate(result)
     elif args.bench == "network":
         from .bench_network import bench_network, format_bench_network
-        result = bench_network(_params(args, "network"), args.boards, json_path=json_path,
-                               build_root=args.build_dir, soc_images=args.soc_images, synth_opts=_synth_opts(args))
+        result = bench_network(params(args, "network"), args.boards, json_path=json_path,
+                               build_root=args.build_dir, soc_images=args.soc_images, synth_opts=synth_opts(args))
         table = format_bench_network(result)
     else:
         from .bench_circulant import bench_circulant, format_bench_circulant
-        result = bench_circulant(_params(args, "circulant"), args.boards, json_path=json_path,
+        result = bench_circulant(params(args, "circulant"), args.boards, json_path=json_path,
                                  build_root=args.build_dir,
-                                 synth_opts=_synth_opts(args))
+                                 synth_opts=synth_opts(args))
         table = format_bench_circulant(result)
     print()
     print(table)
@@ -221,44 +103,12 @@ def cmd_demo(args):
         raise CLIError("hardware simulation disagrees with the golden model")
 
 
-def _command_word(argv, skip=0):
-    """The command named in ``argv`` (its first word that is not an option; with ``skip`` n, the word n
-    after it), or None."""
-    return next(iter([arg for arg in argv if not arg.startswith("-")][skip:]), None)
-
-
-def _option_value(argv, option):
-    """The value given to ``option`` in ``argv`` (``--x V`` or ``--x=V``), or None."""
-    for n, arg in enumerate(argv):
-        if arg == option and n + 1 < len(argv):
-            return argv[n + 1]
-        if arg.startswith(option + "="):
-            return arg.partition("=")[2]
-    return None
-
-
-#: the designs whose parameters each bench takes
-_BENCH_DESIGNS = {"muxconv": ["muxconv"], "circulant": ["circulant"], "decode": ["smartdeal-conv", "mlg-conv"],
-                  "escalate": ["escalate-conv"], "network": ["network"]}
-
-
-def _design_options(argv, command):
-    """The designs whose parameters ``command`` (``build`` or ``bench``) gets as options: those ``argv``
-    names, or all (``argv`` None: the full parser, for help and for errors)."""
-    from . import designs
-    if command == "build":
-        named = None if argv is None else _option_value(argv, "--design")
-        return [named] if named in designs.DESIGNS else list(designs.DESIGNS)
-    every = [name for names in _BENCH_DESIGNS.values() for name in names]
-    return _BENCH_DESIGNS.get(None if argv is None else _command_word(argv, 1), every)
-
-
 def make_parser(argv=None):
     """The parser. Given ``argv``, the commands that take design parameters (``build``, ``bench``) are
     filled in only when ``argv`` runs one of them: the design registry, and with it every design's module,
     is imported only by the commands that need it (results record the sources their process imported, see
     :mod:`insitu.tools.provenance`)."""
-    command = None if argv is None else _command_word(argv)
+    command = None if argv is None else command_word(argv)
     parser = _Parser(
         prog="insitu", description="Compressed neural-network accelerator blocks for small FPGAs.")
     from importlib.metadata import PackageNotFoundError, version
@@ -270,7 +120,7 @@ def make_parser(argv=None):
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo", help="compare the compressed digits models and run QGP conv2 on simulated MuxConv")
-    p.add_argument("--images", type=_positive, default=4, help="test images on simulated hardware (default 4)")
+    p.add_argument("--images", type=positive, default=4, help="test images on simulated hardware (default 4)")
     p.add_argument("--parallel", type=int, choices=[1, 2, 4, 8], default=2,
                    help="output channels per clock (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -278,14 +128,14 @@ def make_parser(argv=None):
 
     p = sub.add_parser("train", help="train the digits CNN and fine-tune every compressed variant (needs torch)")
     p.add_argument("--out-dir", default="models", metavar="DIR", help="where the model files go (default models)")
-    p.add_argument("--epochs", type=_positive, default=40, help="float training epochs (default 40)")
-    p.add_argument("--finetune-epochs", type=_positive, help="fine-tuning epochs for every method "
+    p.add_argument("--epochs", type=positive, default=40, help="float training epochs (default 40)")
+    p.add_argument("--finetune-epochs", type=positive, help="fine-tuning epochs for every method "
                    "(default per method: qgp 30, circulant 100, smartdeal 60, mlg 30)")
     p.add_argument("--tradeoff", metavar="JSON", help="instead of training every method, fine-tune SmartDeal "
                    "and MLG at several compression settings (from a float model per seed) and write accuracy "
                    "against memory")
-    p.add_argument("--seed", type=_non_negative, default=0, help="first seed (default 0)")
-    p.add_argument("--seeds", type=_positive, default=1, help="seeds to train (--seed, --seed+1, ...): the first "
+    p.add_argument("--seed", type=non_negative, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=positive, default=1, help="seeds to train (--seed, --seed+1, ...): the first "
                    "seed's models are written, and DIR/<prefix>-seeds.json gets every method's accuracy as mean "
                    "and standard deviation over the seeds (default 1)")
     p.add_argument("--arch", metavar="JSON", help="network description to train: a JSON file or one of digits-cnn (default), digits-deep, "
@@ -335,21 +185,21 @@ def make_parser(argv=None):
     p.add_argument("--design", default="soc", choices=["soc"], help="what to simulate (default soc)")
     p.add_argument("--firmware", nargs="+", metavar="C", help="build these C sources with the runtime and run "
                    "them; the UART's output is streamed, and the firmware's exit code is the command's")
-    p.add_argument("--ram-size", type=_positive, default=65536, metavar="N",
+    p.add_argument("--ram-size", type=positive, default=65536, metavar="N",
                    help="with --firmware: bytes of RAM (default 65536)")
-    p.add_argument("--rom-size", type=_positive, metavar="N", help="with --firmware: the iCE40UP5K layout, "
+    p.add_argument("--rom-size", type=positive, metavar="N", help="with --firmware: the iCE40UP5K layout, "
                    "the program in an N-byte ROM and the RAM (65536 or 131072) in SPRAM")
-    p.add_argument("--max-cycles", type=_positive, default=100_000_000, metavar="N",
+    p.add_argument("--max-cycles", type=positive, default=100_000_000, metavar="N",
                    help="with --firmware: stop with an error after N clocks (default 100000000)")
     p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                    "models", "digits-qgp.npz"),
                    help="QGP model file (default: the committed digits-qgp.npz)")
-    p.add_argument("--images", type=_positive, default=4, help="test images (default 4)")
+    p.add_argument("--images", type=positive, default=4, help="test images (default 4)")
     p.add_argument("--parallel", type=int, choices=[1, 2, 4, 8], default=2,
                    help="accelerator output channels per clock (default 2)")
     p.add_argument("--vcd", metavar="PATH", help="write a VCD of the first --vcd-cycles clocks")
-    p.add_argument("--vcd-cycles", type=_positive, default=100_000, help="clocks to trace (default 100000)")
-    p.add_argument("--pysim-cycles", type=_non_negative, default=0, metavar="N",
+    p.add_argument("--vcd-cycles", type=positive, default=100_000, help="clocks to trace (default 100000)")
+    p.add_argument("--pysim-cycles", type=non_negative, default=0, metavar="N",
                    help="also run N clocks in Amaranth's simulator and report the speed ratio (default 0: skip)")
     p.add_argument("--build-dir", default="build/sim-soc", metavar="DIR",
                    help="firmware build directory (default build/sim-soc)")
@@ -358,10 +208,10 @@ def make_parser(argv=None):
 
     p = sub.add_parser("build", help="build a bitstream and report resources and fmax")
     if command in (None, "build"):
-        _build_options(p, _design_options(argv, "build"))
+        _build_options(p, design_options(argv, "build"))
     p = sub.add_parser("bench", help="compare a block against the dense baseline on real builds")
     if command in (None, "bench"):
-        _bench_options(p, _design_options(argv, "bench"))
+        _bench_options(p, design_options(argv, "bench"))
 
     from .sweep_commands import add_parsers
     add_parsers(sub)
@@ -377,8 +227,8 @@ def _build_options(p, design_names):
     p.add_argument("--json", metavar="PATH", help="report path (default <build dir>/report.insitu.json)")
     p.add_argument("--build-dir", metavar="DIR", help="build directory, inside the current one "
                    "(default build/<board>-<design>)")
-    _add_build_opts(p)
-    _add_design_args(p, design_names)
+    add_build_opts(p)
+    add_design_args(p, design_names)
     p.set_defaults(func=cmd_build)
 
 
@@ -388,10 +238,10 @@ def _bench_options(p, design_names):
     p.add_argument("--json", metavar="PATH", help="results path (default bench-<bench>.json)")
     p.add_argument("--build-dir", metavar="DIR", default="build/bench",
                    help="where the builds go, inside the current directory (default build/bench)")
-    _add_build_opts(p)
-    p.add_argument("--soc-images", type=_positive, default=20, help="bench network: images for each SoC path "
+    add_build_opts(p)
+    p.add_argument("--soc-images", type=positive, default=20, help="bench network: images for each SoC path "
                    "(default 20; the pipeline runs the whole test split)")
-    _add_design_args(p, design_names)
+    add_design_args(p, design_names)
     p.set_defaults(func=cmd_bench)
 
 
@@ -409,17 +259,17 @@ def check_outputs(args):
         path = getattr(args, name, None)
         if not path:
             continue
-        option = "-o" if name == "output" else _option(name)
+        flag = "-o" if name == "output" else option(name)
         if os.path.isdir(path):
-            raise CLIError(f"{option} {path} is a directory, not a file")
+            raise CLIError(f"{flag} {path} is a directory, not a file")
         parent = os.path.dirname(os.path.abspath(path))
         existing = parent
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
-            raise CLIError(f"{option} {path}: {existing} is a file, not a directory")
+            raise CLIError(f"{flag} {path}: {existing} is a file, not a directory")
         if not os.access(existing, os.W_OK):
-            raise CLIError(f"{option} {path}: directory {existing} is not writable")
+            raise CLIError(f"{flag} {path}: directory {existing} is not writable")
 
 
 #: The project's own error classes, as (module under ``insitu``, class): each carries a one-line message for

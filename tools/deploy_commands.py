@@ -8,7 +8,7 @@ __all__ = ["add_parsers", "cmd_run", "cmd_flash"]
 
 
 def add_parsers(sub):
-    from .cli import _positive as _count, number_in
+    from .cli_options import number_in, positive as _count
     _rate = number_in(0, 0.5)
     p = sub.add_parser("run", help="run a model on a board over its UART (or on the compiled SoC simulation) "
                        "and check every result against the golden model")
