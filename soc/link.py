@@ -14,7 +14,7 @@ The SoC's runtime firmware speaks the protocol through its CPU. A whole-network 
 * the last reply is kept: a repeated request (same command and sequence number, its reply lost) is
   answered from it again, never executed twice.
 
-Frames, inputs and results share one byte-wide single-port memory (:class:`ByteMemory`): SPRAM on the
+Frames, inputs and results share one byte-wide single-port memory (:class:`insitu.hdl.bytemem.ByteMemory`): SPRAM on the
 iCE40UP5K (whose block RAMs a pipeline needs), block RAM elsewhere. One state machine does everything a
 byte at a time; a UART byte takes ``10 × clocks_per_bit`` clocks, so it is never the bottleneck.
 
@@ -24,14 +24,15 @@ byte at a time; a UART byte takes ``10 × clocks_per_bit`` clocks, so it is neve
 
 import struct
 
-from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hdl.params import ParameterError, abandon, check_int, validated
+from ..hdl.bytemem import ByteMemory
+from ..hdl.params import ParameterError, abandon, check_int
 from ..hdl.uart import UARTRx, UARTTx
 
-__all__ = ["crc32_update", "CRC_RESIDUE", "ByteMemory", "LinkEndpoint", "UARTLink", "SimLink"]
+__all__ = ["crc32_update", "CRC_RESIDUE", "LinkEndpoint", "UARTLink"]
 
 
 def _protocol():
@@ -68,58 +69,6 @@ def _times(value, constant):
     """``value × constant`` as shifted adds (a multiplier block would be wasted on a constant)."""
     terms = [value << k for k in range(constant.bit_length()) if constant >> k & 1]
     return sum(terms[1:], terms[0]) if terms else Const(0)
-
-
-class ByteMemory(wiring.Component):
-    """A byte-wide single-port memory with registers on both sides: a request (``addr``, and ``w_en`` with
-    ``w_data`` for a write) is registered, the memory acts on it the next clock, and the byte read (the
-    one at the request's address, before a write) is registered again: ``r_data`` holds it
-    :attr:`LATENCY` clocks after the request. Requests are served in order, one per clock. Neither side
-    has logic between the memory and a flip-flop, which a byte-at-a-time state machine around it needs to
-    make its clock.
-
-    On an iCE40UP part it is built from SB_SPRAM256KA blocks (32 KB each, at most four); elsewhere, and
-    in simulation, from block RAM (``amaranth.lib.memory``), initially zero.
-
-    Members
-    -------
-    addr : In(range(size)), w_data : In(8), w_en : In(1), r_data : Out(8)
-    """
-
-    #: clocks from a read request to its byte on ``r_data``
-    LATENCY = 3
-
-    @validated
-    def __init__(self, *, size):
-        check_int(size, "Memory size", 1, 4 * 32768)
-        self._size = size
-        super().__init__({"addr": In(range(size)), "w_data": In(8), "w_en": In(1), "r_data": Out(8)})
-
-    size = property(lambda self: self._size)
-
-    def elaborate(self, platform):
-        m = Module()
-        addr, w_data, w_en = Signal(17), Signal(8), Signal()
-        m.d.sync += [addr.eq(self.addr), w_data.eq(self.w_data), w_en.eq(self.w_en)]
-        if not getattr(platform, "device", "").startswith("iCE40UP"):
-            m.submodules.mem = mem = memory.Memory(shape=8, depth=self._size, init=[])
-            wr, rd = mem.write_port(), mem.read_port(transparent_for=())
-            m.d.comb += [wr.addr.eq(addr), wr.data.eq(w_data), wr.en.eq(w_en), rd.addr.eq(addr)]
-            m.d.sync += self.r_data.eq(rd.data)
-            return m
-        odd, bank = Signal(), Signal(2)
-        m.d.sync += [odd.eq(addr[0]), bank.eq(addr[15:17])]
-        outs = []
-        for b in range(-(-self._size // 32768)):
-            out = Signal(16, name=f"spram{b}_out")
-            m.submodules[f"spram{b}"] = Instance(
-                "SB_SPRAM256KA", i_ADDRESS=addr[1:15], i_DATAIN=Cat(w_data, w_data),
-                i_MASKWREN=Mux(addr[0], 0b1100, 0b0011), i_WREN=w_en & (addr[15:17] == b),
-                i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
-            outs.append(out)
-        word = Array(outs)[bank] if len(outs) > 1 else outs[0]
-        m.d.sync += self.r_data.eq(Mux(odd, word[8:], word[:8]))
-        return m
 
 
 class LinkEndpoint(wiring.Component):
@@ -298,6 +247,17 @@ class LinkEndpoint(wiring.Component):
         # Reads: a state requests, the next waits ``lat`` clocks for the byte (ByteMemory.LATENCY).
         lat, feed_lat = Signal(range(ByteMemory.LATENCY)), Signal(range(ByteMemory.LATENCY))
         first_wait = ByteMemory.LATENCY - 1
+        arrived = lat == 0
+
+        def read(addr, then):
+            """Request the byte at ``addr``; state ``then`` has it on ``mem.r_data`` once ``arrived``."""
+            m.d.comb += mem.addr.eq(addr)
+            m.d.sync += lat.eq(first_wait)
+            m.next = then
+
+        def wait():
+            with m.If(~arrived):
+                m.d.sync += lat.eq(lat - 1)
         in_layout = pipe.i.payload.shape()
         lanes = Signal(in_layout)
         lane_list = [lanes[c] for c in range(C)] if isinstance(in_layout, data.ArrayLayout) else [lanes]
@@ -410,13 +370,10 @@ class LinkEndpoint(wiring.Component):
                     reply(status["OK"])
                     m.next = "HEADER"
                 with m.Else():
-                    m.d.comb += mem.addr.eq(src)
-                    m.d.sync += lat.eq(first_wait)
-                    m.next = "WRITE_WRITE"
+                    read(src, "WRITE_WRITE")
             with m.State("WRITE_WRITE"):
-                with m.If(lat != 0):
-                    m.d.sync += lat.eq(lat - 1)
-                with m.Else():
+                wait()
+                with m.If(arrived):
                     m.d.comb += [mem.addr.eq(feed_addr), mem.w_data.eq(mem.r_data), mem.w_en.eq(1)]
                     m.d.sync += [src.eq(src + 1), feed_addr.eq(feed_addr + 1), count.eq(count_next)]
                     m.next = "WRITE_READ"
@@ -508,13 +465,10 @@ class LinkEndpoint(wiring.Component):
                     emit(Cat(n_images, cycles, Const(0, 24)).word_select((at - 5)[:4], 8))
                     m.d.sync += count.eq(count_next)
                 with m.Else():                                  # a copy: read, then emit
-                    m.d.comb += mem.addr.eq(src)
-                    m.d.sync += lat.eq(first_wait)
-                    m.next = "DATA_COPY"
+                    read(src, "DATA_COPY")
             with m.State("DATA_COPY"):
-                with m.If(lat != 0):
-                    m.d.sync += lat.eq(lat - 1)
-                with m.Else():
+                wait()
+                with m.If(arrived):
                     emit(mem.r_data)
                     m.d.sync += [src.eq(src + 1), count.eq(count_next)]
                     m.next = "DATA"
@@ -540,15 +494,12 @@ class LinkEndpoint(wiring.Component):
                 with m.If((scan == total) | (run == 254)):
                     m.next = "CODE"
                 with m.Else():
-                    m.d.comb += mem.addr.eq(base + scan)
-                    m.d.sync += lat.eq(first_wait)
-                    m.next = "SCAN_CHECK"
+                    read(base + scan, "SCAN_CHECK")
             with m.State("SCAN_CHECK"):
-                with m.If(lat != 0):
-                    m.d.sync += lat.eq(lat - 1)
-                with m.Elif(mem.r_data == 0):
+                wait()
+                with m.If(arrived & (mem.r_data == 0)):
                     m.next = "CODE"
-                with m.Else():
+                with m.Elif(arrived):
                     m.d.sync += [run.eq(run + 1), scan.eq(scan + 1)]
                     m.next = "SCAN"
             with m.State("CODE"):
@@ -560,17 +511,14 @@ class LinkEndpoint(wiring.Component):
                 with m.If(k == run):
                     m.next = "NEXT"
                 with m.Else():
-                    m.d.comb += mem.addr.eq(base + pos + k)
-                    m.d.sync += lat.eq(first_wait)
-                    m.next = "BYTE_OUT"
+                    read(base + pos + k, "BYTE_OUT")
             with m.State("BYTE_OUT"):
                 # the request repeats, so that the byte stays while the stream waits
                 m.d.comb += mem.addr.eq(base + pos + k)
-                with m.If(lat != 0):
-                    m.d.sync += lat.eq(lat - 1)
-                with m.Else():
+                wait()
+                with m.If(arrived):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(mem.r_data)]
-                with m.If((lat == 0) & self.o.ready):
+                with m.If(arrived & self.o.ready):
                     m.d.sync += k.eq(k + 1)
                     m.next = "BYTES"
             with m.State("NEXT"):
@@ -619,75 +567,3 @@ class UARTLink(wiring.Component):
         wiring.connect(m, ep.o, tx.i)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.tx_strobe.eq(tx.i.valid & tx.i.ready)]
         return m
-
-
-class SimLink:
-    """A :class:`LinkEndpoint` in Amaranth's simulator as a byte pipe for :class:`insitu.soc.protocol.Client`
-    (the interface of ``protocol.SimTransport``): bytes written are offered on the endpoint's ``i``, reading
-    runs the simulation until a frame's closing zero leaves ``o`` or the time is up. Both streams stall at
-    random (seeded) with probability ``stall``. Time is the simulation's, at ``clock_hz``.
-    """
-
-    #: clocks simulated between checks for a finished frame
-    CHUNK = 2000
-
-    def __init__(self, endpoint, *, clock_hz=48e6, seed=0, stall=0.0):
-        import collections
-        import random
-        from amaranth.sim import Simulator
-        self.endpoint, self.clock_hz = endpoint, clock_hz
-        self.bytes_in = self.bytes_out = 0
-        self.byte_time = 0.0                    # bytes move at once: no line
-        self._pending, self._received = collections.deque(), bytearray()
-        rng = random.Random(seed)
-        feed_rng, take_rng = random.Random(rng.random()), random.Random(rng.random())
-        self.sim = Simulator(endpoint)
-        self.sim.add_clock(1 / clock_hz)
-
-        async def feed(ctx):
-            while True:
-                if not self._pending or (stall and feed_rng.random() < stall):
-                    ctx.set(endpoint.i.valid, 0)
-                    await ctx.tick()
-                    continue
-                ctx.set(endpoint.i.valid, 1)
-                ctx.set(endpoint.i.payload, self._pending[0])
-                await ctx.tick().until(endpoint.i.ready)
-                self._pending.popleft()
-                ctx.set(endpoint.i.valid, 0)
-
-        async def take(ctx):
-            while True:
-                ready = not (stall and take_rng.random() < stall)
-                ctx.set(endpoint.o.ready, ready)
-                _, _, valid, payload = await ctx.tick().sample(endpoint.o.valid, endpoint.o.payload)
-                if ready and valid:
-                    self._received.append(payload)
-
-        self.sim.add_testbench(feed, background=True)
-        self.sim.add_testbench(take, background=True)
-        self._clocks = 0
-
-    def write(self, data):
-        self.bytes_out += len(data)
-        self._pending.extend(bytes(data))
-
-    def read_frame(self, timeout):
-        """Bytes up to and including the next zero, or what arrived before ``timeout`` seconds passed."""
-        deadline = self._clocks + max(1, int(timeout * self.clock_hz))
-        while 0 not in self._received and self._clocks < deadline:
-            self._clocks = min(deadline, self._clocks + self.CHUNK)
-            self.sim.run_until(self._clocks / self.clock_hz)
-        end = self._received.index(0) + 1 if 0 in self._received else len(self._received)
-        data = bytes(self._received[:end])
-        del self._received[:end]
-        self.bytes_in += len(data)
-        return data
-
-    @property
-    def seconds(self):
-        return self._clocks / self.clock_hz
-
-    @property
-    def cycles(self):
-        return self._clocks

@@ -13,7 +13,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from insitu.hdl.uart import UARTRx, UARTTx
-from insitu.soc.link import CRC_RESIDUE, LinkEndpoint, SimLink, crc32_update
+from insitu.soc.link import CRC_RESIDUE, LinkEndpoint, crc32_update
+from insitu.soc.link_sim import SimLink
 from insitu.hdl.network import Scores, scores_layout
 from insitu.hdl.params import ParameterError
 from insitu.hdl.testing import run

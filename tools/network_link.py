@@ -109,7 +109,7 @@ def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=
     streams), driven by the host side of the protocol (:func:`insitu.tools.deploy.run_model`, the board's
     baked model). Every score is checked against the golden model; the report adds the wire bytes per
     image and the images/s they allow at 115200 and 3,000,000 baud."""
-    from ..soc.link import SimLink
+    from ..soc.link_sim import SimLink
     from .deploy import run_model
     from .network_pipeline import build_pipeline
     from .network_plan import parse_budget
