@@ -84,11 +84,9 @@ def network(p, *, frequency, board):
     budget = parse_budget(p.budget, board)
     plan_budget, link = dict(budget), {}
     if p.link == "uart":                    # the link's own logic and buffers come off the plan's budget
-        from .network_link import check_baud, link_cost
+        from .network_link import budget_with_link, check_baud
         check_baud(frequency, p.baud)       # before the pipeline is built
-        link = link_cost(model, board)
-        for key, value in link.items():
-            plan_budget[key] = max(0, plan_budget[key] - value)
+        plan_budget, link = budget_with_link(budget, model, board)
     try:
         pipeline, the_plan = build_pipeline(model, board, frequency=frequency, target_fps=p.target_fps,
                                             budget=plan_budget)

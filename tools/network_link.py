@@ -13,7 +13,7 @@ from ..soc.link import LinkEndpoint, UARTLink
 from ..hdl.params import ParameterError
 
 __all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "check_baud", "method_capabilities", "NetworkBoard",
-           "link_cost", "run_over_link"]
+           "link_cost", "budget_with_link", "run_over_link"]
 
 #: image slots of the link's buffers (the host's batch): the protocol driver batches at most 64
 DEFAULT_IMAGES = 32
@@ -102,6 +102,12 @@ def link_cost(model, board, images=DEFAULT_IMAGES):
     return {"logic": logic, "blocks": ebr_blocks(size, 8, board.family)}
 
 
+def budget_with_link(budget, model, board, images=DEFAULT_IMAGES):
+    """``(the plan's budget, the link's cost)``: ``budget`` less what the link takes (:func:`link_cost`)."""
+    link = link_cost(model, board, images)
+    return {key: max(0, value - link.get(key, 0)) for key, value in budget.items()}, link
+
+
 def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
                   images_per_batch=DEFAULT_IMAGES, progress=None):
     """Run ``images`` on ``model``'s pipeline behind its link, planned for ``board`` as ``--link uart``
@@ -113,9 +119,7 @@ def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=
     from .deploy import run_model
     from .network_pipeline import build_pipeline
     from .network_plan import parse_budget
-    budget = dict(budget or parse_budget("", board))
-    for key, value in link_cost(model, board, images_per_batch).items():
-        budget[key] = max(0, budget[key] - value)
+    budget, _ = budget_with_link(budget or parse_budget("", board), model, board, images_per_batch)
     pipeline, the_plan = build_pipeline(model, board, target_fps=target_fps, budget=budget)
     if progress:
         progress(the_plan.format())
