@@ -228,6 +228,34 @@ def test_stream_conv_sources_on_ten_thousand_frames(source):
     _conv_tier(dut, lambda f: conv.conv2d(f, weights, 1), c_in, h, w, CASES, seed, f"StreamConv({source})")
 
 
+@pytest.mark.parametrize("source", ["smartdeal", "mlg"])
+def test_stream_matvec_sources_on_ten_thousand_vectors(source):
+    """StreamMatVec (a fully connected layer) fed by each decode unit; rows not a whole number of transfers."""
+    from insitu.golden import mlg, smartdeal
+    from insitu.hdl.decode import SmartDealWeights
+    from insitu.hdl.insitu import InSituGenerator
+    from insitu.hdl.streammatvec import StreamMatVec
+    seed = SEED + 800 + len(source)
+    rng = np.random.default_rng(seed)
+    m, n = int(rng.integers(3, 7)), 3 * int(rng.integers(1, 5)) + 1
+    if source == "smartdeal":
+        layer, _ = smartdeal.decompose(rng.normal(size=(m, n)), group_size=1, threshold=0.2)
+        weights = smartdeal.reconstruct(layer)
+        src = SmartDealWeights(words=smartdeal.row_words(layer), rows=layer.zero.shape[1], c_out=m, group_size=1,
+                               basis=layer.basis, basis_bits=layer.basis_bits, exp_range=layer.e_max - layer.e_min)
+    else:
+        layer, _ = mlg.decompose(rng.normal(size=(m, n, 1, 1)), 1, 3, iterations=5)
+        weights = mlg.generate(layer).reshape(m, n)
+        src = InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=1)
+    xs = rng.integers(-128, 128, size=(CASES, n))
+    xs[0, :], xs[1, :] = -128, 127
+    dut = StreamMatVec(m=m, n=n, source=src)
+    out, _ = CompiledStream(dut).run(pack(dut.i.payload.shape(), xs.ravel()), CASES * m, seed=seed, stall=0.3)
+    got, want = unpack(dut.o.payload.shape(), out).reshape(CASES, m), xs @ weights.T
+    bad = _first_mismatch(got, want)
+    assert bad is None, f"vector {bad} of {CASES} differs (seed {seed}): {got[bad]} != {want[bad]}"
+
+
 def test_link_on_ten_thousand_requests():
     """The pipeline's host link (`insitu.soc.link.LinkEndpoint`, in front of the stand-in pipeline of
     tests/test_link.py) on 10,000 random requests in one session, random stalls on both byte streams:

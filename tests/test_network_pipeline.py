@@ -124,7 +124,7 @@ def digits_test():
     return network.digits_split()[2:]
 
 
-@pytest.mark.parametrize("name", ["qgp", "circulant"])
+@pytest.mark.parametrize("name", ["qgp", "circulant", "smartdeal", "mlg"])
 def test_digits_pipeline_is_bit_exact_on_every_test_image(name, digits_test):
     model = modelfile.load(f"{MODELS}/digits-{name}.npz")
     x, labels = digits_test
@@ -148,12 +148,15 @@ PIPE = {"input": [2, 9, 7], "layers": [
     {"kind": "linear", "name": "f2", "features": 5}]}
 
 
-@pytest.mark.parametrize("method,parallel", [("dense", 1), ("qgp", 2), ("escalate", 1), ("smartdeal", 1), ("mlg", 3)])
-def test_odd_shapes_are_bit_exact_with_any_parallelism(method, parallel):
+@pytest.mark.parametrize("method,parallel,layer", [
+    ("dense", 1, "c2"), ("qgp", 2, "c2"), ("escalate", 1, "c2"), ("smartdeal", 1, "c2"), ("mlg", 3, "c2"),
+    ("smartdeal", 1, "f1"), ("mlg", 1, "f1")])
+def test_odd_shapes_are_bit_exact_with_any_parallelism(method, parallel, layer):
     model = random_model(PIPE, 4)
     rng = np.random.default_rng(4)
     raw = rng.integers(-12, 13, size=(40, *model.input_shape))
-    model = compress.compress_model(model, "dense", raw[:16], layer_methods={"c2": method})
+    # f1 takes 8·2·2 = 32 values: SmartDeal rows of 11 triples (the last one padded), MLG 1×1 factors
+    model = compress.compress_model(model, "dense", raw[:16], layer_methods={layer: method})
     the_plan = plan(model, get_board("ulx3s-85f"), target_fps=1)          # the least parallel plan
     for stage in the_plan.stages:
         if parallel in stage.choices:

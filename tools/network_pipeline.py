@@ -46,6 +46,7 @@ class NetworkPipeline(wiring.Component):
     def _build(self):
         from ..hdl import CirculantMatVec, Conv2d, DenseMatVec, Requantize
         from ..hdl.network import BiasRelu, Decimate, Flatten, Gather, Pool, Scores, Serialise
+        from ..hdl.streammatvec import StreamMatVec
         model, stages = self._plan.model, {s.layer: s for s in self._plan.stages}
         act = model.formats["act_width"]
         fmt = None                   # ("groups", width, lanes, C, H, W) or ("vector", width, n)
@@ -96,6 +97,9 @@ class NetworkPipeline(wiring.Component):
                     if order is not None:
                         codes = codes[:, order]
                     block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act, lanes=stage.value)
+                elif layer.method in ("smartdeal", "mlg"):
+                    block = StreamMatVec(m=layer.shape[0], n=n, act_width=act,
+                                         source=self._weight_source(layer, layer.shape[0], lanes=1))
                 else:
                     d = layer.entry.decode(layer)
                     block = CirculantMatVec(m=layer.shape[0], n=n, k=d.k, spectra=d.spectra, mid_shift=d.mid_shift,
@@ -140,22 +144,26 @@ class NetworkPipeline(wiring.Component):
         if layer.method == "dense":
             return DenseConv(c_in=c_in, c_out=c_out, k=k, act_width=act, parallel=stage.value,
                              init=golden_conv.pack(layer.data["codes"].astype(int)))
+        if layer.method in ("smartdeal", "mlg"):
+            from ..hdl.streamconv import StreamConv
+            return StreamConv(c_in=c_in, c_out=c_out, k=k, act_width=act,
+                              source=NetworkPipeline._weight_source(layer, c_out, lanes=stage.value))
+        d = layer.entry.decode(layer)
+        return BasisFirstConv(basis=d.basis, coef=d.coef, basis_bits=d.basis_bits, coef_bits=d.coef_bits,
+                              mode=d.mode, act_width=act)
+
+    @staticmethod
+    def _weight_source(layer, c_out, *, lanes):
+        """The decode unit that streams a SmartDeal or MLG layer's weights, row by row."""
         d = layer.entry.decode(layer)
         if layer.method == "smartdeal":
             from ..golden import smartdeal
             from ..hdl.decode import SmartDealWeights
-            from ..hdl.streamconv import StreamConv
-            source = SmartDealWeights(words=smartdeal.row_words(d), rows=d.zero.shape[1], c_out=c_out,
-                                      group_size=d.group_size, basis=d.basis, basis_bits=d.basis_bits,
-                                      exp_range=d.e_max - d.e_min)
-            return StreamConv(c_in=c_in, c_out=c_out, k=k, act_width=act, source=source)
-        if layer.method == "mlg":
-            from ..hdl.insitu import InSituGenerator
-            from ..hdl.streamconv import StreamConv
-            source = InSituGenerator(basis=d.basis, u=d.u, v=d.v, bits=d.bits, lanes=stage.value)
-            return StreamConv(c_in=c_in, c_out=c_out, k=k, act_width=act, source=source)
-        return BasisFirstConv(basis=d.basis, coef=d.coef, basis_bits=d.basis_bits, coef_bits=d.coef_bits,
-                              mode=d.mode, act_width=act)
+            return SmartDealWeights(words=smartdeal.row_words(d), rows=d.zero.shape[1], c_out=c_out,
+                                    group_size=d.group_size, basis=d.basis, basis_bits=d.basis_bits,
+                                    exp_range=d.e_max - d.e_min)
+        from ..hdl.insitu import InSituGenerator
+        return InSituGenerator(basis=d.basis, u=d.u, v=d.v, bits=d.bits, lanes=lanes)
 
     def elaborate(self, platform):
         m = Module()

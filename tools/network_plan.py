@@ -245,8 +245,36 @@ def _linear_stage(layer, family, act_width):
                     "blocks": ebr_blocks(words, 2 * d.spectrum_width, family) + 6, "multipliers": 12}
         return Stage(layer.name, "linear", "circulant", "CirculantMatVec", "", [1], 1, bits, "BRAM",
                      f"{m // k}x{n // k} blocks of {k}: half spectra", estimate)
+    if layer.method in ("smartdeal", "mlg"):
+        d = layer.entry.decode(layer)
+        bits = layer.entry.storage_bits(layer)
+        if layer.method == "smartdeal":
+            from ..golden import smartdeal
+            lanes, width = 3, d.basis_bits + (d.e_max - d.e_min) + 2           # Pow2Decoder's out_width
+            decoder = 600 if family == "ice40" else 400                         # row reader, shifts, adders
+            memory = ebr_blocks(len(smartdeal.row_words(d)), 32, family)
+            where, what = "BRAM", "packed power-of-two rows, decoded 3 weights per clock"
+        else:
+            bo, bi = d.v.shape[1], d.basis.shape[1]
+            tb, ub, vb = ((1 << b) - 1 for b in d.bits)
+            lanes, width = 1, (bo * bi * tb * ub * vb).bit_length() + 1         # InSituGenerator's weight_width
+            decoder = 25 * bo * (bi + 1) + 100                                  # its small multipliers, adders
+            memory = 0
+            where, what = "LUT", f"rank {bi}x{bo} factors, generated 1 weight per clock"
+        per_row = -(-n // lanes)
+
+        def estimate(_):
+            # one multiplier per lane, act_width x weight width: on the iCE40 in logic, split in 8-bit halves
+            count = lanes * -(-width // 8)
+            logic, _ = _mults(family, count)
+            return {"cycles": n + m * per_row, "logic": 150 + decoder + (logic if family == "ice40" else 0),
+                    "dsp": 0 if family == "ice40" else lanes,
+                    "blocks": memory + ebr_blocks(per_row, lanes * act_width, family), "multipliers": lanes}
+        return Stage(layer.name, "linear", layer.method,
+                     f"StreamMatVec+{'SmartDeal' if layer.method == 'smartdeal' else 'MLG'}", "", [1], 1, bits,
+                     where, what, estimate)
     raise PlanError(f"Layer {layer.name}: no pipeline block for {layer.method} fully connected layers "
-                    f"(dense and circulant have one)")
+                    f"(dense, circulant, smartdeal and mlg have one)")
 
 
 def walk(model):
