@@ -322,6 +322,13 @@ def test_resources_per_part_sit_next_to_the_plan():
     assert [line.split()[0] for line in lines[3:]] == ["conv1", "fc1", "glue", "harness"]
     assert lines[3].split()[1:4] == ["160", "200", "+25%"] and lines[4].split()[1:4] == ["1,000", "900", "-10%"]
     assert lines[5].split()[1:4] == ["440", "400", "-9%"]
+    # a build with the host link: the link's own estimate is its row, not part of the glue's
+    info["link_estimate"] = {"logic": 2000, "blocks": 0}
+    info["estimate"] = {"logic": 3500, "blocks": 18, "dsp": 2}
+    info["breakdown"]["parts"]["link"] = {"logic": 2100, "lut4": 1500}
+    lines = format_breakdown(info, "LC").splitlines()
+    assert [line.split()[0] for line in lines[3:]] == ["conv1", "fc1", "link", "glue", "harness"]
+    assert lines[5].split()[1:4] == ["2,100", "2,000", "-5%"] and lines[6].split()[1:4] == ["440", "400", "-9%"]
     bare = format_breakdown({"breakdown": {"parts": {"cpu": {"logic": 1300, "lut4": 1200}}}}, "LUT").splitlines()
     assert bare[1].split() == ["part", "LUT", "LUT4", "FF", "carry", "BRAM", "DSP"]
     assert format_breakdown({}, "LC") == ""

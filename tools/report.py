@@ -49,6 +49,9 @@ def format_breakdown(info, unit):
     if "plan" in info:
         for row in info["plan"]:
             estimate[row["layer"]] = (row["logic"], row["block_ram"], row["dsp"])
+        link = info.get("link_estimate")
+        if link:                        # the host link's estimate is in the total, not in the plan's rows
+            estimate["link"] = (link["logic"], link["blocks"], link.get("dsp", 0))
         total = info["estimate"]
         estimate["glue"] = tuple(total[key] - sum(e[n] for e in estimate.values())
                                  for n, key in enumerate(("logic", "blocks", "dsp")))
