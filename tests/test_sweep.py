@@ -224,3 +224,17 @@ def test_the_seed_summary_gives_median_and_worst_per_design():
     near = [{**row, "seed": s, "fmax_mhz": f, "timing_met": f >= 48, "lc": 1} for s, f in [(1, 48.5), (2, 45.7)]]
     assert seed_summary(near + [{**near[0], "seed": 3}])[0]["closes"]          # worst 45.7 ≥ 95 % of 48
     assert not seed_summary(near[:1] + [{**near[0], "seed": 2}, {**near[0], "seed": 3, "fmax_mhz": 45.5}])[0]["closes"]
+
+
+def test_results_say_what_a_remake_costs(tmp_path):
+    """``insitu results`` shows how long each result took to make, as it records it (a run's wall time, a
+    build's seconds, the sum of a sweep's points), and what remaking the stale ones took last time."""
+    from insitu.tools.sweep_commands import _cost, _recorded_seconds
+    files = {"run.json": {"wall_seconds": 600.0}, "build.json": {"seconds": 30},
+             "sweep.json": {"points": [{"seconds": 20.0}, {"seconds": None}, {"seconds": 10}]},
+             "bench.json": {"rows": []}, "broken.json": None}
+    for name, body in files.items():
+        (tmp_path / name).write_text("{" if body is None else json.dumps(body))
+    paths = [tmp_path / name for name in files]
+    assert [_recorded_seconds(p, None) for p in paths] == [600.0, 30.0, 30.0, None, None]
+    assert _cost(paths) == "about 11 minutes one at a time, as recorded; 2 record no time"

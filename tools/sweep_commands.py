@@ -159,7 +159,22 @@ def _recorded_seconds(path, unknown=600.0):
     for key in ("wall_seconds", "seconds"):
         if isinstance(result.get(key), (int, float)):
             return float(result[key])
+    points = [p.get("seconds") for p in result.get("points", []) if isinstance(p, dict)]     # a sweep's builds
+    if any(isinstance(t, (int, float)) for t in points):
+        return float(sum(t for t in points if isinstance(t, (int, float))))
     return unknown
+
+
+def _minutes(seconds):
+    return "?" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _cost(paths):
+    """What remaking ``paths`` took last time, as they record it: CPU-minutes if one at a time."""
+    recorded = [s for s in (_recorded_seconds(p, None) for p in paths) if s is not None]
+    unknown = len(paths) - len(recorded)
+    return (f"about {sum(recorded) / 60:,.0f} minutes one at a time, as recorded"
+            + (f"; {unknown} record no time" if unknown else ""))
 
 
 def _run_command(argv, cwd):
@@ -260,15 +275,18 @@ def cmd_results(args):
     if args.rescope:
         return _cmd_rescope(status)
     if not args.update:
-        print(format_table(["result", "status"], [(p.name, "current" if why is None else f"stale: {why}")
-                                                  for p, why in status]))
-        stale = sum(why is not None for _, why in status)
-        print(f"\n{len(status)} results, {stale} stale" + ("; insitu results --update remakes them" if stale else ""))
+        print(format_table(["result", "last took", "status"],
+                           [(p.name, _minutes(_recorded_seconds(p, None)), "current" if why is None else f"stale: {why}")
+                            for p, why in status]))
+        stale = [p for p, why in status if why is not None]
+        print(f"\n{len(status)} results, {len(stale)} stale"
+              + (f"; insitu results --update remakes them ({_cost(stale)})" if stale else ""))
         return
     todo = [p for p, why in status if args.all or why is not None]
     if not todo:
         print(f"All {len(status)} results are current.")
         return
+    print(f"Remaking {len(todo)} results: {_cost(todo)}")
     for path in todo:
         _command_for(path)                                   # every command is known before any work
     todo.sort(key=lambda path: -_recorded_seconds(path))     # longest first: the last task ends sooner
