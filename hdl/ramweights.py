@@ -124,11 +124,12 @@ class RamWeights(wiring.Component):
 
         data = Signal(8 * lanes)
         if getattr(platform, "device", "").startswith("iCE40UP"):
-            outs = []
+            outs, address = [], Signal(14)
+            m.d.comb += address.eq(port_addr)
             for block in range(self.spram_blocks):
                 out = Signal(16, name=f"spram{block}_out")
                 m.submodules[f"spram{block}"] = Instance(
-                    "SB_SPRAM256KA", i_ADDRESS=port_addr, i_DATAIN=Cat(self.w_data, self.w_data),
+                    "SB_SPRAM256KA", i_ADDRESS=address, i_DATAIN=Cat(self.w_data, self.w_data),
                     i_MASKWREN=Mux(self.w_addr[0] if shift else 0, 0b1100, 0b0011),
                     i_WREN=self.w_en & ((lane >> 1) == block if shift > 1 else 1), i_CHIPSELECT=1, i_CLOCK=ClockSignal(),
                     i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
