@@ -102,3 +102,47 @@ def test_spram_blocks_on_the_up5k(lanes, blocks):
     spram = [sub for sub, name, _ in fragment.subfragments
              if getattr(sub, "type", None) == "SB_SPRAM256KA" and name.startswith("spram")]
     assert len(spram) == blocks == src.spram_blocks
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_writes_pause_the_stream_without_losing_a_transfer(seed):
+    """Writes while the matrix streams (here: the same bytes again, at random clocks) take the port for a
+    clock each; the stream pauses for them and goes on where it was, passes after passes, with stalls."""
+    rng = np.random.default_rng(seed)
+    m, n, lanes = int(rng.integers(1, 5)), int(rng.integers(1, 10)), int(rng.choice([1, 2, 4]))
+    src = RamWeights(m=m, n=n, lanes=lanes)
+    image = src.image(rng.integers(-128, 128, size=(m, n)))
+    words = [[b - 256 if b > 127 else b for b in image[w * lanes:(w + 1) * lanes]] for w in range(src.words)]
+    passes = 3
+    pick = random.Random(seed)
+    got, loaded = [], []
+
+    async def write(ctx):
+        for addr in range(len(image)):
+            ctx.set(src.w_addr, addr)
+            ctx.set(src.w_data, image[addr])
+            ctx.set(src.w_en, 1)
+            await ctx.tick()
+        ctx.set(src.w_en, 0)
+        ctx.set(src.restart, 1)
+        await ctx.tick()
+        ctx.set(src.restart, 0)
+        loaded.append(True)
+        while len(got) < passes * src.words:
+            if pick.random() < 0.3:
+                addr = pick.randrange(len(image))
+                ctx.set(src.w_addr, addr)
+                ctx.set(src.w_data, image[addr])
+                ctx.set(src.w_en, 1)
+                await ctx.tick()
+                ctx.set(src.w_en, 0)
+            else:
+                await ctx.tick()
+
+    async def collect(ctx):
+        while not loaded:
+            await ctx.tick()
+        got.extend(await stream_get(ctx, src.o, passes * src.words, rng=pick.random(), stall=0.3))
+
+    run(src, [write, collect], deadline=2000 + 20 * passes * src.words)
+    assert [list(t) for t in got] == words * passes
