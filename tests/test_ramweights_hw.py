@@ -14,6 +14,22 @@ from insitu.hdl.streammatvec import StreamMatVec
 from insitu.hdl.testing import run, stream_get, stream_put
 
 
+async def write_byte(ctx, src, addr, value):
+    """One byte through ``src``'s write port: a clock with ``w_en`` high."""
+    ctx.set(src.w_addr, addr)
+    ctx.set(src.w_data, value)
+    ctx.set(src.w_en, 1)
+    await ctx.tick()
+    ctx.set(src.w_en, 0)
+
+
+async def restart(ctx, src):
+    """A clock with ``restart`` high: the stream starts again at row 0."""
+    ctx.set(src.restart, 1)
+    await ctx.tick()
+    ctx.set(src.restart, 0)
+
+
 def simulate(m, n, lanes, batches, *, seed, stall, act=8):
     """``batches``: a list of (weights, vectors); each matrix is loaded (byte addresses in random order,
     random idle clocks between writes), ``restart`` pulsed, then its vectors run. Returns the outputs per
@@ -32,14 +48,8 @@ def simulate(m, n, lanes, batches, *, seed, stall, act=8):
             for addr in rng.sample(range(len(image)), len(image)):
                 for _ in range(rng.randrange(2)):
                     await ctx.tick()
-                ctx.set(src.w_addr, addr)
-                ctx.set(src.w_data, image[addr])
-                ctx.set(src.w_en, 1)
-                await ctx.tick()
-                ctx.set(src.w_en, 0)
-            ctx.set(src.restart, 1)
-            await ctx.tick()
-            ctx.set(src.restart, 0)
+                await write_byte(ctx, src, addr, image[addr])
+            await restart(ctx, src)
             expected += len(vectors) * m
             await stream_put(ctx, dut.i, [int(v) for v in np.ravel(vectors)], rng=rng.random(), stall=stall)
 
@@ -119,23 +129,13 @@ def test_writes_pause_the_stream_without_losing_a_transfer(seed):
 
     async def write(ctx):
         for addr in range(len(image)):
-            ctx.set(src.w_addr, addr)
-            ctx.set(src.w_data, image[addr])
-            ctx.set(src.w_en, 1)
-            await ctx.tick()
-        ctx.set(src.w_en, 0)
-        ctx.set(src.restart, 1)
-        await ctx.tick()
-        ctx.set(src.restart, 0)
+            await write_byte(ctx, src, addr, image[addr])
+        await restart(ctx, src)
         loaded.append(True)
         while len(got) < passes * src.words:
             if pick.random() < 0.3:
                 addr = pick.randrange(len(image))
-                ctx.set(src.w_addr, addr)
-                ctx.set(src.w_data, image[addr])
-                ctx.set(src.w_en, 1)
-                await ctx.tick()
-                ctx.set(src.w_en, 0)
+                await write_byte(ctx, src, addr, image[addr])
             else:
                 await ctx.tick()
 
