@@ -4,6 +4,7 @@ odd shapes, and the plan's choices and refusals."""
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from insitu.boards import get_board
 from insitu.golden import modelfile, network
@@ -189,6 +190,26 @@ def test_more_budget_or_a_lower_target_changes_the_plan_as_asked():
     text = fast.format()
     for layer in ("conv1", "conv2", "fc1", "fc2"):
         assert layer in text
+
+
+def test_dsp_builds_plan_the_ice40_multipliers_into_its_dsp_blocks():
+    """``insitu build --dsp`` reaches the plan: on the iCE40 the multipliers then count against the 8 DSPs
+    instead of the logic, and a plan that needs more DSPs is refused with the way out."""
+    from insitu.tools import designs
+    board = get_board("icebreaker")
+    model = modelfile.load(f"{MODELS}/digits-lean-mixed.npz")
+    logic, dsp = plan(model, board), plan(model, board, dsp=True)
+    assert logic.totals()["dsp"] == 0 and 0 < dsp.totals()["dsp"] <= 8
+    assert dsp.totals()["logic"] < logic.totals()["logic"] - 1000
+    with pytest.raises(PlanError, match=r"DSPs against a budget of 8, most for layer conv1 .*Without --dsp the "
+                                        r"iCE40 build makes multipliers in logic"):
+        plan(modelfile.load(f"{MODELS}/digits-qgp.npz"), board, dsp=True)
+    design = designs.get_design("network")
+    params = design.params(model=f"{MODELS}/digits-lean-mixed.npz")
+    for flag, where in ((False, "logic"), (True, "DSP blocks")):
+        top, info = designs.instantiate(design, params, frequency=48e6, board=board, dsp=flag)
+        assert info["multipliers_in"] == where and info["estimate"]["dsp"] == (8 if flag else 0)
+        Fragment.get(top, None)          # elaborated once, as a build would
 
 
 @pytest.mark.parametrize("text,msg", [("lc=abc", "not lc=N"), ("foo=3", "not lc=N"), ("dsp=-1", "not lc=N")])

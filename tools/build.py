@@ -331,7 +331,8 @@ def build(board_name, design_name, params, *, frequency_mhz=None, build_dir=None
         raise ParameterTypeError(f"Design {design_name} takes {design.params.__name__}, not {type(params).__name__}")
     params = params.resolved()
     check_fit(board, platform.device, design.floor(params))
-    component, design_info = instantiate(design, params, frequency=frequency, board=board)
+    component, design_info = instantiate(design, params, frequency=frequency, board=board,
+                                         dsp=board.family == "ice40" and "-dsp" in synth_opts.split())
     top = (SoCHarness if design.harness == "soc" else Harness)(component, board.family, frequency, seed=params.seed)
     name = "top"
     seed = params.seed if nextpnr_seed is None else nextpnr_seed

@@ -230,6 +230,9 @@ class Design:
     #: ``make(params, frequency=Hz)`` instead of ``make(params)`` (designs that depend on the clock; they
     #: also get ``board=``, the :class:`~insitu.boards.Board`, or None outside a build)
     needs_clock: bool = False
+    #: ``make`` also takes ``dsp=``: whether the iCE40 build maps multipliers to DSP blocks (``--dsp``),
+    #: for designs that plan their resources
+    takes_dsp: bool = False
     #: default clock per FPGA family in MHz, where it differs from the board's default
     default_mhz: dict = field(default_factory=dict)
     #: board top that wraps the component (default: the stream :class:`~insitu.boards.harness.Harness`)
@@ -284,7 +287,8 @@ DESIGNS = {d.name: d for d in [
            breakdown_ref="designs_soc:parts"),
     Design("network", "designs_network:NetworkParams", "designs_network:network", "designs_network:describe_network",
            "a whole model (--model) as one layer-pipelined "
-           "circuit, every weight on chip, no processor", needs_clock=True, breakdown_ref="designs_network:parts"),
+           "circuit, every weight on chip, no processor", needs_clock=True, takes_dsp=True,
+           breakdown_ref="designs_network:parts"),
 ]}
 
 
@@ -295,11 +299,16 @@ def get_design(name):
         raise UnknownDesign(f"Unknown design {name!r}; choose one of: {', '.join(DESIGNS)}") from None
 
 
-def instantiate(design, params, *, frequency=None, board=None):
+def instantiate(design, params, *, frequency=None, board=None, dsp=False):
     """``(component, info)``: ``design``'s component for ``params`` (at ``frequency`` Hz for designs that
     depend on the clock) and its figures of merit for reports. Factories return the component, or the
     component and the figures only they know (e.g. the packed weight bits of the layer they compressed)."""
-    made = design.make(params, frequency=frequency, board=board) if design.needs_clock else design.make(params)
+    if not design.needs_clock:
+        made = design.make(params)
+    elif design.takes_dsp:
+        made = design.make(params, frequency=frequency, board=board, dsp=dsp)
+    else:
+        made = design.make(params, frequency=frequency, board=board)
     component, extra = made if isinstance(made, tuple) else (made, {})
     info = design.describe(component, extra)
     for key, value in extra.items():

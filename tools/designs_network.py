@@ -75,7 +75,7 @@ class NetworkParams(Params):
             raise ParameterError("--design network needs --model FILE")
 
 
-def network(p, *, frequency, board):
+def network(p, *, frequency, board, dsp=False):
     from ..golden import modelfile
     if board is None:
         from ..boards import get_board
@@ -89,7 +89,7 @@ def network(p, *, frequency, board):
         plan_budget, link = budget_with_link(budget, model, board)
     try:
         pipeline, the_plan = build_pipeline(model, board, frequency=frequency, target_fps=p.target_fps,
-                                            budget=plan_budget)
+                                            budget=plan_budget, dsp=dsp)
     except PlanError as error:
         if not link:
             raise
@@ -97,7 +97,8 @@ def network(p, *, frequency, board):
                         f"{link['blocks']} block RAMs; give more with --budget, or build --link none)") from None
     info = {"plan": the_plan.table(), "plan_text": the_plan.format(), "estimate": the_plan.totals(),
             "estimated_cycles_per_image": the_plan.cycles, "estimated_images_per_second": round(the_plan.fps),
-            "budget": budget, "link": p.link}
+            "budget": budget, "link": p.link,
+            "multipliers_in": "DSP blocks" if dsp or board.family == "ecp5" else "logic"}
     if p.link == "none":
         return pipeline, info
     from .network_link import NetworkBoard

@@ -144,10 +144,15 @@ def _reg(family, bits):
     return bits if family == "ice40" else bits // 3
 
 
-def _mults(family, count):
-    """``(logic, dsp)`` of ``count`` 8×8 multipliers: ECP5 synthesis maps each to a MULT18X18D; the iCE40
-    build does not use its DSPs (``-dsp`` is not passed), so they are logic there."""
-    return (count * 145, 0) if family == "ice40" else (count * 12, count)
+def _mults(family, count, dsp=False, size=1):
+    """``(logic, dsp)`` of ``count`` multipliers of about 8×4 bits times ``size`` (a lane's partial
+    product): ECP5 synthesis maps each to a MULT18X18D; an iCE40 build maps each to an SB_MAC16 with
+    ``dsp`` (``insitu build --dsp``: yosys's ``synth_ice40 -dsp``), else builds it in logic."""
+    if family == "ice40" and not dsp:
+        return count * 145 * size, 0
+    # the logic around a DSP block (partial products' sum, registers): fitted to the lean digits pipeline's
+    # DenseMatVecs built with --dsp (fc1 3 lanes: 468 LC, fc2 1 lane: 199)
+    return count * (12 if family == "ecp5" else 45), count
 
 
 #: ``(window control, MuxConv logic per input channel and lane, DenseMatVec control, per lane besides
@@ -155,7 +160,7 @@ def _mults(family, count):
 _BLOCK_LOGIC = {"ice40": (12, 73, 40, 60), "ecp5": (40, 120, 120, 60)}
 
 
-def _conv_stage(layer, in_shape, family, act_width):
+def _conv_stage(layer, in_shape, family, act_width, dsp):
     from ..golden import qgp
     c_in, h, w = in_shape
     c_out, k = layer.shape[0], layer.shape[2]
@@ -180,8 +185,8 @@ def _conv_stage(layer, in_shape, family, act_width):
 
         def estimate(p):
             mults = c_in * k * k * p
-            logic, dsp = _mults(family, mults)
-            return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + logic, "dsp": dsp,
+            logic, dsps = _mults(family, mults, dsp)
+            return {"cycles": max(positions, ho * wo * c_out // p), "logic": window + logic, "dsp": dsps,
                     "blocks": lines, "multipliers": mults}
         return Stage(layer.name, "conv2d", method, "DenseConv", "parallel", _divisors(c_out, MAX_PARALLEL), 1,
                      bits, "LUT", "int8 kernels, one PE word per output channel group", estimate)
@@ -192,10 +197,10 @@ def _conv_stage(layer, in_shape, family, act_width):
 
         def estimate(lanes):
             mults = lanes + (0 if method == "smartdeal" else 3 * lanes)
-            logic, dsp = _mults(family, mults)
+            logic, dsps = _mults(family, mults, dsp)
             return {"cycles": max(positions, ho * wo * macs // lanes),
                     "logic": window + 400 + logic + (600 if method == "smartdeal" else 0),
-                    "dsp": dsp, "blocks": lines + (2 if method == "smartdeal" else 0), "multipliers": mults}
+                    "dsp": dsps, "blocks": lines + (2 if method == "smartdeal" else 0), "multipliers": mults}
         return Stage(layer.name, "conv2d", method, f"StreamConv+{'SmartDeal' if method == 'smartdeal' else 'MLG'}",
                      "lanes" if method == "mlg" else "", choices, 1, bits,
                      "BRAM" if method == "smartdeal" else "LUT", "weights decoded per output pixel", estimate)
@@ -205,25 +210,25 @@ def _conv_stage(layer, in_shape, family, act_width):
         bases = decoded.basis.shape[0]
 
         def estimate(p):
-            logic, dsp = _mults(family, bases * k * k)
+            logic, dsps = _mults(family, bases * k * k, dsp)
             return {"cycles": max(positions, ho * wo * max(c_in * bases, c_out)),
-                    "logic": window + 300 + 60 * bases + logic, "dsp": dsp, "blocks": lines,
+                    "logic": window + 300 + 60 * bases + logic, "dsp": dsps, "blocks": lines,
                     "multipliers": bases * k * k}
         return Stage(layer.name, "conv2d", method, "BasisFirstConv", "", [1], 1, bits, "LUT",
                      f"{bases} basis kernels, sparse power-of-two coefficients", estimate)
     raise PlanError(f"Layer {layer.name}: no pipeline block for {method} convolutions")
 
 
-def _linear_stage(layer, family, act_width):
+def _linear_stage(layer, family, act_width, dsp):
     m, n = layer.shape
     if layer.method == "dense":
         bits = m * n * 8
 
         def estimate(lanes):
             cycles = n + (m // lanes) * (n + 5 + lanes)
-            logic, dsp = _mults(family, 2 * lanes)       # two half-depth multipliers per lane
+            logic, dsps = _mults(family, 2 * lanes, dsp)       # two half-depth multipliers per lane
             control, per_lane = _BLOCK_LOGIC[family][2:]
-            return {"cycles": cycles, "logic": control + per_lane * lanes + logic, "dsp": dsp,
+            return {"cycles": cycles, "logic": control + per_lane * lanes + logic, "dsp": dsps,
                     "blocks": ebr_blocks(m // lanes * n, lanes * 8, family) + ebr_blocks(n, act_width, family),
                     "multipliers": lanes}
         return Stage(layer.name, "linear", "dense", "DenseMatVec", "lanes", _divisors(m, MAX_LANES), 1, bits, "BRAM",
@@ -240,8 +245,8 @@ def _linear_stage(layer, family, act_width):
         words = (m // k) * (n // k) * (k // 2 + 1)
 
         def estimate(_):
-            logic, dsp = _mults(family, 12)
-            return {"cycles": cycles, "logic": 2400 + logic, "dsp": dsp,
+            logic, dsps = _mults(family, 12, dsp)
+            return {"cycles": cycles, "logic": 2400 + logic, "dsp": dsps,
                     "blocks": ebr_blocks(words, 2 * d.spectrum_width, family) + 6, "multipliers": 12}
         return Stage(layer.name, "linear", "circulant", "CirculantMatVec", "", [1], 1, bits, "BRAM",
                      f"{m // k}x{n // k} blocks of {k}: half spectra", estimate)
@@ -264,11 +269,9 @@ def _linear_stage(layer, family, act_width):
         per_row = -(-n // lanes)
 
         def estimate(_):
-            # one multiplier per lane, act_width x weight width: on the iCE40 in logic, split in 8-bit halves
-            count = lanes * -(-width // 8)
-            logic, _ = _mults(family, count)
-            return {"cycles": n + m * per_row, "logic": 150 + decoder + (logic if family == "ice40" else 0),
-                    "dsp": 0 if family == "ice40" else lanes,
+            # a lane multiplies act_width × width bits as two partial products of the weight's halves
+            logic, dsps = _mults(family, 2 * lanes, dsp, size=max(1, -(-width // 8)))
+            return {"cycles": n + m * per_row, "logic": 150 + decoder + logic, "dsp": dsps,
                     "blocks": memory + ebr_blocks(per_row, lanes * act_width, family), "multipliers": lanes}
         return Stage(layer.name, "linear", layer.method,
                      f"StreamMatVec+{'SmartDeal' if layer.method == 'smartdeal' else 'MLG'}", "", [1], 1, bits,
@@ -307,8 +310,11 @@ def walk(model):
     return groups
 
 
-def plan(model, board, *, frequency=None, target_fps=None, budget=None):
+def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=False):
     """Choose a block and a parallelism per weight layer of ``model`` for ``board``.
+
+    ``dsp``: the iCE40 build maps multipliers to its DSP blocks (``insitu build --dsp``), so they count
+    against the budget's DSPs instead of its logic (the ECP5 build always does).
 
     Starting from the least parallel pipeline, the slowest stage is given its next parallelism while the
     estimated total stays within ``budget`` (:func:`parse_budget`; default: the board's), until
@@ -323,7 +329,7 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
     for index, (layer, after) in enumerate(groups):
         shape = layer.in_shape
         if layer.kind == "conv2d":
-            stage = _conv_stage(layer, shape, family, act)
+            stage = _conv_stage(layer, shape, family, act, dsp)
             c, h, w = layer.out_shape
             glue["logic"] += 30 + _reg(family, c * act) + 8 * c          # requantise, gather
             for a in after:
@@ -338,20 +344,20 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
                 glue["logic"] += 60
                 glue_cycles = max(glue_cycles, 2 * after_pool)
         else:
-            stage = _linear_stage(layer, family, act)
+            stage = _linear_stage(layer, family, act, dsp)
             glue["logic"] += 40
             glue["blocks"] += ebr_blocks(layer.shape[1], act, family)         # the vector FIFO in front
         stages.append(stage)
     result = Plan(model, family, frequency, stages, budget, glue, glue_cycles)
 
-    # on the iCE40 the multipliers go to the DSPs (synth -dsp) only if all of them fit there
+    # with ``dsp`` yosys maps every multiplier to a DSP block, so all of them must fit the DSP budget
     def fits(stages_total):
         over = [key for key in ("logic", "dsp", "blocks") if stages_total[key] > budget[key]]
         return over
 
     over = fits(result.totals())
     if over:
-        parts, hint = [], ""
+        parts, hints = [], []
         for key in over:
             worst = max(stages, key=lambda s: s.cost()[key])
             name = {"logic": "LUTs" if family == "ecp5" else "logic cells", "dsp": "DSPs",
@@ -359,11 +365,13 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None):
             parts.append(f"{result.totals()[key]:,} {name} against a budget of {budget[key]:,}, most for layer "
                          f"{worst.layer} ({worst.method} {worst.kind}: {worst.cost()[key]:,})")
             if key == "blocks" and worst.method == "dense" and worst.kind == "linear" and family == "ice40":
-                hint = (f". {worst.layer}'s {worst.weight_bits:,} weight bits would fit the SPRAM, which a "
-                        f"bitstream cannot initialise (a run-time weight load is not supported yet): compress "
-                        f"{worst.layer}, e.g. --layer-method {worst.layer}=circulant")
+                hints.append(f"Layer {worst.layer}'s {worst.weight_bits:,} weight bits would fit the SPRAM, which a "
+                             f"bitstream cannot initialise (a run-time weight load is not supported yet): compress "
+                             f"{worst.layer}, e.g. --layer-method {worst.layer}=circulant")
+            if key == "dsp" and family == "ice40" and dsp:
+                hints.append("Without --dsp the iCE40 build makes multipliers in logic")
         raise PlanError(f"The least parallel pipeline does not fit the {board.name}: it needs "
-                        f"{'; '.join(parts)}{hint}")
+                        f"{'; '.join(parts)}{''.join('. ' + h for h in hints)}")
     while target_fps is None or result.fps < target_fps:
         slow = max(stages, key=lambda s: s.cost()["cycles"])
         higher = [v for v in slow.choices if v > slow.value]
