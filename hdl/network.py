@@ -413,27 +413,32 @@ class Scores(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Two registered stages: the first holds a score with its index, the second compares it with
-        # the best so far, so the comparison starts and ends at flip-flops.
+        # One score per three clocks: load it with its index, compare it with the best so far into a
+        # register, then hand it out. The comparison starts and ends at flip-flops, and ``i.ready`` is a
+        # flip-flop's output.
         index = _Counter(m, self._classes, "index")
         score = Signal(signed(self._width))
         score_index = Signal.like(self.o.payload.klass)
         score_last = Signal()
         score_valid = Signal()
+        compared = Signal()
+        better = Signal()
         best = Signal(signed(self._width))
         best_index = Signal.like(self.o.payload.klass)
         advance = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(~score_valid | advance)
+        m.d.comb += self.i.ready.eq(~score_valid)
         take = self.i.valid & self.i.ready
         index.step(take)
-        with m.If(self.i.ready):
-            m.d.sync += [score_valid.eq(self.i.valid), score.eq(self.i.payload),
+        done = score_valid & compared & advance
+        with m.If(take):
+            m.d.sync += [score_valid.eq(1), compared.eq(0), score.eq(self.i.payload),
                          score_index.eq(index.value), score_last.eq(index.last)]
-
-        better = (score_index == 0) | (score > best)
+        with m.Elif(score_valid & ~compared):
+            m.d.sync += [compared.eq(1), better.eq((score_index == 0) | (score > best))]
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(score_valid)
-        with m.If(advance & score_valid):
+            m.d.sync += self.o.valid.eq(done)
+        with m.If(done):
+            m.d.sync += score_valid.eq(0)
             with m.If(better):
                 m.d.sync += [best.eq(score), best_index.eq(score_index)]
             m.d.sync += [self.o.payload.score.eq(score), self.o.payload.last.eq(score_last),

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from .params import ParameterError, ParameterTypeError, check_int, check_kernel, signed_width, validated
 from .bram import block_ram
 from .requantize import Requantize
+from .skid import Skid
 from .window import window_layout
 
 __all__ = ["ConvPE"]
@@ -130,12 +131,16 @@ class ConvPE(wiring.Component):
         wr, rd = block_ram(m, "weights", shape=self._word, depth=self.groups, init=self._init, granularity=1)
         m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
 
+        # The output goes through a skid register, so ``o.ready`` drives only flip-flops: the downstream
+        # block's ready logic never lengthens a path through this pipeline's enable.
+        m.submodules.skid = skid = Skid(self.o.payload.shape())
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
         if self._requant is None:
-            out = self.o
+            out = skid.i
         else:
             shift, out_width = self._requant
             m.submodules.requantize = rq = Requantize(self._acc_width, out_width, shift, self.parallel)
-            wiring.connect(m, rq.o, wiring.flipped(self.o))
+            wiring.connect(m, rq.o, skid.i)
             out = rq.i
 
         # Global-enable pipeline: every stage moves when the last one can hand over its value.
@@ -148,15 +153,17 @@ class ConvPE(wiring.Component):
         primed = Signal()
         m.d.sync += primed.eq(self.w_en == 0)
         issue = Signal()
-        last_group = group == self.groups - 1
+        # ``last_group`` is a register (``group == groups - 1``), so ``i.ready`` is two gates from
+        # flip-flops and does not depend on ``i.valid``.
+        last_group = Signal(init=self.groups == 1)
         group_next = Mux(last_group, 0, group + 1)
         m.d.comb += [
             issue.eq(en & primed & self.i.valid),
-            self.i.ready.eq(issue & last_group),
+            self.i.ready.eq(en & primed & last_group),
             rd.addr.eq(Mux(issue, group_next, group)),
         ]
         with m.If(issue):
-            m.d.sync += group.eq(group_next)
+            m.d.sync += [group.eq(group_next), last_group.eq(group_next == self.groups - 1)]
 
         # Stage 1: per-term operands picked from the window and the weight word, registered.
         # Stage 2: each term computed from its operands, registered.

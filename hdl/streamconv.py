@@ -16,7 +16,20 @@ from .requantize import Requantize
 from .select import pick
 from .window import window_layout
 
-__all__ = ["StreamConv", "WeightMemory", "weight_stream_signature"]
+__all__ = ["StreamConv", "WeightMemory", "source_lanes", "weight_stream_signature"]
+
+
+def source_lanes(source):
+    """``(weight_width, lanes)`` of a weight source: a component whose output stream ``o`` carries an array of
+    signed weights per transfer (a decode unit or :class:`WeightMemory`)."""
+    try:
+        shape = source.signature.members["o"].signature.members["payload"].shape
+        if shape.elem_shape.signed:
+            return shape.elem_shape.width, shape.length
+    except (AttributeError, KeyError):
+        pass
+    raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed "
+                             f"weight lanes, not {source!r}")
 
 
 def weight_stream_signature(weight_width, lanes):
@@ -69,14 +82,7 @@ class StreamConv(wiring.Component):
         check_kernel(k)
         check_int(act_width, "Activation width", 2, 32)
         if source is not None:
-            try:
-                shape = source.signature.members["o"].signature.members["payload"].shape
-                weight_width, lanes = shape.elem_shape.width, shape.length
-                if not shape.elem_shape.signed:
-                    raise AttributeError
-            except (AttributeError, KeyError):
-                raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed "
-                                         f"weight lanes, not {source!r}") from None
+            weight_width, lanes = source_lanes(source)
         check_int(weight_width, "Weight width", 2, 32)
         check_int(lanes, "Weight lane count", 1, k * k)
         if (k * k) % lanes:

@@ -12,9 +12,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .bram import block_ram
-from .params import ParameterTypeError, check_int, signed_width, validated
+from .params import check_int, signed_width, validated
 from .skid import Skid
-from .streamconv import weight_stream_signature
+from .streamconv import source_lanes, weight_stream_signature
 
 __all__ = ["StreamMatVec"]
 
@@ -53,14 +53,7 @@ class StreamMatVec(wiring.Component):
         check_int(n, "Column count", 1)
         check_int(act_width, "Activation width", 2, 18)
         if source is not None:
-            try:
-                shape = source.signature.members["o"].signature.members["payload"].shape
-                weight_width, lanes = shape.elem_shape.width, shape.length
-                if not shape.elem_shape.signed:
-                    raise AttributeError
-            except (AttributeError, KeyError):
-                raise ParameterTypeError(f"Weight source must be a component with an output stream 'o' of signed "
-                                         f"weight lanes, not {source!r}") from None
+            weight_width, lanes = source_lanes(source)
         check_int(weight_width, "Weight width", 2, 24)
         check_int(lanes, "Weight lane count", 1, 16)
         self._m, self._n, self._act_width = m, n, act_width

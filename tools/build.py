@@ -172,6 +172,13 @@ def _run_script(build_dir, env, progress, name="top", device=None, knobs=("--par
     if proc.returncode != 0:
         lines = log_path.read_text(errors="replace").strip().splitlines()
         first_error = next((line.strip() for line in lines if line.startswith("ERROR")), "")
+        report = Path(build_dir) / f"{name}.rpt"
+        if not first_error and report.exists():
+            # yosys writes its log, and so its error, to the report rather than to the script's output
+            log_path, lines = report, report.read_text(errors="replace").strip().splitlines()
+            first_error = next((line.strip() for line in reversed(lines) if line.startswith("ERROR")), "")
+            if "Assert" in first_error:
+                first_error += " (an internal error of yosys, not a fault in the design)"
         used = packed_utilisation(Path(build_dir) / f"{name}.tim")
         over = [(cell, u) for cell, u in used.items() if u["used"] > u["available"]]
         if "Unable to place cell" in first_error and over:

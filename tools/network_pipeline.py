@@ -62,7 +62,12 @@ class NetworkPipeline(wiring.Component):
                     if lanes != c:
                         self._add(f"{layer.name}_gather", Gather(width=act, lanes=lanes, groups=c // lanes))
                 pe = self._pe(layer, stage, act)
-                conv = self._add(layer.name, Conv2d(pe, width=w, height=h, padding=layer.attrs["padding"]))
+                conv = Conv2d(pe, width=w, height=h, padding=layer.attrs["padding"])
+                if fmt is not None:
+                    # a skid register: the window generator's ready logic ends at a flip-flop instead of
+                    # running back through the requantiser into the previous layer's FIFO
+                    self._add(f"{layer.name}_skid", Skid(conv.signature.members["i"].signature.members["payload"].shape))
+                self._add(layer.name, conv)
                 lanes = pe.parallel
                 c_out = layer.shape[0]
                 width = pe.signature.members["o"].signature.members["payload"].shape.elem_shape.width

@@ -256,7 +256,9 @@ def _linear_stage(layer, family, act_width, dsp):
         if layer.method == "smartdeal":
             from ..golden import smartdeal
             lanes, width = 3, d.basis_bits + (d.e_max - d.e_min) + 2           # Pow2Decoder's out_width
-            decoder = 600 if family == "ice40" else 400                         # row reader, shifts, adders
+            # row reader, shifts, adders; ECP5 fitted to the ULX3S SmartDeal digits pipeline's fc1 (1,484 LUT
+            # with its multipliers' 6 DSP)
+            decoder = 600 if family == "ice40" else 1260
             memory = ebr_blocks(len(smartdeal.row_words(d)), 32, family)
             where, what = "BRAM", "packed power-of-two rows, decoded 3 weights per clock"
         else:
