@@ -307,6 +307,18 @@ def test_place_failure_is_said_in_the_board_s_terms(tmp_path):
         build_mod._run_script(tmp_path, dict(os.environ), lambda s: None, device="iCE40UP5K")
 
 
+def test_a_yosys_error_is_read_from_its_report(tmp_path):
+    """yosys logs to the report, not to the script's output: a failed synthesis says yosys's last error,
+    and an internal assertion is called one."""
+    (tmp_path / "build_top.sh").write_text(
+        "cat > top.rpt <<'X'\n2.3. Executing ABC9 pass.\nERROR: Assert `GetSize(conn.first) == "
+        "GetSize(conn.second)' failed in passes/techmap/abc9_ops.cc:1520.\nX\nexit 1\n")
+    with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): ERROR: Assert `GetSize.*abc9_ops"
+                                                  r".* \(an internal error of yosys, not a fault in the design\)\n"
+                                                  r"last lines of .*top\.rpt:"):
+        build_mod._run_script(tmp_path, dict(os.environ), lambda s: None)
+
+
 def test_resources_per_part_sit_next_to_the_plan():
     """The breakdown table: each layer's measured logic and block RAM beside the plan's estimate and its error;
     the glue's estimate is what the plan's total leaves after the layers; without a plan, no estimate columns."""

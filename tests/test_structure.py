@@ -82,3 +82,19 @@ def test_every_command_prints_its_help(capsys):
             parser.parse_args([name, "--help"])
         assert exit_.value.code == 0, name
         assert "usage: insitu " + name in capsys.readouterr().out
+
+
+def test_the_blocks_load_on_first_use():
+    """``insitu.hdl`` imports a block's module only when the block is asked for, so a result's provenance
+    names the blocks it used and no others; unknown names fail as attributes do."""
+    import subprocess
+    import sys
+    code = ("import sys, insitu.hdl as h\n"
+            "assert 'insitu.hdl.fft' not in sys.modules and 'insitu.hdl.pe' not in sys.modules\n"
+            "from insitu.hdl import FFT\n"
+            "assert FFT.__module__ == 'insitu.hdl.fft' and 'insitu.hdl.pe' not in sys.modules\n"
+            "assert set(h.__all__) <= set(dir(h)) and h.MuxConv.__name__ == 'MuxConv'\n"
+            "try:\n    h.NoSuchBlock\nexcept AttributeError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "module 'insitu.hdl' has no attribute 'NoSuchBlock'"
