@@ -103,6 +103,11 @@ class DenseMatVec(wiring.Component):
         group = Signal(range(groups))
         col = Signal(range(n))
         issuing = Signal()
+        # Registered copies of the counters' end tests, updated with the counters: the control path then
+        # starts from flip-flops rather than from comparators.
+        taken_last = Signal(init=n == 1)
+        col_first, col_last = Signal(init=1), Signal(init=n == 1)
+        group_last = Signal(init=groups == 1)
         w_addr = Signal(range(groups * n))   # group * n + col: the weights are read in order
         m.d.comb += [x_wr.addr.eq(taken), x_wr.data.eq(self.i.payload), x_wr.en.eq(self.i.valid & self.i.ready),
                      x_rd.addr.eq(col), w_rd.addr.eq(w_addr)]
@@ -110,7 +115,7 @@ class DenseMatVec(wiring.Component):
         # Pipeline: 1 = memory data, 2 = the data registered (block RAM outputs are slow), 3 = partial
         # products of the weights' low and high halves (half-depth multipliers), 4 = products,
         # 5 = accumulators.
-        flags = [(issuing, col == 0, col == n - 1)]
+        flags = [(issuing, col_first, col_last)]
         for stage in range(4):
             v, first, last = (Signal(name=f"{name}{stage + 1}") for name in ("v", "first", "last"))
             m.d.sync += [v.eq(flags[-1][0]), first.eq(flags[-1][1]), last.eq(flags[-1][2])]
@@ -149,22 +154,26 @@ class DenseMatVec(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += taken.eq(Mux(taken == n - 1, 0, taken + 1))
-                    with m.If(taken == n - 1):
-                        m.d.sync += [group.eq(0), col.eq(0), w_addr.eq(0)]
+                    m.d.sync += [taken.eq(Mux(taken_last, 0, taken + 1)),
+                                 taken_last.eq(Mux(taken_last, n == 1, taken == n - 2))]
+                    with m.If(taken_last):
+                        m.d.sync += [group.eq(0), group_last.eq(groups == 1),
+                                     col.eq(0), col_first.eq(1), col_last.eq(n == 1), w_addr.eq(0)]
                         m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += issuing.eq(1)
-                m.d.sync += [col.eq(Mux(col == n - 1, 0, col + 1)),
+                m.d.sync += [col.eq(Mux(col_last, 0, col + 1)),
+                             col_first.eq(col_last),
+                             col_last.eq(Mux(col_last, n == 1, col == n - 2)),
                              w_addr.eq(Mux(w_addr == groups * n - 1, 0, w_addr + 1))]   # stays in range
-                with m.If(col == n - 1):
+                with m.If(col_last):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # The group's accumulators must be emitted before the next group overwrites them.
                 with m.If(~v1 & ~v2 & ~v3 & ~v4 & ~ready_out):
-                    with m.If(group == groups - 1):
+                    with m.If(group_last):
                         m.next = "LOAD"
                     with m.Else():
-                        m.d.sync += group.eq(group + 1)
+                        m.d.sync += [group.eq(group + 1), group_last.eq(group == groups - 2)]
                         m.next = "MAC"
         return m

@@ -29,6 +29,16 @@ def test_matches_integer_product(seed):
     np.testing.assert_array_equal(got, xs @ weights.T)
 
 
+@pytest.mark.parametrize("m, n, lanes", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (4, 2, 4), (3, 3, 1)])
+def test_smallest_shapes(m, n, lanes):
+    """The counters' registered end flags hold for one-column, one-row and one-group matrices."""
+    rng = np.random.default_rng(m * 100 + n * 10 + lanes)
+    weights = rng.integers(-128, 128, size=(m, n))
+    xs = rng.integers(-128, 128, size=(4, n))
+    got, _ = simulate(weights, xs, lanes=lanes, seed=m + n, stall=0.4)
+    np.testing.assert_array_equal(got, xs @ weights.T)
+
+
 @pytest.mark.parametrize("m, n, lanes", [(16, 16, 4), (4, 4, 1), (6, 5, 3), (2, 9, 1), (8, 12, 2)])
 def test_cycles_are_exact(m, n, lanes):
     """Without stalls, vector after vector, each product takes exactly ``cycles_per_vector`` clocks (the
