@@ -172,7 +172,7 @@ def test_odd_shapes_are_bit_exact_with_any_parallelism(method, parallel, layer):
 def test_plans_refuse_what_does_not_fit_naming_the_layer_and_resource():
     model = modelfile.load(f"{MODELS}/digits-qgp.npz")
     with pytest.raises(PlanError, match=r"does not fit the icebreaker: .* block RAMs .* layer fc1 \(dense linear"):
-        plan(model, get_board("icebreaker"))
+        plan(model, get_board("icebreaker"), budget=parse_budget("spram=0", get_board("icebreaker")))
     with pytest.raises(PlanError, match=r"[0-9,]+ LUTs against a budget of 500, most for layer conv2"):
         plan(model, get_board("ulx3s-85f"), budget={"logic": 500, "dsp": 156, "blocks": 208})
 
@@ -216,7 +216,8 @@ def test_dsp_builds_plan_the_ice40_multipliers_into_its_dsp_blocks():
 def test_budget_errors_are_one_line(text, msg):
     with pytest.raises(ParameterError, match=msg):
         parse_budget(text, get_board("icebreaker"))
-    assert parse_budget("lc=4000,bram=20", get_board("icebreaker")) == {"logic": 4000, "dsp": 8, "blocks": 20}
+    assert parse_budget("lc=4000,bram=20", get_board("icebreaker")) == {"logic": 4000, "dsp": 8, "blocks": 20,
+                                                                        "spram": 4}
 
 
 def test_layers_without_a_pipeline_block_are_refused_by_name():
@@ -251,7 +252,8 @@ def test_insitu_run_design_network_cli(tmp_path, monkeypatch, capsys):
     assert "--budget applies to --design network --sim only" in capsys.readouterr().err
     assert main(["run", "--sim", "--model", model, "--board", "icebreaker"]) == 1
     assert "--board applies to --design network --sim only" in capsys.readouterr().err
-    assert main(["run", "--design", "network", "--sim", "--model", model, "--board", "icebreaker"]) == 1
+    assert main(["run", "--design", "network", "--sim", "--model", model, "--board", "icebreaker", "--budget",
+                 "spram=0"]) == 1
     assert "does not fit the icebreaker" in capsys.readouterr().err
 
 

@@ -21,7 +21,9 @@ conv2d         dense       :class:`~insitu.hdl.DenseConv` in :class:`~insitu.hdl
 conv2d         smartdeal   :class:`~insitu.hdl.streamconv.StreamConv` fed by ``SmartDealWeights``
 conv2d         mlg         :class:`~insitu.hdl.streamconv.StreamConv` fed by ``InSituGenerator``; ``lanes``
 conv2d         escalate    :class:`~insitu.hdl.BasisFirstConv` in :class:`~insitu.hdl.Conv2d`
-linear         dense       :class:`~insitu.hdl.DenseMatVec`; ``lanes``
+linear         dense       :class:`~insitu.hdl.DenseMatVec`; ``lanes``; or, when the block RAMs run out on
+                           the iCE40UP5K, :class:`~insitu.hdl.streammatvec.StreamMatVec` fed by
+                           :class:`~insitu.hdl.ramweights.RamWeights` (SPRAM); ``lanes``
 linear         circulant   :class:`~insitu.hdl.CirculantMatVec`
 =============  ==========  =============================================================================
 
@@ -42,6 +44,12 @@ Every link is a valid/ready stream and the chain has no forks or joins, so no FI
 A dense fully connected layer after a feature map takes its values in arrival order (its weight columns
 permuted at build time); a circulant one needs the ``(channel, row, column)`` order and gets a
 :class:`~insitu.hdl.network.Flatten` reorder buffer.
+
+SPRAM has no initial contents, so a layer there is loaded at run time: the pipeline gains a ``load`` byte
+stream and takes no image until its bytes are in. ``--link none`` builds put
+:class:`~insitu.tools.network_pipeline.LoadFirst` in front, as the compiled simulation does: the first
+transfers of the input stream are the load. The host link cannot load weights yet, so ``--link uart``
+builds give the plan no SPRAM.
 """
 
 from dataclasses import dataclass
@@ -50,7 +58,7 @@ import numpy as np
 
 from ..hdl.params import ParameterError
 from .design_params import Params, param
-from .network_pipeline import build_pipeline
+from .network_pipeline import LoadFirst, build_pipeline
 from .network_plan import PlanError, parse_budget
 
 __all__ = ["NetworkParams", "network", "describe_network", "parts"]
@@ -94,13 +102,16 @@ def network(p, *, frequency, board, dsp=False):
         if not link:
             raise
         raise PlanError(f"{error} (the budget less the host link's {link['logic']:,} logic cells and "
-                        f"{link['blocks']} block RAMs; give more with --budget, or build --link none)") from None
+                        f"{link['blocks']} block RAMs, and no SPRAM: the link cannot load weights there yet; give "
+                        f"more with --budget, or build --link none)") from None
     info = {"plan": the_plan.table(), "plan_text": the_plan.format(), "estimate": the_plan.totals(),
             "estimated_cycles_per_image": the_plan.cycles, "estimated_images_per_second": round(the_plan.fps),
             "budget": budget, "link": p.link,
-            "multipliers_in": "DSP blocks" if dsp or board.family == "ecp5" else "logic"}
+            "multipliers_in": "DSP blocks" if dsp or board.family == "ecp5" else "logic",
+            "load_bytes": the_plan.load_bytes}
     if p.link == "none":
-        return pipeline, info
+        # SPRAM weights: the harness's first input transfers load them
+        return (LoadFirst(pipeline) if pipeline.load_image else pipeline), info
     from .network_link import NetworkBoard
     top = NetworkBoard(pipeline, clock_hz=frequency, baud=p.baud)
     estimate = dict(info["estimate"])
@@ -117,7 +128,8 @@ def describe_network(component, extra):
             "methods": sorted({layer.method for layer in model.weight_layers}),
             "weight_bits": int(sum(s.weight_bits for s in component.plan.stages)),
             "dense_int8_weight_bits": int(sum(int(np.prod(layer.shape)) * 8 for layer in model.weight_layers)),
-            "stages": [name for name, _ in component.stages]}
+            "stages": [name for name, _ in component.stages],
+            "weights_loaded_at_run_time": [s.layer for s in component.plan.stages if s.loaded]}
 
 
 def parts(component):
@@ -126,7 +138,8 @@ def parts(component):
     stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores), and ``link``, the
     host link around them (UART, protocol endpoint, buffers)."""
     blocks = {s.layer for s in component.plan.stages}
-    inside = ("link", "endpoint", "pipeline") if hasattr(component, "link") else ()
+    inside = ("link", "endpoint", "pipeline") if hasattr(component, "link") else \
+        ("pipeline",) if isinstance(component, LoadFirst) else ()
 
     def part(path):
         path = tuple(path)

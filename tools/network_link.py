@@ -103,9 +103,12 @@ def link_cost(model, board, images=DEFAULT_IMAGES):
 
 
 def budget_with_link(budget, model, board, images=DEFAULT_IMAGES):
-    """``(the plan's budget, the link's cost)``: ``budget`` less what the link takes (:func:`link_cost`)."""
+    """``(the plan's budget, the link's cost)``: ``budget`` less what the link takes (:func:`link_cost`),
+    and no SPRAM: the link cannot load weights into it yet."""
     link = link_cost(model, board, images)
-    return {key: max(0, value - link.get(key, 0)) for key, value in budget.items()}, link
+    plan_budget = {key: max(0, value - link.get(key, 0)) for key, value in budget.items()}
+    plan_budget["spram"] = 0
+    return plan_budget, link
 
 
 def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,

@@ -5,14 +5,14 @@ The notes of :mod:`insitu.tools.designs_network` describe its blocks, glue and F
 """
 
 import numpy as np
-from amaranth import Module, signed
-from amaranth.lib import fifo, stream, wiring
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hdl.skid import Skid
 from .network_plan import plan, walk
 
-__all__ = ["NetworkPipeline", "build_pipeline", "CompiledNetwork", "run_network"]
+__all__ = ["NetworkPipeline", "LoadFirst", "build_pipeline", "CompiledNetwork", "run_network"]
 
 
 class NetworkPipeline(wiring.Component):
@@ -25,19 +25,35 @@ class NetworkPipeline(wiring.Component):
         to back.
     o : Out(stream.Signature(scores_layout(width, classes)))
         The ``classes`` scores of each image in order; the last carries the image's class.
+    load : In(stream.Signature(8)), only when the plan keeps weights in SPRAM
+        The :attr:`load_image` bytes, always ready, one per clock. Until all of them have arrived, ``i`` is
+        not ready; then the SPRAM layers restart their weight streams and images flow. Send them again to
+        reload (with no image in flight: ``i`` stops at the first byte).
     """
 
     def __init__(self, the_plan):
         self._plan = the_plan
         self._stages = []          # (name, component) in stream order
+        self._loads = []           # (layer, RamWeights, its int8 rows as bytes) in load order
         self._build()
         model = the_plan.model
         first, last = self._stages[0][1], self._stages[-1][1]
-        super().__init__({"i": first.signature.members["i"], "o": last.signature.members["o"]})
+        members = {"i": first.signature.members["i"], "o": last.signature.members["o"]}
+        if self._loads:
+            members["load"] = In(stream.Signature(8))
+        super().__init__(members)
         self.classes = model.output_shape[0]
 
     plan = property(lambda self: self._plan)
     stages = property(lambda self: list(self._stages))
+
+    @property
+    def load_image(self):
+        """The bytes of the ``load`` stream: each SPRAM layer's int8 weights, row by row, in layer order
+        (empty when every weight is in the bitstream). A layer after a feature map has its columns in the
+        order the values arrive (as a :class:`~insitu.hdl.DenseMatVec` would hold them); the lane count
+        does not change the image (the loader pads each row to whole transfers)."""
+        return b"".join(image for _, _, image in self._loads)
 
     def _add(self, name, component):
         self._stages.append((name, component))
@@ -101,7 +117,14 @@ class NetworkPipeline(wiring.Component):
                     codes = layer.data["codes"].astype(int)
                     if order is not None:
                         codes = codes[:, order]
-                    block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act, lanes=stage.value)
+                    if stage.loaded:
+                        from ..hdl.ramweights import RamWeights
+                        ram = RamWeights(m=layer.shape[0], n=n, lanes=stage.value)
+                        self._loads.append((layer.name, ram, bytes(int(v) & 0xFF for v in codes.reshape(-1))))
+                        block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=ram)
+                    else:
+                        block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act,
+                                            lanes=stage.value)
                 elif layer.method in ("smartdeal", "mlg"):
                     block = StreamMatVec(m=layer.shape[0], n=n, act_width=act,
                                          source=self._weight_source(layer, layer.shape[0], lanes=1))
@@ -176,11 +199,107 @@ class NetworkPipeline(wiring.Component):
         for name, component in self._stages:
             m.submodules[name] = component
             if previous is None:
-                wiring.connect(m, wiring.flipped(self.i), component.i)
+                if self._loads:
+                    loaded = self._loader(m)
+                    m.d.comb += [component.i.payload.eq(self.i.payload), component.i.valid.eq(self.i.valid & loaded),
+                                 self.i.ready.eq(component.i.ready & loaded)]
+                else:
+                    wiring.connect(m, wiring.flipped(self.i), component.i)
             else:
                 wiring.connect(m, previous.o, component.i)
             previous = component
         wiring.connect(m, previous.o, wiring.flipped(self.o))
+        return m
+
+    def _loader(self, m):
+        """Route the ``load`` bytes to the SPRAM layers' write ports, each row to its padded place; return
+        ``loaded``, set once the last byte is in and the weight streams have restarted."""
+        total = len(self.load_image)
+        at = Signal(range(total), name="load_at")
+        last = Signal(name="load_last", init=total == 1)     # ``at`` is the image's last byte
+        restart, loaded = Signal(name="load_restart"), Signal(name="loaded")
+        take = self.load.valid
+        m.d.comb += self.load.ready.eq(1)
+        offset = 0
+        for name, ram, image in self._loads:
+            n, width = ram.n, ram.transfers_per_row * ram.lanes
+            mine = Signal(name=f"load_{name}")
+            col = Signal(range(n), name=f"load_{name}_col")
+            addr = Signal(range(ram.m * width), name=f"load_{name}_addr")
+            end = offset + len(image) - 1
+            m.d.comb += [mine.eq((at >= offset) & (at <= end)),
+                         ram.w_addr.eq(addr), ram.w_data.eq(self.load.payload), ram.w_en.eq(take & mine),
+                         ram.restart.eq(restart)]
+            with m.If(take & mine):
+                with m.If(at == end):                   # the layer's last byte: ready for a reload
+                    m.d.sync += [col.eq(0), addr.eq(0)]
+                with m.Elif(col == n - 1):              # a row's last byte: skip its padding
+                    m.d.sync += [col.eq(0), addr.eq(addr + 1 + width - n)]
+                with m.Else():
+                    m.d.sync += [col.eq(col + 1), addr.eq(addr + 1)]
+            offset += len(image)
+        m.d.sync += restart.eq(take & last)
+        with m.If(take):
+            m.d.sync += [at.eq(Mux(last, 0, at + 1)), last.eq(Mux(last, total == 1, at == total - 2)),
+                         loaded.eq(0)]
+        with m.Elif(restart):
+            m.d.sync += loaded.eq(1)
+        return loaded
+
+
+class LoadFirst(wiring.Component):
+    """A pipeline with a ``load`` stream (:attr:`NetworkPipeline.load_image`) behind one input stream: the
+    first ``len(load_image)`` transfers carry its bytes (in their low 8 bits), every later one a pixel. So
+    one stream of words feeds it, as the compiled simulation and the build harness (``--link none``) do.
+
+    ``clock``: the output adds field ``clock``, the clocks since the load finished (32 bits, from 0 in the
+    first clock ``i`` could take a pixel), so that a simulation counts the images' clocks alone.
+
+    Members
+    -------
+    i : In(stream.Signature(max(8, pixel bits)))
+    o : Out(stream.Signature(the pipeline's scores layout [+ clock]))
+    """
+
+    def __init__(self, pipeline, *, clock=False):
+        self._pipeline, self._clock = pipeline, clock
+        self._bytes = len(pipeline.load_image)
+        pixel = pipeline.signature.members["i"].signature.members["payload"].shape
+        self._pixel_bits = pixel.size if isinstance(pixel, data.Layout) else pixel.width
+        out = pipeline.signature.members["o"].signature.members["payload"].shape
+        self._scores = out
+        if clock:
+            out = data.StructLayout({**{name: field.shape for name, field in out}, "clock": 32})
+        super().__init__({"i": In(stream.Signature(max(8, self._pixel_bits))), "o": Out(stream.Signature(out))})
+
+    pipeline = property(lambda self: self._pipeline)
+    plan = property(lambda self: self._pipeline.plan)
+    stages = property(lambda self: self._pipeline.stages)
+    classes = property(lambda self: self._pipeline.classes)
+    load_image = property(lambda self: self._pipeline.load_image)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pipeline = p = self._pipeline
+        sent = Signal(range(self._bytes + 1), name="load_sent")
+        loading = Signal(init=1)
+        m.d.comb += [p.load.payload.eq(self.i.payload[:8]), p.i.payload.eq(self.i.payload[:self._pixel_bits])]
+        with m.If(loading):
+            m.d.comb += [p.load.valid.eq(self.i.valid), self.i.ready.eq(p.load.ready)]
+            with m.If(self.i.valid & p.load.ready):
+                m.d.sync += [sent.eq(sent + 1), loading.eq(sent != self._bytes - 1)]
+        with m.Else():
+            m.d.comb += [p.i.valid.eq(self.i.valid), self.i.ready.eq(p.i.ready)]
+        m.d.comb += [self.o.valid.eq(p.o.valid), p.o.ready.eq(self.o.ready)]
+        if not self._clock:
+            m.d.comb += self.o.payload.eq(p.o.payload)
+            return m
+        for name, _ in self._scores:
+            m.d.comb += self.o.payload[name].eq(p.o.payload[name])
+        clock, counting = Signal(32, name="clock"), Signal()
+        m.d.comb += self.o.payload.clock.eq(clock)
+        with m.If(counting | p.i.ready):     # from the load's end: the weight streams have restarted
+            m.d.sync += [clock.eq(clock + 1), counting.eq(1)]
         return m
 
 
@@ -223,9 +342,12 @@ class CompiledNetwork:
         from ..soc.compiled_stream import CompiledStream
         self.pipeline = pipeline
         self.model = pipeline.plan.model
-        self._sim = CompiledStream(pipeline, progress=progress)
+        self._load = pipeline.load_image
+        # SPRAM weights: their bytes go first, and the clocks are counted from the end of the load
+        dut = LoadFirst(pipeline, clock=True) if self._load else pipeline
+        self._sim = CompiledStream(dut, progress=progress)
         self._in = pipeline.signature.members["i"].signature.members["payload"].shape
-        self._out = pipeline.signature.members["o"].signature.members["payload"].shape
+        self._out = dut.signature.members["o"].signature.members["payload"].shape
 
     def infer(self, images, *, seed=0, stall=0.0):
         """``(scores (n, classes), classes (n,), clocks)`` of raw ``images`` (as the data set gives them),
@@ -239,9 +361,16 @@ class CompiledNetwork:
             words = pack(self._in, {str(c): pixels[:, c] for c in range(pixels.shape[1])})
         else:                             # a flattened input: one value per transfer
             words = pack(self._in, q.reshape(-1))
-        budget = 1000 + int(n * (4 * self.pipeline.plan.cycles + 2000) / (1 - min(stall, 0.9)))
+        budget = 1000 + int((n * (4 * self.pipeline.plan.cycles + 2000) + 2 * len(self._load))
+                            / (1 - min(stall, 0.9)))
+        if self._load:
+            head = np.zeros((len(self._load), words.shape[1]), dtype=np.uint32)
+            head[:, 0] = np.frombuffer(self._load, dtype=np.uint8)
+            words = np.concatenate([head, words])
         out, clocks = self._sim.run(words, n * classes, seed=seed, stall=stall, max_cycles=budget)
         fields = unpack(self._out, out)
+        if self._load:
+            clocks = int(fields["clock"][-1]) + 1
         scores = fields["score"].reshape(n, classes)
         last = fields["last"].reshape(n, classes)
         if not (last[:, -1].all() and not last[:, :-1].any()):

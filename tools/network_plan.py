@@ -11,7 +11,8 @@ import numpy as np
 
 from ..hdl.params import ParameterError
 
-__all__ = ["Stage", "Plan", "plan", "parse_budget", "PlanError", "ebr_blocks", "walk", "MAX_LANES", "MAX_PARALLEL"]
+__all__ = ["Stage", "Plan", "plan", "parse_budget", "PlanError", "ebr_blocks", "spram_blocks", "walk", "MAX_LANES",
+           "MAX_PARALLEL", "RAM_LANES"]
 
 
 class PlanError(ParameterError):
@@ -35,6 +36,16 @@ def ebr_blocks(depth, width, family):
     return min(-(-depth // d) * -(-width // w) for d, w in shapes)
 
 
+def spram_blocks(board):
+    """SB_SPRAM256KA blocks of ``board``: every iCE40 board of :data:`insitu.boards.BOARDS` is an iCE40UP5K
+    (four); the ECP5 has none."""
+    return 4 if board.family == "ice40" else 0
+
+
+#: the lane counts of a dense fully connected layer in SPRAM (:class:`~insitu.hdl.ramweights.RamWeights`)
+RAM_LANES = (1, 2, 4, 8)
+
+
 @dataclass
 class Stage:
     """One weight layer's block with the glue after it: what it is, how parallel, and its estimates."""
@@ -46,12 +57,24 @@ class Stage:
     choices: list = field(default_factory=lambda: [1])
     value: int = 1
     weight_bits: int = 0
-    memory: str = "LUT"             # where its weights live: "LUT" (constants, registers) or "BRAM"
+    memory: str = "LUT"             # where its weights live: "LUT" (constants, registers), "BRAM" or "SPRAM"
     why: str = ""
-    estimate: callable = None       # value -> dict(cycles=, logic=, dsp=, blocks=)
+    estimate: callable = None       # value -> dict(cycles=, logic=, dsp=, blocks=[, spram=])
 
     def cost(self, value=None):
-        return self.estimate(self.value if value is None else value)
+        cost = self.estimate(self.value if value is None else value)
+        cost.setdefault("spram", 0)
+        return cost
+
+    @property
+    def loaded(self):
+        """Its weights are written at run time (SPRAM has no initial contents), not built into the bitstream."""
+        return self.memory == "SPRAM"
+
+    @property
+    def load_bytes(self):
+        """Bytes of its weights the pipeline's ``load`` stream writes (0 unless :attr:`loaded`)."""
+        return self.cost().get("load_bytes", 0)
 
 
 @dataclass
@@ -76,7 +99,7 @@ class Plan:
     def totals(self):
         total = dict(self.glue)
         for s in self.stages:
-            for key in ("logic", "dsp", "blocks"):
+            for key in ("logic", "dsp", "blocks", "spram"):
                 total[key] = total.get(key, 0) + s.cost()[key]
         return total
 
@@ -88,44 +111,59 @@ class Plan:
             rows.append({"layer": s.layer, "method": s.method, "block": s.block,
                          "parallelism": f"{s.knob}={s.value}" if s.knob else "fixed",
                          "cycles_per_image": c["cycles"], "logic": c["logic"], "dsp": c["dsp"],
-                         "block_ram": c["blocks"], "weight_bits": s.weight_bits, "weights_in": s.memory,
+                         "block_ram": c["blocks"], "spram": c["spram"], "weight_bits": s.weight_bits,
+                         "weights_in": s.memory,
                          "why": s.why})
         return rows
 
     def format(self):
         unit = "LC" if self.family == "ice40" else "LUT"
-        head = f"{'layer':8} {'method':10} {'block':16} {'parallel':11} {'cycles/img':>10} {unit:>6} {'DSP':>4} " \
-               f"{'BRAM':>5} {'weight bits':>11}  weights in"
+        head = f"{'layer':8} {'method':10} {'block':23} {'parallel':11} {'cycles/img':>10} {unit:>6} {'DSP':>4} " \
+               f"{'BRAM':>5} {'SPRAM':>5} {'weight bits':>11}  weights in"
         lines = [head]
         for r in self.table():
-            lines.append(f"{r['layer']:8} {r['method']:10} {r['block']:16} {r['parallelism']:11} "
+            lines.append(f"{r['layer']:8} {r['method']:10} {r['block']:23} {r['parallelism']:11} "
                          f"{r['cycles_per_image']:>10,} {r['logic']:>6,} {r['dsp']:>4} {r['block_ram']:>5} "
-                         f"{r['weight_bits']:>11,}  {r['weights_in']}: {r['why']}")
+                         f"{r['spram']:>5} {r['weight_bits']:>11,}  {r['weights_in']}: {r['why']}")
         g = self.glue
-        lines.append(f"{'glue':8} {'':10} {'windows/pool/…':16} {'':11} {'':>10} {g['logic']:>6,} {g['dsp']:>4} "
+        lines.append(f"{'glue':8} {'':10} {'windows/pool/…':23} {'':11} {'':>10} {g['logic']:>6,} {g['dsp']:>4} "
                      f"{g['blocks']:>5}")
         t = self.totals()
-        lines.append(f"total: ~{t['logic']:,} {unit}, {t['dsp']} DSP, {t['blocks']} block RAMs (budget "
-                     f"{self.budget['logic']:,} {unit}, {self.budget['dsp']} DSP, {self.budget['blocks']} block RAMs); "
-                     f"slowest stage {self.cycles:,} cycles/image → {self.fps:,.0f} images/s at "
+        spram = f", {t['spram']} SPRAM" if t["spram"] or self.budget.get("spram") else ""
+        spram_budget = f", {self.budget.get('spram', 0)} SPRAM" if spram else ""
+        lines.append(f"total: ~{t['logic']:,} {unit}, {t['dsp']} DSP, {t['blocks']} block RAMs{spram} (budget "
+                     f"{self.budget['logic']:,} {unit}, {self.budget['dsp']} DSP, {self.budget['blocks']} block RAMs"
+                     f"{spram_budget}); slowest stage {self.cycles:,} cycles/image → {self.fps:,.0f} images/s at "
                      f"{self.frequency / 1e6:g} MHz")
+        if any(s.loaded for s in self.stages):
+            lines.append(f"weights loaded at run time: {', '.join(s.layer for s in self.stages if s.loaded)} "
+                         f"({self.load_bytes:,} bytes, a byte per clock)")
+        return "\n".join(lines)
+
+    @property
+    def load_bytes(self):
+        """Bytes the pipeline's ``load`` stream takes before the first image (its SPRAM layers' weights)."""
+        return sum(s.load_bytes for s in self.stages)
         return "\n".join(lines)
 
 
 def parse_budget(text, board):
-    """``lc=N,dsp=N,bram=N`` (``lut=`` is ``lc=``; each optional) → the budget; defaults are the board's
-    DSPs and block RAMs and 80 % of its logic (room for routing)."""
+    """``lc=N,dsp=N,bram=N,spram=N`` (``lut=`` is ``lc=``; each optional) → the budget; defaults are the
+    board's DSPs, block RAMs and SPRAMs and 80 % of its logic (room for routing)."""
     logic, _, _ = board.capacity
-    budget = {"logic": int(0.8 * logic), "dsp": board.dsp, "blocks": board.blocks}
+    budget = {"logic": int(0.8 * logic), "dsp": board.dsp, "blocks": board.blocks, "spram": spram_blocks(board)}
     for part in filter(None, (text or "").split(",")):
         key, _, value = part.partition("=")
-        key = {"lc": "logic", "lut": "logic", "dsp": "dsp", "bram": "blocks"}.get(key.strip().lower())
+        key = {"lc": "logic", "lut": "logic", "dsp": "dsp", "bram": "blocks", "spram": "spram"}.get(key.strip().lower())
         try:
             number = int(value)
         except ValueError:
             number = -1
         if key is None or number < 0:
-            raise ParameterError(f"--budget: {part!r} is not lc=N, dsp=N or bram=N (non-negative integers)")
+            raise ParameterError(f"--budget: {part!r} is not lc=N, dsp=N, bram=N or spram=N (non-negative "
+                                 f"integers)")
+        if key == "spram" and number > spram_blocks(board):
+            raise ParameterError(f"--budget: the {board.name} has {spram_blocks(board)} SPRAM blocks, not {number}")
         budget[key] = number
     return budget
 
@@ -282,6 +320,26 @@ def _linear_stage(layer, family, act_width, dsp):
                     f"(dense, circulant, smartdeal and mlg have one)")
 
 
+def _ram_linear_stage(layer, family, act_width, dsp, why):
+    """A dense fully connected layer as :class:`~insitu.hdl.streammatvec.StreamMatVec` fed by
+    :class:`~insitu.hdl.ramweights.RamWeights`: its int8 rows in SPRAM, ``lanes`` weights a clock (a pair of
+    lanes per SPRAM), loaded at run time."""
+    from ..hdl.ramweights import RamWeights
+    m, n = layer.shape
+    choices = [lanes for lanes in RAM_LANES if lanes <= n and m * -(-n // lanes) <= RamWeights.SPRAM_WORDS]
+
+    def estimate(lanes):
+        per_row = -(-n // lanes)
+        # StreamMatVec's two half-depth multipliers per lane and its adders; RamWeights' address, write
+        # decode and payload register (the 64x256 matrix at 8 lanes: 553 LUT4, 741 flip-flops with 16 DSPs)
+        logic, dsps = _mults(family, 2 * lanes, dsp)
+        return {"cycles": n + m * per_row, "logic": 150 + 40 * lanes + logic, "dsp": dsps,
+                "blocks": ebr_blocks(per_row, lanes * act_width, family), "spram": -(-lanes // 2),
+                "multipliers": lanes, "load_bytes": m * n}
+    return Stage(layer.name, "linear", "dense", "StreamMatVec+RamWeights", "lanes", choices, choices[0],
+                 m * n * 8, "SPRAM", why, estimate)
+
+
 def walk(model):
     """Check that ``model`` can be a pipeline; yield ``(weight layer, its input shape, layers after it up to
     the next weight layer)``."""
@@ -318,6 +376,11 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=Fals
     ``dsp``: the iCE40 build maps multipliers to its DSP blocks (``insitu build --dsp``), so they count
     against the budget's DSPs instead of its logic (the ECP5 build always does).
 
+    A dense fully connected layer keeps its int8 rows in block RAM (:class:`~insitu.hdl.DenseMatVec`) unless
+    the block RAMs run out and the budget has SPRAM: then, the largest first, such layers move to SPRAM
+    (:class:`~insitu.hdl.ramweights.RamWeights` into :class:`~insitu.hdl.streammatvec.StreamMatVec`), whose
+    weights the pipeline loads at run time (:attr:`Plan.load_bytes`); the stage's ``why`` says so.
+
     Starting from the least parallel pipeline, the slowest stage is given its next parallelism while the
     estimated total stays within ``budget`` (:func:`parse_budget`; default: the board's), until
     ``target_fps`` is reached (default: as fast as the budget allows). Raises :class:`PlanError` naming the
@@ -327,7 +390,7 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=Fals
     budget = budget or parse_budget("", board)
     act = model.formats["act_width"]
     groups = walk(model)
-    stages, glue, glue_cycles = [], {"logic": 60, "dsp": 0, "blocks": 0}, 0
+    stages, glue, glue_cycles = [], {"logic": 60, "dsp": 0, "blocks": 0, "spram": 0}, 0
     for index, (layer, after) in enumerate(groups):
         shape = layer.in_shape
         if layer.kind == "conv2d":
@@ -354,8 +417,20 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=Fals
 
     # with ``dsp`` yosys maps every multiplier to a DSP block, so all of them must fit the DSP budget
     def fits(stages_total):
-        over = [key for key in ("logic", "dsp", "blocks") if stages_total[key] > budget[key]]
+        over = [key for key in ("logic", "dsp", "blocks", "spram") if stages_total[key] > budget.get(key, 0)]
         return over
+
+    if "blocks" in fits(result.totals()) and budget.get("spram", 0):
+        dense = [i for i, s in enumerate(stages) if s.kind == "linear" and s.method == "dense"]
+        for i in sorted(dense, key=lambda i: -stages[i].weight_bits):
+            held = stages[i].cost()["blocks"]
+            ram = _ram_linear_stage(groups[i][0], family, act, dsp,
+                                    f"int8 rows written at run time; in block RAM they would take {held} of the "
+                                    f"{budget['blocks']} blocks")
+            if ram.choices:
+                stages[i] = ram
+                if "blocks" not in fits(result.totals()):
+                    break
 
     over = fits(result.totals())
     if over:
@@ -363,13 +438,17 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=Fals
         for key in over:
             worst = max(stages, key=lambda s: s.cost()[key])
             name = {"logic": "LUTs" if family == "ecp5" else "logic cells", "dsp": "DSPs",
-                    "blocks": "block RAMs"}[key]
+                    "blocks": "block RAMs", "spram": "SPRAMs"}[key]
             parts.append(f"{result.totals()[key]:,} {name} against a budget of {budget[key]:,}, most for layer "
                          f"{worst.layer} ({worst.method} {worst.kind}: {worst.cost()[key]:,})")
-            if key == "blocks" and worst.method == "dense" and worst.kind == "linear" and family == "ice40":
-                hints.append(f"Layer {worst.layer}'s {worst.weight_bits:,} weight bits would fit the SPRAM, which a "
-                             f"bitstream cannot initialise (a run-time weight load is not supported yet): compress "
-                             f"{worst.layer}, e.g. --layer-method {worst.layer}=circulant")
+            if key == "blocks" and worst.method == "dense" and worst.kind == "linear" and family == "ice40" \
+                    and not budget.get("spram", 0):
+                hints.append(f"Layer {worst.layer}'s {worst.weight_bits:,} weight bits would fit the SPRAM, which "
+                             f"this budget does not give: compress {worst.layer}, e.g. --layer-method "
+                             f"{worst.layer}=circulant")
+            if key == "spram":
+                hints.append("Compress a dense fully connected layer, e.g. --layer-method "
+                             f"{worst.layer}=circulant")
             if key == "dsp" and family == "ice40" and dsp:
                 hints.append("Without --dsp the iCE40 build makes multipliers in logic")
         raise PlanError(f"The least parallel pipeline does not fit the {board.name}: it needs "
