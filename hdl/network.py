@@ -43,16 +43,22 @@ def scores_layout(width, classes):
 
 
 class _Counter:
-    """A wrapping counter that advances on ``m``'s ``step``; ``.last`` is true at its final value."""
+    """A wrapping counter that advances on ``m``'s ``step`` (``reset`` puts it back to 0); ``.last`` is true
+    at its final value. ``.last`` is a register updated with the value, so the logic it enables starts from
+    a flip-flop, not from a comparator."""
 
     def __init__(self, m, modulus, name):
         self.value = Signal(range(max(modulus, 2)), name=name)
-        self.last = self.value == modulus - 1
-        self._m = m
+        self.last = Signal(init=modulus == 1, name=f"{name}_last")
+        self._m, self._modulus = m, modulus
 
     def step(self, carry=1):
         with self._m.If(carry):
-            self._m.d.sync += self.value.eq(Mux(self.last, 0, self.value + 1))
+            self._m.d.sync += [self.value.eq(Mux(self.last, 0, self.value + 1)),
+                               self.last.eq(Mux(self.last, self._modulus == 1, self.value == self._modulus - 2))]
+
+    def reset(self):
+        self._m.d.sync += [self.value.eq(0), self.last.eq(self._modulus == 1)]
 
 
 class BiasRelu(wiring.Component):
@@ -152,29 +158,32 @@ class Pool(wiring.Component):
         m.submodules.mem = mem = memory.Memory(shape=word, depth=wo * groups, init=[])
         rd, wr = mem.read_port(), mem.write_port()
 
-        group = _Counter(m, groups, "group")
-        col, row = _Counter(m, self._iw, "col"), _Counter(m, self._ih, "row")
+        # input raster position: group fastest, then column, then row. Each register's next value is a
+        # function of registers only and all of them load on ``take``, so their enables are ``take`` and
+        # at most one gate more (``end_row``, the last group of a row's last column, and the counters'
+        # ``_last`` flags are registers themselves).
+        iw, ih = self._iw, self._ih
+        group, col, row = (Signal(range(max(n, 2)), name=name) for n, name in ((groups, "group"), (iw, "col"),
+                                                                                (ih, "row")))
+        group_last, col_last = Signal(init=groups == 1), Signal(init=iw == 1)
+        row_last, end_row = Signal(init=ih == 1), Signal(init=(groups == 1) & (iw == 1))
         xr, yr = Signal(range(max(k, 2)), name="xr"), Signal(range(max(k, 2)), name="yr")     # col % k, row % k
         xq, yq = Signal(range(self._iw // k + 1), name="xq"), Signal(range(self._ih // k + 1), name="yq")
         take = self.i.valid & self.i.ready
-        # input raster position: group fastest, then column, then row
+        group_last_next = Mux(group_last, groups == 1, group == groups - 2)
+        col_last_next = Mux(group_last, Mux(col_last, iw == 1, col == iw - 2), col_last)
         with m.If(take):
-            group.step(1)
-            with m.If(group.last):
-                col.step(1)
-                with m.If(col.last):
-                    m.d.sync += [xr.eq(0), xq.eq(0)]
-                    row.step(1)
-                    with m.If(row.last):
-                        m.d.sync += [yr.eq(0), yq.eq(0)]
-                    with m.Elif(yr == k - 1):
-                        m.d.sync += [yr.eq(0), yq.eq(yq + 1)]
-                    with m.Else():
-                        m.d.sync += yr.eq(yr + 1)
-                with m.Elif(xr == k - 1):
-                    m.d.sync += [xr.eq(0), xq.eq(xq + 1)]
-                with m.Else():
-                    m.d.sync += xr.eq(xr + 1)
+            m.d.sync += [
+                group.eq(Mux(group_last, 0, group + 1)), group_last.eq(group_last_next),
+                col.eq(Mux(group_last, Mux(col_last, 0, col + 1), col)), col_last.eq(col_last_next),
+                row.eq(Mux(end_row, Mux(row_last, 0, row + 1), row)),
+                row_last.eq(Mux(end_row, Mux(row_last, ih == 1, row == ih - 2), row_last)),
+                end_row.eq(group_last_next & col_last_next),
+                xr.eq(Mux(end_row, 0, Mux(group_last, Mux(xr == k - 1, 0, xr + 1), xr))),
+                xq.eq(Mux(end_row, 0, Mux(group_last & (xr == k - 1), xq + 1, xq))),
+                yr.eq(Mux(end_row, Mux(row_last | (yr == k - 1), 0, yr + 1), yr)),
+                yq.eq(Mux(end_row, Mux(row_last, 0, Mux(yr == k - 1, yq + 1, yq)), yq)),
+            ]
 
         # stage 2: the transfer whose partial result was read last clock
         s_valid = Signal()
@@ -195,18 +204,19 @@ class Pool(wiring.Component):
                 m.d.comb += combined[lane].eq(Mux(s_first | (b > a), b, a))
 
         finish = Signal()
-        m.d.comb += finish.eq(s_valid & ~(s_emit & self.o.valid & ~self.o.ready))
-        m.d.comb += self.i.ready.eq(~s_valid | finish)
+        s_emitting = Signal()                       # s_valid & s_emit, as one register
+        stuck = s_emitting & self.o.valid & ~self.o.ready           # an output waits for the slot
+        m.d.comb += [finish.eq(s_valid & ~stuck), self.i.ready.eq(~stuck)]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(finish):
-            m.d.sync += s_valid.eq(0)
+            m.d.sync += [s_valid.eq(0), s_emitting.eq(0)]
             m.d.comb += [wr.addr.eq(s_addr), wr.data.eq(combined), wr.en.eq(s_keep)]
             with m.If(s_emit):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
 
         addr = Signal.like(s_addr)
-        m.d.comb += addr.eq(xq * groups + group.value)
+        m.d.comb += addr.eq(xq * groups + group)
         keep = (xq < wo) & (yq < ho)
         m.d.comb += [rd.addr.eq(addr), rd.en.eq(take)]
         with m.If(take):
@@ -216,6 +226,7 @@ class Pool(wiring.Component):
                 s_first.eq((xr == 0) & (yr == 0)),
                 s_keep.eq(keep),
                 s_emit.eq(keep & (xr == k - 1) & (yr == k - 1)),
+                s_emitting.eq(keep & (xr == k - 1) & (yr == k - 1)),
                 s_fwd.eq(finish & s_keep & (s_addr == addr)),
                 s_fwd_value.eq(combined),
             ]
@@ -383,10 +394,10 @@ class Decimate(wiring.Component):
             with m.If(group.last):
                 col.step(1)
                 with m.If(col.last):
-                    m.d.sync += xr.value.eq(0)
+                    xr.reset()
                     row.step(1)
                     with m.If(row.last):
-                        m.d.sync += yr.value.eq(0)
+                        yr.reset()
                     with m.Else():
                         yr.step(1)
                 with m.Else():

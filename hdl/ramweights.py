@@ -1,8 +1,8 @@
 """Dense int8 weights in a single-port RAM, written at run time and streamed row by row: SPRAM on the
 iCE40UP5K (whose 1 Mbit of SPRAM no bitstream can initialise), block RAM elsewhere and in simulation."""
 
-from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, ResetInserter, Signal
+from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import ParameterError, check_int, validated
@@ -20,8 +20,11 @@ class RamWeights(wiring.Component):
     The weights are loaded at run time, a byte per clock, through ``w_addr``/``w_data``/``w_en``: byte
     ``(row · ⌈n/lanes⌉ + t) · lanes + lane`` is weight ``(row, t · lanes + lane)`` (:meth:`image` is that
     layout). The memory has one port, so a clock that writes reads nothing and the stream pauses for it.
-    Pulse ``restart`` after loading: the stream starts again at row 0, without the transfer it had
+    Pulse ``restart`` after loading: the stream starts again at row 0, without the transfers it had
     prefetched.
+
+    The words read go into a three-entry FIFO in front of ``o`` (two would halve the rate), so the
+    memory's address depends on the FIFO's level (registers), not on the consumer's ``o.ready``.
 
     On an iCE40UP part each pair of lanes is one SB_SPRAM256KA (16,384 words of 16 bits), so
     ``m · ⌈n/lanes⌉`` must be at most 16,384 and ``⌈lanes/2⌉`` blocks are used.
@@ -101,26 +104,26 @@ class RamWeights(wiring.Component):
         m = Module()
         lanes, words = self._lanes, self.words
         # ``addr`` is the transfer to offer next; the port reads it in every clock without a write, so
-        # after such a clock ``data`` holds word ``addr`` (``primed``).
+        # after such a clock ``data`` holds word ``addr`` (``primed``). A word is taken into the FIFO.
+        m.submodules.queue = queue = ResetInserter(self.restart)(fifo.SyncFIFOBuffered(width=8 * lanes, depth=3))
         addr = Signal(range(words))
+        nxt = Signal(range(words), init=1 % words)  # the transfer after ``addr``: a register, no carry
         primed = Signal()
         take = Signal()
         port_addr = Signal(range(words))
-        nxt = Mux(addr == words - 1, 0, addr + 1)
         shift = (lanes - 1).bit_length()
         word, lane = self.w_addr[shift:], self.w_addr[:shift] if shift else 0
         m.d.comb += [
-            take.eq(primed & ~self.w_en & ~self.restart & (~self.o.valid | self.o.ready)),
+            take.eq(primed & ~self.w_en & ~self.restart & queue.w_rdy),
             port_addr.eq(Mux(self.w_en, word, Mux(take, nxt, addr))),
+            queue.w_en.eq(take),
+            self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data), queue.r_en.eq(self.o.ready),
         ]
         m.d.sync += primed.eq(~self.w_en & ~self.restart)
         with m.If(self.restart):
-            m.d.sync += [addr.eq(0), self.o.valid.eq(0)]
-        with m.Else():
-            with m.If(take):
-                m.d.sync += addr.eq(nxt)
-            with m.If(~self.o.valid | self.o.ready):
-                m.d.sync += self.o.valid.eq(take)
+            m.d.sync += [addr.eq(0), nxt.eq(1 % words)]
+        with m.Elif(take):
+            m.d.sync += [addr.eq(nxt), nxt.eq(Mux(nxt == words - 1, 0, nxt + 1))]
 
         data = Signal(8 * lanes)
         if getattr(platform, "device", "").startswith("iCE40UP"):
@@ -141,6 +144,5 @@ class RamWeights(wiring.Component):
             rd = mem.read_port(transparent_for=())
             m.d.comb += [wr.addr.eq(port_addr), wr.data.eq(self.w_data.replicate(lanes)),
                          wr.en.eq(self.w_en << lane), rd.addr.eq(port_addr), data.eq(rd.data)]
-        with m.If(~self.restart & (~self.o.valid | self.o.ready)):
-            m.d.sync += self.o.payload.eq(data[:8 * lanes])
+        m.d.comb += queue.w_data.eq(data[:8 * lanes])
         return m

@@ -70,8 +70,8 @@ class NetworkParams(Params):
                        "text")
     target_fps: int = param(None, "images per second to reach at the build clock (default: as fast as the "
                                   "budget allows)")
-    budget: str = param(None, "resources the plan may use: lc=N,dsp=N,bram=N (default 80 % of the board's "
-                              "logic, all its DSPs and block RAMs)", "text")
+    budget: str = param(None, "resources the plan may use: lc=N,dsp=N,bram=N,spram=N (default 80 % of the "
+                              "board's logic, all its DSPs, block RAMs and SPRAMs)", "text")
     seed: int = param(1, "placement seed", "non-negative")
     link: str = param("none", "host link: none (the pipeline alone, fed by the build harness: for measuring it) "
                               "or uart (the framed protocol of insitu run on the board's UART, in logic: a board "
@@ -135,16 +135,18 @@ def describe_network(component, extra):
 def parts(component):
     """The parts of a network build's resource breakdown (:func:`insitu.tools.build.breakdown`), as the
     plan estimates them: each weight layer's block (with a convolution's sliding window), ``glue`` for every
-    stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores), and ``link``, the
-    host link around them (UART, protocol endpoint, buffers)."""
+    stage between blocks (requantisation, FIFOs, bias, pooling, reordering, the scores, the SPRAM loader), and
+    around them ``link``, the host link (UART, protocol endpoint, buffers), or ``load``, the
+    :class:`~insitu.tools.network_pipeline.LoadFirst` front of a ``--link none`` build with SPRAM layers."""
     blocks = {s.layer for s in component.plan.stages}
+    outside = "load" if isinstance(component, LoadFirst) else "link"
     inside = ("link", "endpoint", "pipeline") if hasattr(component, "link") else \
         ("pipeline",) if isinstance(component, LoadFirst) else ()
 
     def part(path):
         path = tuple(path)
         if path[:len(inside)] != inside:
-            return "link"
+            return outside
         path = path[len(inside):]
         return path[0] if path and path[0] in blocks else "glue"
     return part

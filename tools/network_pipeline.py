@@ -151,9 +151,16 @@ class NetworkPipeline(wiring.Component):
                     self._add(a.name, BiasRelu(width=width, lanes=lanes, groups=c // lanes, relu=True))
                 elif a.kind == "pool":
                     k = a.attrs["k"]
-                    p = self._add(a.name, Pool(width=width, lanes=lanes, groups=c // lanes, image_width=w,
-                                               image_height=h, k=k, mode="max" if a.attrs["mode"] == "max" else "sum"))
-                    width, h, w = p.out_width, h // k, w // k
+                    pool = Pool(width=width, lanes=lanes, groups=c // lanes, image_width=w, image_height=h, k=k,
+                                mode="max" if a.attrs["mode"] == "max" else "sum")
+                    # registers on both sides: a three-entry FIFO in front (its valid and ready are
+                    # flip-flops) and a skid behind, so the pool's input decision and its position
+                    # counters run from flip-flops, not from the next layer's FIFO back into the previous
+                    # layer's
+                    self._add(f"{a.name}_in", _Fifo(pool.signature.members["i"].signature.members["payload"].shape, 3))
+                    self._add(a.name, pool)
+                    self._add(f"{a.name}_out", Skid(pool.signature.members["o"].signature.members["payload"].shape))
+                    width, h, w = pool.out_width, h // k, w // k
             fmt = ("groups", width, lanes, c, h, w)
             pending = layer.shift
         _, width, lanes, c, h, w = fmt
@@ -217,7 +224,7 @@ class NetworkPipeline(wiring.Component):
         total = len(self.load_image)
         at = Signal(range(total), name="load_at")
         last = Signal(name="load_last", init=total == 1)     # ``at`` is the image's last byte
-        restart, loaded = Signal(name="load_restart"), Signal(name="loaded")
+        written, restart, loaded = Signal(name="load_written"), Signal(name="load_restart"), Signal(name="loaded")
         take = self.load.valid
         m.d.comb += self.load.ready.eq(1)
         offset = 0
@@ -227,9 +234,9 @@ class NetworkPipeline(wiring.Component):
             col = Signal(range(n), name=f"load_{name}_col")
             addr = Signal(range(ram.m * width), name=f"load_{name}_addr")
             end = offset + len(image) - 1
-            m.d.comb += [mine.eq((at >= offset) & (at <= end)),
-                         ram.w_addr.eq(addr), ram.w_data.eq(self.load.payload), ram.w_en.eq(take & mine),
-                         ram.restart.eq(restart)]
+            # the write is registered: the RAM's port sees flip-flops, not the load stream's valid
+            m.d.comb += [mine.eq((at >= offset) & (at <= end)), ram.restart.eq(restart)]
+            m.d.sync += [ram.w_addr.eq(addr), ram.w_data.eq(self.load.payload), ram.w_en.eq(take & mine)]
             with m.If(take & mine):
                 with m.If(at == end):                   # the layer's last byte: ready for a reload
                     m.d.sync += [col.eq(0), addr.eq(0)]
@@ -238,7 +245,7 @@ class NetworkPipeline(wiring.Component):
                 with m.Else():
                     m.d.sync += [col.eq(col + 1), addr.eq(addr + 1)]
             offset += len(image)
-        m.d.sync += restart.eq(take & last)
+        m.d.sync += [written.eq(take & last), restart.eq(written)]     # after the last write
         with m.If(take):
             m.d.sync += [at.eq(Mux(last, 0, at + 1)), last.eq(Mux(last, total == 1, at == total - 2)),
                          loaded.eq(0)]
