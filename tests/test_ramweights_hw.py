@@ -146,3 +146,25 @@ def test_writes_pause_the_stream_without_losing_a_transfer(seed):
 
     run(src, [write, collect], deadline=2000 + 20 * passes * src.words)
     assert [list(t) for t in got] == words * passes
+
+
+def test_one_transfer_per_clock_once_primed():
+    """With ``o`` always ready the words leave one per clock: its FIFO never halves the rate."""
+    src = RamWeights(m=3, n=5, lanes=2)
+    image = src.image(np.arange(15).reshape(3, 5) - 7)
+    seen = []
+
+    async def bench(ctx):
+        for addr, value in enumerate(image):
+            await write_byte(ctx, src, addr, value)
+        await restart(ctx, src)
+        ctx.set(src.o.ready, 1)
+        for _ in range(30):
+            _, _, valid, payload = await ctx.tick().sample(src.o.valid, src.o.payload)
+            seen.append(payload.as_value().value if valid else None)
+
+    run(src, [bench])
+    words = [int.from_bytes(image[2 * w:2 * w + 2], "little") for w in range(src.words)]
+    first = next(i for i, v in enumerate(seen) if v is not None)
+    assert first <= 3
+    assert seen[first:first + 2 * src.words] == words * 2            # no gap, the matrix repeating
