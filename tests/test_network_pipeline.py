@@ -175,6 +175,11 @@ def test_plans_refuse_what_does_not_fit_naming_the_layer_and_resource():
         plan(model, get_board("icebreaker"), budget=parse_budget("spram=0", get_board("icebreaker")))
     with pytest.raises(PlanError, match=r"[0-9,]+ LUTs against a budget of 500, most for layer conv2"):
         plan(model, get_board("ulx3s-85f"), budget={"logic": 500, "dsp": 156, "blocks": 208})
+    # its int8 conv1 in logic: nine full 8×8 products (measured 5,642 LC in all when the plan let it through)
+    with pytest.raises(PlanError, match=r"logic cells against a budget of 4,224, most for layer conv1 \(dense "
+                                        r"conv2d: [0-9,]+\)\. Compress layer conv1, e\.g\. insitu train "
+                                        r"--layer-method conv1=qgp$"):
+        plan(model, get_board("icebreaker"))
 
 
 def test_more_budget_or_a_lower_target_changes_the_plan_as_asked():

@@ -31,7 +31,8 @@ def _small_model(seed=5):
     model = random_model(PIPE, seed)
     rng = np.random.default_rng(seed)
     raw = rng.integers(-12, 13, size=(30, *model.input_shape))
-    return compress.compress_model(model, "dense", raw[:16]), raw
+    # c1 as QGP: its two input channels' 18 int8 products in logic would not fit the UP5K beside the rest
+    return compress.compress_model(model, "dense", raw[:16], layer_methods={"c1": "qgp"}), raw
 
 
 def _both_in_spram(model):
@@ -43,7 +44,7 @@ def _both_in_spram(model):
 
 
 def test_the_plan_puts_a_dense_fc_that_overflows_block_ram_into_spram():
-    model = modelfile.load(f"{MODELS}/digits-qgp.npz")
+    model = modelfile.load(f"{MODELS}/digits-mixed.npz")          # QGP convolutions, int8 fc1 64×256
     the_plan = plan(model, ICE)
     stages = {s.layer: s for s in the_plan.stages}
     fc1, fc2 = stages["fc1"], stages["fc2"]
@@ -156,7 +157,7 @@ def test_the_pipeline_reloads_its_weights_between_images():
 def test_link_builds_give_the_plan_no_spram_and_harness_builds_load_first():
     from insitu.tools import designs
     design = designs.get_design("network")
-    model = f"{MODELS}/digits-qgp.npz"
+    model = f"{MODELS}/digits-mixed.npz"
     with pytest.raises(PlanError, match=r"would fit the SPRAM, which this budget does not give.*no SPRAM: the link "
                                         r"cannot load weights there yet"):
         designs.instantiate(design, design.params(model=model, link="uart"), frequency=48e6, board=ICE)
@@ -164,4 +165,4 @@ def test_link_builds_give_the_plan_no_spram_and_harness_builds_load_first():
     assert isinstance(top, LoadFirst) and info["load_bytes"] == 16384
     assert len(top.i.payload) == 8
     from amaranth.back import rtlil
-    assert "SB_SPRAM256KA" in rtlil.convert(top, platform=ICE.platform())      # fc1 at one lane: one block
+    assert "SB_SPRAM256KA" in rtlil.convert(top, platform=ICE.platform())      # fc1 at 4 lanes: 2 blocks

@@ -32,7 +32,7 @@ __all__ = ["SOURCES", "source_files", "source_hash", "provenance", "file_hash", 
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
-           "tools/designs_soc.py", "tools/designs_network.py", "tools/network_plan.py",
+           "tools/designs_soc.py", "tools/designs_network.py", "tools/network_plan.py", "tools/network_stages.py",
            "tools/network_pipeline.py",
            "tools/design_params.py", "tools/bench.py", "tools/bench_circulant.py",
            "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py",
