@@ -1,12 +1,11 @@
 """Stream stages that join layer blocks into a whole-network pipeline (:mod:`insitu.tools.designs_network`).
 
-Between two weight layers the values travel as *channel groups*: per pixel, in raster order, ``groups``
-transfers of ``lanes`` channels each (channel ``g·lanes + l`` in lane ``l`` of transfer ``g``), which is how
-a :class:`~insitu.hdl.pe.ConvPE` with ``parallel = lanes`` emits them. A fully connected layer's output is
-the same with one pixel. The stages here work on that format:
+Between two weight layers the values travel as *channel groups* (:mod:`insitu.hdl.groups`). The stages
+here work on that format:
 
 * :class:`BiasRelu`: adds a per-channel bias and/or clamps at zero;
-* :class:`Pool`: non-overlapping ``k×k`` sum or max pooling, partial results in one block RAM;
+* :class:`~insitu.hdl.pool.Pool` (in its own module, exported here too): non-overlapping ``k×k`` sum or max
+  pooling, partial results in one block RAM;
 * :class:`Gather`: the groups of a pixel into one transfer, the pixel format of
   :class:`~insitu.hdl.SlidingWindow`;
 * :class:`Serialise`: one value per transfer, the input format of the matrix-vector blocks;
@@ -20,45 +19,16 @@ Each is one registered stage with valid/ready on both sides (no combinational pa
 of data and always drains when its output is taken.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .groups import Counter, group_layout, scores_layout
 from .params import ParameterError, check_int, signed_width, validated
+from .pool import Pool
 
 __all__ = ["BiasRelu", "Pool", "Gather", "Serialise", "Flatten", "Decimate", "Scores", "group_layout",
            "scores_layout"]
-
-
-def group_layout(width, lanes):
-    """One transfer of a channel-group stream: ``lanes`` signed ``width``-bit values."""
-    return data.ArrayLayout(signed(width), lanes)
-
-
-def scores_layout(width, classes):
-    """One class score per transfer; ``last`` marks an image's final score, when ``klass`` is the index of
-    its largest score (the first of equal ones, as ``numpy.argmax``)."""
-    return data.StructLayout({"score": signed(width), "klass": unsigned(max(1, (classes - 1).bit_length())),
-                              "last": 1})
-
-
-class _Counter:
-    """A wrapping counter that advances on ``m``'s ``step`` (``reset`` puts it back to 0); ``.last`` is true
-    at its final value. ``.last`` is a register updated with the value, so the logic it enables starts from
-    a flip-flop, not from a comparator."""
-
-    def __init__(self, m, modulus, name):
-        self.value = Signal(range(max(modulus, 2)), name=name)
-        self.last = Signal(init=modulus == 1, name=f"{name}_last")
-        self._m, self._modulus = m, modulus
-
-    def step(self, carry=1):
-        with self._m.If(carry):
-            self._m.d.sync += [self.value.eq(Mux(self.last, 0, self.value + 1)),
-                               self.last.eq(Mux(self.last, self._modulus == 1, self.value == self._modulus - 2))]
-
-    def reset(self):
-        self._m.d.sync += [self.value.eq(0), self.last.eq(self._modulus == 1)]
 
 
 class BiasRelu(wiring.Component):
@@ -96,7 +66,7 @@ class BiasRelu(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        group = _Counter(m, self._groups, "group")
+        group = Counter(m, self._groups, "group")
         take = self.i.valid & self.i.ready
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.ready):
@@ -115,123 +85,6 @@ class BiasRelu(wiring.Component):
                 value = Mux(value < 0, 0, value)
             with m.If(take):
                 m.d.sync += self.o.payload[lane].eq(value)
-        return m
-
-
-class Pool(wiring.Component):
-    """Non-overlapping ``k×k`` pooling (stride ``k``) of a channel-group stream: sum or max.
-
-    Output pixel ``(y, x)`` combines input pixels ``(k·y + r, k·x + c)``; rows and columns past the last
-    whole window are dropped, as :func:`insitu.golden.network.forward_int` does. Partial results of one
-    row of output pixels sit in a block RAM of ``(width // k) · groups`` words; a read-modify-write with
-    forwarding takes one transfer per clock.
-
-    Members
-    -------
-    i : In(stream.Signature(group_layout(width, lanes)))
-    o : Out(stream.Signature(group_layout(out_width, lanes))), ``out_width = width + ⌈log2 k²⌉`` for a sum.
-    """
-
-    @validated
-    def __init__(self, *, width, lanes, groups, image_width, image_height, k, mode):
-        check_int(width, "Width", 2, 64)
-        check_int(lanes, "Lane count", 1)
-        check_int(groups, "Group count", 1)
-        check_int(k, "Pool size", 1)
-        check_int(image_width, "Image width", k)
-        check_int(image_height, "Image height", k)
-        if mode not in ("max", "sum"):
-            raise ParameterError(f"Pool mode must be 'max' or 'sum', not {mode!r}")
-        self._width, self._lanes, self._groups, self._k, self._mode = width, lanes, groups, k, mode
-        self._iw, self._ih = image_width, image_height
-        self._out = width + ((k * k - 1).bit_length() if mode == "sum" else 0)
-        super().__init__({"i": In(stream.Signature(group_layout(width, lanes))),
-                          "o": Out(stream.Signature(group_layout(self._out, lanes)))})
-
-    out_width = property(lambda self: self._out)
-
-    def elaborate(self, platform):
-        m = Module()
-        k, groups, lanes = self._k, self._groups, self._lanes
-        wo, ho = self._iw // k, self._ih // k
-        word = group_layout(self._out, lanes)
-        m.submodules.mem = mem = memory.Memory(shape=word, depth=wo * groups, init=[])
-        rd, wr = mem.read_port(), mem.write_port()
-
-        # input raster position: group fastest, then column, then row. Each register's next value is a
-        # function of registers only and all of them load on ``take``, so their enables are ``take`` and
-        # at most one gate more (``end_row``, the last group of a row's last column, and the counters'
-        # ``_last`` flags are registers themselves).
-        iw, ih = self._iw, self._ih
-        group, col, row = (Signal(range(max(n, 2)), name=name) for n, name in ((groups, "group"), (iw, "col"),
-                                                                                (ih, "row")))
-        group_last, col_last = Signal(init=groups == 1), Signal(init=iw == 1)
-        row_last, end_row = Signal(init=ih == 1), Signal(init=(groups == 1) & (iw == 1))
-        xr, yr = Signal(range(max(k, 2)), name="xr"), Signal(range(max(k, 2)), name="yr")     # col % k, row % k
-        xq, yq = Signal(range(self._iw // k + 1), name="xq"), Signal(range(self._ih // k + 1), name="yq")
-        take = self.i.valid & self.i.ready
-        group_last_next = Mux(group_last, groups == 1, group == groups - 2)
-        col_last_next = Mux(group_last, Mux(col_last, iw == 1, col == iw - 2), col_last)
-        with m.If(take):
-            m.d.sync += [
-                group.eq(Mux(group_last, 0, group + 1)), group_last.eq(group_last_next),
-                col.eq(Mux(group_last, Mux(col_last, 0, col + 1), col)), col_last.eq(col_last_next),
-                row.eq(Mux(end_row, Mux(row_last, 0, row + 1), row)),
-                row_last.eq(Mux(end_row, Mux(row_last, ih == 1, row == ih - 2), row_last)),
-                end_row.eq(group_last_next & col_last_next),
-                xr.eq(Mux(end_row, 0, Mux(group_last, Mux(xr == k - 1, 0, xr + 1), xr))),
-                xq.eq(Mux(end_row, 0, Mux(group_last & (xr == k - 1), xq + 1, xq))),
-                yr.eq(Mux(end_row, Mux(row_last | (yr == k - 1), 0, yr + 1), yr)),
-                yq.eq(Mux(end_row, Mux(row_last, 0, Mux(yr == k - 1, yq + 1, yq)), yq)),
-            ]
-
-        # stage 2: the transfer whose partial result was read last clock
-        s_valid = Signal()
-        s_value = Signal(word)
-        s_addr = Signal(range(max(wo * groups, 2)))
-        s_first, s_emit, s_keep = Signal(), Signal(), Signal()
-        s_fwd = Signal()
-        s_fwd_value = Signal(word)
-
-        old = Signal(word)
-        m.d.comb += old.eq(Mux(s_fwd, s_fwd_value, rd.data))
-        combined = Signal(word)
-        for lane in range(lanes):
-            a, b = old[lane], s_value[lane]
-            if self._mode == "sum":
-                m.d.comb += combined[lane].eq(Mux(s_first, b, a + b))
-            else:
-                m.d.comb += combined[lane].eq(Mux(s_first | (b > a), b, a))
-
-        finish = Signal()
-        s_emitting = Signal()                       # s_valid & s_emit, as one register
-        stuck = s_emitting & self.o.valid & ~self.o.ready           # an output waits for the slot
-        m.d.comb += [finish.eq(s_valid & ~stuck), self.i.ready.eq(~stuck)]
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(finish):
-            m.d.sync += [s_valid.eq(0), s_emitting.eq(0)]
-            m.d.comb += [wr.addr.eq(s_addr), wr.data.eq(combined), wr.en.eq(s_keep)]
-            with m.If(s_emit):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
-
-        addr = Signal.like(s_addr)
-        m.d.comb += addr.eq(xq * groups + group)
-        keep = (xq < wo) & (yq < ho)
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(take)]
-        with m.If(take):
-            m.d.sync += [
-                s_valid.eq(1),
-                s_addr.eq(addr),
-                s_first.eq((xr == 0) & (yr == 0)),
-                s_keep.eq(keep),
-                s_emit.eq(keep & (xr == k - 1) & (yr == k - 1)),
-                s_emitting.eq(keep & (xr == k - 1) & (yr == k - 1)),
-                s_fwd.eq(finish & s_keep & (s_addr == addr)),
-                s_fwd_value.eq(combined),
-            ]
-            for lane in range(lanes):
-                m.d.sync += s_value[lane].eq(self.i.payload[lane])
         return m
 
 
@@ -256,7 +109,7 @@ class Gather(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, groups = self._lanes, self._groups
-        group = _Counter(m, groups, "group")
+        group = Counter(m, groups, "group")
         held = [Signal(signed(self._width), name=f"held{n}") for n in range((groups - 1) * lanes)]
         m.d.comb += self.i.ready.eq(~group.last | ~self.o.valid | self.o.ready)
         take = self.i.valid & self.i.ready
@@ -295,7 +148,7 @@ class Serialise(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self._lanes
-        lane = _Counter(m, lanes, "lane")
+        lane = Counter(m, lanes, "lane")
         held = Signal(group_layout(self._width, lanes))
         full = Signal()
         m.d.comb += self.i.ready.eq(~full | (lane.last & self.o.ready))
@@ -337,7 +190,7 @@ class Flatten(wiring.Component):
         m.submodules.mem = mem = memory.Memory(shape=signed(self._width), depth=n, init=[])
         rd, wr = mem.read_port(), mem.write_port()
         reading = Signal()
-        channel = _Counter(m, c, "channel")
+        channel = Counter(m, c, "channel")
         base = Signal(range(max(hw, 2)))               # row·W + column of the arriving pixel
         offset = Signal(range(max(n, 2)))              # channel·H·W
         count = Signal(range(n + 1))
@@ -380,10 +233,10 @@ class Decimate(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        group, xr, yr = _Counter(m, self._groups, "group"), _Counter(m, self._stride, "xr"), \
-            _Counter(m, self._stride, "yr")
-        col = _Counter(m, self._iw, "col")
-        row = _Counter(m, self._ih, "row")
+        group, xr, yr = Counter(m, self._groups, "group"), Counter(m, self._stride, "xr"), \
+            Counter(m, self._stride, "yr")
+        col = Counter(m, self._iw, "col")
+        row = Counter(m, self._ih, "row")
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         take = self.i.valid & self.i.ready
         with m.If(self.i.ready):
@@ -427,7 +280,7 @@ class Scores(wiring.Component):
         # One score per three clocks: load it with its index, compare it with the best so far into a
         # register, then hand it out. The comparison starts and ends at flip-flops, and ``i.ready`` is a
         # flip-flop's output.
-        index = _Counter(m, self._classes, "index")
+        index = Counter(m, self._classes, "index")
         score = Signal(signed(self._width))
         score_index = Signal.like(self.o.payload.klass)
         score_last = Signal()

@@ -12,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .bram import block_ram
-from .params import check_int, signed_width, validated
+from .params import ParameterError, check_int, signed_width, validated
 from .skid import Skid
 from .streamconv import source_lanes, weight_stream_signature
 
@@ -27,7 +27,8 @@ class StreamMatVec(wiring.Component):
     twin: ``weights @ x`` in integers. Throughput: :attr:`cycles_per_vector` clocks per product.
 
     Pipeline: weights registered with the activation read; both registered again (block RAM outputs are
-    slow); partial products of the weights' low and high halves; products; their sum (``lanes > 1``); the
+    slow); partial products of the weight's ``slices`` slices; their shifted sums, a pair per level (one
+    level for two slices, two for four), the last one the product; the lanes' sum (``lanes > 1``); the
     accumulation. It moves on one enable; a :class:`~insitu.hdl.skid.Skid` keeps ``o.ready`` out of it.
 
     Parameters
@@ -39,6 +40,10 @@ class StreamMatVec(wiring.Component):
         lane count. ``None`` exposes the weight stream as port ``w``.
     weight_width, lanes : int
         Only when ``source`` is ``None``.
+    slices : int
+        2 or 4: the weight splits into that many slices, each multiplied by the activation in a clock of
+        its own. Four shorten the carry chains of multipliers built in logic (an iCE40 without DSPs), at a
+        clock of latency; two keep one multiplier per half for DSP blocks to take.
 
     Members
     -------
@@ -48,7 +53,7 @@ class StreamMatVec(wiring.Component):
     """
 
     @validated
-    def __init__(self, *, m, n, act_width=8, source=None, weight_width=8, lanes=1):
+    def __init__(self, *, m, n, act_width=8, source=None, weight_width=8, lanes=1, slices=2):
         check_int(m, "Row count", 1)
         check_int(n, "Column count", 1)
         check_int(act_width, "Activation width", 2, 18)
@@ -56,6 +61,13 @@ class StreamMatVec(wiring.Component):
             weight_width, lanes = source_lanes(source)
         check_int(weight_width, "Weight width", 2, 24)
         check_int(lanes, "Weight lane count", 1, 16)
+        if slices not in (2, 4) or slices > weight_width:
+            raise ParameterError(f"Weight slices must be 2 or 4 (at most the weight width {weight_width}), "
+                                 f"not {slices!r}")
+        self._slices = slices
+        step = -(-weight_width // slices)
+        self._slice_bounds = [(lo, min(weight_width, lo + step)) for lo in range(0, weight_width, step)]
+        self._sum_levels = (len(self._slice_bounds) - 1).bit_length()
         self._m, self._n, self._act_width = m, n, act_width
         self._source, self._weight_width, self._lanes = source, weight_width, lanes
         a, b = 1 << (act_width - 1), 1 << (weight_width - 1)
@@ -89,7 +101,7 @@ class StreamMatVec(wiring.Component):
     @property
     def latency(self):
         """Clocks from a row's last weight transfer to its result's transfer (no stalls)."""
-        return 5 + (self._lanes > 1)
+        return 4 + self._sum_levels + (self._lanes > 1)
 
     @property
     def multipliers(self):
@@ -158,7 +170,7 @@ class StreamMatVec(wiring.Component):
                 m.d.sync += [col.eq(col + 1), first_col.eq(0), last_col.eq(col == per_row - 2)]
 
         # Stage flags: valid, first and last transfer of a row.
-        stages = 5 if lanes > 1 else 4
+        stages = 3 + self._sum_levels + (lanes > 1)
         flags = [(issue, first_col, last_col)]
         for stage in range(stages):
             v, first, last = (Signal(name=f"{name}{stage + 1}") for name in ("v", "first", "last"))
@@ -168,16 +180,38 @@ class StreamMatVec(wiring.Component):
 
         w1 = Signal.like(w.payload, name="w1")
         x2, w2 = Signal(word, name="x2"), Signal.like(w.payload, name="w2")
-        half = wgt // 2
-        lows = [Signal(signed(act + half + 1), name=f"lo{lane}") for lane in range(lanes)]
-        highs = [Signal(signed(act + wgt - half), name=f"hi{lane}") for lane in range(lanes)]
-        products = [Signal(signed(act + wgt), name=f"p{lane}") for lane in range(lanes)]
         with m.If(en):
             m.d.sync += [w1.eq(w.payload), x2.eq(rd.data), w2.eq(w1)]
-            m.d.sync += [lo.eq(x2[lane] * w2[lane].as_unsigned()[:half]) for lane, lo in enumerate(lows)]
-            m.d.sync += [hi.eq(x2[lane] * w2[lane].as_unsigned()[half:].as_signed())
-                         for lane, hi in enumerate(highs)]
-            m.d.sync += [p.eq(lo + (hi << half)) for p, lo, hi in zip(products, lows, highs)]
+        # Partial products of the weight's slices (the top one signed), registered, then summed with their
+        # shifts a pair per level, the last sum the whole product (an unpaired part waits a level).
+        products = []
+        for lane in range(lanes):
+            ws = w2[lane].as_unsigned()
+            parts = []
+            for k, (lo, hi) in enumerate(self._slice_bounds):
+                piece = ws[lo:hi].as_signed() if hi == wgt else ws[lo:hi]
+                reg = Signal(signed(act + hi - lo + (hi != wgt)), name=f"pp{lane}_{k}")
+                with m.If(en):
+                    m.d.sync += reg.eq(x2[lane] * piece)
+                parts.append((reg, lo))
+            level = 0
+            while len(parts) > 1:
+                summed = []
+                for k in range(0, len(parts), 2):
+                    if k + 1 == len(parts):
+                        a, sa = parts[k]
+                        reg, value = Signal.like(a, name=f"pd{lane}_{level}_{sa}"), a
+                    else:
+                        (a, sa), (b, sb) = parts[k], parts[k + 1]
+                        # b is signed and carries the higher bits; the last sum is the whole product
+                        width = act + wgt if len(parts) == 2 else len(b) + sb - sa + 1
+                        reg, value = Signal(signed(width), name=f"ps{lane}_{level}_{sa}"), a + (b << (sb - sa))
+                    with m.If(en):
+                        m.d.sync += reg.eq(value)
+                    summed.append((reg, sa))
+                parts = summed
+                level += 1
+            products.append(parts[0][0])
         if lanes > 1:
             total = Signal(signed(signed_width(-(1 << (act + wgt - 2)) * lanes, (1 << (act + wgt - 2)) * lanes)),
                            name="psum")

@@ -7,10 +7,20 @@ The SoC's runtime firmware speaks the protocol through its CPU. A whole-network 
 * frames are COBS-decoded and CRC-checked as the bytes arrive; a bad frame is answered with a NAK;
 * ``HELLO`` describes the board: a baked model (the pipeline), the methods it runs, the input and result
   capacity; ``ECHO`` echoes;
-* ``WRITE`` (region 1) stores input images; region 0 (a model) has no room: the weights are in the logic;
+* ``WRITE`` (region 1) stores input images. Region 0 (the model) takes the weights a pipeline keeps in
+  SPRAM (its ``load`` stream, :attr:`insitu.tools.network_pipeline.NetworkPipeline.load_image`), which no
+  bitstream can initialise: each WRITE's bytes stream into ``load`` in order. A WRITE may repeat bytes
+  already loaded (they are skipped) but not leave a gap (``RANGE``). Without such weights region 0 has no
+  room: they are all in the logic;
+* ``COMMIT`` (with SPRAM weights) answers ``OK`` once all of them are in, ``NO_MODEL`` before, and
+  ``BAD_MODEL`` for a blob of another length; the next region-0 WRITE at offset 0 starts a reload. Without
+  them ``COMMIT`` is refused (``NO_ROOM``);
 * ``INFER`` streams images from the input region through the pipeline and stores each image's class,
-  cycles and scores in the wire format of ``RESULTS``, which copies them out;
-* ``COMMIT`` is refused (``NO_ROOM``), unknown commands get ``BAD_COMMAND``;
+  cycles and scores in the wire format of ``RESULTS``, which copies them out (``NO_MODEL`` while SPRAM
+  weights are missing);
+* ``HELLO``'s baked model is ``OK``, or ``NO_MODEL`` while SPRAM weights are missing; its model capacity
+  is their byte count and its entries name their layers (kind :data:`LOADED_LAYER`);
+* unknown commands get ``BAD_COMMAND``;
 * the last reply is kept: a repeated request (same command and sequence number, its reply lost) is
   answered from it again, never executed twice.
 
@@ -32,7 +42,10 @@ from ..hdl.bytemem import ByteMemory
 from ..hdl.params import ParameterError, abandon, check_int
 from ..hdl.uart import UARTRx, UARTTx
 
-__all__ = ["crc32_update", "CRC_RESIDUE", "LinkEndpoint", "UARTLink"]
+__all__ = ["crc32_update", "CRC_RESIDUE", "LOADED_LAYER", "LinkEndpoint", "UARTLink"]
+
+#: the kind of a ``HELLO`` entry that names a layer whose weights the host loads (region 0)
+LOADED_LAYER = 0x80
 
 
 def _protocol():
@@ -89,6 +102,10 @@ class LinkEndpoint(wiring.Component):
         Input and result slots (the host's batch).
     methods : int
         The capability bits of the methods the pipeline runs (``protocol.METHODS_SHIFT`` + method code).
+    load_bytes : int
+        Bytes the pipeline's ``load`` stream takes before it runs (its SPRAM weights); 0: it has none.
+    loaded_layers : sequence of str
+        The layers those bytes belong to, named in ``HELLO``.
 
     Members
     -------
@@ -98,14 +115,19 @@ class LinkEndpoint(wiring.Component):
         Bytes to the host.
     """
 
-    def __init__(self, pipeline, *, channels, pixels, classes, images, methods=0):
+    def __init__(self, pipeline, *, channels, pixels, classes, images, methods=0, load_bytes=0, loaded_layers=()):
         try:
-            self._init(pipeline, channels, pixels, classes, images, methods)
+            self._init(pipeline, channels, pixels, classes, images, methods, load_bytes, tuple(loaded_layers))
         except Exception:
             abandon(self, pipeline)         # a refused endpoint leaves no half-built parts behind
             raise
 
-    def _init(self, pipeline, channels, pixels, classes, images, methods):
+    def _init(self, pipeline, channels, pixels, classes, images, methods, load_bytes, loaded_layers):
+        check_int(load_bytes, "Weight bytes loaded at run time", 0)
+        if load_bytes and "load" not in pipeline.signature.members:
+            raise ParameterError("The pipeline has no load stream for weights loaded at run time")
+        if bool(load_bytes) != bool(loaded_layers):
+            raise ParameterError("Name the layers whose weights are loaded at run time, and only with load_bytes")
         check_int(channels, "Channel count", 1, 255)
         check_int(pixels, "Pixels per image", 1)
         check_int(classes, "Class count", 1, 255)
@@ -126,12 +148,20 @@ class LinkEndpoint(wiring.Component):
             raise ParameterError(f"The link's buffers need {self.size} bytes for {images} images; at most "
                                  f"{4 * 32768} fit: fewer image slots")
         caps = p.CAPABILITIES["baked_model"] | p.CAPABILITIES["software_path"] | methods
-        self.hello = struct.pack("<HHIIIHHH", p.VERSION, p.MAX_PAYLOAD, caps, 0, images * self.input_bytes,
-                                 images, 0, 0)
+        self._load_bytes, self._loaded_layers = load_bytes, loaded_layers
+        self.hello = struct.pack("<HHIIIHHH", p.VERSION, p.MAX_PAYLOAD, caps, load_bytes, images * self.input_bytes,
+                                 images, 0, len(loaded_layers))
+        self.hello += b"".join(bytes([LOADED_LAYER]) + name.encode() + b"\0" for name in loaded_layers)
+        # COMMIT's reply: the layers loaded, input bytes, outputs, none bound to a peripheral
+        self.commit_info = struct.pack("<HIHH", len(loaded_layers), self.input_bytes, classes, 0)
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8))})
 
     pipeline = property(lambda self: self._pipeline)
     images = property(lambda self: self._images)
+    load_bytes = property(lambda self: self._load_bytes)
+
+    #: the byte of ``HELLO``'s data that holds the baked model's status (``baked``, u16 little endian)
+    BAKED_BYTE = struct.calcsize("<HHIIIH")
 
     @staticmethod
     def buffer_bytes(input_bytes, classes, images):
@@ -210,6 +240,14 @@ class LinkEndpoint(wiring.Component):
         total = Signal(range(self._frame_max + 1))  # bytes of the frame being sent
         is_reply = Signal()
         hello = Array(Const(b, 8) for b in self.hello)
+        # weights loaded at run time into the pipeline's ``load`` stream (SPRAM)
+        L = self._load_bytes
+        loaded = Signal(range(L + 1))               # bytes of the current load streamed in
+        committed = Signal()                        # all of them in and COMMITted: the model is there
+        load_bad, commit_len_bad = Signal(), Signal()
+        load_skip = Signal(16)                      # bytes of a WRITE already loaded
+        rom_base = Signal(range(len(self.hello) + 1))   # HELLO's data, or COMMIT's after it
+        rom = Array(Const(b, 8) for b in self.hello + self.commit_info)
 
         emit_en, emit_value = Signal(), Signal(8)
 
@@ -308,6 +346,15 @@ class LinkEndpoint(wiring.Component):
                         input_offset.eq(_times(slot, self.input_bytes)), result_offset.eq(_times(slot, size)),
                         result_bytes.eq(_times(n_images[:8], size)),
                     ]
+                    if L:
+                        start = Mux(committed, 0, loaded)       # a WRITE after COMMIT starts a reload
+                        behind = Signal(32)                     # bytes of it loaded already
+                        m.d.comb += behind.eq(start - offset)
+                        m.d.sync += [
+                            load_bad.eq((offset > start) | (offset + (length - 8) > L)),
+                            load_skip.eq(Mux(behind > length - 8, length - 8, behind)),
+                            commit_len_bad.eq(Cat(args[0], args[1], args[2], args[3]) != L),
+                        ]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(~frame_good):
@@ -328,12 +375,21 @@ class LinkEndpoint(wiring.Component):
                 with m.Switch(cmd):
                     with m.Case(p.COMMANDS["HELLO"]):
                         reply(status["OK"], src_kind=1, data_len=len(self.hello))
+                        m.d.sync += rom_base.eq(0)
                     with m.Case(p.COMMANDS["ECHO"]):
                         reply(status["OK"], src_kind=2, data_len=Mux(length < p.MAX_PAYLOAD, length, 0))
                         m.d.sync += src.eq(self.FRAME + 4)
                     with m.Case(p.COMMANDS["WRITE"]):
                         with m.If(length < 8):
                             reply(status["MALFORMED"])
+                        if L:
+                            with m.Elif(args[0] == p.REGIONS["model"]):
+                                with m.If(load_bad):
+                                    reply(status["RANGE"])
+                                with m.Else():
+                                    m.d.sync += [src.eq(self.FRAME + 12 + load_skip), count.eq(length - 8 - load_skip),
+                                                 loaded.eq(Mux(committed, 0, loaded)), committed.eq(0)]
+                                    m.next = "LOAD_READ"
                         with m.Elif(write_out_of_range):
                             reply(status["RANGE"])
                         with m.Else():
@@ -343,6 +399,9 @@ class LinkEndpoint(wiring.Component):
                     with m.Case(p.COMMANDS["INFER"]):
                         with m.If(length < 5):
                             reply(status["MALFORMED"])
+                        if L:
+                            with m.Elif(~committed):
+                                reply(status["NO_MODEL"])
                         with m.Elif(slots_out_of_range):
                             reply(status["RANGE"])
                         with m.Else():
@@ -361,9 +420,36 @@ class LinkEndpoint(wiring.Component):
                             reply(status["OK"], src_kind=2, data_len=result_bytes)
                             m.d.sync += src.eq(self.RESULTS + result_offset)
                     with m.Case(p.COMMANDS["COMMIT"]):
-                        reply(status["NO_ROOM"])
+                        if not L:
+                            reply(status["NO_ROOM"])
+                        else:
+                            with m.If(length < 8):
+                                reply(status["MALFORMED"])
+                            with m.Elif(commit_len_bad):
+                                reply(status["BAD_MODEL"])
+                            with m.Elif(loaded != L):
+                                reply(status["NO_MODEL"])
+                            with m.Else():
+                                reply(status["OK"], src_kind=1, data_len=len(self.commit_info))
+                                m.d.sync += [rom_base.eq(len(self.hello)), committed.eq(1)]
                     with m.Default():
                         reply(status["BAD_COMMAND"])
+
+            if L:
+                with m.State("LOAD_READ"):          # stream a region-0 WRITE's data into the pipeline's load
+                    with m.If(count == 0):
+                        reply(status["OK"])
+                        m.next = "HEADER"
+                    with m.Else():
+                        read(src, "LOAD_PUSH")
+                with m.State("LOAD_PUSH"):
+                    m.d.comb += mem.addr.eq(src)    # the request repeats: the byte stays while load waits
+                    wait()
+                    with m.If(arrived):
+                        m.d.comb += [pipe.load.valid.eq(1), pipe.load.payload.eq(mem.r_data)]
+                        with m.If(pipe.load.ready):
+                            m.d.sync += [src.eq(src + 1), count.eq(count_next), loaded.eq(loaded + 1)]
+                            m.next = "LOAD_READ"
 
             with m.State("WRITE_READ"):             # copy a WRITE's data from the frame to the inputs
                 with m.If(count == 0):
@@ -459,7 +545,13 @@ class LinkEndpoint(wiring.Component):
                     m.d.sync += src.eq(0)
                     m.next = "CRC"
                 with m.Elif(source == 1):
-                    emit(hello[(at - 5)[:5]])
+                    if not L:
+                        emit(hello[(at - 5)[:5]])
+                    else:                           # HELLO or COMMIT data; the baked status as it is now
+                        index = Signal(range(len(rom)))
+                        m.d.comb += index.eq(rom_base + at - 5)
+                        emit(Mux(index == self.BAKED_BYTE, Mux(committed, status["OK"], status["NO_MODEL"]),
+                                 rom[index]))
                     m.d.sync += count.eq(count_next)
                 with m.Elif(source == 3):
                     emit(Cat(n_images, cycles, Const(0, 24)).word_select((at - 5)[:4], 8))

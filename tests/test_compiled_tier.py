@@ -249,7 +249,7 @@ def test_stream_matvec_sources_on_ten_thousand_vectors(source):
         src = InSituGenerator(basis=layer.basis, u=layer.u, v=layer.v, bits=layer.bits, lanes=1)
     xs = rng.integers(-128, 128, size=(CASES, n))
     xs[0, :], xs[1, :] = -128, 127
-    dut = StreamMatVec(m=m, n=n, source=src)
+    dut = StreamMatVec(m=m, n=n, source=src, slices=4 if source == "smartdeal" else 2)
     out, _ = CompiledStream(dut).run(pack(dut.i.payload.shape(), xs.ravel()), CASES * m, seed=seed, stall=0.3)
     got, want = unpack(dut.o.payload.shape(), out).reshape(CASES, m), xs @ weights.T
     bad = _first_mismatch(got, want)

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth import Array, Module, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -326,3 +326,78 @@ def test_insitu_run_design_network_sim_link(tmp_path, monkeypatch, capsys):
     assert 100 < report["wire_bytes_per_image"] < 200
     assert main(["run", "--sim", "--link", "--model", model]) == 1
     assert "--link applies to --design network --sim only" in capsys.readouterr().err
+
+
+class _ToyLoaded(wiring.Component):
+    """:class:`_Toy` with a ``load`` stream of ``load_bytes`` weight bytes (ready at random): it takes no
+    pixel until they are all in, and adds their signed sum to every score; more bytes start a reload."""
+
+    def __init__(self, channels, pixels, classes, load_bytes, seed=0, width=16):
+        self.channels, self.pixels, self.classes, self.width = channels, pixels, classes, width
+        self.load_bytes, self.seed = load_bytes, seed
+        layout = data.ArrayLayout(signed(8), channels) if channels > 1 else signed(8)
+        super().__init__({"i": In(stream.Signature(layout)),
+                          "o": Out(stream.Signature(scores_layout(width, classes))),
+                          "load": In(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.toy = toy = _Toy(self.channels, self.pixels, self.classes, self.width)
+        got, weight = Signal(range(self.load_bytes + 1)), Signal(signed(self.width))
+        full = got == self.load_bytes
+        lfsr = Signal(8, init=self.seed | 1)                     # a seeded stall on load
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[4]))
+        m.d.comb += self.load.ready.eq(lfsr[0] | lfsr[5])
+        with m.If(self.load.valid & self.load.ready):
+            m.d.sync += [got.eq(Mux(full, 1, got + 1)), weight.eq(Mux(full, 0, weight) + self.load.payload.as_signed())]
+        m.d.comb += [toy.i.payload.eq(self.i.payload), toy.i.valid.eq(self.i.valid & full),
+                     self.i.ready.eq(toy.i.ready & full)]
+        m.d.comb += [self.o.valid.eq(toy.o.valid), toy.o.ready.eq(self.o.ready),
+                     self.o.payload.eq(toy.o.payload), self.o.payload.score.eq(toy.o.payload.score + weight)]
+        return m
+
+
+def test_weights_loaded_over_the_link_stream_into_the_pipeline_once():
+    """SPRAM weights over the link: HELLO names their layers and says no model until they are in; region-0
+    WRITEs stream them into ``load`` in order (a repeated range is skipped, a gap refused); COMMIT checks
+    the length and completeness; INFER waits for it; writing from 0 again reloads."""
+    pixels, classes, images, size = 4, 3, 2, 300
+    endpoint = LinkEndpoint(_ToyLoaded(1, pixels, classes, size, seed=3), channels=1, pixels=pixels,
+                            classes=classes, images=images, load_bytes=size, loaded_layers=["fc1", "fc9"])
+    link = SimLink(endpoint, seed=9, stall=0.2)
+    client = Client(link, timeout=0.004)
+    hello = client.hello()
+    assert hello["baked_model"] == "no model loaded" and hello["model_capacity"] == size
+    assert hello["peripherals"] == [(0x80, "fc1"), (0x80, "fc9")]
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (images, pixels), dtype=np.int8)
+    client.write("inputs", 0, x.tobytes())
+    with pytest.raises(ProtocolError, match="no model loaded"):
+        client.infer(0, images)
+    blob = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    client.write("model", 0, blob[:100])
+    with pytest.raises(ProtocolError, match="out of range"):            # a gap
+        client.request("WRITE", struct.pack("<BxxxI", 0, 101) + blob[101:110])
+    with pytest.raises(ProtocolError, match="out of range"):            # past the end
+        client.request("WRITE", struct.pack("<BxxxI", 0, size - 2) + b"abc")
+    with pytest.raises(ProtocolError, match="no model loaded"):
+        client.commit(blob)
+    client.write("model", 60, blob[60:200])                          # 40 bytes again: skipped
+    client.write("model", 80, blob[80:120])                          # all loaded already
+    client.write("model", 200, blob[200:])
+    with pytest.raises(ProtocolError, match="invalid"):
+        client.commit(blob[:-1])
+    assert client.commit(blob) == {"layers": 2, "input_bytes": pixels, "outputs": classes, "accelerated_layers": 0}
+    assert client.hello()["baked_model"] == "ok"
+
+    def scores(weights):
+        want, _ = _toy_golden(x.astype(np.int64), 1, pixels, classes)
+        return (want + int(np.frombuffer(weights, np.int8).astype(np.int64).sum())).tolist()
+    assert client.infer(0, images)[0] == images
+    assert [r["scores"] for r in client.results(0, images, classes)] == scores(blob)
+    other = rng.integers(0, 256, size, dtype=np.uint8).tobytes()        # a reload
+    client.write("model", 0, other)
+    assert client.hello()["baked_model"] == "no model loaded"
+    client.commit(other)
+    assert client.infer(0, images)[0] == images
+    assert [r["scores"] for r in client.results(0, images, classes)] == scores(other)

@@ -11,7 +11,7 @@ from insitu.boards import get_board
 from insitu.golden import modelfile, network
 from insitu.hdl.params import ParameterError
 from insitu.tools import compress
-from insitu.tools.network_pipeline import CompiledNetwork, LoadFirst, NetworkPipeline
+from insitu.tools.network_pipeline import CompiledNetwork, LoadFirst, NetworkPipeline, weight_image
 from insitu.tools.network_plan import PlanError, parse_budget, plan
 
 from helpers import random_model
@@ -90,8 +90,13 @@ def test_spram_layers_load_at_run_time_and_stay_bit_exact(lanes, stall):
         if s.loaded:
             s.value = lanes
     pipeline = NetworkPipeline(the_plan)
-    # f1 is 12 x 36, f2 5 x 12, whatever the lanes (the loader pads a row to whole transfers)
+    # f1 is 12 x 36, f2 5 x 12, whatever the lanes (the loader pads a row to whole transfers); the host
+    # builds the same bytes from the model alone
     assert len(pipeline.load_image) == the_plan.load_bytes == 12 * 36 + 5 * 12
+    assert weight_image(model, ["f1", "f2"]) == pipeline.load_image
+    assert weight_image(model, ["f2"]) == pipeline.load_image[12 * 36:]
+    with pytest.raises(ValueError, match="c1 is not a dense fully connected layer"):
+        weight_image(model, ["c1"])
     sim = CompiledNetwork(pipeline)
     scores, classes, clocks = sim.infer(raw, seed=lanes, stall=stall)
     want = network.forward_int(model, raw)
@@ -154,15 +159,37 @@ def test_the_pipeline_reloads_its_weights_between_images():
     assert scores == [v for w in want for v in w]
 
 
-def test_link_builds_give_the_plan_no_spram_and_harness_builds_load_first():
+def test_link_builds_load_spram_through_the_link_and_harness_builds_load_first():
+    from insitu.hdl.params import abandon
     from insitu.tools import designs
     design = designs.get_design("network")
     model = f"{MODELS}/digits-mixed.npz"
-    with pytest.raises(PlanError, match=r"would fit the SPRAM, which this budget does not give.*no SPRAM: the link "
-                                        r"cannot load weights there yet"):
-        designs.instantiate(design, design.params(model=model, link="uart"), frequency=48e6, board=ICE)
+    # behind the link (its buffers take one SPRAM block) fc1's weights still go to SPRAM, loaded by the host
+    top, info = designs.instantiate(design, design.params(model=model, link="uart", budget="lc=5280"),
+                                    frequency=48e6, board=ICE)
+    endpoint = top.link.endpoint
+    assert info["link_estimate"]["spram"] == 1 and info["plan_budget"]["spram"] == 3
+    assert endpoint.load_bytes == info["load_bytes"] == 16384 and b"\x80fc1\0" in endpoint.hello
+    from amaranth.back import rtlil
+    text = rtlil.convert(top.link, name="top", platform=ICE.platform())     # the board top requests pins
+    assert text.count("SB_SPRAM256KA") >= 2                  # the link's buffers and fc1's weights
+    abandon(top)
     top, info = designs.instantiate(design, design.params(model=model), frequency=48e6, board=ICE)
     assert isinstance(top, LoadFirst) and info["load_bytes"] == 16384
     assert len(top.i.payload) == 8
     from amaranth.back import rtlil
     assert "SB_SPRAM256KA" in rtlil.convert(top, platform=ICE.platform())      # fc1 at 4 lanes: 2 blocks
+
+
+def test_the_host_loads_spram_weights_over_the_link_and_every_score_matches():
+    """``insitu run --design network --sim --link``'s path: the host reads the layers from HELLO, builds their
+    bytes from the model, WRITEs and COMMITs them, then runs images through the link (Amaranth's simulator,
+    stalls on both byte streams)."""
+    from insitu.tools.network_link import run_over_link
+    model, raw = _small_model()
+    full = plan(model, ICE, target_fps=1)
+    budget = dict(parse_budget("", ICE), blocks=full.totals()["blocks"] - 2)
+    report = run_over_link(model, raw[:3], board=ICE, budget=budget, target_fps=1, stall=0.2, seed=2,
+                           images_per_batch=2)
+    assert report["weights_loaded"] == ["f1", "f2"] and report["peripherals"] == []
+    assert report["images"] == 3 and report["mismatches"] == 0

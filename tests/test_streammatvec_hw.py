@@ -44,20 +44,21 @@ def test_matches_golden(seed):
     rng = np.random.default_rng(seed)
     m, n = int(rng.integers(1, 6)), int(rng.integers(1, 12))
     lanes = int(rng.integers(1, 5))
-    act, ww = int(rng.choice([4, 8])), int(rng.choice([3, 8, 15]))
+    act, ww = int(rng.choice([4, 8])), int(rng.choice([3, 5, 8, 15]))
+    slices = 4 if ww >= 4 and seed % 2 else 2         # 5 bits in four slices: three of 2, 2 and 1 bits
     w = rng.integers(-(1 << (ww - 1)), 1 << (ww - 1), size=(m, n))
     x = rng.integers(-(1 << (act - 1)), 1 << (act - 1), size=(3, n))
     w.flat[0], x.flat[0] = -(1 << (ww - 1)), -(1 << (act - 1))        # the extremes, multiplied
-    dut = StreamMatVec(m=m, n=n, act_width=act, weight_width=ww, lanes=lanes)
+    dut = StreamMatVec(m=m, n=n, act_width=act, weight_width=ww, lanes=lanes, slices=slices)
     got, _ = simulate(dut, x, w, seed=seed, stall=0.3 if seed % 3 else 0.0)
     np.testing.assert_array_equal(got, x @ w.T)
 
 
-@pytest.mark.parametrize("lanes", [1, 3])
-def test_one_weight_transfer_per_clock(lanes):
+@pytest.mark.parametrize("lanes,slices", [(1, 2), (3, 2), (1, 4), (3, 4)])
+def test_one_weight_transfer_per_clock(lanes, slices):
     rng = np.random.default_rng(lanes)
     m, n = 4, 7
-    dut = StreamMatVec(m=m, n=n, weight_width=8, lanes=lanes)
+    dut = StreamMatVec(m=m, n=n, weight_width=8, lanes=lanes, slices=slices)
     x = rng.integers(-128, 128, size=(4, n))
     w = rng.integers(-128, 128, size=(m, n))
     got, cycles = simulate(dut, x, w, seed=0, stall=0.0)
@@ -98,6 +99,8 @@ def test_mlg_source():
     (dict(m=2, n=4, lanes=0), ParameterError, r"^Weight lane count must be an integer in range \[1, 16\]"),
     (dict(m=2, n=4, weight_width=1), ParameterError, r"^Weight width must be an integer in range \[2, 24\]"),
     (dict(m=2, n=4, source=object()), ParameterTypeError, r"^Weight source must be a component"),
+    (dict(m=2, n=4, slices=3), ParameterError, r"^Weight slices must be 2 or 4 \(at most the weight width 8\), not 3$"),
+    (dict(m=2, n=4, weight_width=3, slices=4), ParameterError, r"^Weight slices must be 2 or 4"),
 ])
 def test_errors(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):

@@ -175,6 +175,10 @@ def cmd_run(args):
         else:
             transport = protocol.SerialTransport(args.port, args.baud)
             where = f"{args.port} at {args.baud} baud" + (" (the network pipeline's link)" if network else "")
+        loaded = []
+        if network:                 # weights the pipeline keeps in SPRAM go first
+            from .network_link import load_weights
+            loaded = load_weights(transport, model, progress=say)
         say(f"Running {len(images)} images ({source}) on {where} ...")
         paths = ("software", "accelerator") if args.path == "both" else (args.path,)
         with Progress(len(images) * len(paths), "images") as bar:
@@ -186,6 +190,9 @@ def cmd_run(args):
         if transport is not None and hasattr(transport, "close"):
             transport.close()
     report.update(model=os.path.basename(args.model), target="sim" if args.sim else args.port, images_from=source)
+    if network:
+        report["peripherals"] = [name for name in report["peripherals"] if name not in loaded]
+        report["weights_loaded"] = loaded
     print(f"images: {report['images']} ({source}); peripherals: {', '.join(report['peripherals']) or 'none'}"
           + (f" ({report['accelerated_layers']} layers bound)" if report["accelerated_layers"] is not None else ""))
     if "golden_accuracy" in report:

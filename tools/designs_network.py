@@ -28,7 +28,7 @@ linear         circulant   :class:`~insitu.hdl.CirculantMatVec`
 =============  ==========  =============================================================================
 
 Between weight layers: bias and ReLU (:class:`~insitu.hdl.network.BiasRelu`), pooling
-(:class:`~insitu.hdl.network.Pool`), requantisation by the previous layer's shift, strided outputs
+(:class:`~insitu.hdl.pool.Pool`), requantisation by the previous layer's shift, strided outputs
 (:class:`~insitu.hdl.network.Decimate`), and before a fully connected layer the reorder of
 :class:`~insitu.hdl.network.Flatten`. The scores leave through :class:`~insitu.hdl.network.Scores`.
 
@@ -48,8 +48,10 @@ permuted at build time); a circulant one needs the ``(channel, row, column)`` or
 SPRAM has no initial contents, so a layer there is loaded at run time: the pipeline gains a ``load`` byte
 stream and takes no image until its bytes are in. ``--link none`` builds put
 :class:`~insitu.tools.network_pipeline.LoadFirst` in front, as the compiled simulation does: the first
-transfers of the input stream are the load. The host link cannot load weights yet, so ``--link uart``
-builds give the plan no SPRAM.
+transfers of the input stream are the load. Behind the host link (``--link uart``) the host sends them:
+the link's ``HELLO`` names the layers, region-0 WRITEs stream the bytes into ``load`` and INFER waits for
+the COMMIT (:mod:`insitu.soc.link`, :func:`insitu.tools.network_link.load_weights`). On the iCE40UP5K the
+link's buffers take one of the four SPRAM blocks.
 """
 
 from dataclasses import dataclass
@@ -101,9 +103,9 @@ def network(p, *, frequency, board, dsp=False):
     except PlanError as error:
         if not link:
             raise
-        raise PlanError(f"{error} (the budget less the host link's {link['logic']:,} logic cells and "
-                        f"{link['blocks']} block RAMs, and no SPRAM: the link cannot load weights there yet; give "
-                        f"more with --budget, or build --link none)") from None
+        spram = f" and {link['spram']} SPRAM" if link.get("spram") else ""
+        raise PlanError(f"{error} (the budget less the host link's {link['logic']:,} logic cells, "
+                        f"{link['blocks']} block RAMs{spram}; give more with --budget, or build --link none)") from None
     info = {"plan": the_plan.table(), "plan_text": the_plan.format(), "estimate": the_plan.totals(),
             "estimated_cycles_per_image": the_plan.cycles, "estimated_images_per_second": round(the_plan.fps),
             "budget": budget, "link": p.link,

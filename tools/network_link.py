@@ -1,7 +1,8 @@
 """The whole-network pipeline with its host link: :class:`~insitu.soc.link.LinkEndpoint` around a
 :class:`~insitu.tools.network_pipeline.NetworkPipeline`, so that the host's protocol driver
 (:func:`insitu.tools.deploy.run_model` with the board's baked model) runs images on it, over a serial port
-or, in tests, in the simulator (:class:`~insitu.soc.link.SimLink`)."""
+or, in tests, in the simulator (:class:`~insitu.soc.link.SimLink`). Weights the pipeline keeps in SPRAM
+(no bitstream initialises it) go first, through :func:`load_weights`."""
 
 import numpy as np
 from amaranth import Module
@@ -9,11 +10,11 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import Out
 
-from ..soc.link import LinkEndpoint, UARTLink
+from ..soc.link import LOADED_LAYER, LinkEndpoint, UARTLink
 from ..hdl.params import ParameterError
 
 __all__ = ["DEFAULT_IMAGES", "link_endpoint", "uart_link", "check_baud", "method_capabilities", "NetworkBoard",
-           "link_cost", "budget_with_link", "run_over_link"]
+           "link_cost", "budget_with_link", "load_weights", "run_over_link"]
 
 #: image slots of the link's buffers (the host's batch): the protocol driver batches at most 64
 DEFAULT_IMAGES = 32
@@ -35,8 +36,9 @@ def link_endpoint(pipeline, *, images=DEFAULT_IMAGES):
     model = pipeline.plan.model
     shape = model.input_shape
     channels, pixels = (shape[0], int(np.prod(shape[1:]))) if len(shape) == 3 else (1, int(np.prod(shape)))
+    loaded = [s.layer for s in pipeline.plan.stages if s.loaded]
     return LinkEndpoint(pipeline, channels=channels, pixels=pixels, classes=pipeline.classes, images=images,
-                        methods=method_capabilities(model))
+                        methods=method_capabilities(model), load_bytes=len(pipeline.load_image), loaded_layers=loaded)
 
 
 def check_baud(clock_hz, baud):
@@ -92,23 +94,51 @@ class NetworkBoard(wiring.Component):
 
 
 def link_cost(model, board, images=DEFAULT_IMAGES):
-    """The link's resources as the plan counts them (``logic``, ``blocks``), measured on this project's
-    builds. The iCE40 boards are UP5Ks, where its buffers are SPRAM, outside the plan's block RAM budget."""
+    """The link's resources as the plan counts them (``logic``, ``blocks``, ``spram``), measured on this
+    project's builds. The iCE40 boards are UP5Ks, where its buffers are one SPRAM block, outside the plan's
+    block RAM budget."""
     from .network_plan import ebr_blocks
     logic = {"ice40": 2100, "ecp5": 2000}[board.family]     # 2,094 LC; 1,975-2,023 LUT
     if board.family == "ice40":
-        return {"logic": logic, "blocks": 0}
+        return {"logic": logic, "blocks": 0, "spram": 1}
     size = LinkEndpoint.buffer_bytes(int(np.prod(model.input_shape)), model.output_shape[0], images)
     return {"logic": logic, "blocks": ebr_blocks(size, 8, board.family)}
 
 
 def budget_with_link(budget, model, board, images=DEFAULT_IMAGES):
-    """``(the plan's budget, the link's cost)``: ``budget`` less what the link takes (:func:`link_cost`),
-    and no SPRAM: the link cannot load weights into it yet."""
+    """``(the plan's budget, the link's cost)``: ``budget`` less what the link takes (:func:`link_cost`)."""
     link = link_cost(model, board, images)
     plan_budget = {key: max(0, value - link.get(key, 0)) for key, value in budget.items()}
-    plan_budget["spram"] = 0
     return plan_budget, link
+
+
+def load_weights(transport, model, *, progress=None):
+    """Send the weights a board's pipeline keeps in SPRAM, if it has any: its ``HELLO`` names their layers
+    (entries of kind :data:`~insitu.soc.link.LOADED_LAYER`) and gives their byte count; the host builds
+    them from ``model`` (:func:`~insitu.tools.network_pipeline.weight_image`), WRITEs them to region 0 and
+    COMMITs. Returns the layers loaded (none when every weight is in the bitstream). A board built for
+    another model is refused before anything is sent."""
+    from ..soc.protocol import Client
+    from .deploy import DeployError
+    from .network_pipeline import weight_image
+    client = Client(transport)
+    board = client.hello()
+    layers = [name for kind, name in board["peripherals"] if kind == LOADED_LAYER]
+    if not layers:
+        return []
+    try:
+        image = weight_image(model, layers)
+    except ValueError as error:
+        raise DeployError(f"The board's pipeline loads the weights of {', '.join(layers)}, which this model "
+                          f"cannot give ({error}): build the board for this model") from None
+    if len(image) != board["model_capacity"]:
+        raise DeployError(f"The board's pipeline loads {board['model_capacity']:,} bytes of weights for "
+                          f"{', '.join(layers)}; this model has {len(image):,}: build the board for this model")
+    if progress:
+        progress(f"Loading the weights of {', '.join(layers)} ({len(image):,} bytes) into the board's SPRAM ...")
+    client.write("model", 0, image)
+    client.commit(image)
+    return layers
 
 
 def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
@@ -128,7 +158,10 @@ def run_over_link(model, images, *, labels=None, board, target_fps=None, budget=
         progress(the_plan.format())
     link = SimLink(link_endpoint(pipeline, images=images_per_batch), clock_hz=the_plan.frequency, seed=seed,
                    stall=stall)
+    loaded = load_weights(link, model, progress=progress)
     report = run_model(model, images, link, labels=labels, load=False, paths=("software",), progress=progress)
+    report["peripherals"] = [name for name in report["peripherals"] if name not in loaded]
+    report["weights_loaded"] = loaded
     path = report.pop("paths")["software"]
     report.update({"design": "network-link", "board": board.name, "clock_mhz": the_plan.frequency / 1e6,
                    "stall": stall, "simulated_clocks": link.cycles,

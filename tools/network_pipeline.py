@@ -10,9 +10,44 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hdl.skid import Skid
+from ..hdl.streamconv import source_lanes
 from .network_plan import plan, walk
 
-__all__ = ["NetworkPipeline", "LoadFirst", "build_pipeline", "CompiledNetwork", "run_network"]
+__all__ = ["NetworkPipeline", "LoadFirst", "build_pipeline", "CompiledNetwork", "run_network", "arrival_order",
+           "weight_image"]
+
+
+def arrival_order(c, h, w):
+    """The column (of the golden ``(channel, row, column)`` flatten) of each value of a ``c × h × w`` feature
+    map in the order the pipeline delivers it: ``(row, column, channel)``."""
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+def weight_image(model, layers):
+    """The bytes a pipeline's ``load`` stream takes for ``model``'s dense fully connected ``layers`` (by
+    name, the plan's SPRAM layers): each one's int8 weights row by row, in layer order, the columns of a
+    layer after a multi-channel feature map in :func:`arrival_order` (:attr:`NetworkPipeline.load_image`;
+    the host sends them over the link)."""
+    image = []
+    for index, layer in enumerate(model.layers):
+        if layer.name not in layers:
+            continue
+        if layer.kind != "linear" or layer.method != "dense":
+            raise ValueError(f"Layer {layer.name} is not a dense fully connected layer")
+        codes = layer.data["codes"].astype(int)
+        for before in reversed(model.layers[:index]):          # the flatten since the last weight layer
+            if before.is_weight:
+                break
+            if before.kind == "flatten" and len(before.in_shape) == 3:
+                c, h, w = before.in_shape
+                if c > 1 and h * w > 1:
+                    codes = codes[:, arrival_order(c, h, w)]
+                break
+        image.append(bytes(int(v) & 0xFF for v in codes.reshape(-1)))
+    missing = set(layers) - {layer.name for layer in model.layers}
+    if missing:
+        raise ValueError(f"The model has no layer {', '.join(sorted(missing))}")
+    return b"".join(image)
 
 
 class NetworkPipeline(wiring.Component):
@@ -66,6 +101,8 @@ class NetworkPipeline(wiring.Component):
         model, stages = self._plan.model, {s.layer: s for s in self._plan.stages}
         act = model.formats["act_width"]
         fmt = None                   # ("groups", width, lanes, C, H, W) or ("vector", width, n)
+        # multipliers in logic: StreamMatVec's products in four slices (shorter carry chains), else two
+        slices = 4 if self._plan.multipliers_in_logic else 2
         pending = None               # shift of the weight layer whose accumulators are flowing
         for layer, after in walk(model):
             stage = stages[layer.name]
@@ -107,7 +144,7 @@ class NetworkPipeline(wiring.Component):
                             self._add(f"{layer.name}_serialise", Serialise(width=act, lanes=lanes))
                         if c > 1 and h * w > 1:
                             if layer.method == "dense":     # take the values in arrival order instead
-                                order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+                                order = arrival_order(c, h, w)
                             else:
                                 self._add(f"{layer.name}_flatten", Flatten(width=act, channels=c, height=h,
                                                                            image_width=w))
@@ -121,13 +158,14 @@ class NetworkPipeline(wiring.Component):
                         from ..hdl.ramweights import RamWeights
                         ram = RamWeights(m=layer.shape[0], n=n, lanes=stage.value)
                         self._loads.append((layer.name, ram, bytes(int(v) & 0xFF for v in codes.reshape(-1))))
-                        block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=ram)
+                        block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=ram, slices=slices)
                     else:
                         block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act,
                                             lanes=stage.value)
                 elif layer.method in ("smartdeal", "mlg"):
-                    block = StreamMatVec(m=layer.shape[0], n=n, act_width=act,
-                                         source=self._weight_source(layer, layer.shape[0], lanes=1))
+                    source = self._weight_source(layer, layer.shape[0], lanes=1)
+                    block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=source,
+                                         slices=slices if source_lanes(source)[0] >= slices else 2)
                 else:
                     d = layer.entry.decode(layer)
                     block = CirculantMatVec(m=layer.shape[0], n=n, k=d.k, spectra=d.spectra, mid_shift=d.mid_shift,

@@ -26,6 +26,12 @@ class Plan:
     budget: dict
     glue: dict                      # estimated resources of the stages between blocks
     glue_cycles: int = 0            # cycles per image of the slowest of them (a Flatten: 2 per value)
+    dsp: bool = False               # the iCE40 build maps multipliers to DSP blocks (the ECP5's always does)
+
+    @property
+    def multipliers_in_logic(self):
+        """The build makes multipliers in logic (an iCE40 without ``--dsp``)."""
+        return self.family == "ice40" and not self.dsp
 
     @property
     def cycles(self):
@@ -182,7 +188,7 @@ def plan(model, board, *, frequency=None, target_fps=None, budget=None, dsp=Fals
             glue["blocks"] += ebr_blocks(layer.shape[1], act, family)         # the vector FIFO in front
         stages.append(stage)
     glue["logic"] = round(glue["logic"] * GLUE_SCALE[family])
-    result = Plan(model, family, frequency, stages, budget, glue, glue_cycles)
+    result = Plan(model, family, frequency, stages, budget, glue, glue_cycles, dsp)
 
     # with ``dsp`` yosys maps every multiplier to a DSP block, so all of them must fit the DSP budget
     def fits(stages_total):
