@@ -103,7 +103,6 @@ class Pool(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(finish):
-            m.d.sync += [s_valid.eq(0), s_emitting.eq(0)]
             m.d.comb += [wr.addr.eq(s_addr), wr.data.eq(combined), wr.en.eq(s_keep)]
             with m.If(s_emit):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
@@ -111,15 +110,19 @@ class Pool(wiring.Component):
         addr = Signal.like(s_addr)
         m.d.comb += addr.eq(xq * groups + group)
         keep = (xq < wo) & (yq < ho)
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(take)]
-        with m.If(take):
+        # Stage 2 loads whenever the stage moves (``i.ready``: registers and one gate), whether or not a
+        # transfer arrives; ``s_valid`` says whether it did. Only the position counters wait for ``take``,
+        # so the input's ``valid`` reaches a few enables, not every register of the stage.
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(self.i.ready)]
+        emit = keep & (xr == k - 1) & (yr == k - 1)
+        with m.If(self.i.ready):
             m.d.sync += [
-                s_valid.eq(1),
+                s_valid.eq(self.i.valid),
                 s_addr.eq(addr),
                 s_first.eq((xr == 0) & (yr == 0)),
                 s_keep.eq(keep),
-                s_emit.eq(keep & (xr == k - 1) & (yr == k - 1)),
-                s_emitting.eq(keep & (xr == k - 1) & (yr == k - 1)),
+                s_emit.eq(emit),
+                s_emitting.eq(self.i.valid & emit),
                 s_fwd.eq(finish & s_keep & (s_addr == addr)),
                 s_fwd_value.eq(combined),
             ]
