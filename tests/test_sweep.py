@@ -28,8 +28,10 @@ def test_sweep_builds_caches_records_failures_and_equals_a_direct_build(tmp_path
     first = sweep(points, workers=2, cache_dir=cache, progress=lambda line: None)
     assert first[0]["cached"] is False and first[0]["lc"] > 0 and first[0]["fmax_mhz"] > 0
     assert "Too large for iCE40UP5K" in first[1]["error"]
-    # each point names the sources its worker had imported: the design's, not the SoC's or the pipeline's
+    # each point names the sources its build imported, in a process of its own: the design's, not the SoC's,
+    # the pipeline's or another block's
     assert "hdl/muxconv.py" in first[0]["sources"] and "tools/designs_network.py" not in first[0]["sources"]
+    assert "hdl/fft.py" not in first[0]["sources"] and "soc/cxxrtl_driver.cc" not in first[0]["sources"]
     assert "tools/build.py" in first[1]["sources"]
     again = sweep(points, workers=2, cache_dir=cache, progress=lambda line: None)
     assert again[0]["cached"] is True and {k: v for k, v in again[0].items() if k != "cached"} == \
@@ -95,12 +97,18 @@ def test_results_are_stale_when_the_sources_change(tmp_path):
 
 
 def test_a_result_records_the_sources_its_process_imported():
-    """The hashed Python files among the modules given (default: those imported), and every hashed file that
-    is not Python (it is compiled, not imported)."""
+    """The hashed Python files among the modules given (default: those imported), and the hashed files that
+    are not Python (they are compiled, not imported) of the modules that compile them."""
     import insitu.hdl.params
+    import insitu.soc.firmware
     used = provenance.used_sources(modules={"p": insitu.hdl.params})
     assert "hdl/params.py" in used and "hdl/fft.py" not in used
-    assert "soc/firmware/net.c" in used and "soc/cxxrtl_driver.cc" in used
+    assert "soc/firmware/net.c" not in used and "soc/cxxrtl_driver.cc" not in used
+    used = provenance.used_sources(modules={"p": insitu.hdl.params, "f": insitu.soc.firmware})
+    assert "soc/firmware/net.c" in used and "soc/firmware/include/stdio.h" in used
+    assert "soc/cxxrtl_driver.cc" not in used and "soc/stream_driver.cc" not in used
+    assert provenance.compiled_by("soc/cxxrtl_driver.cc") == "soc/cxxrtl.py"
+    assert all(provenance.compiled_by(name) for name in provenance.source_files() if not name.endswith(".py"))
     assert used["hdl/params.py"] == provenance.file_hash(provenance.ROOT / "hdl" / "params.py")
     block = provenance.provenance()
     assert set(block["sources"]) <= set(provenance.source_files()) and "hdl/params.py" in block["sources"]
@@ -135,6 +143,15 @@ def test_a_result_is_stale_only_when_a_source_it_recorded_changes(tmp_path):
     (tmp_path / "soc/y.c").write_text("int y;\n")
     assert provenance.stale(result, tmp_path) == "a source it would have compiled was added: soc/y.c"
     (tmp_path / "soc/y.c").unlink()
+    # firmware counts only for a result whose process imported the module that compiles it
+    (tmp_path / "soc/firmware").mkdir()
+    (tmp_path / "soc/firmware/z.c").write_text("int z;\n")
+    (tmp_path / "soc/firmware.py").write_text("# compiles the firmware\n")
+    assert provenance.stale(result, tmp_path) is None
+    assert "soc/firmware/z.c" not in provenance.used_sources(tmp_path, modules={})
+    compiles = {"provenance": {**result["provenance"], "sources": {
+        **result["provenance"]["sources"], "soc/firmware.py": provenance.file_hash(tmp_path / "soc/firmware.py")}}}
+    assert provenance.stale(compiles, tmp_path) == "a source it would have compiled was added: soc/firmware/z.c"
     (tmp_path / "hdl/a.py").unlink()
     assert provenance.stale(result, tmp_path) == "its source hdl/a.py is gone"
 
@@ -202,10 +219,28 @@ def test_a_point_key_follows_the_content_of_a_file_parameter(tmp_path):
     model = tmp_path / "m.npz"
     model.write_bytes(b"first")
     point = Point("network", "icebreaker", (("model", str(model)),), 1, None, False)
-    before = point_key(point, "src", {})
-    assert point_key(point, "src", {}) == before
+    before = point_key(point, {})
+    assert point_key(point, {}) == before
     model.write_bytes(b"second")
-    assert point_key(point, "src", {}) != before
+    assert point_key(point, {}) != before
+
+
+def test_a_cached_point_is_used_while_the_sources_it_recorded_are_unchanged(tmp_path):
+    """The cache is checked against the sources a point's build imported, not every hashed file: an edit to
+    a block another design loads keeps the point; an edit to one of its own rebuilds it."""
+    from insitu.tools.sweep import _cached_row
+    mine = {"hdl/params.py": provenance.file_hash(provenance.ROOT / "hdl" / "params.py")}
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"lc": 10, "sources": mine}))
+    assert _cached_row(path)["lc"] == 10
+    path.write_text(json.dumps({"lc": 10, "sources": {**mine, "hdl/fft.py": "0" * 16}}))
+    assert _cached_row(path) is None                    # one of its sources changed
+    path.write_text(json.dumps({"lc": 10, "sources": {"hdl/gone.py": "0" * 16}}))
+    assert _cached_row(path) is None
+    path.write_text(json.dumps({"lc": 10}))             # a row from before rows named their sources
+    assert _cached_row(path) is None
+    path.write_text("{")
+    assert _cached_row(path) is None
 
 
 def test_the_seed_summary_gives_median_and_worst_per_design():

@@ -12,10 +12,13 @@ a number in a result.
 
 **Scope.** A result records, besides the hash of all of them (``source_hash``), the hash of each hashed
 source it could have used (``sources``): every hashed Python file its process had imported when it was
-written, and every hashed file that is not Python (firmware, C++ drivers: they are compiled, not imported).
-A result is stale when one of those changed or is gone, or when a non-Python source was added. A module that
-was never imported cannot have changed a number, so an edit to the network compiler no longer invalidates a
-SoC simulation that never loaded it. Work spread over other processes (a sweep's dask workers) records what each
+written, and the hashed files that are not Python (firmware, C++ drivers: they are compiled, not imported)
+whose compiling module it imported (:data:`COMPILED_BY`: the firmware by :mod:`insitu.soc.firmware`, the
+CXXRTL drivers by the simulations that build them; a non-Python file no module claims counts for every
+result). A result is stale when one of those changed or is gone, or when a non-Python source its modules
+would compile was added. A module that was never imported cannot have changed a number, so an edit to the
+network compiler no longer invalidates a SoC simulation that never loaded it, and an edit to the firmware no
+longer invalidates a block's build. Work spread over other processes (a sweep's dask workers) records what each
 point's process imported (:data:`scope`). Results that record only ``source_hash`` are compared as a whole.
 """
 
@@ -27,8 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SOURCES", "source_files", "source_hash", "provenance", "file_hash", "stale", "command", "scope",
-           "used_sources", "write_json_atomic", "write_result"]
+__all__ = ["SOURCES", "COMPILED_BY", "compiled_by", "source_files", "source_hash", "provenance", "file_hash",
+           "stale", "command", "scope", "used_sources", "write_json_atomic", "write_result"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
@@ -38,6 +41,9 @@ SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py
            "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py",
            "tools/blob.py", "tools/deploy.py", "tools/network_link.py")
 _SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
+#: non-Python sources (a file, or a folder ending in "/") and the module that compiles them into a result
+COMPILED_BY = {"soc/firmware/": "soc/firmware.py", "soc/cxxrtl_driver.cc": "soc/cxxrtl.py",
+               "soc/stream_driver.cc": "soc/compiled_stream.py"}
 
 #: the ``insitu`` arguments of the command being run (set by the command line), recorded in results
 command = contextvars.ContextVar("insitu_command", default=None)
@@ -79,10 +85,27 @@ def _git(*args):
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def compiled_by(name):
+    """The module that compiles the non-Python source ``name`` (:data:`COMPILED_BY`), or ``None`` when no
+    module claims it (then every result depends on it)."""
+    for entry, module in COMPILED_BY.items():
+        if name == entry or (entry.endswith("/") and name.startswith(entry)):
+            return module
+    return None
+
+
+def _depends(name, modules):
+    """Whether a result whose process imported the hashed Python files ``modules`` depends on ``name``."""
+    if name.endswith(".py"):
+        return name in modules
+    owner = compiled_by(name)
+    return owner is None or owner in modules
+
+
 def used_sources(root=ROOT, modules=None):
     """The hashed sources a result made in this process could depend on, as ``{name: hash}``: the hashed
-    Python files among ``modules`` (default: every module imported so far) and every hashed non-Python
-    file."""
+    Python files among ``modules`` (default: every module imported so far) and the hashed non-Python files
+    those modules compile (:func:`compiled_by`)."""
     root = Path(root).resolve()
     files = source_files(root)
     imported = set()
@@ -94,7 +117,7 @@ def used_sources(root=ROOT, modules=None):
             imported.add(Path(path).resolve().relative_to(root).as_posix())
         except ValueError:
             continue
-    return {name: file_hash(root / name) for name in files if not name.endswith(".py") or name in imported}
+    return {name: file_hash(root / name) for name in files if _depends(name, imported)}
 
 
 def provenance(inputs=()):
@@ -156,7 +179,8 @@ def stale(result, root=ROOT):
                 return f"its source {name} is gone"
             if file_hash(root / name) != digest:
                 return f"its source {name} changed"
-        added = [name for name in files if not name.endswith(".py") and name not in recorded]
+        added = [name for name in files
+                 if not name.endswith(".py") and name not in recorded and _depends(name, recorded)]
         if added:
             return f"a source it would have compiled was added: {added[0]}"
     elif block.get("source_hash") != source_hash(root):

@@ -1,9 +1,11 @@
 """``insitu sweep``: a grid of builds (designs × parameters × boards × nextpnr seeds) on dask.distributed.
 
-Each build point is one task. A point's result is cached under a key of everything that decides it (the
-design, its parameters, the board, the clock, the synthesis options, the nextpnr seed, the hardware source
-hash of :mod:`insitu.tools.provenance` and the tool versions), so an unchanged point is never built twice.
-A failing point is recorded with its error; the sweep goes on.
+Each build point is one task. A point's result is cached under a key of what it asks for (the design, its
+parameters and their input files by content, the board, the clock, the synthesis options, the nextpnr seed
+and the tool versions) together with the hashes of the sources its build imported and compiled: the build
+runs in a fresh Python process, so those are exactly the design's (:mod:`insitu.tools.provenance`). A cached
+point is used while none of its sources changed, so an edit to one block rebuilds only the points that load
+it. A failing point is recorded with its error; the sweep goes on.
 
 Spec (JSON)::
 
@@ -21,6 +23,8 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,10 +125,9 @@ def _input_hashes(point):
     return {name: hashlib.sha256(Path(path).read_bytes()).hexdigest() for name, path in file_params(point).items()}
 
 
-def point_key(point, source_hash, tools):
-    """The cache key of a point: everything that decides its result, input files by content."""
-    ident = json.dumps({"point": point.as_dict(), "sources": source_hash, "tools": tools,
-                        "inputs": _input_hashes(point)}, sort_keys=True)
+def point_key(point, tools):
+    """The cache key of a point: what it asks for, input files by content (its sources are checked apart)."""
+    ident = json.dumps({"point": point.as_dict(), "tools": tools, "inputs": _input_hashes(point)}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
@@ -133,19 +136,63 @@ def _tool_versions():
     return {family: tool_versions(family) for family in ("ice40", "ecp5")}
 
 
-def run_point(point, cache_dir, source_hash, tools):
-    """Build one point (on a worker) or take it from the cache; a flat result dictionary, never an exception."""
+def _cached_row(path):
+    """The cached row at ``path`` if its sources are those at hand, else ``None`` (also when damaged)."""
+    from .provenance import stale
+    try:
+        row = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None                                     # a damaged entry is rebuilt
+    sources = row.get("sources") if isinstance(row, dict) else None
+    if not isinstance(sources, dict) or stale({"provenance": {"sources": sources}}) is not None:
+        return None
+    return row
+
+
+def run_point(point, cache_dir, tools):
+    """Build one point (on a worker) or take it from the cache; a flat result dictionary, never an exception.
+    The build runs in a fresh Python process (:func:`_point_main`), so the row's ``sources`` are the ones
+    this design imports, not those of every point the worker built before."""
+    key = point_key(point, tools)
+    cached = Path(cache_dir) / f"{key}.json"
+    row = _cached_row(cached)
+    if row is not None:
+        return {**row, "cached": True}
+    build_dir = Path(".insitu-sweep") / key             # relative: YoWASP tools open only relative paths
+    out = Path(".insitu-sweep") / f"{key}.row.json"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        code = f"from {__package__}.sweep import _point_main; _point_main()"
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(point.as_dict()), str(build_dir), str(out)],
+                              capture_output=True, text=True)
+        if done.returncode or not out.exists():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {**point.as_dict(), "key": key, "cached": False,
+                    "error": f"the build process exited with {done.returncode}: {tail[0]}", "sources": {}}
+        row = {**json.loads(out.read_text()), "key": key, "cached": False}
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        out.unlink(missing_ok=True)
+    if "error" not in row:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(row, sort_keys=True))
+        os.replace(tmp, cached)
+    return row
+
+
+def _point_main():
+    """The build of one point in a process of its own: ``argv`` is the point (JSON), the build directory and
+    where to write the flat row (JSON). An error is written as the row's ``error``, with the sources the
+    process had imported when it happened (an error is a result of the code too)."""
     from .build import build
     from .designs import get_design
-    key = point_key(point, source_hash, tools)
-    cached = Path(cache_dir) / f"{key}.json"
-    if cached.exists():
-        try:
-            return {**json.loads(cached.read_text()), "cached": True}
-        except (OSError, json.JSONDecodeError):
-            pass                                        # a damaged entry is rebuilt
-    row = {**point.as_dict(), "key": key, "cached": False}
-    build_dir = Path(".insitu-sweep") / key             # relative: YoWASP tools open only relative paths
+    from .provenance import used_sources
+    spec, build_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    given = json.loads(spec)
+    point = Point(given["design"], given["board"], tuple(sorted(given["params"].items())), given["seed"],
+                  given["freq"], given["dsp"])
+    row = point.as_dict()
     try:
         design = get_design(point.design)
         params = design.params(**dict(point.params)).resolved()
@@ -153,19 +200,14 @@ def run_point(point, cache_dir, source_hash, tools):
                        json_path=build_dir / "report.json", synth_opts="-dsp" if point.dsp else "",
                        nextpnr_seed=point.seed, progress=lambda line: None)
     except Exception as error:                          # recorded, not raised: the sweep goes on
-        from .provenance import used_sources
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        row["sources"] = used_sources()                 # an error is a result of the code too
-        return row
-    finally:
-        shutil.rmtree(build_dir, ignore_errors=True)
-    row.update(_flatten(report))
-    row["sources"] = report["provenance"]["sources"]
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        row["sources"] = used_sources()
+    else:
+        row.update(_flatten(report))
+        row["sources"] = report["provenance"]["sources"]
+    tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(row, sort_keys=True))
-    os.replace(tmp, cached)
-    return row
+    os.replace(tmp, out)
 
 
 def _flatten(report):
@@ -234,13 +276,12 @@ def run_tasks(client, func, items, what, step, progress=print, **kwargs):
 
 def sweep(points, *, scheduler=None, workers=None, cache_dir=DEFAULT_CACHE, progress=print):
     """Run ``points`` as dask tasks (see :func:`dask_client`). Returns the rows in point order."""
-    from .provenance import source_hash
-    sources, tools = source_hash(), _tool_versions()
+    tools = _tool_versions()
     with dask_client(scheduler, workers) as client:
         return run_tasks(client, run_point, points, "builds",
                          lambda row: "cached" if row.get("cached") else
                          ("failed" if "error" in row else f"{row.get('fmax_mhz')} MHz"),
-                         progress=progress, cache_dir=str(cache_dir), source_hash=sources, tools=tools)
+                         progress=progress, cache_dir=str(cache_dir), tools=tools)
 
 
 _COLUMNS = ["design", "board", "params", "seed", "freq", "dsp", "lc", "lc_available", "dsp_blocks", "bram", "fmax_mhz",
