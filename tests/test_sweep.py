@@ -273,3 +273,16 @@ def test_results_say_what_a_remake_costs(tmp_path):
     paths = [tmp_path / name for name in files]
     assert [_recorded_seconds(p, None) for p in paths] == [600.0, 30.0, 30.0, None, None]
     assert _cost(paths) == "about 11 minutes one at a time, as recorded; 2 record no time"
+
+
+def test_results_can_be_chosen_by_name(tmp_path, capsys):
+    """``--only`` and ``--skip`` (shell patterns on file names) choose which results are listed or remade."""
+    block = {"format": "x", "provenance": {"source_hash": provenance.source_hash(), "inputs": {}}}
+    for name in ("run-a.json", "run-b.json", "build-c.json"):
+        (tmp_path / name).write_text(json.dumps(block))
+    assert main(["results", "--dir", str(tmp_path), "--only", "run-*", "--skip", "*-b.json"]) == 0
+    listed = capsys.readouterr().out
+    assert "run-a.json" in listed and "run-b.json" not in listed and "build-c.json" not in listed
+    assert "1 results, 0 stale" in listed
+    assert main(["results", "--dir", str(tmp_path), "--only", "nothing-*"]) == 1
+    assert "is left by --only and --skip" in capsys.readouterr().err

@@ -35,6 +35,10 @@ def add_parsers(sub):
                    "without remaking the result")
     p.add_argument("--dir", default=str(RESULTS_DIR), metavar="DIR", help="results directory (default "
                    "docs/results)")
+    p.add_argument("--only", action="append", metavar="PATTERN", help="only the results whose file names match "
+                   "this pattern (shell style, e.g. 'run-digits-*'; repeat for more)")
+    p.add_argument("--skip", action="append", metavar="PATTERN", help="leave out the results whose file names "
+                   "match this pattern (repeat for more)")
     p.add_argument("--scheduler", metavar="ADDR", help="an existing dask scheduler (default: a LocalCluster)")
     p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers (default: the cores)")
     p.set_defaults(func=cmd_results)
@@ -113,6 +117,12 @@ def seed_summary(rows):
 
 #: a design closes timing when it meets its target at the median seed and reaches 95 % of it at the worst
 CLOSURE = "median ≥ target, worst ≥ 95 % of it"
+
+
+def _chosen(name, only, skip):
+    """Whether the result file ``name`` is among ``--only`` (all when not given) and not among ``--skip``."""
+    from fnmatch import fnmatch
+    return (not only or any(fnmatch(name, p) for p in only)) and not any(fnmatch(name, p) for p in skip or ())
 
 
 def result_status(directory):
@@ -272,6 +282,9 @@ def cmd_results(args):
     status = result_status(args.dir)
     if not status:
         raise CLIError(f"No result files in {args.dir}")
+    status = [(p, why) for p, why in status if _chosen(p.name, args.only, args.skip)]
+    if not status:
+        raise CLIError(f"No result file in {args.dir} is left by --only and --skip")
     if args.rescope:
         return _cmd_rescope(status)
     if not args.update:
