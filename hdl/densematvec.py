@@ -1,10 +1,11 @@
 """Dense integer matrix-vector product: the baseline of the block-circulant layer."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import ParameterError, ParameterTypeError, check_int, signed_width, validated
+from .slices import check_slices, sliced_product, sum_levels
 
 __all__ = ["DenseMatVec"]
 
@@ -24,6 +25,10 @@ class DenseMatVec(wiring.Component):
     act_width, weight_width : int
     lanes : int
         Rows computed in parallel.
+    slices : int
+        2 or 4: each product is computed as that many partial products of the weight's slices
+        (:mod:`insitu.hdl.slices`); two keep one multiplier per half for DSP blocks to take, four give
+        multipliers in logic shorter carry chains for one clock more of latency.
     writable : bool
         Add a weight write port (e.g. for a CPU): ``weights`` may then be ``None`` (all zero at reset).
         Word ``g·n + c`` holds column ``c`` of rows ``g·lanes … g·lanes + lanes − 1`` (lane ``l`` in bits
@@ -37,12 +42,14 @@ class DenseMatVec(wiring.Component):
     """
 
     @validated
-    def __init__(self, *, m, n, weights=None, act_width=8, weight_width=8, lanes=4, writable=False):
+    def __init__(self, *, m, n, weights=None, act_width=8, weight_width=8, lanes=4, writable=False, slices=2):
         check_int(m, "Row count", 1)
         check_int(n, "Column count", 1)
         check_int(act_width, "Activation width", 2, 18)
         check_int(weight_width, "Weight width", 2, 18)
         check_int(lanes, "Lane count", 1, m)
+        check_slices(slices, weight_width)
+        self._slices = slices
         if m % lanes:
             raise ParameterError(f"Lane count must divide the row count ({m}), not {lanes!r}")
         lo, hi = -(1 << (weight_width - 1)), (1 << (weight_width - 1)) - 1
@@ -82,8 +89,15 @@ class DenseMatVec(wiring.Component):
     @property
     def cycles_per_vector(self):
         """Clocks per product without stalls, vectors back to back: ``n`` to take the vector, then per group
-        of ``lanes`` rows ``n`` clocks of multiply-accumulate, 5 of pipeline drain and ``lanes`` of output."""
-        return self._n + (self._m // self._lanes) * (self._n + 5 + self._lanes)
+        of ``lanes`` rows ``n`` clocks of multiply-accumulate, the pipeline's drain (5 clocks with two
+        slices, 6 with four) and ``lanes`` of output."""
+        return self._n + (self._m // self._lanes) * (self._n + self._stages + 1 + self._lanes)
+
+    @property
+    def _stages(self):
+        """Pipeline stages before the accumulators: memory data, its register, the slices' partial products
+        and their sums."""
+        return 3 + sum_levels(self._weight_width, self._slices)
 
     @property
     def weight_bits(self):
@@ -113,30 +127,22 @@ class DenseMatVec(wiring.Component):
                      x_rd.addr.eq(col), w_rd.addr.eq(w_addr)]
 
         # Pipeline: 1 = memory data, 2 = the data registered (block RAM outputs are slow), 3 = partial
-        # products of the weights' low and high halves (half-depth multipliers), 4 = products,
-        # 5 = accumulators.
+        # products of the weights' slices, then their sums, a pair per level (the last one the products),
+        # then the accumulators.
         flags = [(issuing, col_first, col_last)]
-        for stage in range(4):
+        for stage in range(self._stages):
             v, first, last = (Signal(name=f"{name}{stage + 1}") for name in ("v", "first", "last"))
             m.d.sync += [v.eq(flags[-1][0]), first.eq(flags[-1][1]), last.eq(flags[-1][2])]
             flags.append((v, first, last))
         xd, wd = Signal.like(x_rd.data, name="x_data"), Signal.like(w_rd.data, name="w_data")
         m.d.sync += [xd.eq(x_rd.data), wd.eq(w_rd.data)]
-        half = self._weight_width // 2
-        lows = [Signal(signed(self._act_width + half + 1), name=f"lo{lane}") for lane in range(lanes)]
-        highs = [Signal(signed(self._act_width + self._weight_width - half), name=f"hi{lane}")
-                 for lane in range(lanes)]
-        m.d.sync += [lo.eq(xd * wd[lane][:half]) for lane, lo in enumerate(lows)]
-        m.d.sync += [hi.eq(xd * wd[lane][half:].as_signed()) for lane, hi in enumerate(highs)]
-        products = [Signal(signed(self._act_width + self._weight_width), name=f"p{lane}")
-                    for lane in range(lanes)]
-        m.d.sync += [p.eq(lo + (hi << half)) for p, lo, hi in zip(products, lows, highs)]
-        (v1, _, _), (v2, _, _), (v3, _, _), (v4, first4, last4) = flags[1:]
+        products = [sliced_product(m, xd, wd[lane], slices=self._slices, name=str(lane)) for lane in range(lanes)]
+        last_valid, last_first, last_last = flags[-1]
         accs = [Signal(signed(self._acc_width), name=f"acc{lane}") for lane in range(lanes)]
         ready_out = Signal()                      # accumulators hold a finished group
-        with m.If(v4):
-            m.d.sync += [acc.eq(Mux(first4, 0, acc) + p) for acc, p in zip(accs, products)]
-            with m.If(last4):
+        with m.If(last_valid):
+            m.d.sync += [acc.eq(Mux(last_first, 0, acc) + p) for acc, p in zip(accs, products)]
+            with m.If(last_last):
                 m.d.sync += ready_out.eq(1)
 
         emit = Signal(range(lanes))
@@ -170,7 +176,7 @@ class DenseMatVec(wiring.Component):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # The group's accumulators must be emitted before the next group overwrites them.
-                with m.If(~v1 & ~v2 & ~v3 & ~v4 & ~ready_out):
+                with m.If(~Cat(v for v, _, _ in flags[1:]).any() & ~ready_out):
                     with m.If(group_last):
                         m.next = "LOAD"
                     with m.Else():

@@ -277,28 +277,34 @@ class Scores(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # One score per three clocks: load it with its index, compare it with the best so far into a
-        # register, then hand it out. The comparison starts and ends at flip-flops, and ``i.ready`` is a
+        # One score per four clocks: load it with its index, compare its halves with the best so far's into
+        # registers, combine them, then hand it out. Each comparison starts and ends at flip-flops and is
+        # half the score's width (a long carry chain is the slowest path otherwise), and ``i.ready`` is a
         # flip-flop's output.
         index = Counter(m, self._classes, "index")
         score = Signal(signed(self._width))
         score_index = Signal.like(self.o.payload.klass)
         score_last = Signal()
         score_valid = Signal()
-        compared = Signal()
+        step = Signal(2)                            # 0 loaded, 1 halves compared, 2 compared
+        hi_gt, hi_eq, lo_gt = Signal(), Signal(), Signal()
         better = Signal()
         best = Signal(signed(self._width))
         best_index = Signal.like(self.o.payload.klass)
+        half = self._width // 2
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(~score_valid)
         take = self.i.valid & self.i.ready
         index.step(take)
-        done = score_valid & compared & advance
+        done = score_valid & (step == 2) & advance
         with m.If(take):
-            m.d.sync += [score_valid.eq(1), compared.eq(0), score.eq(self.i.payload),
+            m.d.sync += [score_valid.eq(1), step.eq(0), score.eq(self.i.payload),
                          score_index.eq(index.value), score_last.eq(index.last)]
-        with m.Elif(score_valid & ~compared):
-            m.d.sync += [compared.eq(1), better.eq((score_index == 0) | (score > best))]
+        with m.Elif(score_valid & (step == 0)):
+            m.d.sync += [step.eq(1), hi_gt.eq(score[half:].as_signed() > best[half:].as_signed()),
+                         hi_eq.eq(score[half:] == best[half:]), lo_gt.eq(score[:half] > best[:half])]
+        with m.Elif(score_valid & (step == 1)):
+            m.d.sync += [step.eq(2), better.eq((score_index == 0) | hi_gt | (hi_eq & lo_gt))]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(done)
         with m.If(done):

@@ -16,8 +16,8 @@ class Pool(wiring.Component):
 
     Output pixel ``(y, x)`` combines input pixels ``(k·y + r, k·x + c)``; rows and columns past the last
     whole window are dropped, as :func:`insitu.golden.network.forward_int` does. Partial results of one
-    row of output pixels sit in a block RAM of ``(width // k) · groups`` words; a read-modify-write with
-    forwarding takes one transfer per clock.
+    row of output pixels sit in a block RAM of ``(width // k) · groups`` words; a read-modify-write over
+    three pipeline stages, with forwarding, takes one transfer per clock.
 
     Members
     -------
@@ -78,53 +78,68 @@ class Pool(wiring.Component):
                 yq.eq(Mux(end_row, Mux(row_last, 0, Mux(yr == k - 1, yq + 1, yq)), yq)),
             ]
 
-        # stage 2: the transfer whose partial result was read last clock
+        # Three stages move together, whenever the output is not stuck (``i.ready``):
+        # 1. the input: its partial result's address goes to the memory's read port;
+        # 2. the memory's word arrives and is registered, corrected by forwarding (below). Nothing but a
+        #    3:1 multiplexer lies between the block RAM and a register;
+        # 3. the word combines with the transfer (the sum's adder or the max's comparator, from registers
+        #    only) and is written back and, at a window's last pixel, sent.
+        # The word read in stage 1 misses the writes of the two transfers ahead of it: the one in stage 3
+        # as stage 2 receives it (it writes at the next move) and the one that wrote at the move that
+        # brought it into stage 2 (read-first: the read happened in that clock). Stage 2 takes their
+        # results instead when their addresses match (compared a stage earlier, into registers).
         s_valid = Signal()
         s_value = Signal(word)
         s_addr = Signal(range(max(wo * groups, 2)))
         s_first, s_emit, s_keep = Signal(), Signal(), Signal()
-        s_fwd = Signal()
-        s_fwd_value = Signal(word)
+        s_from_t, s_from_u = Signal(), Signal()     # forward stage 3's result, or the one written last move
 
-        old = Signal(word)
-        m.d.comb += old.eq(Mux(s_fwd, s_fwd_value, rd.data))
+        t_valid, t_first, t_keep, t_emitting = Signal(), Signal(), Signal(), Signal()
+        t_value, t_old = Signal(word), Signal(word)
+        t_addr = Signal.like(s_addr)
+        u_value = Signal(word)                      # the result written at the last move
+
         combined = Signal(word)
         for lane in range(lanes):
-            a, b = old[lane], s_value[lane]
+            a, b = t_old[lane], t_value[lane]
             if self._mode == "sum":
-                m.d.comb += combined[lane].eq(Mux(s_first, b, a + b))
+                m.d.comb += combined[lane].eq(Mux(t_first, b, a + b))
             else:
-                m.d.comb += combined[lane].eq(Mux(s_first | (b > a), b, a))
+                m.d.comb += combined[lane].eq(Mux(t_first | (b > a), b, a))
 
-        finish = Signal()
-        s_emitting = Signal()                       # s_valid & s_emit, as one register
-        stuck = s_emitting & self.o.valid & ~self.o.ready           # an output waits for the slot
-        m.d.comb += [finish.eq(s_valid & ~stuck), self.i.ready.eq(~stuck)]
+        stuck = t_emitting & self.o.valid & ~self.o.ready           # an output waits for the slot
+        move = Signal()
+        m.d.comb += [move.eq(~stuck), self.i.ready.eq(move)]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(finish):
-            m.d.comb += [wr.addr.eq(s_addr), wr.data.eq(combined), wr.en.eq(s_keep)]
-            with m.If(s_emit):
+        writes = t_valid & t_keep
+        with m.If(move):
+            m.d.comb += [wr.addr.eq(t_addr), wr.data.eq(combined), wr.en.eq(writes)]
+            with m.If(t_emitting):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
 
         addr = Signal.like(s_addr)
         m.d.comb += addr.eq(xq * groups + group)
         keep = (xq < wo) & (yq < ho)
-        # Stage 2 loads whenever the stage moves (``i.ready``: registers and one gate), whether or not a
-        # transfer arrives; ``s_valid`` says whether it did. Only the position counters wait for ``take``,
-        # so the input's ``valid`` reaches a few enables, not every register of the stage.
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(self.i.ready)]
+        # Every stage loads whenever the pipeline moves (``i.ready``: registers and one gate), whether or
+        # not a transfer arrives; ``s_valid`` says whether it did. Only the position counters wait for
+        # ``take``, so the input's ``valid`` reaches a few enables, not every register of the stages.
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(move)]
         emit = keep & (xr == k - 1) & (yr == k - 1)
-        with m.If(self.i.ready):
+        with m.If(move):
             m.d.sync += [
                 s_valid.eq(self.i.valid),
                 s_addr.eq(addr),
                 s_first.eq((xr == 0) & (yr == 0)),
                 s_keep.eq(keep),
                 s_emit.eq(emit),
-                s_emitting.eq(self.i.valid & emit),
-                s_fwd.eq(finish & s_keep & (s_addr == addr)),
-                s_fwd_value.eq(combined),
+                # the transfer now in stage 2 is in stage 3 next, and the one in stage 3 writes now
+                s_from_t.eq(s_valid & s_keep & (s_addr == addr)),
+                s_from_u.eq(t_valid & t_keep & (t_addr == addr)),
+                t_valid.eq(s_valid), t_first.eq(s_first), t_keep.eq(s_keep), t_addr.eq(s_addr),
+                t_emitting.eq(s_valid & s_emit), t_value.eq(s_value),
+                t_old.eq(Mux(s_from_t, combined, Mux(s_from_u, u_value, rd.data))),
+                u_value.eq(combined),
             ]
             for lane in range(lanes):
                 m.d.sync += s_value[lane].eq(self.i.payload[lane])

@@ -45,5 +45,9 @@ class Skid(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += full.eq(0)
         with m.Elif(self.i.valid & ~full):
-            m.d.sync += [full.eq(1), held.eq(self.i.payload)]
+            m.d.sync += full.eq(1)
+        # The register follows the input while empty: its enable is ``~full`` (a flip-flop), so ``o.ready``
+        # drives only ``full``, not every bit of the payload.
+        with m.If(~full):
+            m.d.sync += held.eq(self.i.payload)
         return m

@@ -12,8 +12,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .bram import block_ram
-from .params import ParameterError, check_int, signed_width, validated
+from .params import check_int, signed_width, validated
 from .skid import Skid
+from .slices import check_slices, sliced_product, sum_levels
 from .streamconv import source_lanes, weight_stream_signature
 
 __all__ = ["StreamMatVec"]
@@ -61,13 +62,9 @@ class StreamMatVec(wiring.Component):
             weight_width, lanes = source_lanes(source)
         check_int(weight_width, "Weight width", 2, 24)
         check_int(lanes, "Weight lane count", 1, 16)
-        if slices not in (2, 4) or slices > weight_width:
-            raise ParameterError(f"Weight slices must be 2 or 4 (at most the weight width {weight_width}), "
-                                 f"not {slices!r}")
+        check_slices(slices, weight_width)
         self._slices = slices
-        step = -(-weight_width // slices)
-        self._slice_bounds = [(lo, min(weight_width, lo + step)) for lo in range(0, weight_width, step)]
-        self._sum_levels = (len(self._slice_bounds) - 1).bit_length()
+        self._sum_levels = sum_levels(weight_width, slices)
         self._m, self._n, self._act_width = m, n, act_width
         self._source, self._weight_width, self._lanes = source, weight_width, lanes
         a, b = 1 << (act_width - 1), 1 << (weight_width - 1)
@@ -182,36 +179,9 @@ class StreamMatVec(wiring.Component):
         x2, w2 = Signal(word, name="x2"), Signal.like(w.payload, name="w2")
         with m.If(en):
             m.d.sync += [w1.eq(w.payload), x2.eq(rd.data), w2.eq(w1)]
-        # Partial products of the weight's slices (the top one signed), registered, then summed with their
-        # shifts a pair per level, the last sum the whole product (an unpaired part waits a level).
-        products = []
-        for lane in range(lanes):
-            ws = w2[lane].as_unsigned()
-            parts = []
-            for k, (lo, hi) in enumerate(self._slice_bounds):
-                piece = ws[lo:hi].as_signed() if hi == wgt else ws[lo:hi]
-                reg = Signal(signed(act + hi - lo + (hi != wgt)), name=f"pp{lane}_{k}")
-                with m.If(en):
-                    m.d.sync += reg.eq(x2[lane] * piece)
-                parts.append((reg, lo))
-            level = 0
-            while len(parts) > 1:
-                summed = []
-                for k in range(0, len(parts), 2):
-                    if k + 1 == len(parts):
-                        a, sa = parts[k]
-                        reg, value = Signal.like(a, name=f"pd{lane}_{level}_{sa}"), a
-                    else:
-                        (a, sa), (b, sb) = parts[k], parts[k + 1]
-                        # b is signed and carries the higher bits; the last sum is the whole product
-                        width = act + wgt if len(parts) == 2 else len(b) + sb - sa + 1
-                        reg, value = Signal(signed(width), name=f"ps{lane}_{level}_{sa}"), a + (b << (sb - sa))
-                    with m.If(en):
-                        m.d.sync += reg.eq(value)
-                    summed.append((reg, sa))
-                parts = summed
-                level += 1
-            products.append(parts[0][0])
+        # Partial products of the weight's slices, registered, then summed a pair per level (hdl.slices).
+        products = [sliced_product(m, x2[lane], w2[lane], slices=self._slices, name=str(lane), en=en)
+                    for lane in range(lanes)]
         if lanes > 1:
             total = Signal(signed(signed_width(-(1 << (act + wgt - 2)) * lanes, (1 << (act + wgt - 2)) * lanes)),
                            name="psum")

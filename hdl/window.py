@@ -100,8 +100,18 @@ class SlidingWindow(wiring.Component):
         y = Signal(range(ext_h))
         last_x = x == ext_w - 1
         x_next = Mux(last_x, 0, x + 1)
-        consume = (x < self.width) & (y < self.height)
-        emit = (x >= k - 1 - p) & (y >= k - 1 - p)
+        y_next = Mux(last_x, Mux(y == ext_h - 1, 0, y + 1), y)
+        # Whether the position takes a pixel, and whether it completes a window, are registers (set with
+        # ``x`` and ``y``), so the handshake (``advance``, ``i.ready``) is a few gates from flip-flops and
+        # no comparator of the position lies on it.
+        def consume_at(xv, yv):
+            return (xv < self.width) & (yv < self.height)
+
+        def emit_at(xv, yv):
+            return (xv >= k - 1 - p) & (yv >= k - 1 - p)
+
+        consume = Signal(init=1)
+        emit = Signal(init=(k - 1 - p) <= 0)
 
         window = Signal(window_layout(self.channels, self.act_width, k))
         clearing = Signal(init=k > 1)
@@ -134,7 +144,8 @@ class SlidingWindow(wiring.Component):
             # at least two positions), so the memory needs no read-during-write bypass.
             m.d.comb += [wr.data[r].eq(window[(r + 1) * k + k - 1]) for r in range(k - 1)]
             with m.If(clearing):
-                m.d.sync += [wr.addr.eq(x), wr.en.eq(1), x.eq(x_next)]
+                m.d.sync += [wr.addr.eq(x), wr.en.eq(1), x.eq(x_next),
+                             consume.eq(consume_at(x_next, y)), emit.eq(emit_at(x_next, y))]
                 with m.If(last_x):
                     m.d.sync += clearing.eq(0)
             with m.Else():
@@ -145,9 +156,8 @@ class SlidingWindow(wiring.Component):
                 for c in range(k - 1):
                     m.d.sync += window[r * k + c].eq(window[r * k + c + 1])
                 m.d.sync += window[r * k + k - 1].eq(column[r])
-            m.d.sync += [self.o.valid.eq(emit), x.eq(x_next)]
-            with m.If(last_x):
-                m.d.sync += y.eq(Mux(y == ext_h - 1, 0, y + 1))
+            m.d.sync += [self.o.valid.eq(emit), x.eq(x_next), y.eq(y_next),
+                         consume.eq(consume_at(x_next, y_next)), emit.eq(emit_at(x_next, y_next))]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m

@@ -296,6 +296,15 @@ class LinkEndpoint(wiring.Component):
         def wait():
             with m.If(~arrived):
                 m.d.sync += lat.eq(lat - 1)
+
+        def copy_step(then):
+            """A copy out of the request frame: with ``count`` bytes left, read the one at ``src`` for state
+            ``then``; with none, reply OK."""
+            with m.If(count == 0):
+                reply(status["OK"])
+                m.next = "HEADER"
+            with m.Else():
+                read(src, then)
         in_layout = pipe.i.payload.shape()
         lanes = Signal(in_layout)
         lane_list = [lanes[c] for c in range(C)] if isinstance(in_layout, data.ArrayLayout) else [lanes]
@@ -437,11 +446,7 @@ class LinkEndpoint(wiring.Component):
 
             if L:
                 with m.State("LOAD_READ"):          # stream a region-0 WRITE's data into the pipeline's load
-                    with m.If(count == 0):
-                        reply(status["OK"])
-                        m.next = "HEADER"
-                    with m.Else():
-                        read(src, "LOAD_PUSH")
+                    copy_step("LOAD_PUSH")
                 with m.State("LOAD_PUSH"):
                     m.d.comb += mem.addr.eq(src)    # the request repeats: the byte stays while load waits
                     wait()
@@ -452,11 +457,7 @@ class LinkEndpoint(wiring.Component):
                             m.next = "LOAD_READ"
 
             with m.State("WRITE_READ"):             # copy a WRITE's data from the frame to the inputs
-                with m.If(count == 0):
-                    reply(status["OK"])
-                    m.next = "HEADER"
-                with m.Else():
-                    read(src, "WRITE_WRITE")
+                copy_step("WRITE_WRITE")
             with m.State("WRITE_WRITE"):
                 wait()
                 with m.If(arrived):

@@ -31,13 +31,8 @@ def _describe(accel):
         w, params = accel.weights, (0, 0, 0)
         if isinstance(w, StagedWeights):
             method = w.pe
-        elif isinstance(w, SmartDealRows):
-            method = "smartdeal"
-            params = (w.group_size | w.basis_bits << 16, max(1, w.exp_range.bit_length()),
-                      w.words(accel.c_in, accel.c_out))
-        elif isinstance(w, MLGFactors):
-            method = "mlg"
-            params = (w.bo | w.bi << 16, w.bits[0] | w.bits[1] << 8 | w.bits[2] << 16, 0)
+        elif isinstance(w, (SmartDealRows, MLGFactors)):
+            method, params = w.describe(accel.c_in, accel.c_out)
         else:
             return "other", None, 0, 0, 0, 0, 0, 0, (0, 0, 0)
         return ("conv", method, accel.k, accel.parallel, accel.c_in, accel.c_out, accel.width, accel.height,
@@ -45,6 +40,10 @@ def _describe(accel):
     if isinstance(accel, MatVecAccel) and accel.layer.bank == "fc":
         layer = accel.layer
         return "dense", "dense", 1, layer.lanes, layer.n, layer.m, 1, 1, (0, 0, 0)
+    if isinstance(accel, MatVecAccel) and accel.layer.bank in ("sdfc", "mlgfc"):
+        layer = accel.layer
+        method, params = layer.weights.describe(layer.n, layer.m, 1)
+        return "dense", method, 1, 1, layer.n, layer.m, 1, 1, params
     if isinstance(accel, MatVecAccel) and accel.layer.bank == "circ":
         layer = accel.layer
         return "dense", "circulant", layer.k, 1, layer.n, layer.m, 1, 1, (layer.mid_shift, layer.spectrum_width, 0)

@@ -170,11 +170,11 @@ def test_soc_model_option_errors(capsys):
 
 
 @pytest.mark.parametrize("method, chosen", [
-    ("smartdeal", ["conv2", "conv1", "fc2"]), ("mlg", ["conv2", "conv1", "fc2"]),
+    ("smartdeal", ["conv2", "fc1", "conv1", "fc2"]), ("mlg", ["conv2", "fc1", "conv1", "fc2"]),
     ("escalate", ["fc1", "conv1", "fc2"]), ("circulant", ["conv2", "fc1"])])
 def test_compressed_models_get_their_peripherals(method, chosen):
-    """SmartDeal and MLG convolutions get their decoding peripherals, circulant layers the FFT one; layers
-    with none (SmartDeal and MLG fully connected, ESCALATE) run in software. The choice stays within the
+    """SmartDeal and MLG layers get their decoding peripherals (convolutions and fully connected layers),
+    circulant layers the FFT one; layers with none (ESCALATE's convolution) run in software. The choice stays within the
     board's DSPs (the circulant model's int8 conv2 alone takes 144 of the 156: conv1 and fc2 stay in
     software). The UP5K's block RAM holds only the runtime's code."""
     from insitu.boards import get_board
@@ -189,6 +189,7 @@ def test_compressed_models_get_their_peripherals(method, chosen):
     kinds = {"smartdeal": SmartDealRows, "mlg": MLGFactors}
     if method in kinds:
         assert isinstance(got["conv2"], ConvAccel) and isinstance(got["conv2"].weights, kinds[method])
+        assert isinstance(got["fc1"].layer.weights, kinds[method])
     if method == "circulant":
         assert got["fc1"].layer.bank == "circ"
     abandon(*got.values())                               # described only, never built here

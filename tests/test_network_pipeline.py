@@ -13,7 +13,8 @@ from insitu.hdl.network import BiasRelu, Decimate, Flatten, Gather, Pool, Scores
 from insitu.hdl.params import ParameterError
 from insitu.hdl.testing import simulate_stream
 from insitu.tools import compress
-from insitu.tools.network_pipeline import CompiledNetwork, NetworkPipeline
+from insitu.tools.network_pipeline import NetworkPipeline
+from insitu.tools.network_sim import CompiledNetwork
 from insitu.tools.network_plan import PlanError, parse_budget, plan
 
 from helpers import random_model

@@ -11,7 +11,8 @@ from insitu.boards import get_board
 from insitu.golden import modelfile, network
 from insitu.hdl.params import ParameterError
 from insitu.tools import compress
-from insitu.tools.network_pipeline import CompiledNetwork, LoadFirst, NetworkPipeline, weight_image
+from insitu.tools.network_pipeline import LoadFirst, NetworkPipeline, weight_image
+from insitu.tools.network_sim import CompiledNetwork
 from insitu.tools.network_plan import PlanError, parse_budget, plan
 
 from helpers import random_model

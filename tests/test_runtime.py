@@ -382,13 +382,13 @@ def test_sim_firmware_cli_streams_output_and_returns_the_exit_code(tmp_path, mon
     assert "--rom-size applies to --firmware runs only" in capfdbinary.readouterr().err.decode()
 
 
-@pytest.mark.parametrize("method, bound", [("dense", ["c2", "f1"]), ("qgp", ["c2", "f1"]), ("smartdeal", ["c2"]),
-                                           ("mlg", ["c2"]), ("circulant", ["c1", "f1", "f2"])])
+@pytest.mark.parametrize("method, bound", [("dense", ["c2", "f1"]), ("qgp", ["c2", "f1"]), ("smartdeal", ["c2", "f1"]),
+                                           ("mlg", ["c2", "f1"]), ("circulant", ["c1", "f1", "f2"])])
 def test_layers_run_on_matching_peripherals(tmp_path, method, bound):
     """The odd-shaped model on an SoC with the peripherals its layers match (c2: a convolution peripheral,
-    int8, QGP, SmartDeal or MLG; f1: a dense one; c1 has stride 2 and stays in software, as do SmartDeal and
-    MLG linear layers), and the circulant description (c1 int8; f1, f2 circulant): both paths equal the
-    golden model."""
+    int8, QGP, SmartDeal or MLG; f1: a fully connected one, int8 or decoded on chip from SmartDeal rows or
+    MLG factors; c1 has stride 2 and stays in software), and the circulant description (c1 int8; f1, f2
+    circulant): both paths equal the golden model."""
     pytest.importorskip("ziglang")
     from insitu.tools.deploy import sim_transport
     model = odd_model(method, seed=7)

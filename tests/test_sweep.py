@@ -201,6 +201,7 @@ def test_rescoping_records_the_sources_of_a_probe_of_the_same_sources(tmp_path):
 def test_the_source_hash_covers_the_hardware_sources():
     files = provenance.source_files()
     assert "hdl/basisfirst.py" in files and "soc/firmware/net.c" in files and "tools/build.py" in files
+    assert "soc/firmware/link.ld.in" in files                       # the linker script's template
     assert "tools/cli.py" not in files and not any(f.startswith("tests/") for f in files)
 
 

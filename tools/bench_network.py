@@ -42,7 +42,7 @@ def bench_network(params, boards, *, json_path, build_root="build/bench", soc_im
     from ..hdl.params import ParameterError
     from .deploy import run_model, sim_transport
     from .designs import get_design
-    from .network_pipeline import run_network
+    from .network_sim import run_network
     from .network_plan import parse_budget
     model = modelfile.load(params.model)
     data = datasets.load("digits") if tuple(model.input_shape) == (1, 8, 8) else None

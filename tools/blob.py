@@ -138,9 +138,12 @@ def model_accelerators(model, *, parallel=2):
     * a convolution peripheral (:class:`~insitu.soc.accel.ConvAccel`) for each conv2d layer with stride 1
       and padding ``k // 2``: dense or QGP (any k > 1; ``parallel`` output channels per clock where that
       divides the layer's, else one), SmartDeal rows or MLG factors (3×3, decoded on chip);
-    * a :class:`~insitu.soc.accel.DenseAccel` for each dense linear layer, and a
-      :class:`~insitu.soc.accel.CirculantAccel` for each circulant one, with a multiple of 4 inputs."""
-    from ..soc.accel import CirculantAccel, ConvAccel, DenseAccel, MLGConvAccel, SmartDealConvAccel, StagedWeights
+    * for each linear layer with a multiple of 4 inputs: a :class:`~insitu.soc.accel.DenseAccel` (dense), a
+      :class:`~insitu.soc.accel.CirculantAccel` (circulant), or one whose weights are decoded on chip
+      (:class:`~insitu.soc.accel.SmartDealDenseAccel`, :class:`~insitu.soc.accel.MLGDenseAccel`: at most
+      256 inputs and outputs)."""
+    from ..soc.accel import (CirculantAccel, ConvAccel, DenseAccel, MLGConvAccel, MLGDenseAccel, SmartDealConvAccel,
+                             SmartDealDenseAccel, StagedWeights)
     out = {}
     for layer in model.weight_layers:
         a = layer.attrs
@@ -156,13 +159,22 @@ def model_accelerators(model, *, parallel=2):
             out[layer.name] = SmartDealConvAccel(**shape, group_size=sd.group_size, basis_bits=sd.basis_bits,
                                                  exp_range=sd.e_max - sd.e_min,
                                                  words=len(smartdeal.row_words(sd)))
-        elif conv and layer.method == "mlg" and a["k"] == 3 and max(shape["c_in"], shape["c_out"]) <= 255:
+        elif conv and layer.method == "mlg" and a["k"] == 3 and max(shape["c_in"], shape["c_out"]) <= 256:
             g = layer.entry.decode(layer)
             out[layer.name] = MLGConvAccel(**shape, bi=g.bi, bo=g.bo, bits=g.bits)
         elif layer.kind == "linear" and layer.method == "dense" and layer.in_shape[0] % 4 == 0:
             m = a["features"]
             lanes = next(n for n in (4, 2, 1) if m % n == 0)
             out[layer.name] = DenseAccel(m=m, n=layer.in_shape[0], lanes=lanes)
+        elif layer.kind == "linear" and layer.method == "smartdeal" and layer.in_shape[0] % 4 == 0:
+            sd = layer.entry.decode(layer)
+            out[layer.name] = SmartDealDenseAccel(m=a["features"], n=layer.in_shape[0], group_size=sd.group_size,
+                                                  basis_bits=sd.basis_bits, exp_range=sd.e_max - sd.e_min,
+                                                  words=len(smartdeal.row_words(sd)))
+        elif (layer.kind == "linear" and layer.method == "mlg" and layer.in_shape[0] % 4 == 0
+              and max(layer.in_shape[0], a["features"]) <= 256):
+            g = layer.entry.decode(layer)
+            out[layer.name] = MLGDenseAccel(m=a["features"], n=layer.in_shape[0], bi=g.bi, bo=g.bo, bits=g.bits)
         elif layer.kind == "linear" and layer.method == "circulant" and layer.in_shape[0] % 4 == 0:
             c = layer.entry.decode(layer)
             if c.k >= 4 and c.spectrum_width <= 16:

@@ -84,7 +84,7 @@ def cmd_network_run(args):
     from ..golden import modelfile
     from ..hdl.params import ParameterError
     from .provenance import write_result
-    from .network_pipeline import run_network
+    from .network_sim import run_network
     from .network_plan import parse_budget
     soc_only = [o for o, v in (("--baked", args.baked), ("--faults", args.faults), ("--path", args.path != "both"))
                 if v]

@@ -1,7 +1,9 @@
 """The whole-network design: a model file compiled into one layer-pipelined streaming circuit.
 
-Three modules: :mod:`insitu.tools.network_plan` (the plan), :mod:`insitu.tools.network_pipeline` (the
-circuit and its compiled simulation) and this one, the ``network`` design of ``insitu build``.
+Its modules: :mod:`insitu.tools.network_plan` (the plan, with the stage estimates of
+:mod:`insitu.tools.network_stages`), :mod:`insitu.tools.network_pipeline` (the circuit),
+:mod:`insitu.tools.network_sim` (the circuit in the compiled simulation) and this one, the ``network``
+design of ``insitu build``.
 
 :func:`~insitu.tools.network_plan.plan` turns a :class:`~insitu.golden.network.Model` into stages, one block per weight layer with
 the glue between them (:mod:`insitu.hdl.network`), picks each block's parallelism so that the stages are

@@ -134,8 +134,10 @@ SOC_BASE_LOGIC, SOC_BASE_BLOCKS = 1700, 8
 def peripheral_cost(accel, family="ecp5"):
     """``(logic, iCE40 block RAMs, block RAM bits)`` estimated for a peripheral on ``family``. The decoded
     and circulant ones from their committed SoC builds (build-soc-*-smartdeal-conv, -mlg-conv, -circulant:
-    SmartDeal ~3,100 LUT / 3,550 LC and 14 blocks; MLG ~2,800 LUT and 21 multipliers, circulant ~4,600 LUT
-    and 12, which on the iCE40 (no DSPs without -dsp) become logic: neither fits the UP5K)."""
+    SmartDeal ~3,100 LUT / 3,550 LC and 14 blocks; MLG ~2,800 LUT with its multipliers
+    (:func:`peripheral_dsp`) and 7 blocks (with CachedGenerator: an iCE40 build of the SoC with mlg-conv
+    takes 5,360 LC and 32 blocks, just over the UP5K), circulant ~4,600 LUT and 12 multipliers; on the
+    iCE40 (no DSPs without -dsp) the multipliers become logic)."""
     from ..soc.accel import ConvAccel, SmartDealRows, StagedWeights
     fifo_bits = 2 * 64 * 32
     if isinstance(accel, ConvAccel) and isinstance(accel.weights, StagedWeights):
@@ -146,19 +148,47 @@ def peripheral_cost(accel, family="ecp5"):
         if isinstance(accel.weights, SmartDealRows):
             words = accel.weights.words(accel.c_in, accel.c_out)
             return (3550 if family == "ice40" else 3100), 14, 32 * words + fifo_bits + lines
-        return (2800 + 21 * 150 if family == "ice40" else 2800), 4, fifo_bits + lines
+        multipliers = _mlg_multipliers(accel.weights)
+        return (2800 + multipliers * 150 if family == "ice40" else 2800), 7, fifo_bits + lines
     layer = accel.layer
     if layer.bank == "circ":
         return (4600 + 12 * 150 if family == "ice40" else 4600), 10, 32 * layer.words + fifo_bits
+    if layer.bank in ("sdfc", "mlgfc"):
+        # the decoded fully connected stage of the network compiler (tools/network_stages.linear_stage,
+        # fitted to the pipelines' builds) plus the register bank and FIFOs of a dense peripheral (~300)
+        lanes, width, decoder, words = _decoded_linear(layer.weights, layer.words, family)
+        logic = 300 + 150 + decoder + (_mult_pieces(lanes, width) * 145 if family == "ice40" else 0)
+        return logic, 5 + -(-words // 128) + 1, 32 * words + fifo_bits + 8 * layer.n
     weight_blocks = layer.lanes * -(-(layer.m // layer.lanes) * layer.n // 512)
     return 300 + 350 * layer.lanes, 5 + weight_blocks, layer.m * layer.n * 8 + fifo_bits
+
+
+def _mlg_multipliers(weights):
+    """An MLG convolution peripheral's multipliers: its CachedGenerator's ``bo · lanes + 1`` and the PE's."""
+    return weights.bo * weights.lanes + 2
+
+
+def _decoded_linear(weights, words, family):
+    """``(weights per clock, weight width, decoder logic, row words)`` of a decoded fully connected layer."""
+    from ..soc.accel import SmartDealRows
+    if isinstance(weights, SmartDealRows):
+        return 3, weights.basis_bits + weights.exp_range + 2, 600 if family == "ice40" else 1260, words
+    tb, ub, vb = ((1 << b) - 1 for b in weights.bits)
+    return 1, (weights.bo * weights.bi * tb * ub * vb).bit_length() + 1, 25 * weights.bo * (weights.bi + 1) + 100, 0
+
+
+def _mult_pieces(lanes, width):
+    """Multipliers of a StreamMatVec: two partial products per lane, per 8 bits of the weight."""
+    return 2 * lanes * max(1, -(-width // 8))
 
 
 def peripheral_dsp(accel, family="ecp5"):
     """MULT18X18D blocks a peripheral takes on the ECP5 (synthesis maps every multiplier to one; none on
     the iCE40, built without ``-dsp``): an int8 convolution ``c_in · k² · parallel``, a fully connected
-    layer two per lane (half-depth products), MLG's generator and PE 41 and circulant's FFTs and MAC 12
-    (their committed SoC builds)."""
+    layer two per lane (half-depth products), MLG's generator and PE ``bo · lanes + 2`` (CachedGenerator's
+    ``bo · lanes + 1`` and the PE's one: 6 SB_MAC16 in an iCE40 build of the SoC with mlg-conv) and
+    circulant's FFTs and MAC 12 (their committed SoC builds); a decoded fully connected layer two per lane and 8 bits of its weights
+    (the network compiler's estimate)."""
     from ..soc.accel import ConvAccel, SmartDealRows, StagedWeights
     if family != "ecp5":
         return 0
@@ -166,8 +196,11 @@ def peripheral_dsp(accel, family="ecp5"):
         weights = accel.weights
         if isinstance(weights, StagedWeights):
             return 0 if weights.pe == "qgp" else accel.c_in * weights.k ** 2 * weights.parallel
-        return 1 if isinstance(weights, SmartDealRows) else 41
+        return 1 if isinstance(weights, SmartDealRows) else _mlg_multipliers(weights)
     layer = accel.layer
+    if layer.bank in ("sdfc", "mlgfc"):
+        lanes, width, _, _ = _decoded_linear(layer.weights, layer.words, family)
+        return _mult_pieces(lanes, width)
     return 12 if layer.bank == "circ" else 2 * layer.lanes
 
 

@@ -1,7 +1,6 @@
 """The whole-network pipeline: a :class:`~insitu.tools.network_plan.Plan` elaborated into one streaming
-circuit (:class:`NetworkPipeline`, :func:`build_pipeline`), and that circuit in the compiled simulation
-(:class:`CompiledNetwork`, :func:`run_network`, which checks every score against the integer golden model).
-The notes of :mod:`insitu.tools.designs_network` describe its blocks, glue and FIFOs.
+circuit (:class:`NetworkPipeline`, :func:`build_pipeline`); :mod:`insitu.tools.network_sim` runs it in the
+compiled simulation. The notes of :mod:`insitu.tools.designs_network` describe its blocks, glue and FIFOs.
 """
 
 import numpy as np
@@ -13,8 +12,7 @@ from ..hdl.skid import Skid
 from ..hdl.streamconv import source_lanes
 from .network_plan import plan, walk
 
-__all__ = ["NetworkPipeline", "LoadFirst", "build_pipeline", "CompiledNetwork", "run_network", "arrival_order",
-           "weight_image"]
+__all__ = ["NetworkPipeline", "LoadFirst", "build_pipeline", "arrival_order", "weight_image"]
 
 
 def arrival_order(c, h, w):
@@ -101,7 +99,7 @@ class NetworkPipeline(wiring.Component):
         model, stages = self._plan.model, {s.layer: s for s in self._plan.stages}
         act = model.formats["act_width"]
         fmt = None                   # ("groups", width, lanes, C, H, W) or ("vector", width, n)
-        # multipliers in logic: StreamMatVec's products in four slices (shorter carry chains), else two
+        # multipliers in logic: the matrix-vector products in four slices (shorter carry chains), else two
         slices = 4 if self._plan.multipliers_in_logic else 2
         pending = None               # shift of the weight layer whose accumulators are flowing
         for layer, after in walk(model):
@@ -157,11 +155,11 @@ class NetworkPipeline(wiring.Component):
                     if stage.loaded:
                         from ..hdl.ramweights import RamWeights
                         ram = RamWeights(m=layer.shape[0], n=n, lanes=stage.value)
-                        self._loads.append((layer.name, ram, bytes(int(v) & 0xFF for v in codes.reshape(-1))))
+                        self._loads.append((layer.name, ram, weight_image(model, [layer.name])))
                         block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=ram, slices=slices)
                     else:
                         block = DenseMatVec(m=layer.shape[0], n=n, weights=codes, act_width=act,
-                                            lanes=stage.value)
+                                            lanes=stage.value, slices=slices)
                 elif layer.method in ("smartdeal", "mlg"):
                     source = self._weight_source(layer, layer.shape[0], lanes=1)
                     block = StreamMatVec(m=layer.shape[0], n=n, act_width=act, source=source,
@@ -377,84 +375,3 @@ def build_pipeline(model, board, **options):
     """``(NetworkPipeline, Plan)`` for ``model`` on ``board`` (options as :func:`plan`)."""
     the_plan = plan(model, board, **options)
     return NetworkPipeline(the_plan), the_plan
-
-
-class CompiledNetwork:
-    """A :class:`NetworkPipeline` in the compiled simulation (:class:`~insitu.soc.compiled_stream.CompiledStream`):
-    raw images in, class scores, classes and clocks out."""
-
-    def __init__(self, pipeline, *, progress=None):
-        from ..soc.compiled_stream import CompiledStream
-        self.pipeline = pipeline
-        self.model = pipeline.plan.model
-        self._load = pipeline.load_image
-        # SPRAM weights: their bytes go first, and the clocks are counted from the end of the load
-        dut = LoadFirst(pipeline, clock=True) if self._load else pipeline
-        self._sim = CompiledStream(dut, progress=progress)
-        self._in = pipeline.signature.members["i"].signature.members["payload"].shape
-        self._out = dut.signature.members["o"].signature.members["payload"].shape
-
-    def infer(self, images, *, seed=0, stall=0.0):
-        """``(scores (n, classes), classes (n,), clocks)`` of raw ``images`` (as the data set gives them),
-        with seeded random stalls on both streams."""
-        from ..golden import network
-        from ..soc.compiled_stream import pack, unpack
-        q = network.quantise_input(self.model, images)
-        n, classes = len(q), self.pipeline.classes
-        if q.ndim == 4:                   # pixels in raster order, all channels in one transfer
-            pixels = q.transpose(0, 2, 3, 1).reshape(-1, q.shape[1])
-            words = pack(self._in, {str(c): pixels[:, c] for c in range(pixels.shape[1])})
-        else:                             # a flattened input: one value per transfer
-            words = pack(self._in, q.reshape(-1))
-        budget = 1000 + int((n * (4 * self.pipeline.plan.cycles + 2000) + 2 * len(self._load))
-                            / (1 - min(stall, 0.9)))
-        if self._load:
-            head = np.zeros((len(self._load), words.shape[1]), dtype=np.uint32)
-            head[:, 0] = np.frombuffer(self._load, dtype=np.uint8)
-            words = np.concatenate([head, words])
-        out, clocks = self._sim.run(words, n * classes, seed=seed, stall=stall, max_cycles=budget)
-        fields = unpack(self._out, out)
-        if self._load:
-            clocks = int(fields["clock"][-1]) + 1
-        scores = fields["score"].reshape(n, classes)
-        last = fields["last"].reshape(n, classes)
-        if not (last[:, -1].all() and not last[:, :-1].any()):
-            raise RuntimeError("The pipeline's scores lost their image boundaries (last flags out of place)")
-        return scores, fields["klass"].reshape(n, classes)[:, -1], clocks
-
-
-def run_network(model, images, *, labels=None, board, target_fps=None, budget=None, stall=0.0, seed=0,
-                progress=None):
-    """Run ``images`` through ``model``'s pipeline (planned for ``board``) in the compiled simulation and
-    compare every score with :func:`~insitu.golden.network.forward_int`. Returns the report: mismatches,
-    accuracy, cycles per image (the interval, images back to back) and latency (one image alone), images/s
-    at the plan's clock, and the plan."""
-    import time
-
-    from ..golden import network as golden_network
-    pipeline, the_plan = build_pipeline(model, board, target_fps=target_fps, budget=budget)
-    if progress:
-        progress(the_plan.format())
-    sim = CompiledNetwork(pipeline, progress=progress)
-    _, _, latency = sim.infer(images[:1])
-    start = time.monotonic()
-    scores, classes, clocks = sim.infer(images, seed=seed, stall=stall)
-    seconds = time.monotonic() - start
-    want = golden_network.forward_int(model, images)
-    bad = np.flatnonzero((scores != want).any(axis=1) | (classes != want.argmax(axis=1)))
-    per_image = clocks / len(images)
-    report = {
-        "design": "network", "board": board.name, "family": board.family, "images": len(images),
-        "mismatches": int(len(bad)), "first_mismatches": bad[:10].tolist(),
-        "cycles_per_image": round(per_image, 1), "latency_cycles": int(latency),
-        "clock_mhz": the_plan.frequency / 1e6,
-        "images_per_second_at_clock": round(the_plan.frequency / per_image),
-        "estimated_cycles_per_image": the_plan.cycles, "stall": stall,
-        "simulated_clocks_per_second": round(clocks / seconds) if seconds else None,
-        "plan": the_plan.table(), "estimate": the_plan.totals(),
-        "weight_bits": int(sum(s.weight_bits for s in the_plan.stages)),
-    }
-    if labels is not None:
-        report["accuracy"] = round(float((classes == labels).mean()), 4)
-        report["golden_accuracy"] = round(float((want.argmax(axis=1) == labels).mean()), 4)
-    return report

@@ -178,8 +178,11 @@ def linear_stage(layer, family, act_width, dsp):
     if layer.method == "dense":
         bits = m * n * 8
 
+        # DenseMatVec.cycles_per_vector: its pipeline drains in 5 clocks, 6 with multipliers in logic (4 slices)
+        drain = 6 if family == "ice40" and not dsp else 5
+
         def estimate(lanes):
-            cycles = n + (m // lanes) * (n + 5 + lanes)
+            cycles = n + (m // lanes) * (n + drain + lanes)
             logic, dsps = _mults(family, 2 * lanes, dsp)       # two half-depth multipliers per lane
             control, per_lane = _BLOCK_LOGIC[family][2:]
             return {"cycles": cycles, "logic": control + per_lane * lanes + logic, "dsp": dsps,

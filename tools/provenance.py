@@ -36,11 +36,11 @@ __all__ = ["SOURCES", "COMPILED_BY", "compiled_by", "source_files", "source_hash
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("hdl", "soc", "boards", "golden", "tools/build.py", "tools/designs.py", "tools/designs_stream.py",
            "tools/designs_soc.py", "tools/designs_network.py", "tools/network_plan.py", "tools/network_stages.py",
-           "tools/network_pipeline.py",
+           "tools/network_pipeline.py", "tools/network_sim.py",
            "tools/design_params.py", "tools/bench.py", "tools/bench_circulant.py",
            "tools/bench_decode.py", "tools/bench_escalate.py", "tools/bench_network.py", "tools/netrun.py",
            "tools/blob.py", "tools/deploy.py", "tools/network_link.py")
-_SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc"}
+_SUFFIXES = {".py", ".c", ".h", ".S", ".ld", ".cc", ".in"}          # .in: the linker script template
 #: non-Python sources (a file, or a folder ending in "/") and the module that compiles them into a result
 COMPILED_BY = {"soc/firmware/": "soc/firmware.py", "soc/cxxrtl_driver.cc": "soc/cxxrtl.py",
                "soc/stream_driver.cc": "soc/compiled_stream.py"}

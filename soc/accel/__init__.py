@@ -1,7 +1,8 @@
 """Accelerators as bus peripherals: a convolution layer (:class:`ConvAccel`, ``Conv2d`` around a PE whose
 weights come from a weight source object: :class:`StagedWeights` for QGP codes or int8, :class:`SmartDealRows`,
 :class:`MLGFactors`), a dense fully connected layer (:func:`DenseAccel`) and a block-circulant layer
-(:func:`CirculantAccel`), each behind a register bank (:mod:`.matvec` documents the matrix-vector registers,
+(:func:`CirculantAccel`), fully connected layers decoded on chip (:func:`SmartDealDenseAccel`,
+:func:`MLGDenseAccel`), each behind a register bank (:mod:`.matvec` documents the matrix-vector registers,
 :mod:`.decoded` the decoded sources' weight registers).
 
 One file per concern: :mod:`.common` (registers, FIFOs, output formats), :mod:`.conv`, :mod:`.decoded`,
@@ -37,8 +38,8 @@ register     fields
 """
 
 from .conv import ConvAccel, StagedWeights
-from .decoded import MLGConvAccel, MLGFactors, SmartDealConvAccel, SmartDealRows
+from .decoded import MLGConvAccel, MLGDenseAccel, MLGFactors, SmartDealConvAccel, SmartDealDenseAccel, SmartDealRows
 from .matvec import CirculantAccel, DenseAccel, MatVecAccel
 
 __all__ = ["ConvAccel", "StagedWeights", "SmartDealRows", "MLGFactors", "SmartDealConvAccel", "MLGConvAccel",
-           "MatVecAccel", "DenseAccel", "CirculantAccel"]
+           "MatVecAccel", "DenseAccel", "CirculantAccel", "SmartDealDenseAccel", "MLGDenseAccel"]

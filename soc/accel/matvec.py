@@ -1,5 +1,7 @@
 """The matrix-vector peripherals: a dense int8 layer (:class:`DenseAccel`, :class:`~insitu.hdl.DenseMatVec`)
-and a block-circulant one (:class:`CirculantAccel`, :class:`~insitu.hdl.circulant.CirculantMatVec`).
+and a block-circulant one (:class:`CirculantAccel`, :class:`~insitu.hdl.circulant.CirculantMatVec`); the
+decoded ones (SmartDeal rows, MLG factors) are in :mod:`.decoded` and have that weight source's registers
+in place of ``w_addr`` and ``w_data``.
 
 The CPU writes the weights once, then streams each input vector (four int8 elements per word); every ``n``
 elements the layer computes ``m`` outputs into the output FIFO.
@@ -31,21 +33,23 @@ from ..csr import attach_bank, bank_bus_signature
 from .common import DenseCtrl, DenseStatus, InData, Levels, OutCfg, OutData, WAddr, WData, fifos, output_words, \
     weight_address
 
-__all__ = ["MatVecAccel", "DenseAccel", "CirculantAccel"]
+__all__ = ["MatVecAccel", "DenseAccel", "CirculantAccel", "check_columns"]
 
 
 class MatVecAccel(wiring.Component):
     """A matrix-vector layer behind the registers above. ``layer`` is the layer's description: an object
-    with ``words`` (weight words), ``bank`` (the bank's name in the header), ``build()`` (the layer, a stream
-    ``i``/``o`` component, built at elaboration) and ``write(m, layer, addr, w_data)`` (drive its weight
-    port from the address counter and ``w_data``)."""
+    with ``m``, ``n``, ``words`` (weight words), ``bank`` (the bank's name in the header), ``registers``
+    (its weight registers), ``build()`` (the layer, a stream ``i``/``o`` component, built at elaboration)
+    and ``connect(m, layer, regs, status)`` (drive its weight ports from ``regs``, set
+    ``status.err_address`` on a bad address; returns a signal that restarts the layer besides ``clear``,
+    or None)."""
 
     @validated
     def __init__(self, layer, *, fifo_depth=64):
         check_int(fifo_depth, "FIFO depth", 2, 1 << 16)
         self._layer, self._fifo_depth = layer, fifo_depth
         self._registers = [DenseCtrl("ctrl"), DenseStatus("status"), Levels("levels"), OutCfg("out_cfg"),
-                           WAddr("w_addr"), WData("w_data"), InData("in_data"), OutData("out_data")]
+                           *layer.registers, InData("in_data"), OutData("out_data")]
         super().__init__({"bus": In(bank_bus_signature(self._registers))})
 
     registers = property(lambda self: list(self._registers))
@@ -56,14 +60,14 @@ class MatVecAccel(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ctrl, status, levels, out_cfg, w_addr, w_data, in_data, out_data = \
-            attach_bank(m, self._layer.bank, self._registers, self.bus).values()
+        regs = attach_bank(m, self._layer.bank, self._registers, self.bus)
+        ctrl, status, levels, out_cfg, in_data, out_data = (
+            regs[name] for name in ("ctrl", "status", "levels", "out_cfg", "in_data", "out_data"))
         clear = ctrl.clear_stb & ctrl.clear
         layer = self._layer.build()
-        m.submodules.layer = ResetInserter(clear)(layer)
+        restart = self._layer.connect(m, layer, regs, status)
+        m.submodules.layer = ResetInserter(clear if restart is None else clear | restart)(layer)
         in_fifo, out_fifo = fifos(m, self._fifo_depth, clear, status, levels, in_data, out_data)
-
-        self._layer.write(m, layer, weight_address(m, self.words, w_addr, w_data, status), w_data)
 
         byte = Signal(2)
         m.d.comb += [layer.i.valid.eq(in_fifo.r_rdy), layer.i.payload.eq(in_fifo.r_data.word_select(byte, 8)),
@@ -78,7 +82,7 @@ class MatVecAccel(wiring.Component):
         return m
 
 
-def _check_columns(n):
+def check_columns(n):
     check_int(n, "Column count", 4)
     if n % 4:
         raise ParameterError(f"Column count must be a positive multiple of 4, not {n!r}")
@@ -89,17 +93,20 @@ class _Dense:
 
     def __init__(self, m, n, lanes):
         check_int(m, "Row count", 1)
-        _check_columns(n)
+        check_columns(n)
         check_int(lanes, "Lane count", 1, 4)
         if m % lanes:
             raise ParameterError(f"Lane count must divide the row count ({m}), not {lanes!r}")
         self.m, self.n, self.lanes = m, n, lanes
         self.words = m // lanes * n
+        self.registers = [WAddr("w_addr"), WData("w_data")]
 
     def build(self):
         return DenseMatVec(m=self.m, n=self.n, lanes=self.lanes, writable=True)
 
-    def write(self, m, layer, addr, w_data):
+    def connect(self, m, layer, regs, status):
+        w_data = regs["w_data"]
+        addr = weight_address(m, self.words, regs["w_addr"], w_data, status)
         m.d.comb += [layer.w_addr.eq(addr), layer.w_data.eq(w_data.data[:8 * self.lanes]),
                      layer.w_en.eq(w_data.data_stb)]
 
@@ -117,7 +124,7 @@ class _Circulant:
     bank = "circ"
 
     def __init__(self, m, n, k, mid_shift, spectrum_width):
-        _check_columns(n)
+        check_columns(n)
         check_int(k, "Block size", 4, 256)
         if k & (k - 1):
             raise ParameterError(f"Block size must be a power of two in range [4, 256], not {k!r}")
@@ -128,13 +135,15 @@ class _Circulant:
         check_int(spectrum_width, "Spectrum width", 4, 16)
         self.m, self.n, self.k, self.mid_shift, self.spectrum_width = m, n, k, mid_shift, spectrum_width
         self.words = (m // k) * (n // k) * (k // 2 + 1)
+        self.registers = [WAddr("w_addr"), WData("w_data")]
 
     def build(self):
         return CirculantMatVec(spectra=None, m=self.m, n=self.n, k=self.k, mid_shift=self.mid_shift,
                                spectrum_width=self.spectrum_width, writable=True)
 
-    def write(self, m, layer, addr, w_data):
-        sw = self.spectrum_width
+    def connect(self, m, layer, regs, status):
+        w_data, sw = regs["w_data"], self.spectrum_width
+        addr = weight_address(m, self.words, regs["w_addr"], w_data, status)
         m.d.comb += [layer.s_addr.eq(addr), layer.s_data.re.eq(w_data.data[:sw]),
                      layer.s_data.im.eq(w_data.data[16:16 + sw]), layer.s_en.eq(w_data.data_stb)]
 

@@ -1,6 +1,6 @@
 /* Drivers of the convolution peripherals (ConvAccel with QGP or int8 weights, SmartDeal rows or MLG
- * factors) and the matrix-vector ones (DenseAccel, CirculantAccel). Weights go in as the method stores
- * them: the peripheral decodes or generates them. */
+ * factors) and the matrix-vector ones (DenseAccel, CirculantAccel, SmartDealDenseAccel, MLGDenseAccel).
+ * Weights go in as the method stores them: the peripheral decodes or generates them. */
 #include "runtime.h"
 #include "accel.h"
 #include "bitstream.h"
@@ -8,25 +8,28 @@
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 
+/* A decoded peripheral's parameters against the layer's: SmartDeal the same group size, basis and exponent
+ * widths, and a row section that fits its memory; MLG the same ranks and code widths. */
+static int decoded_match(const struct periph *p, const struct blob_layer *l) {
+    if (l->method == METHOD_SMARTDEAL) {
+        uint32_t basis_bits = l->p1 & 0xff, rows_from = 9 * basis_bits * (l->c_out / l->p0);
+        return p->p0 == (l->p0 | basis_bits << 16) && p->p1 == ((l->p1 >> 8) & 0xff) &&
+               (l->aux - rows_from + 31) / 32 <= p->p2;
+    }
+    if (l->method == METHOD_MLG)
+        return p->p0 == l->p0 && p->p1 == l->p1;
+    return 1;
+}
+
 uint8_t accel_match(const struct blob_layer *l, uint32_t taken) {
     for (uint32_t i = 0; i < PERIPH_COUNT && i < 32; i++) {
         const struct periph *p = &PERIPHERALS[i];
-        if (taken & (1u << i) || p->method != l->method)
+        if (taken & (1u << i) || p->method != l->method || !decoded_match(p, l))
             continue;
         if (l->kind == KIND_CONV2D && p->kind == PERIPH_CONV && p->k == l->k && l->padding == l->k / 2 &&
                 l->stride == 1 && p->c_in == l->c_in && p->c_out == l->c_out && p->width == l->w_in &&
-                p->height == l->h_in) {
-            if (l->method == METHOD_SMARTDEAL) {
-                /* same group size, basis and exponent widths; the row section fits its memory */
-                uint32_t basis_bits = l->p1 & 0xff, rows_from = 9 * basis_bits * (l->c_out / l->p0);
-                if (p->p0 != (l->p0 | basis_bits << 16) || p->p1 != ((l->p1 >> 8) & 0xff) ||
-                        (l->aux - rows_from + 31) / 32 > p->p2)
-                    continue;
-            } else if (l->method == METHOD_MLG && (p->p0 != l->p0 || p->p1 != l->p1)) {
-                continue;
-            }
+                p->height == l->h_in)
             return (uint8_t)i;
-        }
         if (l->kind == KIND_LINEAR && p->kind == PERIPH_DENSE && p->c_in == l->c_in && p->c_out == l->c_out) {
             if (l->method == METHOD_CIRCULANT &&
                     (p->k != (l->p0 & 0xffff) || p->p0 != l->p1 || p->p1 < (l->p0 >> 16)))
@@ -40,12 +43,14 @@ uint8_t accel_match(const struct blob_layer *l, uint32_t taken) {
 void accel_load(uint8_t index, const struct blob_layer *l, const uint8_t *base) {
     const struct periph *p = &PERIPHERALS[index];
     const uint8_t *w = base + l->w_off;
+    /* clear: empty the FIFOs, drop a partial frame or vector (the weights are kept) */
+    uint32_t clear = p->kind == PERIPH_CONV ? CONV_CTRL_CLEAR_MASK : DENSE_CTRL_CLEAR_MASK;
     REG(p->out_cfg) = 0;                                     /* raw accumulators, one per word */
     if (RUNTIME_HAS(METHOD_SMARTDEAL) && l->method == METHOD_SMARTDEAL) {
         /* the basis values, then the row section's words from where the basis codes end */
         struct bits b = {(const uint32_t *)w, 0, l->aux};
         uint32_t basis_bits = l->p1 & 0xff, values = 9 * (l->c_out / l->p0);
-        REG(p->ctrl) = CONV_CTRL_CLEAR_MASK;
+        REG(p->ctrl) = clear;
         for (uint32_t i = 0; i < values; i++)
             REG(p->basis) = (i << BASIS_INDEX_SHIFT) | (take(&b, basis_bits) << BASIS_VALUE_SHIFT);
         REG(p->w_a) = 0;
@@ -60,7 +65,7 @@ void accel_load(uint8_t index, const struct blob_layer *l, const uint8_t *base) 
         /* codes as the stream holds them (b-bit, (c + 2^b − 1) / 2): the registers take odd codes c */
         struct bits b = {(const uint32_t *)w, 0, 8 * l->w_bytes};
         uint32_t bo = l->p0 & 0xffff, bi = l->p0 >> 16, kk = l->k * l->k;
-        REG(p->ctrl) = CONV_CTRL_CLEAR_MASK;
+        REG(p->ctrl) = clear;
         for (uint32_t f = 0; f < 3; f++) {
             uint32_t bits = (l->p1 >> (8 * f)) & 0xff, top = (1u << bits) - 1;
             uint32_t outer = f == 0 ? bo * bi * kk : f == 1 ? bo : l->c_out;
@@ -185,6 +190,6 @@ int accel_run(uint8_t index, const struct blob_layer *l, const int32_t *x, int32
         }
     }
     uint32_t decoded = l->method == METHOD_SMARTDEAL || l->method == METHOD_MLG;
-    uint32_t err = REG(p->status) & (decoded ? DECODE_STATUS_ERR_MASK : conv ? CONV_STATUS_ERR_MASK : DENSE_STATUS_ERR_MASK);
+    uint32_t err = REG(p->status) & (!conv ? DENSE_STATUS_ERR_MASK : decoded ? DECODE_STATUS_ERR_MASK : CONV_STATUS_ERR_MASK);
     return err ? 1 : 0;
 }
