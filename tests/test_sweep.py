@@ -1,6 +1,7 @@
 """The build farm (insitu sweep on dask.distributed) and the results that cannot drift (insitu results)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,14 @@ def test_grid_is_the_product_of_lists():
                      "designs": [{"design": "muxconv", "params": {"c_in": [4, 8], "parallel": 1}}]})
     assert len(points) == 2 * 2 * 2
     assert points[0] == Point("muxconv", "icebreaker", (("c_in", 4), ("parallel", 1)), 1)
+
+
+def test_a_point_survives_its_round_trip_through_json():
+    """A point goes to its build process as JSON (``as_dict``) and comes back whole (``from_dict``)."""
+    spec = json.loads((Path(__file__).parents[1] / "docs" / "sweeps" / "blocks-closure.json").read_text())
+    points = expand(spec) + [Point("muxconv", "icebreaker", (("c_in", 2), ("k", 3)), seed=4, freq=50.0, dsp=True)]
+    assert len(points) > 50
+    assert [Point.from_dict(json.loads(json.dumps(p.as_dict()))) for p in points] == points
 
 
 def test_results_are_stale_when_the_sources_change(tmp_path):

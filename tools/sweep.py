@@ -57,6 +57,12 @@ class Point:
         return {"design": self.design, "board": self.board, "params": dict(self.params), "seed": self.seed,
                 "freq": self.freq, "dsp": self.dsp}
 
+    @classmethod
+    def from_dict(cls, given):
+        """The point :meth:`as_dict` gave (``Point.from_dict(p.as_dict()) == p``)."""
+        return cls(given["design"], given["board"], tuple(sorted(given["params"].items())), given["seed"],
+                   given["freq"], given["dsp"])
+
 
 def load_spec(path):
     """Read and check a sweep spec; one-line errors naming the entry."""
@@ -189,9 +195,7 @@ def _point_main():
     from .designs import get_design
     from .provenance import used_sources
     spec, build_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    given = json.loads(spec)
-    point = Point(given["design"], given["board"], tuple(sorted(given["params"].items())), given["seed"],
-                  given["freq"], given["dsp"])
+    point = Point.from_dict(json.loads(spec))
     row = point.as_dict()
     try:
         design = get_design(point.design)
