@@ -296,3 +296,20 @@ def test_results_can_be_chosen_by_name(tmp_path, capsys):
     assert "1 results, 0 stale" in listed
     assert main(["results", "--dir", str(tmp_path), "--only", "nothing-*"]) == 1
     assert "is left by --only and --skip" in capsys.readouterr().err
+
+
+def test_results_that_measure_speed_are_remade_alone_after_the_others(tmp_path, monkeypatch, capsys):
+    """A simulation's result records simulated cycles per second: it is remade after the rest, on its
+    own, not as one of the engine's parallel tasks."""
+    from insitu.tools import sweep_commands
+    calls = []
+    monkeypatch.setattr(sweep_commands, "regenerate", lambda paths, **kw: calls.append(("engine", [
+        p.name for p in paths])) or [{"argv": [], "returncode": 0, "tail": []} for _ in paths])
+    monkeypatch.setattr(sweep_commands, "_run_command", lambda argv, cwd: calls.append(("alone", argv[0])) or
+                        {"argv": argv, "returncode": 0, "tail": []})
+    for name, word in (("sim-a.json", "sim"), ("build-b.json", "build"), ("build-c.json", "build")):
+        (tmp_path / name).write_text(json.dumps({"seconds": 1, "provenance": {
+            "source_hash": "0", "inputs": {}, "command": ["insitu", word, "--design", "x"]}}))
+    assert main(["results", "--dir", str(tmp_path), "--update"]) == 0
+    assert calls == [("engine", ["build-b.json", "build-c.json"]), ("alone", "sim")]
+    assert "alone 1/1: sim-a.json (it measures speed)" in capsys.readouterr().out

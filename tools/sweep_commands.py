@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import CLIError
 
-__all__ = ["add_parsers", "cmd_sweep", "cmd_results", "result_status", "regenerate"]
+__all__ = ["add_parsers", "cmd_sweep", "cmd_results", "result_status", "regenerate", "remake_alone"]
 
 RESULTS_DIR = Path("docs") / "results"
 
@@ -210,6 +210,21 @@ def regenerate(paths, *, scheduler=None, workers=None, cwd=".", progress=print):
                          workers=workers, cwd=cwd, progress=progress)
 
 
+#: commands whose results measure speed (simulated cycles per second): remade one at a time after the
+#: others, so that no other job shares the cores while they measure
+ALONE = ("sim",)
+
+
+def remake_alone(paths, *, cwd=".", progress=print):
+    """Run the recorded commands of ``paths`` one after another in this machine's processes, nothing else
+    beside them; returns their outcomes in order."""
+    outcomes = []
+    for n, path in enumerate(paths, 1):
+        progress(f"  alone {n}/{len(paths)}: {Path(path).name} (it measures speed)")
+        outcomes.append(_run_command(_command_for(path), str(Path(cwd).resolve())))
+    return outcomes
+
+
 #: how each command is cut down to a probe: (command word, option, value); commands not listed are remade
 _PROBES = {"run": ("--images", "2"), "sim": ("--images", "1")}
 
@@ -303,7 +318,10 @@ def cmd_results(args):
     for path in todo:
         _command_for(path)                                   # every command is known before any work
     todo.sort(key=lambda path: -_recorded_seconds(path))     # longest first: the last task ends sooner
-    outcomes = regenerate(todo, scheduler=args.scheduler, workers=args.workers)
+    alone = [p for p in todo if _command_for(p)[0] in ALONE]
+    shared = [p for p in todo if p not in alone]
+    outcomes = regenerate(shared, scheduler=args.scheduler, workers=args.workers) if shared else []
+    outcomes += remake_alone(alone)
     failed = [o for o in outcomes if o["returncode"] != 0]
     for o in failed:
         print(f"failed: insitu {' '.join(o['argv'])}\n  " + "\n  ".join(o["tail"]), file=sys.stderr)
