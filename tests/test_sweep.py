@@ -282,7 +282,9 @@ def test_results_say_what_a_remake_costs(tmp_path):
         (tmp_path / name).write_text("{" if body is None else json.dumps(body))
     paths = [tmp_path / name for name in files]
     assert [_recorded_seconds(p, None) for p in paths] == [600.0, 30.0, 30.0, None, None]
-    assert _cost(paths) == "about 11 minutes one at a time, as recorded; 2 record no time"
+    assert _cost(paths, 1) == "about 11 minutes one at a time, 11 on 1 worker, as recorded; 2 record no time"
+    # longest first, each to the worker free first: 600 on one, 30 + 30 on the other
+    assert _cost(paths, 2) == "about 11 minutes one at a time, 10 on 2 workers, as recorded; 2 record no time"
 
 
 def test_results_can_be_chosen_by_name(tmp_path, capsys):
