@@ -338,7 +338,7 @@ def cmd_results(args):
     for path in todo:
         _command_for(path)                                   # every command is known before any work
     todo.sort(key=lambda path: -_recorded_seconds(path))     # longest first: the last task ends sooner
-    alone = [p for p in todo if _command_for(p)[0] in ALONE]
+    alone = [p for p in todo if _command_word(p) in ALONE]
     shared = [p for p in todo if p not in alone]
     outcomes = regenerate(shared, scheduler=args.scheduler, workers=args.workers) if shared else []
     outcomes += remake_alone(alone)
