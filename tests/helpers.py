@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from insitu.golden import description, network
+from insitu.golden import description, methods, network
+from insitu.tools import compress
 
 #: a description with every layer kind and odd shapes: stride 2, padding, biases, sum and max pooling
 ODD = {"input": [2, 9, 7], "layers": [
@@ -42,3 +43,15 @@ def random_model(desc, seed):
     weights, biases = random_weights(desc, seed)
     return network.from_description(desc, weights, biases, formats={"input_scale": 0.1, "input_gain": 3,
                                                                     "act_width": 8})
+
+
+def odd_model(method, seed=2):
+    """The odd-shaped description, compressed with ``method`` where it applies (dense elsewhere); for
+    ``circulant``, the description of fully connected layers it can take."""
+    rng = np.random.default_rng(seed)
+    model = random_model(CIRCULANT if method == "circulant" else ODD, seed)
+    raw = rng.integers(-12, 13, size=(16, *model.input_shape))
+    kinds = methods.get(method).kinds
+    return compress.compress_model(model, "dense", raw, layer_methods={
+        layer.name: method for layer in model.weight_layers if layer.kind in kinds},
+        settings=CIRCULANT_SETTINGS if method == "circulant" else None)

@@ -1,5 +1,6 @@
 """The firmware runtime and the host protocol: frames, the link under injected faults, the layer
-interpreter against the integer golden model, all on the compiled SoC simulation, and ``insitu run``."""
+interpreter against the integer golden model, all on the compiled SoC simulation. With peripherals:
+``test_runtime_peripherals.py``; ``insitu run``: ``test_runtime_cli.py``."""
 
 import struct
 import zlib
@@ -17,7 +18,7 @@ from insitu.tools.blob import pack_model
 from insitu.tools.cli import main
 from insitu.tools.deploy import run_model
 
-from helpers import CIRCULANT, CIRCULANT_SETTINGS, ODD, random_model
+from helpers import ODD, odd_model, random_model
 
 MODELS = FIRMWARE_DIR.parent.parent / "models"
 
@@ -71,18 +72,6 @@ def board(tmp_path_factory):
         transport = protocol.SimTransport(sim)
         return protocol.FaultyTransport(transport, rate=faults, seed=seed) if faults else transport
     return fresh
-
-
-def odd_model(method, seed=2):
-    """The odd-shaped description, compressed with ``method`` where it applies (dense elsewhere); for
-    ``circulant``, the description of fully connected layers it can take."""
-    rng = np.random.default_rng(seed)
-    model = random_model(CIRCULANT if method == "circulant" else ODD, seed)
-    raw = rng.integers(-12, 13, size=(16, *model.input_shape))
-    kinds = methods.get(method).kinds
-    return compress.compress_model(model, "dense", raw, layer_methods={
-        layer.name: method for layer in model.weight_layers if layer.kind in kinds},
-        settings=CIRCULANT_SETTINGS if method == "circulant" else None)
 
 
 def test_hello_and_echo(board):
@@ -269,25 +258,6 @@ def test_models_the_runtime_cannot_run_are_refused_by_layer():
         pack_model(narrow)
 
 
-def test_insitu_run_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--sim", "--images", "2", "--json",
-                 "r.json"]) == 0
-    out = capsys.readouterr().out
-    assert "peripherals: conv1, conv2, fc1, fc2 (4 layers bound)" in out and "images/s 115200 Bd" in out
-    assert out.count(" 0 ") >= 2                       # no mismatches on either path
-    assert main(["run", "--model", str(MODELS / "digits-dense.npz"), "--sim", "--images", "1", "--baked",
-                 "--path", "software"]) == 0
-    out = capsys.readouterr().out
-    assert "peripherals: none" in out and "\nsoftware " in out and "accelerator" not in out
-    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "/dev/nonexistent-tty"]) == 1
-    assert "Cannot open /dev/nonexistent-tty" in capsys.readouterr().err
-    assert main(["run", "--model", str(MODELS / "digits-qgp.npz"), "--port", "x", "--faults", "0.1"]) == 1
-    assert "--faults applies to --sim only" in capsys.readouterr().err
-    assert main(["run", "--model", str(MODELS / "digits-float.npz"), "--sim"]) == 1
-    assert "Layer conv1 is float: the firmware runtime runs dense, qgp" in capsys.readouterr().err
-
-
 # ------------------------------------------------------------------------------------- your own firmware
 
 def _run_c(tmp_path, source, **layout):
@@ -380,51 +350,6 @@ def test_sim_firmware_cli_streams_output_and_returns_the_exit_code(tmp_path, mon
     assert "undefined_thing" in capfdbinary.readouterr().err.decode()
     assert main(["sim", "--rom-size", "4096"]) == 1
     assert "--rom-size applies to --firmware runs only" in capfdbinary.readouterr().err.decode()
-
-
-@pytest.mark.parametrize("method, bound", [("dense", ["c2", "f1"]), ("qgp", ["c2", "f1"]), ("smartdeal", ["c2", "f1"]),
-                                           ("mlg", ["c2", "f1"]), ("circulant", ["c1", "f1", "f2"])])
-def test_layers_run_on_matching_peripherals(tmp_path, method, bound):
-    """The odd-shaped model on an SoC with the peripherals its layers match (c2: a convolution peripheral,
-    int8, QGP, SmartDeal or MLG; f1: a fully connected one, int8 or decoded on chip from SmartDeal rows or
-    MLG factors; c1 has stride 2 and stays in software), and the circulant description (c1 int8; f1, f2
-    circulant): both paths equal the golden model."""
-    pytest.importorskip("ziglang")
-    from insitu.tools.deploy import sim_transport
-    model = odd_model(method, seed=7)
-    raw = np.random.default_rng(9).integers(-12, 13, size=(6, *model.input_shape))
-    transport = sim_transport(tmp_path, accelerate_for=model, progress=lambda *a: None)
-    report = run_model(model, raw, transport, paths=("software", "accelerator"))
-    assert report["peripherals"] == bound and report["accelerated_layers"] == len(bound)
-    golden = network.forward_int(model, raw).tolist()
-    for path in report["paths"].values():
-        assert path["mismatches"] == 0 and [p["scores"] for p in path["per_image"]] == golden
-    assert report["paths"]["accelerator"]["cycles_per_image"] < report["paths"]["software"]["cycles_per_image"]
-
-
-def test_a_baked_model_runs_from_reset_or_is_refused_by_name(tmp_path, monkeypatch):
-    """Baked into the image: ready at reset (its activations get the RAM they need first); a model
-    whose activations cannot fit is reported, not silently dropped."""
-    pytest.importorskip("ziglang")
-    import insitu.tools.deploy as deploy
-    from insitu.soc.modelblob import HEADER
-    model = modelfile.load(MODELS / "digits-dense.npz")
-    _, _, xte, _ = network.digits_split()
-    transport = deploy.sim_transport(tmp_path / "a", model=model, progress=lambda *a: None)
-    assert protocol.Client(transport).hello()["baked_model"] == "ok"
-    assert run_model(model, xte[:1], transport, load=False)["mismatches"] == 0
-
-    def huge(m):                                       # a blob claiming a million-element activation
-        data = bytearray(pack_model(m))
-        at = 4 * HEADER.index("max_activation")
-        data[at:at + 4] = (1 << 20).to_bytes(4, "little")
-        return bytes(data)
-    small = odd_model("dense")
-    monkeypatch.setattr(deploy, "pack_model", huge)
-    transport = deploy.sim_transport(tmp_path / "b", model=small, progress=lambda *a: None)
-    monkeypatch.undo()
-    with pytest.raises(deploy.DeployError, match="refused its baked model: the model does not fit"):
-        run_model(small, np.zeros((1, *small.input_shape)), transport, load=False)
 
 
 def test_serial_transport_over_a_pyserial_loopback():
