@@ -134,6 +134,11 @@ class DenseMatVec(wiring.Component):
             v, first, last = (Signal(name=f"{name}{stage + 1}") for name in ("v", "first", "last"))
             m.d.sync += [v.eq(flags[-1][0]), first.eq(flags[-1][1]), last.eq(flags[-1][2])]
             flags.append((v, first, last))
+        # The pipeline is empty when no stage holds a valid product: the flags shift every clock, so that is
+        # the registered OR of this clock's flags but the last (no added latency, and the WAIT state below
+        # tests one flip-flop instead of an OR over the stages).
+        empty = Signal(init=1)
+        m.d.sync += empty.eq(~Cat(v for v, _, _ in flags[:-1]).any())
         xd, wd = Signal.like(x_rd.data, name="x_data"), Signal.like(w_rd.data, name="w_data")
         m.d.sync += [xd.eq(x_rd.data), wd.eq(w_rd.data)]
         products = [sliced_product(m, xd, wd[lane], slices=self._slices, name=str(lane)) for lane in range(lanes)]
@@ -176,7 +181,7 @@ class DenseMatVec(wiring.Component):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # The group's accumulators must be emitted before the next group overwrites them.
-                with m.If(~Cat(v for v, _, _ in flags[1:]).any() & ~ready_out):
+                with m.If(empty & ~ready_out):
                     with m.If(group_last):
                         m.next = "LOAD"
                     with m.Else():

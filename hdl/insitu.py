@@ -115,6 +115,27 @@ class InSituGenerator(wiring.Component):
         return (self._bo * self._bi * self._taps * b + self._bo * self._c_in * self._bi * u
                 + self._c_out * self._bo * v)
 
+    def _sum_to_output(self, m, en, valid, prods):
+        """Drive :attr:`o` with ``Σ_b prods[b][lane]``: a registered adder tree (pairs per level,
+        ``_sum_levels - 1`` levels), the last sum into the output register; ``valid`` follows the data."""
+        lanes = self._lanes
+        level = prods
+        for depth in range(self._sum_levels - 1):
+            pairs = [level[n:n + 2] for n in range(0, len(level), 2)]
+            level = [[Signal(signed(self._weight_width), name=f"vsum{depth}_{n}_{lane}") for lane in range(lanes)]
+                     for n in range(len(pairs))]
+            next_valid = Signal(name=f"valid_sum{depth}")
+            with m.If(en):
+                m.d.sync += next_valid.eq(valid)
+                for n, pair in enumerate(pairs):
+                    for lane in range(lanes):
+                        m.d.sync += level[n][lane].eq(sum(p[lane] for p in pair))
+            valid = next_valid
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(valid)
+            for lane in range(lanes):
+                m.d.sync += self.o.payload[lane].eq(sum(p[lane] for p in level))
+
     def elaborate(self, platform):
         m = Module()
         bo, bi, taps, lanes = self._bo, self._bi, self._taps, self._lanes
@@ -207,20 +228,5 @@ class InSituGenerator(wiring.Component):
                 for lane in range(lanes):
                     lo, hi = parts[b][lane]
                     m.d.sync += prods[b][lane].eq(lo + (hi << 2))
-        level = prods
-        for depth in range(self._sum_levels - 1):
-            pairs = [level[n:n + 2] for n in range(0, len(level), 2)]
-            level = [[Signal(signed(self._weight_width), name=f"vsum{depth}_{n}_{lane}") for lane in range(lanes)]
-                     for n in range(len(pairs))]
-            next_valid = Signal(name=f"valid_sum{depth}")
-            with m.If(en):
-                m.d.sync += next_valid.eq(valid)
-                for n, pair in enumerate(pairs):
-                    for lane in range(lanes):
-                        m.d.sync += level[n][lane].eq(sum(p[lane] for p in pair))
-            valid = next_valid
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(valid)
-            for lane in range(lanes):
-                m.d.sync += self.o.payload[lane].eq(sum(p[lane] for p in level))
+        self._sum_to_output(m, en, valid, prods)
         return m

@@ -21,7 +21,8 @@ class CachedGenerator(InSituGenerator):
     peripheral restarts it): the fill reads them once.
 
     On the iCE40UP5K, whose 8 DSP blocks the full generator's ``bo · (bi + 1)`` products overflow, this
-    is the form that fits: MLG's rank-4 digits layers take 5 multipliers here, 16 there.
+    is the form that fits: the ``mlg-conv`` layer (rank 4 × 3) takes 5 multipliers here, 16 there; the digits
+    model's conv2 (rank 8 × 3) 9 against 32.
     """
 
     @property
@@ -150,20 +151,5 @@ class CachedGenerator(InSituGenerator):
                 for lane in range(lanes):
                     m.d.sync += prods[b][lane].eq(vr[b] * w1[lane * bo + b])
         valid = next_valid
-        level = prods
-        for depth in range(max(1, (bo - 1).bit_length()) - 1):
-            pairs = [level[n:n + 2] for n in range(0, len(level), 2)]
-            level = [[Signal(signed(self._weight_width), name=f"vsum{depth}_{n}_{lane}") for lane in range(lanes)]
-                     for n in range(len(pairs))]
-            next_valid = Signal(name=f"valid_sum{depth}")
-            with m.If(en):
-                m.d.sync += next_valid.eq(valid)
-                for n, pair in enumerate(pairs):
-                    for lane in range(lanes):
-                        m.d.sync += level[n][lane].eq(sum(p[lane] for p in pair))
-            valid = next_valid
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(valid)
-            for lane in range(lanes):
-                m.d.sync += self.o.payload[lane].eq(sum(p[lane] for p in level))
+        self._sum_to_output(m, en, valid, prods)
         return m

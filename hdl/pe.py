@@ -125,9 +125,9 @@ class ConvPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # One lane (output channel) per write enable bit. The read port prefetches every clock, also
-        # while weights are written; a word read in a clock that writes is never used (see ``primed``),
-        # so the memory is collision-free.
+        # One lane (output channel) per write enable bit. The read port may read while weights are
+        # written; a word read in a clock that writes is never used (see ``primed``), so the memory is
+        # collision-free.
         wr, rd = block_ram(m, "weights", shape=self._word, depth=self.groups, init=self._init, granularity=1)
         m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
 
@@ -147,23 +147,28 @@ class ConvPE(wiring.Component):
         en = Signal()
         m.d.comb += en.eq(~out.valid | out.ready)
 
+        # The read port holds the word of ``group``. A transfer (``issue``) reads the next group's word,
+        # whose address ``group_next`` is a register: the memory's address comes from flip-flops through
+        # one 2:1 select, and ``issue`` reaches only the read register's enable. After weight writes
+        # (``primed`` low: the previous clock wrote) the port reads ``group`` again; ``primed`` is high
+        # again one clock after the last write, when that read is presented.
         group = Signal(range(self.groups))
-        # The read port presents a word read in a clock without weight writes (after reset, or one
-        # clock after the last write).
+        group_next = Signal(range(self.groups), init=1 % self.groups)
         primed = Signal()
         m.d.sync += primed.eq(self.w_en == 0)
         issue = Signal()
         # ``last_group`` is a register (``group == groups - 1``), so ``i.ready`` is two gates from
         # flip-flops and does not depend on ``i.valid``.
         last_group = Signal(init=self.groups == 1)
-        group_next = Mux(last_group, 0, group + 1)
         m.d.comb += [
             issue.eq(en & primed & self.i.valid),
             self.i.ready.eq(en & primed & last_group),
-            rd.addr.eq(Mux(issue, group_next, group)),
+            rd.addr.eq(Mux(primed, group_next, group)),
+            rd.en.eq(issue | ~primed),
         ]
         with m.If(issue):
-            m.d.sync += [group.eq(group_next), last_group.eq(group_next == self.groups - 1)]
+            m.d.sync += [group.eq(group_next), last_group.eq(group_next == self.groups - 1),
+                         group_next.eq(Mux(group_next == self.groups - 1, 0, group_next + 1))]
 
         # Stage 1: per-term operands picked from the window and the weight word, registered.
         # Stage 2: each term computed from its operands, registered.

@@ -10,7 +10,8 @@ Field access modes:
 * ``"r"``: read-only, driven by the peripheral (``fields.<reg>.<field>`` is an input to the bank);
 * ``"rw"``: storage written by firmware and read back (an output of the bank);
 * ``"w"``: write-only strobe: the written value is presented with ``<field>_stb`` high for one clock,
-  the clock of the bus write (the value is the bus data, valid only with the strobe; reads return 0);
+  the clock that acknowledges the bus write (the value is the bus data, which the master holds until
+  then, valid only with the strobe; reads return 0);
 * ``"rc"``: read-only, and a read pulses ``<field>_rd`` for one clock (e.g. pop a FIFO).
 
 Registers are 32-bit words at consecutive word offsets, fields packed from bit 0 in declaration order.
@@ -168,8 +169,13 @@ class RegisterBank(wiring.Component):
                     with m.If(sel & bus.we):
                         for b in range(f.width):
                             m.d.sync += sig[b].eq(bits[b])
-                elif f.access == "w":       # combinational: no storage for write-only values
-                    m.d.comb += [getattr(port, f.name + "_stb").eq(sel & bus.we & bus.sel[offset // 8]),
+                elif f.access == "w":
+                    # The strobe is a register, high in the acknowledging clock: the master still holds
+                    # the data then (it waits for ``ack``), so the value needs no storage, and the
+                    # peripheral's logic behind the strobe starts from a flip-flop, not the bus decode.
+                    stb = Signal(name=f"{reg.name}_{f.name}_stb")
+                    m.d.sync += stb.eq(sel & bus.we & bus.sel[offset // 8])
+                    m.d.comb += [getattr(port, f.name + "_stb").eq(stb),
                                  sig.eq(bus.dat_w[offset:offset + f.width])]
                 elif f.access == "rc":
                     m.d.sync += getattr(port, f.name + "_rd").eq(sel & ~bus.we)

@@ -296,11 +296,15 @@ def test_sizes_beyond_the_board_are_refused_before_elaboration(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_place_failure_is_said_in_the_board_s_terms(tmp_path):
+@pytest.mark.parametrize("error", [
+    "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'",
+    "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 33807 ICESTORM_LCs",   # a little over: the placer
+])
+def test_place_failure_is_said_in_the_board_s_terms(tmp_path, error):
     (tmp_path / "build_top.sh").write_text(
         "cat > top.tim <<'X'\nInfo: Device utilisation:\nInfo:      ICESTORM_LC: 33807/ 5280   640%\n"
         "Info:     ICESTORM_DSP:     0/    8     0%\nX\n"
-        "echo \"ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'\"\n"
+        f"echo \"{error}\"\n"
         "exit 1\n")
     with pytest.raises(build_mod.BuildError, match=r"^Build failed \(exit 1\): too large for iCE40UP5K: needs "
                                                   r"33,807 LC, has 5,280; try --dsp or a smaller --parallel or layer"):

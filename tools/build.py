@@ -181,7 +181,8 @@ def _run_script(build_dir, env, progress, name="top", device=None, knobs=("--par
                 first_error += " (an internal error of yosys, not a fault in the design)"
         used = packed_utilisation(Path(build_dir) / f"{name}.tim")
         over = [(cell, u) for cell, u in used.items() if u["used"] > u["available"]]
-        if "Unable to place cell" in first_error and over:
+        # nextpnr says so either way: no site left for a cell, or no region big enough for the cells
+        if ("Unable to place cell" in first_error or "Failed to expand region" in first_error) and over:
             cell, u = over[0]
             hint = "--dsp or " if cell == "ICESTORM_LC" and used.get("ICESTORM_DSP", {}).get("used") == 0 else ""
             first_error = (f"too large for {device or 'the device'}: needs {u['used']:,} "
