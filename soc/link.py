@@ -26,7 +26,9 @@ The SoC's runtime firmware speaks the protocol through its CPU. A whole-network 
 
 Frames, inputs and results share one byte-wide single-port memory (:class:`insitu.hdl.bytemem.ByteMemory`): SPRAM on the
 iCE40UP5K (whose block RAMs a pipeline needs), block RAM elsewhere. One state machine does everything a
-byte at a time; a UART byte takes ``10 × clocks_per_bit`` clocks, so it is never the bottleneck.
+byte at a time; a UART byte takes ``10 × clocks_per_bit`` clocks, so it is never the bottleneck. Replies
+are COBS-encoded as they are built (each block's code byte is reserved and written when the block ends),
+so sending one, or the kept one again, only streams its bytes.
 
 :class:`UARTLink` puts the endpoint behind an 8N1 UART (:class:`insitu.hdl.uart.UARTRx`,
 :class:`~insitu.hdl.uart.UARTTx`).
@@ -76,6 +78,18 @@ def _residue():
 CRC_RESIDUE = _residue()
 
 
+
+
+def _encoded(n):
+    """The most bytes COBS makes of ``n`` bytes (a code byte per block of at most 254), before the closing zero."""
+    return n + n // 254 + 1
+
+
+def _frame_bases(frame_max):
+    """Where the kept reply (encoded), the NAK (encoded) and the request frame (``frame_max`` bytes,
+    decoded) start: the NAK at a multiple of 16 (it is at most 9 bytes)."""
+    nak = -(-_encoded(frame_max) // 16) * 16
+    return 0, nak, nak + _encoded(8)
 
 
 def _times(value, constant):
@@ -138,10 +152,12 @@ class LinkEndpoint(wiring.Component):
         self.result_bytes = 5 + 4 * classes
         self.input_bytes = channels * pixels
         self._frame_max = 4 + p.MAX_PAYLOAD + 4
-        # memory map: the request frame, a NAK, the kept reply, the input images, the result slots
-        self.FRAME, self.NAK = 0, self._frame_max
-        self.REPLY = self.NAK + 8
-        self.INPUTS = self.REPLY + self._frame_max
+        self._encoded_max = _encoded(self._frame_max)
+        # memory map: the kept reply and a NAK (both encoded, as sent: the reply at 0 and the NAK at a multiple
+        # of 16, so that a byte's address is its offset with at most the NAK's bits above it, no adder), the
+        # request frame (decoded), the input images, the result slots
+        self.REPLY, self.NAK, self.FRAME = _frame_bases(self._frame_max)
+        self.INPUTS = self.FRAME + self._frame_max
         self.RESULTS = self.INPUTS + images * self.input_bytes
         self.size = self.buffer_bytes(self.input_bytes, classes, images)
         if self.size > 4 * 32768:
@@ -165,8 +181,10 @@ class LinkEndpoint(wiring.Component):
 
     @staticmethod
     def buffer_bytes(input_bytes, classes, images):
-        """Bytes of :class:`ByteMemory` an endpoint needs: two frames, a NAK, ``images`` inputs and results."""
-        return 2 * (4 + _protocol().MAX_PAYLOAD + 4) + 8 + images * (input_bytes + 5 + 4 * classes)
+        """Bytes of :class:`ByteMemory` an endpoint needs: a request frame, an encoded reply and NAK,
+        ``images`` inputs and results."""
+        frame = 4 + _protocol().MAX_PAYLOAD + 4
+        return _frame_bases(frame)[2] + frame + images * (input_bytes + 5 + 4 * classes)
 
     def elaborate(self, platform):
         p = _protocol()
@@ -185,6 +203,7 @@ class LinkEndpoint(wiring.Component):
         length = Signal(16)
         args = Signal(data.ArrayLayout(8, 8))       # the first eight payload bytes
         arg16 = [Cat(args[2 * k], args[2 * k + 1]) for k in range(2)]
+        plen = length[:p.MAX_PAYLOAD.bit_length()]  # the length of a good frame (at most MAX_PAYLOAD)
         offset = Cat(args[4], args[5], args[6], args[7])
 
         # One CRC unit, shared by the receiver (``store``) and the reply builder (``emit``), a bit per clock:
@@ -226,18 +245,18 @@ class LinkEndpoint(wiring.Component):
                 m.d.sync += bad.eq(1)
 
         # --- building a reply (or a NAK) in memory ----------------------------------------------------
-        base = Signal(range(self.size))             # where the frame being built (or sent) starts
         at = Signal(range(self._frame_max + 1))     # bytes built
-        out_cmd, out_seq = Signal(8), Signal(8)
-        out_len = Signal(16)                        # payload bytes (status included), while building
         out_status = Signal(8)
         has_status = Signal()
         source = Signal(range(4))                   # 0 none, 1 HELLO table, 2 memory copy, 3 registers
-        count = Signal(16)                          # data bytes left
+        # data bytes left: at most a payload (a good frame's length is at most MAX_PAYLOAD) or the ROM
+        most_data = max(p.MAX_PAYLOAD, len(self.hello) + len(self.commit_info))
+        count = Signal(range(most_data + 1))
+        out_len = Signal(range(most_data + 2))      # payload bytes (status included), while building
         src = Signal(range(self.size))
-        reply_total = Signal(range(self._frame_max + 1))
+        reply_total = Signal(range(self._encoded_max + 1))   # encoded bytes of the kept reply
+        nak_total = Signal(range(_encoded(8) + 1))          # and of the NAK
         have_last, last_cmd, last_seq = Signal(), Signal(8), Signal(8)
-        total = Signal(range(self._frame_max + 1))  # bytes of the frame being sent
         is_reply = Signal()
         hello = Array(Const(b, 8) for b in self.hello)
         # weights loaded at run time into the pipeline's ``load`` stream (SPRAM)
@@ -249,15 +268,49 @@ class LinkEndpoint(wiring.Component):
         rom_base = Signal(range(len(self.hello) + 1))   # HELLO's data, or COMMIT's after it
         rom = Array(Const(b, 8) for b in self.hello + self.commit_info)
 
-        emit_en, emit_value = Signal(), Signal(8)
+        # Frames are COBS-encoded as they are built, so that sending only streams them: each block's code
+        # byte is reserved (``code_at``) and written when a zero ends the block (the zero itself is not
+        # stored) or it reaches 254 bytes (code 0xFF, written a clock later: ``patch``). An emitted byte
+        # is registered (``pending``) and written the clock after: where it goes depends on its value.
+        emit_en, emit_value, emit_crc = Signal(), Signal(8), Signal()
+        pending, pending_value = Signal(), Signal(8)
+        wp = Signal(range(self._encoded_max + 1))   # the encoded frame's next byte
+        code_at, patch_at = Signal(range(self._encoded_max)), Signal(range(self._encoded_max))
+        block = Signal(range(255))                  # data bytes of the block being built
+        after_full = Signal()                       # the block follows a full one and is still empty
+        patch = Signal()
+        frame_off = Signal(range(self._encoded_max + 1))
+        # the memory address of a byte of the frame being built or sent: the reply's, or the NAK's
+        frame_addr = Mux(is_reply, frame_off, self.NAK | frame_off[:4])
 
-        def emit(value):
-            m.d.comb += [emit_en.eq(1), emit_value.eq(value)]
+        def emit(value, *, crc=True):
+            """Append ``value`` to the frame (and to its CRC unless ``crc`` is false)."""
+            m.d.comb += [emit_en.eq(1), emit_value.eq(value), emit_crc.eq(crc)]
+
+        def begin_frame():
+            m.d.sync += [at.eq(0), wp.eq(1), code_at.eq(0), block.eq(0), after_full.eq(0), crc.eq(0xFFFFFFFF)]
 
         with m.If(emit_en):
-            m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq(emit_value), mem.w_en.eq(1),
-                         crc_in.eq(emit_value), crc_en.eq(1)]
-            m.d.sync += at.eq(at + 1)
+            with m.If(emit_crc):
+                m.d.comb += [crc_in.eq(emit_value), crc_en.eq(1)]
+            m.d.sync += [at.eq(at + 1), pending.eq(1), pending_value.eq(emit_value)]
+        busy = pending | patch                      # the frame's bytes still being written
+        with m.If(pending):                         # the clock after an emit: no other user of the memory
+            m.d.comb += [mem.addr.eq(frame_addr), mem.w_en.eq(1)]
+            m.d.sync += [pending.eq(0), after_full.eq(0)]
+            with m.If(pending_value == 0):          # the block ends: its code, and the next one's place
+                m.d.comb += [frame_off.eq(code_at), mem.w_data.eq(block + 1)]
+                m.d.sync += [code_at.eq(wp), wp.eq(wp + 1), block.eq(0)]
+            with m.Else():
+                m.d.comb += [frame_off.eq(wp), mem.w_data.eq(pending_value)]
+                with m.If(block == 253):            # a full block: 0xFF at its code, the next one's place
+                    m.d.sync += [patch.eq(1), patch_at.eq(code_at), code_at.eq(wp + 1), wp.eq(wp + 2),
+                                 block.eq(0), after_full.eq(1)]
+                with m.Else():
+                    m.d.sync += [wp.eq(wp + 1), block.eq(block + 1)]
+        with m.If(patch):                           # and the clock after that
+            m.d.comb += [frame_off.eq(patch_at), mem.addr.eq(frame_addr), mem.w_data.eq(0xFF), mem.w_en.eq(1)]
+            m.d.sync += patch.eq(0)
 
         m.d.comb += out_len.eq(count + has_status)
 
@@ -268,7 +321,8 @@ class LinkEndpoint(wiring.Component):
         # --- INFER: the feeder (input bytes → pipeline) and the collector (scores → result slots) ------
         first, n_images = arg16
         # Products with the slot numbers only after their range checks, on as few bits as a slot needs.
-        slot = first[:max(1, self._images.bit_length())]
+        slot_bits = max(1, self._images.bit_length())
+        slot = first[:slot_bits]
         # (registered in CHECK, like the range checks: multipliers on the ECP5)
         input_offset, result_offset = Signal(range(self.size)), Signal(range(self.size))
         most_results = (p.MAX_PAYLOAD - 1) // size          # results in one reply
@@ -278,8 +332,9 @@ class LinkEndpoint(wiring.Component):
         cap_bits = capacity.bit_length()
         write_out_of_range, slots_out_of_range, too_many_results = Signal(), Signal(), Signal()
         m.d.comb += count_next.eq(count - 1)
-        feed_left = Signal(16)
-        feed_addr, feed_pixel_addr = Signal(range(self.size)), Signal(range(self.size))
+        feed_left = Signal(range(self._images + 1))     # INFER's images: at most the slots (checked)
+        feed_pixel_addr = Signal(range(self.size))  # the pixel's first byte; its channels are HW apart
+        feed_addr = Signal(range(self.size)) if C > 1 else feed_pixel_addr
         feed_pixel, feed_ch = Signal(range(HW)), Signal(range(C))
         feed_phase = Signal(2)                      # 0 read, 1 wait and capture, 2 push
         # Reads: a state requests, the next waits ``lat`` clocks for the byte (ByteMemory.LATENCY).
@@ -309,17 +364,16 @@ class LinkEndpoint(wiring.Component):
         lanes = Signal(in_layout)
         lane_list = [lanes[c] for c in range(C)] if isinstance(in_layout, data.ArrayLayout) else [lanes]
         m.d.comb += pipe.i.payload.eq(lanes)
-        done = Signal(16)
-        coll_state = Signal(2)                      # 0 idle, 1 score bytes, 2 class and cycles
+        done = Signal(range(self._images + 1))
+        coll_tail = Signal()                        # 0: score bytes, 1: the image's class and cycles
         coll_byte = Signal(3)
-        coll_slot = Signal(range(self.size))      # the image's result slot
-        coll_addr = Signal(range(self.size))      # the next byte it writes
-        score = Signal(pipe.o.payload.score.shape())
-        score32 = Signal(signed(32))                # sign-extended for the wire's i32
-        m.d.comb += score32.eq(score)
-        klass, is_last = Signal(8), Signal()
-        cycles, image_cycles, since = Signal(40), Signal(32), Signal(32)    # 40 bits: 3 hours at 100 MHz
-        tail = Cat(klass, image_cycles)
+        coll_addr = Signal(range(self.size))        # the next byte it writes
+        score32 = Signal(signed(32))                # the stream's score, sign-extended for the wire's i32
+        m.d.comb += score32.eq(pipe.o.payload.score)
+        klass = Signal(8)
+        cycles = Signal(40)                         # INFER's clocks (40 bits: 3 hours at 100 MHz)
+        since = Signal(32)                          # clocks since the previous image's last score
+        tail = Cat(klass, since)                    # held while the collector writes it
 
         with m.FSM():
             with m.State("RX"):
@@ -349,34 +403,38 @@ class LinkEndpoint(wiring.Component):
                     m.d.sync += [
                         frame_good.eq(~bad & (code_left == 0) & (n >= 8) & (length == n - 8) & (crc == CRC_RESIDUE)),
                         write_out_of_range.eq((args[0] != p.REGIONS["inputs"]) | offset[cap_bits:].any() |
-                                              (offset[:cap_bits] + (length[:9] - 8) > capacity)),
-                        slots_out_of_range.eq(first + n_images > self._images),
+                                              (offset[:cap_bits] + (plen - 8) > capacity)),
+                        slots_out_of_range.eq(first[slot_bits:].any() | n_images[slot_bits:].any() |
+                                              (first[:slot_bits] + n_images[:slot_bits] > self._images)),
                         too_many_results.eq(n_images > most_results),
                         input_offset.eq(_times(slot, self.input_bytes)), result_offset.eq(_times(slot, size)),
-                        result_bytes.eq(_times(n_images[:8], size)),
+                        # used only when n_images <= most_results
+                        result_bytes.eq(_times(n_images[:max(1, most_results.bit_length())], size)),
                     ]
                     if L:
                         start = Mux(committed, 0, loaded)       # a WRITE after COMMIT starts a reload
                         behind = Signal(32)                     # bytes of it loaded already
                         m.d.comb += behind.eq(start - offset)
                         m.d.sync += [
-                            load_bad.eq((offset > start) | (offset + (length - 8) > L)),
-                            load_skip.eq(Mux(behind > length - 8, length - 8, behind)),
+                            load_bad.eq((offset > start) | (offset + (plen - 8) > L)),
+                            load_skip.eq(Mux(behind > plen - 8, plen - 8, behind)),
                             commit_len_bad.eq(Cat(args[0], args[1], args[2], args[3]) != L),
                         ]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(~frame_good):
-                    m.d.sync += [out_cmd.eq(p.NAK), out_seq.eq(Mux(n >= 2, seq, 0)), has_status.eq(0), source.eq(0),
-                                 count.eq(0), base.eq(self.NAK), at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(0)]
+                    m.d.sync += [has_status.eq(0), source.eq(0),
+                                 count.eq(0), is_reply.eq(0)]
+                    begin_frame()
                     m.next = "HEADER"
                 with m.Elif(have_last & (cmd == last_cmd) & (seq == last_seq)):
-                    m.d.sync += [base.eq(self.REPLY), total.eq(reply_total), is_reply.eq(1)]
+                    m.d.sync += is_reply.eq(1)
                     m.next = "SEND"
                 with m.Else():
                     m.d.sync += [last_cmd.eq(cmd), last_seq.eq(seq), have_last.eq(0),
-                                 out_cmd.eq(cmd | p.REPLY), out_seq.eq(seq), has_status.eq(1),
-                                 base.eq(self.REPLY), at.eq(0), crc.eq(0xFFFFFFFF), is_reply.eq(1)]
+                                 has_status.eq(1),
+                                 is_reply.eq(1)]
+                    begin_frame()
                     m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
@@ -386,27 +444,27 @@ class LinkEndpoint(wiring.Component):
                         reply(status["OK"], src_kind=1, data_len=len(self.hello))
                         m.d.sync += rom_base.eq(0)
                     with m.Case(p.COMMANDS["ECHO"]):
-                        reply(status["OK"], src_kind=2, data_len=Mux(length < p.MAX_PAYLOAD, length, 0))
+                        reply(status["OK"], src_kind=2, data_len=Mux(plen < p.MAX_PAYLOAD, plen, 0))
                         m.d.sync += src.eq(self.FRAME + 4)
                     with m.Case(p.COMMANDS["WRITE"]):
-                        with m.If(length < 8):
+                        with m.If(plen < 8):
                             reply(status["MALFORMED"])
                         if L:
                             with m.Elif(args[0] == p.REGIONS["model"]):
                                 with m.If(load_bad):
                                     reply(status["RANGE"])
                                 with m.Else():
-                                    m.d.sync += [src.eq(self.FRAME + 12 + load_skip), count.eq(length - 8 - load_skip),
+                                    m.d.sync += [src.eq(self.FRAME + 12 + load_skip), count.eq(plen - 8 - load_skip),
                                                  loaded.eq(Mux(committed, 0, loaded)), committed.eq(0)]
                                     m.next = "LOAD_READ"
                         with m.Elif(write_out_of_range):
                             reply(status["RANGE"])
                         with m.Else():
                             m.d.sync += [src.eq(self.FRAME + 12), feed_addr.eq(self.INPUTS + offset),
-                                         count.eq(length - 8)]
+                                         count.eq(plen - 8)]
                             m.next = "WRITE_READ"
                     with m.Case(p.COMMANDS["INFER"]):
-                        with m.If(length < 5):
+                        with m.If(plen < 5):
                             reply(status["MALFORMED"])
                         if L:
                             with m.Elif(~committed):
@@ -417,11 +475,11 @@ class LinkEndpoint(wiring.Component):
                             m.d.sync += [feed_left.eq(n_images), feed_pixel.eq(0), feed_ch.eq(0),
                                          feed_phase.eq(0), feed_addr.eq(self.INPUTS + input_offset),
                                          feed_pixel_addr.eq(self.INPUTS + input_offset),
-                                         done.eq(0), coll_state.eq(0), coll_slot.eq(self.RESULTS + result_offset),
+                                         done.eq(0), coll_tail.eq(0), coll_byte.eq(0),
                                          coll_addr.eq(self.RESULTS + 5 + result_offset), cycles.eq(0), since.eq(0)]
                             m.next = "INFER"
                     with m.Case(p.COMMANDS["RESULTS"]):
-                        with m.If(length < 4):
+                        with m.If(plen < 4):
                             reply(status["MALFORMED"])
                         with m.Elif(slots_out_of_range | too_many_results):
                             reply(status["RANGE"])
@@ -432,7 +490,7 @@ class LinkEndpoint(wiring.Component):
                         if not L:
                             reply(status["NO_ROOM"])
                         else:
-                            with m.If(length < 8):
+                            with m.If(plen < 8):
                                 reply(status["MALFORMED"])
                             with m.Elif(commit_len_bad):
                                 reply(status["BAD_MODEL"])
@@ -466,36 +524,35 @@ class LinkEndpoint(wiring.Component):
                     m.next = "WRITE_READ"
 
             with m.State("INFER"):
-                m.d.sync += [cycles.eq(cycles + 1), since.eq(since + 1)]
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(~coll_tail):
+                    m.d.sync += since.eq(since + 1)
                 # The collector owns the memory port while it writes; the feeder reads when it is free.
-                with m.Switch(coll_state):
-                    with m.Case(0):
-                        m.d.comb += pipe.o.ready.eq(1)
-                        with m.If(pipe.o.valid):
-                            m.d.sync += [score.eq(pipe.o.payload.score), klass.eq(pipe.o.payload.klass),
-                                         is_last.eq(pipe.o.payload.last), coll_state.eq(1), coll_byte.eq(0)]
-                            with m.If(pipe.o.payload.last):
-                                m.d.sync += [image_cycles.eq(since + 1), since.eq(0)]
-                    with m.Case(1):                 # the score's four bytes, after the slot's earlier ones
-                        m.d.comb += [mem.addr.eq(coll_addr),
-                                     mem.w_data.eq(score32.as_unsigned().word_select(coll_byte[:2], 8)),
-                                     mem.w_en.eq(1)]
+                with m.If(~coll_tail):
+                    # A score's four bytes, written from the stream, which holds the score until it is taken
+                    # with the last one; an image's last score is followed by its class and cycles.
+                    with m.If(pipe.o.valid):
+                        m.d.comb += [mem.addr.eq(coll_addr), mem.w_en.eq(1),
+                                     mem.w_data.eq(score32.as_unsigned().word_select(coll_byte[:2], 8))]
                         m.d.sync += [coll_byte.eq(coll_byte + 1), coll_addr.eq(coll_addr + 1)]
-                        with m.If(coll_byte == 3):
-                            m.d.sync += [coll_state.eq(Mux(is_last, 2, 0)), coll_byte.eq(0)]
-                            with m.If(is_last):
-                                m.d.sync += coll_addr.eq(coll_slot)
-                    with m.Case(2):                 # the image's class and cycles at the slot's start
-                        m.d.comb += [mem.addr.eq(coll_addr),
-                                     mem.w_data.eq(tail.word_select(coll_byte, 8)), mem.w_en.eq(1)]
-                        m.d.sync += [coll_byte.eq(coll_byte + 1), coll_addr.eq(coll_addr + 1)]
-                        with m.If(coll_byte == 4):
-                            m.d.sync += [coll_state.eq(0), coll_slot.eq(coll_slot + size),
-                                         coll_addr.eq(coll_addr + size + 1), done.eq(done + 1)]
+                        with m.If(coll_byte[:2] == 3):
+                            m.d.comb += pipe.o.ready.eq(1)
+                            m.d.sync += coll_byte.eq(0)
+                            with m.If(pipe.o.payload.last):     # to the slot's start
+                                m.d.sync += [klass.eq(pipe.o.payload.klass), coll_tail.eq(1),
+                                             coll_addr.eq(coll_addr + 1 - size)]
+                with m.Else():                      # the image's class and cycles at the slot's start
+                    m.d.comb += [mem.addr.eq(coll_addr),
+                                 mem.w_data.eq(tail.word_select(coll_byte, 8)), mem.w_en.eq(1)]
+                    m.d.sync += [coll_byte.eq(coll_byte + 1), coll_addr.eq(coll_addr + 1)]
+                    with m.If(coll_byte == 4):      # to the next slot's scores; the next image's count
+                        m.d.sync += [coll_tail.eq(0), coll_byte.eq(0), coll_addr.eq(coll_addr + size + 1),
+                                     done.eq(done + 1), since.eq(len(tail) // 8)]    # has the tail's clocks
+
 
                 with m.Switch(feed_phase):
                     with m.Case(0):
-                        with m.If((feed_left != 0) & (coll_state == 0)):
+                        with m.If((feed_left != 0) & ~coll_tail & ~pipe.o.valid):
                             m.d.comb += mem.addr.eq(feed_addr)
                             m.d.sync += [feed_phase.eq(1), feed_lat.eq(first_wait)]
                     with m.Case(1):
@@ -523,14 +580,17 @@ class LinkEndpoint(wiring.Component):
                                 m.d.sync += [feed_pixel.eq(feed_pixel + 1), feed_addr.eq(feed_pixel_addr + 1),
                                              feed_pixel_addr.eq(feed_pixel_addr + 1)]
 
-                with m.If((done == n_images) & (coll_state == 0)):
+                with m.If((done == n_images[:len(done)]) & ~coll_tail):
                     reply(status["OK"], src_kind=3, data_len=10)
                     m.next = "HEADER"
 
-            # header, status, data and CRC into memory at ``base``
-            # Header, status, data and CRC into memory at ``base``; each emit waits for the CRC unit.
+            # Header, status, data and CRC, encoded into the reply's or the NAK's place; each emit waits for
+            # the CRC unit.
             with m.State("HEADER"):
                 with m.If(~crc_busy):
+                    # the request's command and sequence number stay until the next request
+                    out_cmd = Mux(is_reply, cmd | p.REPLY, p.NAK)
+                    out_seq = Mux(n >= 2, seq, 0)           # a NAK for a frame too short for one: 0
                     emit(Array([out_cmd, out_seq, out_len[:8], out_len[8:]])[at[:2]])
                     with m.If(at == 3):
                         m.next = "STATUS"
@@ -566,63 +626,43 @@ class LinkEndpoint(wiring.Component):
                     m.d.sync += [src.eq(src + 1), count.eq(count_next)]
                     m.next = "DATA"
             with m.State("CRC"):
-                with m.If(~crc_busy):
-                    m.d.comb += [mem.addr.eq(base + at), mem.w_data.eq((~crc).word_select(src[:2], 8)),
-                                 mem.w_en.eq(1)]
-                    m.d.sync += [at.eq(at + 1), src.eq(src + 1)]
+                with m.If(~crc_busy & ~busy):
+                    emit((~crc).word_select(src[:2], 8), crc=False)
+                    m.d.sync += src.eq(src + 1)
                     with m.If(src[:2] == 3):
-                        m.d.sync += total.eq(at + 1)
-                        with m.If(is_reply):
-                            m.d.sync += reply_total.eq(at + 1)
-                        m.next = "SEND"
+                        m.next = "CLOSE"
+            with m.State("CLOSE"):                  # the last block's code; a block after a full one and
+                with m.If(~busy):                   # still empty is dropped
+                    end = Mux(after_full, code_at, wp)
+                    with m.If(~after_full):
+                        m.d.comb += [frame_off.eq(code_at), mem.addr.eq(frame_addr), mem.w_data.eq(block + 1),
+                                     mem.w_en.eq(1)]
+                    with m.If(is_reply):
+                        m.d.sync += reply_total.eq(end)
+                    with m.Else():
+                        m.d.sync += nak_total.eq(end)
+                    m.next = "SEND"
 
-            # --- sending: COBS encoding from memory ------------------------------------------------------
-            pos, scan = Signal(range(self._frame_max + 1)), Signal(range(self._frame_max + 1))
-            run = Signal(8)
-            k = Signal(8)
+            # --- sending: the encoded frame from memory, then the zero that ends it ----------------------
+            k = Signal(range(self._encoded_max + 1))
             with m.State("SEND"):
-                m.d.sync += [pos.eq(0), scan.eq(0), run.eq(0)]
-                m.next = "SCAN"
-            with m.State("SCAN"):
-                with m.If((scan == total) | (run == 254)):
-                    m.next = "CODE"
-                with m.Else():
-                    read(base + scan, "SCAN_CHECK")
-            with m.State("SCAN_CHECK"):
-                wait()
-                with m.If(arrived & (mem.r_data == 0)):
-                    m.next = "CODE"
-                with m.Elif(arrived):
-                    m.d.sync += [run.eq(run + 1), scan.eq(scan + 1)]
-                    m.next = "SCAN"
-            with m.State("CODE"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(run + 1)]
-                with m.If(self.o.ready):
-                    m.d.sync += k.eq(0)
-                    m.next = "BYTES"
+                m.d.sync += k.eq(0)
+                m.next = "BYTES"
             with m.State("BYTES"):
-                with m.If(k == run):
-                    m.next = "NEXT"
+                with m.If(k == Mux(is_reply, reply_total, nak_total)):
+                    m.next = "END"
                 with m.Else():
-                    read(base + pos + k, "BYTE_OUT")
+                    m.d.comb += frame_off.eq(k)
+                    read(frame_addr, "BYTE_OUT")
             with m.State("BYTE_OUT"):
                 # the request repeats, so that the byte stays while the stream waits
-                m.d.comb += mem.addr.eq(base + pos + k)
+                m.d.comb += [frame_off.eq(k), mem.addr.eq(frame_addr)]
                 wait()
                 with m.If(arrived):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(mem.r_data)]
                 with m.If(arrived & self.o.ready):
                     m.d.sync += k.eq(k + 1)
                     m.next = "BYTES"
-            with m.State("NEXT"):
-                with m.If(pos + run == total):
-                    m.next = "END"
-                with m.Elif(run == 254):
-                    m.d.sync += [pos.eq(pos + run), scan.eq(pos + run), run.eq(0)]
-                    m.next = "SCAN"
-                with m.Else():                                  # skip the zero the block stood for
-                    m.d.sync += [pos.eq(pos + run + 1), scan.eq(pos + run + 1), run.eq(0)]
-                    m.next = "SCAN"
             with m.State("END"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(0)]
                 with m.If(self.o.ready):

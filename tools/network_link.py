@@ -98,7 +98,7 @@ def link_cost(model, board, images=DEFAULT_IMAGES):
     project's builds. The iCE40 boards are UP5Ks, where its buffers are one SPRAM block, outside the plan's
     block RAM budget."""
     from .network_plan import ebr_blocks
-    logic = {"ice40": 2100, "ecp5": 2000}[board.family]     # 2,094 LC; 1,975-2,023 LUT
+    logic = {"ice40": 1950, "ecp5": 1800}[board.family]     # 1,931 LC; 1,781 LUT (lean model, seed 1)
     if board.family == "ice40":
         return {"logic": logic, "blocks": 0, "spram": 1}
     size = LinkEndpoint.buffer_bytes(int(np.prod(model.input_shape)), model.output_shape[0], images)
